@@ -1,0 +1,76 @@
+"""Per-architecture facts that layer dropping needs, kept as one table of data.
+
+Each entry says where the list of Transformer layers lives (relative to the model's
+`base_model`, so the same entry serves `BertModel` and `BertForSequenceClassification`)
+and which config field counts the layers. Adding an architecture means adding a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from compress.errors import CompressError
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    layers_path: str
+    """Dotted path from `model.base_model` to the `nn.ModuleList` of layers."""
+    num_layers_field: str
+    """Config field that holds the number of layers."""
+    shared_weights: bool = False
+    """ALBERT: one set of weights applied `num_layers` times; dropping means fewer repetitions."""
+    per_layer_config_fields: tuple[str, ...] = ()
+    """Config lists with one entry per layer (e.g. `layer_types`) that must follow the kept layers."""
+    sequence_first: bool = False
+    """XLNet runs its layers on (sequence, batch, hidden) tensors instead of (batch, sequence, hidden)."""
+
+
+ARCHITECTURES: dict[str, LayerLayout] = {
+    "bert": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "roberta": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "xlm-roberta": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "electra": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "mpnet": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "distilbert": LayerLayout("transformer.layer", "n_layers"),
+    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True),
+    "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
+    "gpt2": LayerLayout("h", "n_layer"),
+    "llama": LayerLayout("layers", "num_hidden_layers"),
+    "qwen2": LayerLayout("layers", "num_hidden_layers", per_layer_config_fields=("layer_types",)),
+}
+
+
+def layout_for(config: PretrainedConfig, where: str = "model") -> LayerLayout:
+    """The table entry for a config's `model_type`, or a one-line error listing what is supported."""
+    try:
+        return ARCHITECTURES[config.model_type]
+    except KeyError:
+        supported = ", ".join(sorted(ARCHITECTURES))
+        raise CompressError(
+            f"{where}: architecture '{config.model_type}' has no layer-layout entry (supported: {supported})"
+        ) from None
+
+
+def num_layers(config: PretrainedConfig) -> int:
+    return int(getattr(config, layout_for(config).num_layers_field))
+
+
+def layer_list(model: PreTrainedModel) -> nn.ModuleList:
+    """The model's `nn.ModuleList` of Transformer layers (for ALBERT: its weight groups)."""
+    module = model.base_model
+    for attribute in layout_for(model.config).layers_path.split("."):
+        module = getattr(module, attribute)
+    return module
+
+
+def set_layer_list(model: PreTrainedModel, layers: nn.ModuleList) -> None:
+    parent_path, _, attribute = layout_for(model.config).layers_path.rpartition(".")
+    parent = model.base_model
+    for name in filter(None, parent_path.split(".")):
+        parent = getattr(parent, name)
+    setattr(parent, attribute, layers)

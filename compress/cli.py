@@ -1,0 +1,153 @@
+"""The `compress` command line: run a recipe, check one, or drop layers from a model alone."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from compress.errors import CompressError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Make pre-trained Transformer encoders smaller and faster: drop layers, fine-tune, distil, quantize.",
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def user_errors(command):
+    """Bad input ends in one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CompressError as error:
+            errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: completed stages are kept; unfinished ones are in *.partial folders")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()  # per-map bars for work that takes a second; training keeps its bar
+    transformers.logging.set_verbosity_error()
+    huggingface_hub.logging.set_verbosity_error()  # hub retries are summed up in our own one-line error
+
+
+@app.command()
+@user_errors
+def run(
+    recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/quickstart.yaml.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<recipe name>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+) -> None:
+    """Run every stage of a recipe; writes one folder per stage, final/ and results.json."""
+    from compress.recipe import load_recipe
+    from compress.runner import run_recipe
+
+    _quiet_libraries()
+    recipe = load_recipe(recipe_file)
+    run_recipe(recipe, recipe_file, out or Path("runs") / recipe.name, overwrite, console)
+
+
+@app.command()
+@user_errors
+def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to validate.")]) -> None:
+    """Validate a recipe (schema, model, layer counts, data files) without running it."""
+    from compress.recipe import load_recipe
+
+    _quiet_libraries()
+    recipe = load_recipe(recipe_file)
+    console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
+
+
+@app.command()
+@user_errors
+def drop(
+    model: Annotated[str, typer.Argument(help="Alias (minilm-l6, mpnet-12), local folder or hub id.")],
+    strategy: Annotated[str, typer.Option(help="top, bottom, alternate-even, alternate-odd, symmetric, contribution, layers.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the smaller model.")],
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="How many layers to drop.")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="strategy layers: comma-separated 0-based indices.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="contribution: task whose training examples score the layers.")] = None,
+    data_source: Annotated[str, typer.Option(help="contribution: hub, glue-dir, files or embedded.")] = "hub",
+    data_path: Annotated[Optional[Path], typer.Option(help="contribution: GLUE folder (glue-dir) or training file (files).")] = None,
+    text_columns: Annotated[Optional[str], typer.Option(help="contribution with files: comma-separated text columns.")] = None,
+    examples: Annotated[int, typer.Option(help="contribution: examples to score.")] = 500,
+    max_length: Annotated[int, typer.Option(help="contribution: tokens per example.")] = 128,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
+    from compress.architectures import num_layers
+    from compress.contribution import score_layers_on_task
+    from compress.data import DataSettings, load_task_data
+    from compress.layer_drop import drop_layers, kept_original_layers
+    from pydantic import ValidationError
+
+    from compress.model_card import render_model_card
+    from compress.models import count_parameters, load_saved, load_tokenizer
+    from compress.recipe import format_validation_error
+    from compress.stages.drop import write_contribution_scores
+    from compress.strategies import STRATEGIES, layers_to_drop
+
+    _quiet_libraries()
+    if strategy not in STRATEGIES:
+        raise CompressError(f"--strategy: expected one of {', '.join(STRATEGIES)} (got '{strategy}')")
+    try:
+        indices = [int(i) for i in layers.split(",")] if layers else None
+    except ValueError:
+        raise CompressError(f"--layers: expected comma-separated integers (got '{layers}')") from None
+    if strategy == "contribution" and task is None:
+        raise CompressError("--task: strategy contribution scores layers on task examples; name the task")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CompressError(f"{out}: folder exists; pass --overwrite to replace it")
+
+    tokenizer = load_tokenizer(model)
+    network = load_saved(model)
+    count = num_layers(network.config)
+    layers_to_drop(strategy, count, k, layers=indices, scores=[0.0] * count)  # check K before any work
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    scores = None
+    if strategy == "contribution":
+        try:
+            data_settings = DataSettings(
+                source=data_source,
+                path=data_path if data_source == "glue-dir" else None,
+                train=data_path if data_source == "files" else None,
+                dev=data_path if data_source == "files" else None,
+                text_columns=text_columns.split(",") if text_columns else None,
+            )
+        except ValidationError as error:
+            raise CompressError(format_validation_error("command line (data options)", error)) from None
+        train = load_task_data(task, data_settings).train
+        scores = score_layers_on_task(network, tokenizer, train, examples, max_length, seed=42)
+        write_contribution_scores(scores, network, {"task": task, "examples": min(examples, len(train))}, partial)
+    dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores)
+    drop_layers(network, dropped, strategy)
+    network.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "README.md").write_text(render_model_card(network, model, task or "none", "-", None, None))
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    console.print(
+        f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network)}; "
+        f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"
+    )
+

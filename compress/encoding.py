@@ -1,0 +1,29 @@
+"""Turning task text into model inputs: tokenization and padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+
+def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    """Token ids for `text_a` (and `text_b` for sentence pairs), truncated to `max_length`, unpadded."""
+    pair = "text_b" in dataset.column_names
+
+    def encode(rows):
+        return tokenizer(rows["text_a"], rows["text_b"] if pair else None, truncation=True, max_length=max_length)
+
+    text_columns = [c for c in ("text_a", "text_b") if c in dataset.column_names]
+    return dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
+
+
+def padded_batches(
+    tokenized: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches padded to their longest row, in dataset order; the `label` column becomes `labels`."""
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    for start in range(0, len(tokenized), batch_size):
+        yield collate(list(tokenized.select(range(start, min(start + batch_size, len(tokenized))))))

@@ -1,0 +1,48 @@
+"""Scoring a model on a task's dev set(s) with the metrics GLUE reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from rich.progress import track
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from compress.data import TaskData
+from compress.encoding import padded_batches, tokenize
+from compress.metrics import compute_metrics
+
+Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
+"""Maps one padded batch of inputs to its logits; lets PyTorch and ONNX models share the evaluation."""
+
+
+def torch_predictor(model: PreTrainedModel) -> Predictor:
+    model.eval()
+
+    @torch.no_grad()
+    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {k: v.to(model.device) for k, v in batch.items()}
+        return model(**inputs).logits.float().cpu().numpy()
+
+    return predict
+
+
+def evaluate(
+    predict: Predictor, data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int
+) -> dict[str, float]:
+    """Metrics on every eval split; the first split's metrics bare, the others prefixed by the split name."""
+    results: dict[str, float] = {}
+    for position, (split, dataset) in enumerate(data.dev.items()):
+        tokenized = tokenize(dataset, tokenizer, max_length)
+        # Length-sorted batches pad less, which makes CPU evaluation noticeably faster.
+        tokenized = tokenized.select(np.argsort([len(ids) for ids in tokenized["input_ids"]], kind="stable"))
+        logits, labels = [], []
+        batches = padded_batches(tokenized, tokenizer, batch_size)
+        for batch in track(batches, total=-(-len(tokenized) // batch_size), description=f"Evaluating {split}"):
+            labels.append(batch.pop("labels").numpy())
+            logits.append(predict(batch))
+        metrics = compute_metrics(data.task, np.concatenate(logits), np.concatenate(labels))
+        prefix = "" if position == 0 else f"{split}_"
+        results.update({prefix + name: value for name, value in metrics.items()})
+    return results

@@ -1,0 +1,33 @@
+"""Scoring predictions with the metrics a task reports (GLUE's names, plain floats, not percent)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from compress.tasks import TaskSpec
+
+# name -> f(labels, predictions); predictions are class ids or regression scores
+_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": lambda labels, predicted: accuracy_score(labels, predicted),
+    "f1": lambda labels, predicted: f1_score(labels, predicted, average="binary", pos_label=1, zero_division=0.0),
+    "matthews_correlation": lambda labels, predicted: matthews_corrcoef(labels, predicted),
+    "pearson": lambda labels, predicted: pearsonr(labels, predicted).statistic,
+    "spearman": lambda labels, predicted: spearmanr(labels, predicted).statistic,
+}
+
+
+def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics, in its order; predictions are logits (N, C), or scores (N,) / (N, 1) for regression."""
+    predictions = np.asarray(predictions)
+    labels = np.asarray(labels)
+    if task.is_regression:
+        predicted = predictions.reshape(len(predictions))
+    elif predictions.ndim == 2:
+        predicted = predictions.argmax(axis=-1)
+    else:
+        raise ValueError(f"{task.name}: expected logits of shape (N, {task.num_labels}), got {predictions.shape}")
+    return {name: float(_METRICS[name](labels, predicted)) for name in task.metrics}

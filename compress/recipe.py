@@ -1,0 +1,146 @@
+"""Recipes: a YAML file naming a model, a task with its data, and an ordered list of stages.
+
+A recipe is validated whole before any work starts: first its shape (unknown keys, types,
+values), then what needs the model's config (architecture supported, every K fits the layers
+left at that point of the chain) and the data files (present, with the columns named).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from compress.architectures import layout_for, num_layers
+from compress.data import DataSettings, check_data_files, resolve_task
+from compress.errors import CompressError
+from compress.models import load_config
+from compress.stages import STAGES
+from compress.stages.drop import DropSettings
+from compress.strategies import layers_to_drop
+
+BASE = "base"
+"""The name a stage's `from` uses for the pre-trained model itself."""
+
+AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="Run name; default: the recipe file's name.")
+    description: str | None = None
+    model: str = Field(description="Alias (minilm-l6, mpnet-12), local folder or Hugging Face hub id.")
+    task: str = Field(description="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
+                      "rotten-tomatoes (embedded), or your own name with data.source: files.")
+    data: DataSettings = Field(default_factory=DataSettings)
+    max_length: int = Field(128, ge=8, description="Tokens per example, for training and evaluation.")
+    eval_batch_size: int = Field(64, ge=1)
+    seed: int = Field(42, description="Seeds the new classification head of the pre-trained model.")
+    stages: list[AnyStage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _stage_names_and_sources(self):
+        seen: list[str] = [BASE]
+        for index, stage in enumerate(self.stages):
+            stage.name = stage.name or f"{index + 1:02d}-{stage.stage}"
+            if stage.name in seen:
+                raise ValueError(f"stages[{index}].name: '{stage.name}' is used twice (or is reserved)")
+            if stage.source is not None and stage.source not in seen:
+                raise ValueError(
+                    f"stages[{index}].from: expected '{BASE}' or an earlier stage's name "
+                    f"({', '.join(seen)}), got '{stage.source}'"
+                )
+            seen.append(stage.name)
+        return self
+
+    def source_of(self, index: int) -> str:
+        """Name of the model stage `index` starts from: 'base' or an earlier stage."""
+        stage = self.stages[index]
+        if stage.source is not None:
+            return stage.source
+        return BASE if index == 0 else self.stages[index - 1].name
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    path = ""
+    for index, part in enumerate(location):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif index >= 2 and location[0] == "stages" and index == 2 and part in STAGES:
+            continue  # the discriminator tag pydantic inserts into a stage's location
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _describe(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    if error["type"].startswith(("literal_", "int_", "float_", "bool_", "string_", "greater", "less")):
+        message += f" (got {error['input']!r})"
+    return message.removeprefix("Value error, ")
+
+
+def format_validation_error(where: str | Path, error: ValidationError) -> str:
+    problems = [": ".join(filter(None, (_field_path(e["loc"]), _describe(e)))) for e in error.errors()]
+    return f"{where}: " + "; ".join(problems)
+
+
+def parse_recipe(file: Path) -> Recipe:
+    """Read and validate the recipe's shape; every error is one line naming the file and the field."""
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise CompressError(f"{file}: no such recipe file") from None
+    except OSError as error:
+        raise CompressError(f"{file}: cannot read ({error.strerror})") from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CompressError(f"{file}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(content, dict):
+        raise CompressError(f"{file}: expected a mapping with model, task and stages at the top")
+    try:
+        recipe = Recipe.model_validate(content)
+    except ValidationError as error:
+        raise CompressError(format_validation_error(file, error)) from None
+    if recipe.name is None:
+        recipe.name = file.stem
+    return recipe
+
+
+def check_recipe(recipe: Recipe, file: Path) -> None:
+    """The checks that need the model's config and the data: all before any work starts."""
+    try:
+        config = load_config(recipe.model)
+        layout_for(config)
+        resolve_task(recipe.task, recipe.data)
+        check_data_files(recipe.task, recipe.data)
+    except CompressError as error:
+        raise CompressError(f"{file}: {error}") from None
+
+    layers_after = {BASE: num_layers(config)}
+    for index, stage in enumerate(recipe.stages):
+        count = layers_after[recipe.source_of(index)]
+        if isinstance(stage, DropSettings):
+            try:
+                # Contribution scores are unknown until run time; any scores check K the same way.
+                dropped = layers_to_drop(stage.strategy, count, stage.k, layers=stage.layers, scores=[0.0] * count)
+            except CompressError as error:
+                raise CompressError(f"{file}: stages[{index}].{error}") from None
+            count -= len(dropped)
+        layers_after[stage.name] = count
+
+
+def load_recipe(file: Path) -> Recipe:
+    recipe = parse_recipe(file)
+    check_recipe(recipe, file)
+    return recipe

@@ -1,0 +1,29 @@
+"""The stage registry: recipe name -> settings model and the function that applies it.
+
+Every stage function has the same shape: `apply(model, settings, context) -> model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compress.stages.base import StageContext, StageSettings
+from compress.stages.drop import DropSettings, drop
+from compress.stages.finetune import FinetuneSettings, finetune
+
+
+@dataclass(frozen=True)
+class Stage:
+    settings: type[StageSettings]
+    apply: Callable
+    trains: bool
+    """Whether the output has been trained on the task (and so is worth evaluating)."""
+
+
+STAGES: dict[str, Stage] = {
+    "drop": Stage(DropSettings, drop, trains=False),
+    "finetune": Stage(FinetuneSettings, finetune, trains=True),
+}
+
+__all__ = ["STAGES", "Stage", "StageContext", "StageSettings"]

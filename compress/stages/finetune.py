@@ -1,0 +1,60 @@
+"""The `finetune` stage: train the whole model on the task with the Hugging Face Trainer.
+
+The Trainer is what lets `accelerate launch` or `torchrun` spread the same recipe over several GPUs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Literal
+
+import torch
+from pydantic import Field
+from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
+
+from compress.encoding import tokenize
+from compress.stages.base import StageContext, StageSettings
+
+
+class FinetuneSettings(StageSettings):
+    stage: Literal["finetune"] = "finetune"
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+
+
+def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingArguments:
+    """Trainer settings for a stage that keeps no checkpoints (the stage saves its final model itself)."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        warmup_ratio=settings.warmup_ratio,
+        weight_decay=settings.weight_decay,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=50,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+
+
+def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> PreTrainedModel:
+    train = tokenize(context.data.train, context.tokenizer, context.max_length)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(
+            model=model,
+            args=training_arguments(settings, scratch),
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(context.tokenizer),
+            processing_class=context.tokenizer,
+        )
+        trainer.train()
+    return trainer.model

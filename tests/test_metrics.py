@@ -1,0 +1,63 @@
+import math
+
+import numpy as np
+import pytest
+
+from compress.metrics import compute_metrics
+from compress.tasks import get_task
+
+
+def logits_for(class_ids: list[int], num_labels: int = 2) -> np.ndarray:
+    """Logits whose argmax is class_ids."""
+    return np.eye(num_labels)[class_ids] * 3.0 - 1.0
+
+
+def test_accuracy_and_binary_f1_by_hand():
+    # predicted 1 0 1 1 against 1 0 0 1: 3 of 4 right; tp=2 fp=1 fn=0 -> precision 2/3, recall 1, f1 0.8
+    scores = compute_metrics(get_task("mrpc"), logits_for([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
+    assert list(scores) == ["accuracy", "f1"]
+    assert scores["accuracy"] == pytest.approx(0.75)
+    assert scores["f1"] == pytest.approx(0.8)
+    assert all(type(value) is float for value in scores.values())
+
+
+def test_f1_counts_class_1_as_positive():
+    # all predictions class 0: no true positives of class 1, f1 0 although accuracy is 0.5
+    scores = compute_metrics(get_task("qqp"), logits_for([0, 0, 0, 0]), np.array([0, 0, 1, 1]))
+    assert scores == {"accuracy": 0.5, "f1": 0.0}
+
+
+def test_matthews_correlation():
+    labels = np.array([1, 0, 0, 0])
+    assert compute_metrics(get_task("cola"), logits_for([1, 0, 0, 0]), labels) == {"matthews_correlation": 1.0}
+    # tp=1 fp=1 tn=2 fn=0: (1*2 - 1*0) / sqrt(2 * 1 * 3 * 2) = 1/sqrt(3)
+    scores = compute_metrics(get_task("cola"), logits_for([1, 1, 0, 0]), labels)
+    assert scores["matthews_correlation"] == pytest.approx(1 / math.sqrt(3))
+
+
+def test_three_class_accuracy_uses_argmax():
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.5, 0.2], [0.1, 0.0, 0.3]])
+    assert compute_metrics(get_task("mnli"), logits, np.array([0, 1, 0])) == {"accuracy": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1)])
+def test_pearson_and_spearman_of_a_linear_relation(shape):
+    labels = np.array([0.0, 1.0, 2.5, 4.0, 5.0], dtype=np.float32)
+    predictions = (2 * labels + 1).reshape(shape)
+    assert compute_metrics(get_task("stsb"), predictions, labels) == {
+        "pearson": pytest.approx(1.0),
+        "spearman": pytest.approx(1.0),
+    }
+
+
+def test_spearman_sees_rank_order_only():
+    labels = np.array([1.0, 2.0, 3.0, 4.0])
+    scores = compute_metrics(get_task("stsb"), labels**4, labels)
+    assert scores["spearman"] == pytest.approx(1.0)
+    assert scores["pearson"] < 0.99
+    assert compute_metrics(get_task("stsb"), -labels, labels)["pearson"] == pytest.approx(-1.0)
+
+
+def test_class_ids_instead_of_logits_are_refused():
+    with pytest.raises(ValueError, match="logits"):
+        compute_metrics(get_task("sst2"), np.array([0, 1]), np.array([0, 1]))
