@@ -1,0 +1,64 @@
+"""Contribution scores: exact on constructed layers, and cross-checked on the real MiniLM."""
+
+import pytest
+import torch
+from torch import nn
+
+from compress.architectures import layer_list
+from compress.contribution import layer_contributions, score_layers_on_task
+from compress.data import DataSettings, load_task_data
+from compress.encoding import padded_batches, tokenize
+from compress.models import load_for_task, load_tokenizer
+from tests.test_layer_drop import batch, tiny_classifier
+
+
+class Scale(nn.Module):
+    """Stands in for a Transformer layer: returns its input times a constant, as layers return tuples."""
+
+    def __init__(self, factor: float, second_stream: bool):
+        super().__init__()
+        self.factor = factor
+        self.second_stream = second_stream
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if self.second_stream:  # XLNet layers also return their query stream (None here)
+            return (hidden_states * self.factor, args[0])
+        return (hidden_states * self.factor,)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlnet"])
+def test_identity_scores_one_and_negation_minus_one(model_type):
+    model = tiny_classifier(model_type, layers=4)
+    layers = layer_list(model)
+    layers[1] = Scale(1.0, second_stream=model_type == "xlnet")
+    layers[2] = Scale(-1.0, second_stream=model_type == "xlnet")
+    scores = layer_contributions(model, [batch()])
+    assert scores[1] == pytest.approx(1.0, abs=1e-6)
+    assert scores[2] == pytest.approx(-1.0, abs=1e-6)
+    assert all(-1 - 1e-6 <= s <= 1 + 1e-6 for s in scores)
+
+
+@pytest.fixture(scope="module")
+def minilm_on_reviews():
+    data = load_task_data("rotten-tomatoes", DataSettings(source="embedded"))
+    tokenizer = load_tokenizer("minilm-l6")
+    return load_for_task("minilm-l6", data.task, tokenizer), tokenizer, data
+
+
+def test_real_minilm_scores_match_its_hidden_states(minilm_on_reviews):
+    model, tokenizer, data = minilm_on_reviews
+    examples = data.train.select(range(24))
+    scores = score_layers_on_task(model, tokenizer, examples, 24, max_length=64, seed=0)
+
+    # Independent path: BERT's hidden_states[i] is layer i's input, hidden_states[i + 1] its output.
+    sums, tokens = torch.zeros(6, dtype=torch.float64), 0
+    for inputs in padded_batches(tokenize(examples, tokenizer, 64), tokenizer, 8):
+        inputs.pop("labels")
+        with torch.no_grad():
+            states = model(**inputs, output_hidden_states=True).hidden_states
+        mask = inputs["attention_mask"].bool()
+        for i in range(6):
+            sums[i] += nn.functional.cosine_similarity(states[i], states[i + 1], dim=-1)[mask].double().sum()
+        tokens += int(mask.sum())
+    assert scores == pytest.approx((sums / tokens).tolist(), abs=1e-5)
+    assert all(0 < s < 1 for s in scores)
