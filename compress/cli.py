@@ -18,6 +18,8 @@ app = typer.Typer(
     help="Make pre-trained Transformer encoders smaller and faster: drop layers, fine-tune, distil, quantize.",
 )
 console = Console()
+if not console.is_terminal:  # logs and pipes: keep wide result tables whole instead of truncating cells
+    console.width = 160
 errors = Console(stderr=True)
 
 
@@ -39,10 +41,13 @@ def user_errors(command):
 
 
 def _quiet_libraries() -> None:
+    import logging
+
     import datasets
     import huggingface_hub
     import transformers
 
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # per-call dtype notes on the CPU
     datasets.disable_progress_bars()  # per-map bars for work that takes a second; training keeps its bar
     transformers.logging.set_verbosity_error()
     huggingface_hub.logging.set_verbosity_error()  # hub retries are summed up in our own one-line error
@@ -142,12 +147,13 @@ def drop(
     drop_layers(network, dropped, strategy)
     network.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    (partial / "README.md").write_text(render_model_card(network, model, task or "none", "-", None, None))
+    card = render_model_card(network.config, count_parameters(network), model, task or "none", "-", None, None)
+    (partial / "README.md").write_text(card)
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)
     console.print(
-        f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network)}; "
+        f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"
     )
 

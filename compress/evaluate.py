@@ -9,6 +9,7 @@ import torch
 from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from compress.artifacts import Artifact, OnnxModel
 from compress.data import TaskData
 from compress.encoding import padded_batches, tokenize
 from compress.metrics import compute_metrics
@@ -26,6 +27,24 @@ def torch_predictor(model: PreTrainedModel) -> Predictor:
         return model(**inputs).logits.float().cpu().numpy()
 
     return predict
+
+
+def onnx_predictor(model: OnnxModel, threads: int | None = None) -> Predictor:
+    """Logits from a real onnxruntime session; inputs the graph does not take are left out."""
+    from exporters.onnx_runtime import ort_session
+
+    session = ort_session(model.path, threads)
+    wanted = {i.name for i in session.get_inputs()}
+
+    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feed = {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in wanted}
+        return session.run(["logits"], feed)[0]
+
+    return predict
+
+
+def predictor_for(model: Artifact) -> Predictor:
+    return onnx_predictor(model) if isinstance(model, OnnxModel) else torch_predictor(model)
 
 
 def evaluate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from compress.architectures import layer_list, layout_for, num_layers, set_layer_list
 from compress.errors import CompressError
@@ -14,15 +14,15 @@ PROVENANCE_FIELD = "compress_layer_drop"
 """Config field (saved in config.json) that records the original layer count and the kept layers."""
 
 
-def kept_original_layers(model: PreTrainedModel) -> list[int]:
-    """Indices, in the original pre-trained model, of the layers this model still has."""
-    provenance = getattr(model.config, PROVENANCE_FIELD, None)
-    return list(provenance["kept_layers"]) if provenance else list(range(num_layers(model.config)))
+def kept_original_layers(config: PretrainedConfig) -> list[int]:
+    """Indices, in the original pre-trained model, of the layers a model with this config still has."""
+    provenance = getattr(config, PROVENANCE_FIELD, None)
+    return list(provenance["kept_layers"]) if provenance else list(range(num_layers(config)))
 
 
-def original_num_layers(model: PreTrainedModel) -> int:
-    provenance = getattr(model.config, PROVENANCE_FIELD, None)
-    return provenance["original_num_layers"] if provenance else num_layers(model.config)
+def original_num_layers(config: PretrainedConfig) -> int:
+    provenance = getattr(config, PROVENANCE_FIELD, None)
+    return provenance["original_num_layers"] if provenance else num_layers(config)
 
 
 def drop_layers(model: PreTrainedModel, drop: Sequence[int], strategy: str = "layers") -> PreTrainedModel:
@@ -38,8 +38,8 @@ def drop_layers(model: PreTrainedModel, drop: Sequence[int], strategy: str = "la
     if any(not 0 <= i < count for i in drop) or len(drop) >= count:
         raise CompressError(f"layers: cannot drop {drop} from a model with {count} layers")
     keep = [i for i in range(count) if i not in drop]
-    kept_before = kept_original_layers(model)
-    original_count = original_num_layers(model)
+    kept_before = kept_original_layers(model.config)
+    original_count = original_num_layers(model.config)
 
     if layout.shared_weights:
         # ALBERT applies its shared layer group `num_hidden_layers` times; dropping any K

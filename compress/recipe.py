@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from compress.architectures import layout_for, num_layers
 from compress.data import DataSettings, check_data_files, resolve_task
 from compress.errors import CompressError
-from compress.models import load_config
+from compress.models import load_config, resolve_model
 from compress.stages import STAGES
 from compress.stages.drop import DropSettings
+from compress.stages.quantize import QuantizeSettings, machine_cannot_run
 from compress.strategies import layers_to_drop
 
 BASE = "base"
@@ -128,16 +129,37 @@ def check_recipe(recipe: Recipe, file: Path) -> None:
         raise CompressError(f"{file}: {error}") from None
 
     layers_after = {BASE: num_layers(config)}
+    kinds = {BASE: "torch"}
     for index, stage in enumerate(recipe.stages):
-        count = layers_after[recipe.source_of(index)]
+        where = f"{file}: stages[{index}]"
+        source = recipe.source_of(index)
+        if kinds[source] != stage.input_kind():
+            hint = "; add an export stage before it" if stage.input_kind() == "onnx" else ""
+            raise CompressError(
+                f"{where}: {stage.stage} needs a {stage.input_kind()} model, "
+                f"but '{source}' is a {kinds[source]} model{hint}"
+            )
+        if isinstance(stage, QuantizeSettings) and (reason := machine_cannot_run(stage.mode)):
+            raise CompressError(f"{where}.mode: {reason}")
+        for field, ref in stage.model_references().items():
+            if ref in kinds:
+                if kinds[ref] != "torch":
+                    raise CompressError(f"{where}.{field}: '{ref}' is a {kinds[ref]} model; a torch model is needed")
+            else:
+                try:
+                    resolve_model(ref)
+                except CompressError as error:
+                    raise CompressError(f"{where}.{field}: {str(error).removeprefix('model: ')}") from None
+        count = layers_after[source]
         if isinstance(stage, DropSettings):
             try:
                 # Contribution scores are unknown until run time; any scores check K the same way.
                 dropped = layers_to_drop(stage.strategy, count, stage.k, layers=stage.layers, scores=[0.0] * count)
             except CompressError as error:
-                raise CompressError(f"{file}: stages[{index}].{error}") from None
+                raise CompressError(f"{where}.{error}") from None
             count -= len(dropped)
         layers_after[stage.name] = count
+        kinds[stage.name] = stage.output_kind()
 
 
 def load_recipe(file: Path) -> Recipe:

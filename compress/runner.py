@@ -18,12 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.architectures import num_layers
+from compress.artifacts import kind_of, load_artifact, parameter_count, save_artifact, size_on_disk
 from compress.data import load_task_data
 from compress.errors import CompressError
-from compress.evaluate import evaluate, torch_predictor
+from compress.evaluate import evaluate, predictor_for
 from compress.layer_drop import kept_original_layers
 from compress.model_card import render_model_card
-from compress.models import count_parameters, load_for_task, load_saved, load_tokenizer
+from compress.models import load_for_task, load_tokenizer
 from compress.recipe import BASE, Recipe
 from compress.stages import STAGES, StageContext
 
@@ -38,11 +39,14 @@ class StageResult:
     stage: str
     source: str
     folder: str
+    kind: str
     layers: int
     kept_layers: list[int]
     parameters: int
+    size_mb: float
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
 
 
 def prepare_run_folder(folder: Path, overwrite: bool) -> None:
@@ -65,11 +69,14 @@ def _link_or_copy_tree(source: Path, target: Path) -> None:
 def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
     table = Table(title=f"{recipe.name}: {recipe.model} on {recipe.task}")
     metric_names = list(dict.fromkeys(name for r in results for name in r.metrics))
-    for column in ("stage", "from", "layers", "parameters", *metric_names, "time"):
-        table.add_column(column, justify="left" if column in ("stage", "from") else "right")
+    for column in ("stage", "from", "kind", "layers", "parameters", "size", *metric_names, "time"):
+        table.add_column(column, justify="left" if column in ("stage", "from", "kind") else "right")
     for r in results:
         metrics = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metric_names]
-        table.add_row(r.name, r.source, str(r.layers), f"{r.parameters / 1e6:.1f}M", *metrics, f"{r.seconds:.0f}s")
+        table.add_row(
+            r.name, r.source, r.kind, str(r.layers), f"{r.parameters / 1e6:.1f}M", f"{r.size_mb:.1f} MB",
+            *metrics, f"{r.seconds:.0f}s",
+        )
     return table
 
 
@@ -88,6 +95,8 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
     )
 
     trained = {BASE: False}
+    parameters: dict[str, int] = {}
+    stage_folders: dict[str, Path] = {}
     results: list[StageResult] = []
     for index, settings in enumerate(recipe.stages):
         source = recipe.source_of(index)
@@ -97,38 +106,48 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
         if source == BASE:
             transformers.set_seed(recipe.seed)  # the new classification head is drawn from it
             model = load_for_task(recipe.model, data.task, tokenizer)
+            parameters[BASE] = parameter_count(model)
         else:
-            model = load_saved(run_folder / source)
+            model = load_artifact(stage_folders[source])
 
         partial = run_folder / f"{settings.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size)
+        context = StageContext(
+            data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=dict(stage_folders)
+        )
         model = stage.apply(model, settings, context)
         trained[settings.name] = stage.trains or trained[source]
+        # Export and quantization keep the weight count of the model they start from.
+        parameters[settings.name] = parameter_count(model) or parameters[source]
 
+        save_artifact(model, partial)
+        tokenizer.save_pretrained(partial)
         metrics = {}
         if trained[settings.name]:
-            metrics = evaluate(torch_predictor(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+            predict = predictor_for(model)
+            metrics = evaluate(predict, data, tokenizer, recipe.max_length, recipe.eval_batch_size)
         result = StageResult(
             name=settings.name,
             stage=settings.stage,
             source=source,
             folder=settings.name,
+            kind=kind_of(model),
             layers=num_layers(model.config),
-            kept_layers=kept_original_layers(model),
-            parameters=count_parameters(model),
+            kept_layers=kept_original_layers(model.config),
+            parameters=parameters[settings.name],
+            size_mb=round(size_on_disk(partial) / 1e6, 2),
             seconds=round(time.perf_counter() - started, 1),
             metrics=metrics,
+            notes=context.notes,
         )
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
         (partial / STAGE_FILE).write_text(
             json.dumps({"settings": settings.model_dump(by_alias=True), **asdict(result)}, indent=2) + "\n"
         )
-        card = render_model_card(model, recipe.model, recipe.task, data.source, metrics, recipe_text)
+        card = render_model_card(model.config, result.parameters, recipe.model, recipe.task, data.source, metrics, recipe_text)
         (partial / "README.md").write_text(card)
         partial.rename(run_folder / settings.name)
+        stage_folders[settings.name] = run_folder / settings.name
         results.append(result)
         console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters, {metrics or ''}")
 

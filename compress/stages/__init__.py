@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from compress.stages.base import StageContext, StageSettings
 from compress.stages.drop import DropSettings, drop
+from compress.stages.export import ExportSettings, export
 from compress.stages.finetune import FinetuneSettings, finetune
+from compress.stages.quantize import QuantizeSettings, quantize
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "drop": Stage(DropSettings, drop, trains=False),
     "finetune": Stage(FinetuneSettings, finetune, trains=True),
+    "export": Stage(ExportSettings, export, trains=False),
+    "quantize": Stage(QuantizeSettings, quantize, trains=False),
 }
 
 __all__ = ["STAGES", "Stage", "StageContext", "StageSettings"]

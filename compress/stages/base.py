@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from compress.artifacts import Kind, load_artifact
 from compress.data import TaskData
+from compress.models import load_saved
 
 
 class StageSettings(BaseModel):
@@ -24,6 +27,17 @@ class StageSettings(BaseModel):
         "default: the previous stage.",
     )
 
+    def input_kind(self) -> Kind:
+        """The kind of model this stage takes (checked against the chain before a run starts)."""
+        return "torch"
+
+    def output_kind(self) -> Kind:
+        return self.input_kind()
+
+    def model_references(self) -> dict[str, str]:
+        """Other models this stage reads (field -> stage name or model), e.g. a distillation teacher."""
+        return {}
+
 
 @dataclass
 class StageContext:
@@ -34,3 +48,13 @@ class StageContext:
     output_dir: Path
     max_length: int
     eval_batch_size: int
+    stage_folders: dict[str, Path] = field(default_factory=dict)
+    """Completed stages of this run, by name."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Facts a stage measured (e.g. export parity) that the run reports beside its metrics."""
+
+    def load_model(self, ref: str) -> PreTrainedModel:
+        """An earlier stage of this run by name, else a model alias, folder or hub id."""
+        if ref in self.stage_folders:
+            return load_artifact(self.stage_folders[ref])
+        return load_saved(ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -38,9 +39,9 @@ class DropSettings(StageSettings):
         return self
 
 
-def write_contribution_scores(scores: list[float], model: PreTrainedModel, context_note: dict, folder) -> None:
+def write_contribution_scores(scores: list[float], model: PreTrainedModel, context_note: dict, folder: Path) -> None:
     """Save the scores as JSON beside the model and print them, one row per layer."""
-    original = kept_original_layers(model)
+    original = kept_original_layers(model.config)
     rows = [{"layer": i, "original_layer": original[i], "score": s} for i, s in enumerate(scores)]
     (folder / SCORES_FILE).write_text(json.dumps({**context_note, "layers": rows}, indent=2) + "\n")
     table = Table(title="Contribution: cosine(layer input, layer output); highest = first dropped")

@@ -1,0 +1,86 @@
+"""The three kinds of model a stage can hand on, and how each is saved, loaded and scored.
+
+- `torch`: a `PreTrainedModel` saved with `save_pretrained` (also bitsandbytes and fp16 models);
+- `onnx`: a folder with `model.onnx`, `config.json` and the tokenizer (`OnnxModel`);
+- `torch-int8`: a PyTorch model whose Linear layers were dynamically quantized; its packed
+  weights do not fit `save_pretrained`, so the whole module is pickled to `model_int8.pt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Union
+
+import torch
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from compress.models import count_parameters, load_saved
+
+Kind = Literal["torch", "onnx", "torch-int8"]
+
+ONNX_FILE = "model.onnx"
+TORCH_INT8_FILE = "model_int8.pt"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")
+
+
+@dataclass
+class OnnxModel:
+    folder: Path
+
+    @property
+    def path(self) -> Path:
+        return self.folder / ONNX_FILE
+
+    @cached_property
+    def config(self) -> PretrainedConfig:
+        return AutoConfig.from_pretrained(self.folder)
+
+
+Artifact = Union[PreTrainedModel, OnnxModel]
+
+QUANTIZATION_FIELD = "compress_quantization"
+"""Config field recording how a model was quantized (mode and settings), for cards and loading."""
+
+
+def kind_of(artifact: Artifact) -> Kind:
+    if isinstance(artifact, OnnxModel):
+        return "onnx"
+    quantization = getattr(artifact.config, QUANTIZATION_FIELD, None) or {}
+    return "torch-int8" if quantization.get("mode") == "torch-dynamic-int8" else "torch"
+
+
+def save_artifact(artifact: Artifact, folder: Path) -> None:
+    """Write the model into `folder` (an ONNX model is already there: its stage wrote it)."""
+    kind = kind_of(artifact)
+    if kind == "onnx":
+        if artifact.folder != folder:
+            raise ValueError(f"ONNX stage wrote to {artifact.folder}, expected {folder}")
+    elif kind == "torch-int8":
+        artifact.config.save_pretrained(folder)
+        torch.save(artifact, folder / TORCH_INT8_FILE)
+    else:
+        artifact.save_pretrained(folder)
+
+
+def load_artifact(folder: Path) -> Artifact:
+    if (folder / ONNX_FILE).exists():
+        return OnnxModel(folder)
+    if (folder / TORCH_INT8_FILE).exists():
+        # Our own file, written by save_artifact: the quantized module is pickled whole.
+        return torch.load(folder / TORCH_INT8_FILE, weights_only=False)
+    return load_saved(folder)
+
+
+def size_on_disk(folder: Path) -> int:
+    """Bytes of weight files in a model folder (tokenizer and config files not counted)."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+
+
+def parameter_count(artifact: Artifact) -> int | None:
+    """Weights of an unquantized PyTorch model; None for exported or quantized models, whose packed
+    weights do not count the same: they keep the count of the model they were made from."""
+    if isinstance(artifact, OnnxModel) or getattr(artifact.config, QUANTIZATION_FIELD, None):
+        return None
+    return count_parameters(artifact)

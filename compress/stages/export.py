@@ -1,0 +1,62 @@
+"""The `export` stage: an ONNX model for onnxruntime and edge devices, checked against PyTorch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from transformers import PreTrainedModel
+
+from compress.artifacts import Kind, OnnxModel
+from compress.encoding import padded_batches, tokenize
+from compress.errors import CompressError
+from compress.evaluate import onnx_predictor, torch_predictor
+from compress.stages.base import StageContext, StageSettings
+from exporters.onnx_export import ExportError, export_onnx, optimize_onnx
+
+
+class ExportSettings(StageSettings):
+    stage: Literal["export"] = "export"
+    opset: int = Field(18, ge=14, le=23)
+    single_file: bool = Field(True, description="One self-contained .onnx file (no external data).")
+    optimization: Literal["none", "O1", "O2", "O3"] = Field(
+        "none", description="onnxruntime transformer graph fusions (optimum's ORTOptimizer levels)."
+    )
+    tolerance: float = Field(1e-3, gt=0, description="Largest allowed |ONNX logit - PyTorch logit|.")
+    parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
+
+    def output_kind(self) -> Kind:
+        return "onnx"
+
+
+def parity_batch(context: StageContext, count: int) -> dict:
+    """One padded batch of real dev examples whose lengths span the shortest to the longest."""
+    dev = tokenize(next(iter(context.data.dev.values())), context.tokenizer, context.max_length)
+    order = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
+    picked = order[np.linspace(0, len(order) - 1, num=min(count, len(order))).round().astype(int)]
+    batch = next(padded_batches(dev.select(picked), context.tokenizer, len(picked)))
+    batch.pop("labels")
+    return batch
+
+
+def export(model: PreTrainedModel, settings: ExportSettings, context: StageContext) -> OnnxModel:
+    try:
+        export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file)
+        if settings.optimization != "none":
+            optimize_onnx(context.output_dir, settings.optimization)
+    except ExportError as error:
+        raise CompressError(f"export: {error}") from None
+    exported = OnnxModel(context.output_dir)
+
+    batch = parity_batch(context, settings.parity_examples)
+    difference = float(np.abs(onnx_predictor(exported)(batch) - torch_predictor(model)(batch)).max())
+    lengths = batch["attention_mask"].sum(dim=1)
+    context.notes["parity_max_abs_logit_diff"] = difference
+    context.notes["parity_examples"] = int(len(lengths))
+    if difference > settings.tolerance:
+        raise CompressError(
+            f"export: ONNX logits differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
+            f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
+        )
+    return exported

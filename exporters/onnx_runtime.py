@@ -1,0 +1,18 @@
+"""onnxruntime sessions with a stated thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session (CUDA first when onnxruntime-gpu sees a device); `threads` fixes intra-op threads."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), options, providers=providers)
