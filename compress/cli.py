@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from compress.errors import CompressError
 
@@ -31,7 +32,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except CompressError as error:
-            errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             errors.print("interrupted: completed stages are kept; unfinished ones are in *.partial folders")
@@ -116,8 +117,12 @@ def drop(
         indices = [int(i) for i in layers.split(",")] if layers else None
     except ValueError:
         raise CompressError(f"--layers: expected comma-separated integers (got '{layers}')") from None
+    if (layers is None) == (strategy == "layers") or (k is None) != (strategy == "layers"):
+        raise CompressError("-k: give -k with every strategy but 'layers', and --layers only with --strategy layers")
     if strategy == "contribution" and task is None:
         raise CompressError("--task: strategy contribution scores layers on task examples; name the task")
+    if out.exists() and not out.is_dir():
+        raise CompressError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CompressError(f"{out}: folder exists; pass --overwrite to replace it")
 

@@ -7,6 +7,7 @@ left at that point of the chain) and the data files (present, with the columns n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -24,6 +25,8 @@ from compress.strategies import layers_to_drop
 
 BASE = "base"
 """The name a stage's `from` uses for the pre-trained model itself."""
+RESERVED_NAMES = (BASE, "final")
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
 
@@ -47,8 +50,10 @@ class Recipe(BaseModel):
         seen: list[str] = [BASE]
         for index, stage in enumerate(self.stages):
             stage.name = stage.name or f"{index + 1:02d}-{stage.stage}"
-            if stage.name in seen:
-                raise ValueError(f"stages[{index}].name: '{stage.name}' is used twice (or is reserved)")
+            if not STAGE_NAME.fullmatch(stage.name) or stage.name.endswith(".partial"):
+                raise ValueError(f"stages[{index}].name: expected letters, digits, '_', '.', '-' (got '{stage.name}')")
+            if stage.name in seen or stage.name in RESERVED_NAMES:
+                raise ValueError(f"stages[{index}].name: '{stage.name}' is used twice or reserved ({', '.join(RESERVED_NAMES)})")
             if stage.source is not None and stage.source not in seen:
                 raise ValueError(
                     f"stages[{index}].from: expected '{BASE}' or an earlier stage's name "
@@ -77,7 +82,14 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return path
 
 
+UNKNOWN_STAGE_ERRORS = ("union_tag_invalid", "union_tag_not_found")
+
+
 def _describe(error: dict[str, Any]) -> str:
+    if error["type"] in UNKNOWN_STAGE_ERRORS:
+        return f"expected one of {', '.join(STAGES)}" + (
+            f" (got {error['input'].get('stage')!r})" if isinstance(error["input"], dict) else ""
+        )
     if error["type"] == "extra_forbidden":
         return "unknown key"
     if error["type"] == "missing":
@@ -89,7 +101,10 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def format_validation_error(where: str | Path, error: ValidationError) -> str:
-    problems = [": ".join(filter(None, (_field_path(e["loc"]), _describe(e)))) for e in error.errors()]
+    problems = []
+    for e in error.errors():
+        path = _field_path(e["loc"]) + (".stage" if e["type"] in UNKNOWN_STAGE_ERRORS else "")
+        problems.append(": ".join(filter(None, (path, _describe(e)))))
     return f"{where}: " + "; ".join(problems)
 
 

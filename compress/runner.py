@@ -49,12 +49,18 @@ class StageResult:
     notes: dict = field(default_factory=dict)
 
 
+def check_run_folder(folder: Path, overwrite: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise CompressError(f"{folder}: exists and is not a folder")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise CompressError(f"{folder}: run folder exists; pass --overwrite to replace it, or --out elsewhere")
+
+
 def prepare_run_folder(folder: Path, overwrite: bool) -> None:
-    if folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise CompressError(f"{folder}: run folder exists; pass --overwrite to replace it, or --out elsewhere")
+    check_run_folder(folder, overwrite)
+    if folder.exists():
         shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
 
 
 def _link_or_copy_tree(source: Path, target: Path) -> None:
@@ -82,12 +88,16 @@ def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
 
 def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: bool, console: Console) -> dict:
     """Run every stage of a validated recipe; returns what results.json holds."""
+    # Everything that can still fail on bad input comes before the run folder is touched.
+    check_run_folder(run_folder, overwrite)
+    tokenizer = load_tokenizer(recipe.model)
+    try:
+        data = load_task_data(recipe.task, recipe.data)
+    except CompressError as error:
+        raise CompressError(f"{recipe_file}: {error}") from None
     prepare_run_folder(run_folder, overwrite)
     recipe_text = recipe_file.read_text()
     (run_folder / "recipe.yaml").write_text(recipe_text)
-
-    tokenizer = load_tokenizer(recipe.model)
-    data = load_task_data(recipe.task, recipe.data)
     console.print(
         f"[bold]{recipe.task}[/]: {len(data.train):,} training examples, "
         + ", ".join(f"{len(d):,} {split}" for split, d in data.dev.items())

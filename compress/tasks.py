@@ -183,5 +183,5 @@ def find_task(name: str) -> TaskSpec | None:
 def get_task(name: str) -> TaskSpec:
     spec = find_task(name)
     if spec is None:
-        raise CompressError(f"task '{name}' is not known (known tasks: {', '.join(TASKS)})")
+        raise CompressError(f"task: '{name}' is not a known task (known: {', '.join(TASKS)}; or use data.source: files)")
     return spec

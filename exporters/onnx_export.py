@@ -50,7 +50,7 @@ def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pa
 
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
     torch.onnx.export(
-        Logits(),
+        Logits().eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
         tuple(dummy[n] for n in names),
         str(path),
         input_names=names,

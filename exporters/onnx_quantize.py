@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -65,7 +66,9 @@ def quantize_static_int8(
     Only MatMul/Gemm inputs are quantized: those carry nearly all the compute, while quantizing
     softmax, layer norm and GELU inputs costs accuracy for little speed.
     """
-    with tempfile.TemporaryDirectory() as scratch:
+    source, target = source.resolve(), target.resolve()
+    # Shape inference and calibration leave temporary files in the working directory.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), auto_merge=True)
         quantize_static(

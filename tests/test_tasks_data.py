@@ -67,7 +67,7 @@ def test_get_task_accepts_spellings(alias, name):
 
 
 def test_get_task_lists_known_names():
-    with pytest.raises(CompressError, match=r"task 'sst3' is not known \(known tasks: cola, sst2, .*wnli"):
+    with pytest.raises(CompressError, match=r"task: 'sst3' is not a known task \(known: cola, sst2, .*wnli"):
         get_task("sst3")
 
 
@@ -522,5 +522,5 @@ def test_source_must_serve_the_task():
         check_data_files("rotten-tomatoes", DataSettings())
     with pytest.raises(CompressError, match=r"task 'sst2' cannot be read from embedded"):
         check_data_files("sst2", DataSettings(source="embedded"))
-    with pytest.raises(CompressError, match=r"task 'reviews' is not known"):
+    with pytest.raises(CompressError, match=r"task: 'reviews' is not a known task"):
         check_data_files("reviews", DataSettings())

@@ -1,0 +1,317 @@
+"""Running recipes end to end at tiny size, and `compress drop` alone.
+
+Real components only: the embedded all-MiniLM-L6-v2 (alias minilm-l6), the embedded Rotten Tomatoes
+data, the Hugging Face Trainer, files in tmp_path. The only stand-in is a stage function that raises
+KeyboardInterrupt, to simulate Ctrl-C in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from typer.testing import CliRunner
+
+import compress.stages
+from compress.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue"
+
+TINY_DATA = {"max_train_examples": 48, "max_eval_examples": 48}
+
+
+def tiny(recipe_file: Path, **data_overrides) -> dict:
+    """A shipped recipe's structure at tiny size: 48/48 examples, 1 epoch, 32 tokens."""
+    recipe = yaml.safe_load(recipe_file.read_text())
+    recipe["data"].update(TINY_DATA, **data_overrides)
+    recipe["max_length"] = 32
+    for stage in recipe["stages"]:
+        if stage["stage"] == "finetune":
+            stage["epochs"] = 1
+        if stage.get("strategy") == "contribution":
+            stage["examples"] = 16
+    return recipe
+
+
+def write_recipe(folder: Path, name: str, recipe: dict) -> Path:
+    file = folder / f"{name}.yaml"
+    file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return file
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def assert_ok(result):
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.exception is None, repr(result.exception)
+
+
+def layer_count(folder: Path) -> int:
+    return AutoConfig.from_pretrained(folder).num_hidden_layers
+
+
+def load_cleanly(folder: Path, model_class=AutoModelForSequenceClassification):
+    """Load a saved model and check every weight matched: nothing missing, nothing left over."""
+    model, info = model_class.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == [], info["missing_keys"]
+    assert info["unexpected_keys"] == [], info["unexpected_keys"]
+    assert info["mismatched_keys"] == [], info["mismatched_keys"]
+    return model
+
+
+def drop_only_recipe() -> dict:
+    """No training at all: the cheapest complete run."""
+    recipe = tiny(RECIPES / "quickstart.yaml")
+    recipe["stages"] = [{"stage": "drop", "name": "dropped", "strategy": "top", "k": 2}]
+    return recipe
+
+
+# --- the quickstart, end to end ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quickstart")
+    file = write_recipe(folder, "quickstart", tiny(RECIPES / "quickstart.yaml"))
+    run = folder / "run"
+    result = invoke("run", file, "--out", run)
+    return result, run
+
+
+def test_quickstart_exits_ok_and_prints_the_table(quickstart_run):
+    result, _ = quickstart_run
+    assert_ok(result)
+    table = result.stdout[result.stdout.rindex("quickstart: minilm-l6 on rotten-tomatoes") :]
+    header = next(line for line in table.splitlines() if "stage" in line and "layers" in line)
+    assert "accuracy" in header
+    rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
+    assert set(rows) == {"teacher", "dropped", "student"}
+    assert "-" in rows["dropped"].split()  # a drop from the pre-trained model is not evaluated
+
+
+def test_quickstart_results_json(quickstart_run):
+    _, run = quickstart_run
+    results = json.loads((run / "results.json").read_text())
+    stages = {s["name"]: s for s in results["stages"]}
+    assert [s["name"] for s in results["stages"]] == ["teacher", "dropped", "student"]
+    assert [stages[n]["layers"] for n in ("teacher", "dropped", "student")] == [6, 4, 4]
+    assert stages["teacher"]["kept_layers"] == [0, 1, 2, 3, 4, 5]
+    assert stages["dropped"]["kept_layers"] == [0, 1, 2, 3]
+    assert stages["student"]["kept_layers"] == [0, 1, 2, 3]
+    assert stages["dropped"]["source"] == "base" and stages["student"]["source"] == "dropped"
+    for name in ("teacher", "student"):
+        accuracy = stages[name]["metrics"]["accuracy"]
+        assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
+    assert stages["dropped"]["metrics"] == {}
+    assert stages["teacher"]["parameters"] > stages["dropped"]["parameters"]
+    assert stages["student"]["parameters"] == stages["dropped"]["parameters"]
+    assert results["final"]["folder"] == "final"
+    assert results["final"]["kept_layers"] == [0, 1, 2, 3]
+    assert results["final"]["metrics"] == stages["student"]["metrics"]
+
+
+def test_quickstart_final_model_loads_whole(quickstart_run):
+    _, run = quickstart_run
+    model = load_cleanly(run / "final")
+    assert model.config.num_hidden_layers == 4
+    assert len(model.bert.encoder.layer) == 4
+    assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
+    assert model.config.compress_layer_drop["original_num_layers"] == 6
+    assert model.config.id2label == {0: "rotten", 1: "fresh"}
+    # final/ is the student: same weights byte for byte
+    assert (run / "final" / "model.safetensors").read_bytes() == (run / "student" / "model.safetensors").read_bytes()
+
+
+def test_quickstart_model_card(quickstart_run):
+    _, run = quickstart_run
+    card = (run / "final" / "README.md").read_text()
+    assert "`top`" in card
+    assert "[0, 1, 2, 3]" in card
+    assert "[4, 5]" in card  # the dropped layers
+    assert "accuracy" in card
+    assert "4 of 6 layers" in card
+
+
+def test_quickstart_stage_folders(quickstart_run):
+    _, run = quickstart_run
+    for name, layers in (("teacher", 6), ("dropped", 4), ("student", 4)):
+        folder = run / name
+        assert folder.is_dir()
+        stage = json.loads((folder / "stage.json").read_text())
+        assert stage["name"] == name and stage["layers"] == layers
+        assert (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()
+        assert layer_count(folder) == layers
+    assert json.loads((run / "dropped" / "stage.json").read_text())["settings"]["from"] == "base"
+    assert not list(run.glob("*.partial"))
+    assert (run / "recipe.yaml").is_file()
+
+
+# --- the other order: fine-tune, drop, fine-tune -------------------------------------------------
+
+
+def test_finetune_drop_finetune_evaluates_the_dropped_stage(tmp_path):
+    recipe = tiny(RECIPES / "finetune_drop_finetune.yaml")
+    assert [s["stage"] for s in recipe["stages"]] == ["finetune", "drop", "finetune"]
+    run = tmp_path / "run"
+    result = invoke("run", write_recipe(tmp_path, "fdf", recipe), "-o", run)
+    assert_ok(result)
+    stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
+    assert [stages[n]["layers"] for n in ("full", "dropped", "refinetuned")] == [6, 4, 4]
+    assert stages["dropped"]["source"] == "full"
+    for name in ("full", "dropped", "refinetuned"):
+        accuracy = stages[name]["metrics"]["accuracy"]
+        assert 0.0 <= accuracy <= 1.0, (name, stages[name]["metrics"])
+    assert "accuracy" in (run / "dropped" / "README.md").read_text()
+    # The dropped model keeps the fine-tuned head of `full`.
+    dropped = load_cleanly(run / "dropped")
+    full = load_cleanly(run / "full")
+    assert dropped.classifier.weight.equal(full.classifier.weight)
+    assert not list(run.glob("*.partial"))
+
+
+# --- an existing run folder ----------------------------------------------------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_existing_run_folder_needs_overwrite(tmp_path):
+    file = write_recipe(tmp_path, "droponly", drop_only_recipe())
+    run = tmp_path / "run"
+    assert_ok(invoke("run", file, "-o", run))
+    (run / "notes.txt").write_text("mine")
+    before = _snapshot(run)
+    assert "results.json" in before and "dropped/model.safetensors" in before
+
+    result = invoke("run", file, "-o", run)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1
+    assert str(run) in result.stderr and "--overwrite" in result.stderr
+    assert _snapshot(run) == before  # not a byte nor a timestamp changed
+
+    assert_ok(invoke("run", file, "-o", run, "--overwrite"))
+    assert not (run / "notes.txt").exists()  # the folder was replaced, not merged into
+    assert (run / "results.json").stat().st_mtime_ns > before["results.json"][0]
+    assert layer_count(run / "final") == 4
+
+
+# --- an interrupted run --------------------------------------------------------------------------
+
+
+def test_interrupted_run_keeps_completed_stages(tmp_path, monkeypatch):
+    real = compress.stages.STAGES["finetune"]
+    calls = []
+
+    def finetune_then_interrupt(model, settings, context):
+        calls.append(settings.name)
+        if len(calls) == 1:
+            return real.apply(model, settings, context)
+        (context.output_dir / "half-written.bin").write_bytes(b"\0" * 16)
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(compress.stages.STAGES, "finetune", dataclasses.replace(real, apply=finetune_then_interrupt))
+    recipe = tiny(RECIPES / "finetune_drop_finetune.yaml")
+    run = tmp_path / "run"
+    result = invoke("run", write_recipe(tmp_path, "interrupted", recipe), "-o", run)
+
+    assert result.exit_code == 130, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert "interrupted" in result.stderr
+    assert calls == ["full", "refinetuned"]
+
+    assert (run / "full").is_dir() and (run / "dropped").is_dir()
+    assert json.loads((run / "full" / "stage.json").read_text())["metrics"]["accuracy"] >= 0.0
+    assert load_cleanly(run / "full").config.num_hidden_layers == 6
+    dropped = load_cleanly(run / "dropped")
+    assert dropped.config.num_hidden_layers == 4
+    assert dropped.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
+
+    assert (run / "refinetuned.partial").is_dir()
+    assert not (run / "refinetuned").exists()
+    assert not (run / "final").exists()
+    assert not (run / "results.json").exists()
+    assert sorted(p.name for p in run.glob("*.partial")) == ["refinetuned.partial"]
+
+
+# --- `compress drop` -----------------------------------------------------------------------------
+
+
+def test_drop_top_saves_a_clean_smaller_model(tmp_path):
+    out = tmp_path / "top"
+    result = invoke("drop", "minilm-l6", "--strategy", "top", "-k", "2", "-o", out)
+    assert_ok(result)
+    assert "[0, 1, 2, 3]" in result.stdout
+    model = load_cleanly(out, AutoModel)
+    assert model.config.num_hidden_layers == 4 and len(model.encoder.layer) == 4
+    assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
+    assert model.config.compress_layer_drop["drops"] == [{"strategy": "top", "dropped_layers": [4, 5]}]
+    assert (out / "tokenizer_config.json").is_file()
+    assert not out.with_name("top.partial").exists()
+
+    again = invoke("drop", "minilm-l6", "--strategy", "bottom", "-k", "1", "-o", out)
+    assert again.exit_code == 2, again.output
+    assert "Traceback" not in again.output
+    assert len(again.stderr.splitlines()) == 1 and "--overwrite" in again.stderr
+    assert AutoConfig.from_pretrained(out).compress_layer_drop["kept_layers"] == [0, 1, 2, 3]  # untouched
+
+
+def test_drop_alternate_odd(tmp_path):
+    out = tmp_path / "odd"
+    assert_ok(invoke("drop", "minilm-l6", "--strategy", "alternate-odd", "-k", "2", "-o", out))
+    model = load_cleanly(out, AutoModel)
+    assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 3, 5]
+    assert len(model.encoder.layer) == 4
+
+
+def test_drop_contribution_scores_and_drops_the_highest(tmp_path):
+    out = tmp_path / "contribution"
+    result = invoke(
+        "drop", "minilm-l6", "--strategy", "contribution", "-k", "2", "--task", "rotten-tomatoes",
+        "--data-source", "embedded", "--examples", "16", "--max-length", "32", "-o", out,
+    )
+    assert_ok(result)
+    assert "score" in result.stdout and "Contribution" in result.stdout  # the printed table
+
+    scores = json.loads((out / "contribution_scores.json").read_text())
+    assert scores["task"] == "rotten-tomatoes" and scores["examples"] == 16
+    rows = scores["layers"]
+    assert [row["layer"] for row in rows] == list(range(6))
+    assert all(-1.0 <= row["score"] <= 1.0 for row in rows)
+    assert len({row["score"] for row in rows}) == 6  # real, distinct measurements
+
+    highest = sorted(sorted(range(6), key=lambda i: rows[i]["score"], reverse=True)[:2])
+    config = AutoConfig.from_pretrained(out)
+    assert config.compress_layer_drop["drops"][0]["dropped_layers"] == highest
+    assert config.compress_layer_drop["kept_layers"] == [i for i in range(6) if i not in highest]
+    assert load_cleanly(out, AutoModel).config.num_hidden_layers == 4
+
+
+# --- a real GLUE folder --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason=f"no GLUE folder at {GLUE}")
+def test_top_strategy_recipe_on_sst2_from_a_glue_folder(tmp_path):
+    recipe = tiny(RECIPES / "strategies" / "top.yaml", path=str(GLUE))
+    assert recipe["task"] == "sst2" and recipe["data"]["source"] == "glue-dir"
+    run = tmp_path / "run"
+    result = invoke("run", write_recipe(tmp_path, "top", recipe), "-o", run)
+    assert_ok(result)
+    results = json.loads((run / "results.json").read_text())
+    assert str(GLUE / "SST-2") in results["data"]
+    stages = results["stages"]
+    assert [s["layers"] for s in stages] == [4, 4]
+    assert stages[-1]["kept_layers"] == [0, 1, 2, 3]
+    assert 0.0 <= stages[-1]["metrics"]["accuracy"] <= 1.0
+    final = load_cleanly(run / "final")
+    assert final.config.num_hidden_layers == 4
+    assert final.config.id2label == {0: "negative", 1: "positive"}
