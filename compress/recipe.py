@@ -157,6 +157,11 @@ def check_recipe(recipe: Recipe, file: Path) -> None:
         if isinstance(stage, QuantizeSettings) and (reason := machine_cannot_run(stage.mode)):
             raise CompressError(f"{where}.mode: {reason}")
         for field, ref in stage.model_references().items():
+            if ref == BASE:
+                raise CompressError(f"{where}.{field}: '{BASE}' has no trained head; name a fine-tuned stage or model")
+            later = [s.name for s in recipe.stages[index:]]
+            if ref in later:
+                raise CompressError(f"{where}.{field}: '{ref}' runs at or after this stage; name an earlier stage")
             if ref in kinds:
                 if kinds[ref] != "torch":
                     raise CompressError(f"{where}.{field}: '{ref}' is a {kinds[ref]} model; a torch model is needed")

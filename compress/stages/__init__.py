@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from compress.stages.base import StageContext, StageSettings
+from compress.stages.distill import DistillSettings, distill
 from compress.stages.drop import DropSettings, drop
 from compress.stages.export import ExportSettings, export
 from compress.stages.finetune import FinetuneSettings, finetune
@@ -26,6 +27,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     "drop": Stage(DropSettings, drop, trains=False),
     "finetune": Stage(FinetuneSettings, finetune, trains=True),
+    "distill": Stage(DistillSettings, distill, trains=True),
     "export": Stage(ExportSettings, export, trains=False),
     "quantize": Stage(QuantizeSettings, quantize, trains=False),
 }

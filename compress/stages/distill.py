@@ -1,0 +1,328 @@
+"""The `distill` stage: train the (dropped) model to match a fine-tuned teacher, with the Hugging Face Trainer.
+
+Loss per batch, classification:
+    alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+regression (one output):
+    alpha * MSE(student, labels) + (1 - alpha) * MSE(student, teacher)
+plus, when `hidden_weight` > 0, hidden_weight * the mean MSE between hidden states over non-padding
+tokens: the embeddings pair and every student layer with the teacher layer it was kept from.
+
+The Trainer subclass only overrides `compute_loss`, so `accelerate launch` and `torchrun` work as
+for `finetune`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer
+
+from compress.encoding import padded_batches, tokenize
+from compress.errors import CompressError
+from compress.layer_drop import kept_original_layers, original_num_layers
+from compress.stages.base import StageContext
+from compress.stages.finetune import FinetuneSettings, training_arguments
+
+NOTE_EXAMPLES = 256
+"""Dev examples the before/after distance to the teacher is measured on."""
+
+
+class DistillSettings(FinetuneSettings):
+    stage: Literal["distill"] = "distill"
+    teacher: str = Field(
+        description="An earlier stage's name in this recipe, or a fine-tuned model's folder, alias or hub id."
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss; 1 - alpha on the soft loss.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions in the KL term.")
+    hidden_weight: float = Field(
+        0.0, ge=0, description="Weight of the MSE between each student layer and the teacher layer it was kept from."
+    )
+
+    def model_references(self) -> dict[str, str]:
+        return {"teacher": self.teacher}
+
+    def loss_note(self) -> dict:
+        return {"teacher": self.teacher, "alpha": self.alpha, "temperature": self.temperature,
+                "hidden_weight": self.hidden_weight}
+
+
+# --- the loss --------------------------------------------------------------------------------------
+
+
+def output_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    regression: bool,
+) -> torch.Tensor:
+    """Hard-label loss weighted `alpha`, soft (teacher) loss weighted `1 - alpha`.
+
+    `teacher_logits` may be None when alpha == 1.
+    """
+    student_logits = student_logits.float()
+    if regression:
+        hard = F.mse_loss(student_logits.view(-1), labels.float().view(-1))
+    else:
+        hard = F.cross_entropy(student_logits, labels.view(-1))
+    if alpha == 1.0:
+        return hard
+    teacher_logits = teacher_logits.float()
+    if regression:
+        soft = F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
+    else:
+        t = temperature
+        soft = t * t * F.kl_div(
+            F.log_softmax(student_logits / t, dim=-1),
+            F.log_softmax(teacher_logits / t, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+    return alpha * hard + (1 - alpha) * soft
+
+
+def teacher_layer_map(student: PretrainedConfig, teacher: PretrainedConfig) -> list[int]:
+    """For each student layer j, the index of the teacher layer that is the same original layer.
+
+    Both sides are read from the layer-drop provenance in the configs (`kept_original_layers`), so a
+    student dropped from the teacher's own pre-trained model, or from a dropped teacher, maps exactly.
+    """
+    student_hidden = getattr(student, "hidden_size", None)
+    teacher_hidden = getattr(teacher, "hidden_size", None)
+    if student_hidden is not None and teacher_hidden is not None and student_hidden != teacher_hidden:
+        raise CompressError(
+            f"teacher: hidden size {teacher_hidden} differs from the student's {student_hidden}; "
+            "hidden_weight needs equal sizes (set hidden_weight: 0)"
+        )
+    if original_num_layers(student) != original_num_layers(teacher):
+        raise CompressError(
+            f"teacher: comes from a {original_num_layers(teacher)}-layer model, the student from a "
+            f"{original_num_layers(student)}-layer one; hidden_weight needs both cut from the same model "
+            "(set hidden_weight: 0)"
+        )
+    student_layers = kept_original_layers(student)
+    teacher_layers = kept_original_layers(teacher)
+    missing = [(j, layer) for j, layer in enumerate(student_layers) if layer not in teacher_layers]
+    if missing:
+        which = ", ".join(f"layer {j} (original layer {layer})" for j, layer in missing)
+        raise CompressError(
+            f"teacher: has no counterpart for student {which}; the teacher keeps original layers "
+            f"{teacher_layers} (set hidden_weight: 0, or distill from a teacher that keeps them)"
+        )
+    return [teacher_layers.index(layer) for layer in student_layers]
+
+
+def hidden_pairs(layer_map: list[int]) -> list[tuple[int, int]]:
+    """(student, teacher) indices into `hidden_states`: the embeddings, then each student layer's output."""
+    return [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(layer_map)]
+
+
+def hidden_loss(
+    student_states: tuple[torch.Tensor, ...],
+    teacher_states: tuple[torch.Tensor, ...],
+    pairs: list[tuple[int, int]],
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """MSE per element over non-padding tokens, averaged over the matched pairs."""
+    reference = student_states[0]
+    if attention_mask is None:
+        mask = torch.ones(reference.shape[:2], device=reference.device)
+    else:
+        mask = attention_mask.to(reference.device, torch.float32)
+    denominator = mask.sum().clamp(min=1) * reference.shape[-1]
+    total = reference.new_zeros((), dtype=torch.float32)
+    for s, t in pairs:
+        squared = (student_states[s].float() - teacher_states[t].float()).pow(2)
+        total = total + (squared * mask.unsqueeze(-1)).sum() / denominator
+    return total / len(pairs)
+
+
+# --- training --------------------------------------------------------------------------------------
+
+
+def _accepted_inputs(model: PreTrainedModel) -> set[str] | None:
+    """Keyword inputs the model's forward takes, or None when it takes any."""
+    parameters = inspect.signature(model.forward).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return set(parameters)
+
+
+class DistillationTrainer(Trainer):
+    """A Trainer whose loss compares the student with a frozen teacher (see the module docstring)."""
+
+    def __init__(
+        self,
+        *args,
+        teacher: PreTrainedModel,
+        settings: DistillSettings,
+        regression: bool,
+        pairs: list[tuple[int, int]] | None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.teacher_inputs = _accepted_inputs(teacher)
+        self.settings = settings
+        self.regression = regression
+        self.pairs = pairs
+        # The loss is a batch mean, so the Trainer must divide it by the gradient-accumulation steps.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        want_hidden = self.pairs is not None
+        outputs = model(**inputs, output_hidden_states=want_hidden)
+        needs_teacher = self.settings.alpha < 1.0 or want_hidden
+        teacher_outputs = None
+        if needs_teacher:
+            accepted = self.teacher_inputs
+            feed = inputs if accepted is None else {k: v for k, v in inputs.items() if k in accepted}
+            with torch.no_grad():
+                teacher_outputs = self.teacher(**feed, output_hidden_states=want_hidden)
+        loss = output_loss(
+            outputs.logits,
+            teacher_outputs.logits if teacher_outputs is not None else None,
+            labels,
+            self.settings.alpha,
+            self.settings.temperature,
+            self.regression,
+        )
+        if want_hidden:
+            hidden = hidden_loss(
+                outputs.hidden_states, teacher_outputs.hidden_states, self.pairs, inputs.get("attention_mask")
+            )
+            loss = loss + self.settings.hidden_weight * hidden
+        return (loss, outputs) if return_outputs else loss
+
+
+# --- checks and the before/after note -------------------------------------------------------------
+
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def check_teacher(teacher: object, student: PreTrainedModel, settings: DistillSettings, regression: bool) -> None:
+    name = settings.teacher
+    if not isinstance(teacher, PreTrainedModel):
+        raise CompressError(f"teacher: '{name}' is not a PyTorch model (distill from a model before export/quantize)")
+    if not type(teacher).__name__.endswith("ForSequenceClassification"):
+        raise CompressError(
+            f"teacher: '{name}' loads as {type(teacher).__name__}, not a sequence-classification model; "
+            "use a model fine-tuned on the task"
+        )
+    if teacher.config.num_labels != student.config.num_labels:
+        raise CompressError(
+            f"teacher: '{name}' has {teacher.config.num_labels} output(s), the student "
+            f"{student.config.num_labels}; the teacher must be fine-tuned on the same task"
+        )
+    if not regression:
+        teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        student_labels = [student.config.id2label[i] for i in range(student.config.num_labels)]
+        named = not any(_GENERIC_LABEL.fullmatch(str(label)) for label in teacher_labels + student_labels)
+        if named and teacher_labels != student_labels:
+            raise CompressError(
+                f"teacher: '{name}' has labels {teacher_labels}, the student {student_labels}; "
+                "class ids must mean the same labels"
+            )
+
+
+@torch.no_grad()
+def distance_to_teacher(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    batches: Iterable[dict[str, torch.Tensor]],
+    regression: bool,
+    pairs: list[tuple[int, int]] | None = None,
+) -> dict[str, float]:
+    """Mean KL(teacher || student) at temperature 1 per example (or the mean squared difference of the
+    outputs for regression), and the hidden-state MSE when `pairs` is given."""
+    was_training = student.training
+    student.eval()
+    teacher.eval()
+    teacher_inputs = _accepted_inputs(teacher)
+    device = next(student.parameters()).device
+    teacher.to(device)
+    output_total, hidden_total, examples, batch_count = 0.0, 0.0, 0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        feed = batch if teacher_inputs is None else {k: v for k, v in batch.items() if k in teacher_inputs}
+        s = student(**batch, output_hidden_states=pairs is not None)
+        t = teacher(**feed, output_hidden_states=pairs is not None)
+        s_logits, t_logits = s.logits.float(), t.logits.float()
+        if regression:
+            output_total += (s_logits.view(-1) - t_logits.view(-1)).pow(2).sum().item()
+        else:
+            output_total += F.kl_div(
+                F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), log_target=True, reduction="sum"
+            ).item()
+        if pairs is not None:
+            hidden_total += hidden_loss(s.hidden_states, t.hidden_states, pairs, batch.get("attention_mask")).item()
+        examples += s_logits.shape[0]
+        batch_count += 1
+    student.train(was_training)
+    measured = {("mse_to_teacher" if regression else "kl_to_teacher"): output_total / max(examples, 1)}
+    if pairs is not None:
+        measured["hidden_mse_to_teacher"] = hidden_total / max(batch_count, 1)
+    return measured
+
+
+def _note_batches(context: StageContext) -> list[dict[str, torch.Tensor]]:
+    """Up to NOTE_EXAMPLES examples of the primary dev split, tokenized and batched once."""
+    dev = next(iter(context.data.dev.values()), None)
+    if dev is None or len(dev) == 0:
+        return []
+    dev = dev.select(range(min(NOTE_EXAMPLES, len(dev))))
+    tokenized = tokenize(dev, context.tokenizer, context.max_length)
+    return list(padded_batches(tokenized, context.tokenizer, context.eval_batch_size))
+
+
+def distill(model: PreTrainedModel, settings: DistillSettings, context: StageContext) -> PreTrainedModel:
+    regression = context.data.task.is_regression
+    teacher = context.load_model(settings.teacher)
+    check_teacher(teacher, model, settings, regression)
+    teacher.eval().requires_grad_(False)
+    pairs = hidden_pairs(teacher_layer_map(model.config, teacher.config)) if settings.hidden_weight > 0 else None
+
+    train = tokenize(context.data.train, context.tokenizer, context.max_length)
+    note_batches = _note_batches(context)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(settings, scratch)
+        model.to(args.device)
+        teacher.to(args.device)
+
+        def measure(when: str) -> dict[str, float]:
+            if not note_batches:
+                return {}
+            distances = distance_to_teacher(model, teacher, note_batches, regression, pairs)
+            return {f"{key}_{when}": value for key, value in distances.items()}
+
+        before = measure("before")
+        trainer = DistillationTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(context.tokenizer),
+            processing_class=context.tokenizer,
+            teacher=teacher,
+            settings=settings,
+            regression=regression,
+            pairs=pairs,
+        )
+        trainer.train()
+        model = trainer.model
+        after = measure("after")
+
+    context.notes.update(
+        {**settings.loss_note(), "loss": "mse" if regression else "kl", **before, **after,
+         "note_examples": sum(len(b["input_ids"]) for b in note_batches)}
+    )
+    return model
