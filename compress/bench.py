@@ -1,0 +1,246 @@
+"""Running a sweep: build each combination's model once, share what combinations have in common,
+and append one record per finished combination to results.jsonl (so an interrupted sweep resumes).
+
+Shared work lives under `<out>/work/`, one folder per built model, each written as `<name>.partial`
+and renamed when whole: the teacher once per model and task, a dropped-and-trained student once
+per strategy, K and training, and each export or quantization of it once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import transformers
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from compress.architectures import num_layers
+from compress.artifacts import Artifact, load_artifact, parameter_count, save_artifact, size_on_disk
+from compress.data import TaskData, load_task_data
+from compress.evaluate import evaluate, predictor_for
+from compress.latency import device_name, fixed_length_batch, measure, task_length_batches
+from compress.layer_drop import kept_original_layers
+from compress.models import load_for_task, load_tokenizer
+from compress.report import RESULTS_FILE, read_records
+from compress.stages import STAGES, StageContext, StageSettings
+from compress.stages.distill import DistillSettings
+from compress.stages.drop import DropSettings
+from compress.stages.export import ExportSettings
+from compress.stages.finetune import FinetuneSettings
+from compress.stages.quantize import QuantizeSettings
+from compress.sweep import FULL, Combination, Sweep, runnable_here
+
+BUILD_FILE = "built.json"
+
+
+def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
+    """How each precision is made from the trained PyTorch model: (folder name, stage settings) in order."""
+    export = ("onnx-fp32", ExportSettings())
+    quantize = lambda mode, **extra: QuantizeSettings(mode=mode, seed=sweep.seed, **extra)  # noqa: E731
+    return {
+        "torch-fp32": [],
+        "onnx-fp32": [export],
+        "onnx-int8-dynamic": [export, ("onnx-int8-dynamic", quantize("dynamic-int8"))],
+        "onnx-int8-static": [
+            export,
+            ("onnx-int8-static", quantize("static-int8", calibration_examples=sweep.calibration_examples)),
+        ],
+        "torch-int8": [("torch-int8", quantize("torch-dynamic-int8"))],
+        "bnb-8bit": [("bnb-8bit", quantize("bnb-8bit"))],
+        "bnb-4bit": [("bnb-4bit", quantize("bnb-4bit"))],
+        "fp16": [("fp16", quantize("fp16"))],
+    }
+
+
+def _slug(model: str) -> str:
+    return model.replace("/", "--")
+
+
+def peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float | None:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 1e6, 1)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1e3, 1)
+    except OSError:
+        pass
+    return None
+
+
+class SweepRunner:
+    def __init__(self, sweep: Sweep, out_dir: Path, console: Console):
+        self.sweep = sweep
+        self.out_dir = out_dir
+        self.work = out_dir / "work"
+        self.console = console
+        self.steps = precision_steps(sweep)
+        self._data: dict[str, TaskData] = {}
+        self._tokenizers: dict = {}
+
+    # --- shared inputs -------------------------------------------------------------------------
+
+    def data(self, task: str) -> TaskData:
+        if task not in self._data:
+            self._data[task] = load_task_data(task, self.sweep.tasks[task])
+        return self._data[task]
+
+    def tokenizer(self, model: str):
+        if model not in self._tokenizers:
+            self._tokenizers[model] = load_tokenizer(model)
+        return self._tokenizers[model]
+
+    # --- building models once ------------------------------------------------------------------
+
+    def build(self, folder: Path, settings: StageSettings, source: Callable[[], Artifact], c: Combination) -> Path:
+        """Apply one stage to the source model into `folder`, unless an earlier run already did."""
+        if (folder / BUILD_FILE).exists():
+            return folder
+        self.console.print(f"  building {folder.relative_to(self.work)}")
+        started = time.perf_counter()
+        model = source()
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        context = StageContext(
+            self.data(c.task), self.tokenizer(c.model), partial, self.sweep.max_length, self.sweep.eval_batch_size
+        )
+        built = STAGES[settings.stage].apply(model, settings, context)
+        save_artifact(built, partial)
+        self.tokenizer(c.model).save_pretrained(partial)
+        record = {
+            "stage": settings.model_dump(by_alias=True),
+            "parameters": parameter_count(built),  # None for exported/quantized: they keep the trained count
+            "seconds": round(time.perf_counter() - started, 1),
+            "notes": context.notes,
+        }
+        (partial / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        partial.rename(folder)
+        return folder
+
+    def base_model(self, c: Combination) -> Artifact:
+        transformers.set_seed(self.sweep.seed)  # the new classification head is drawn from it
+        return load_for_task(c.model, self.data(c.task).task, self.tokenizer(c.model))
+
+    def teacher(self, c: Combination) -> Path:
+        folder = self.work / _slug(c.model) / c.task / FULL / "finetune" / "torch-fp32"
+        return self.build(folder, FinetuneSettings(**self.sweep.training.model_dump()), lambda: self.base_model(c), c)
+
+    def trained(self, c: Combination) -> Path:
+        if c.strategy == FULL:
+            return self.teacher(c)
+        root = self.work / _slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
+        drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
+        dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
+        if c.training == "distill":
+            settings = DistillSettings(
+                **self.sweep.training.model_dump(), **self.sweep.distillation.model_dump(), teacher=str(self.teacher(c))
+            )
+        else:
+            settings = FinetuneSettings(**self.sweep.training.model_dump())
+        return self.build(root / c.training / "torch-fp32", settings, lambda: load_artifact(dropped), c)
+
+    def artifact(self, c: Combination) -> Path:
+        folder = self.trained(c)
+        for name, settings in self.steps[c.precision]:
+            source = folder
+            folder = self.build(folder.parent / name, settings, lambda source=source: load_artifact(source), c)
+        return folder
+
+    # --- measuring -----------------------------------------------------------------------------
+
+    def measure(self, c: Combination, folder: Path) -> dict:
+        latency = self.sweep.latency
+        data, tokenizer = self.data(c.task), self.tokenizer(c.model)
+        peak_rss_reset()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        model = load_artifact(folder)
+        metrics = evaluate(predictor_for(model), data, tokenizer, self.sweep.max_length, self.sweep.eval_batch_size)
+        evaluated = time.perf_counter()
+
+        dev = next(iter(data.dev.values()))
+        timings = []
+        for batch_size in latency.batch_sizes:
+            repeats = max(3, round(latency.repeats / math.sqrt(batch_size)))
+            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
+            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+            if latency.task_lengths:
+                real = task_length_batches(dev, tokenizer, batch_size, self.sweep.max_length, count=8, seed=self.sweep.seed)
+                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
+        timed = time.perf_counter()
+
+        built = json.loads((folder / BUILD_FILE).read_text())
+        trained = json.loads((self.trained(c) / BUILD_FILE).read_text())
+        config = model.config
+        task = data.task
+        return {
+            "metrics": metrics,
+            "primary_metric": task.primary_metric,
+            "score": metrics[task.primary_metric],
+            "layers": num_layers(config),
+            "kept_layers": kept_original_layers(config),
+            "parameters": built["parameters"] or trained["parameters"],
+            "size_mb": round(size_on_disk(folder) / 1e6, 2),
+            "latency": [t.as_dict() for t in timings],
+            "peak_memory_mb": peak_memory_mb(),
+            "threads": latency.threads,
+            "device": device_name(),
+            "train_seconds": trained["seconds"],
+            "seconds": {"evaluate": round(evaluated - started, 1), "timing": round(timed - evaluated, 1)},
+            "notes": built["notes"],
+        }
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, combinations: list[Combination], retry_failed: bool = False) -> list[dict]:
+        results_path = self.out_dir / RESULTS_FILE
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        finished = {r["key"] for r in read_records(results_path) if r["status"] == "ok" or not retry_failed}
+        skipped_cuda = [c for c in combinations if not runnable_here(c)]
+        todo = [c for c in combinations if c.key not in finished and runnable_here(c)]
+        self.console.print(
+            f"{len(combinations)} combinations: {len(combinations) - len(todo) - len(skipped_cuda)} already done, "
+            f"{len(skipped_cuda)} need CUDA (skipped here), {len(todo)} to run"
+        )
+        records = []
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            bar = progress.add_task("sweep", total=len(todo))
+            for c in todo:
+                progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
+                started = time.perf_counter()
+                record = {"key": c.key, **c.__dict__, "finished": None}
+                try:
+                    folder = self.artifact(c)
+                    built = time.perf_counter()
+                    record.update(status="ok", **self.measure(c, folder))
+                    record["seconds"]["build"] = round(built - started, 1)
+                except Exception as error:  # one failed combination is recorded and the sweep goes on
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    record.update(status="failed", error=f"{type(error).__name__}: {message}")
+                    self.console.print(f"[red]failed[/] {c.key}: {record['error']}")
+                record["seconds_total"] = round(time.perf_counter() - started, 1)
+                record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                with results_path.open("a") as out:
+                    out.write(json.dumps(record) + "\n")
+                records.append(record)
+                progress.advance(bar)
+        return records

@@ -1,0 +1,119 @@
+"""Timing a model the way a user would run it: fixed threads, warm-up first, medians and tails.
+
+On a CUDA device, timings synchronise the device around each call so that queued kernels are
+counted; on the CPU the thread count is fixed and reported with the figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from compress.artifacts import Artifact, OnnxModel
+
+
+@dataclass
+class Latency:
+    batch_size: int
+    sequence_length: str  # a number, or "task" for the task's own length distribution
+    p50_ms: float
+    p95_ms: float
+    throughput: float  # examples per second at the median
+    threads: int
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    import platform
+
+    return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
+    """Seconds per call after `warmup` untimed calls."""
+    cuda = torch.cuda.is_available()
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return np.array(seconds)
+
+
+def fixed_length_batch(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, batch_size: int, length: int) -> dict:
+    """Real task text, padded or cut to exactly `length` tokens (repeated if the texts run out)."""
+    rows = [texts[i % len(texts)] for i in range(batch_size)]
+    return dict(tokenizer(rows, padding="max_length", truncation=True, max_length=length, return_tensors="pt"))
+
+
+def task_length_batches(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int, max_length: int, count: int, seed: int = 0
+) -> list[dict]:
+    """`count` batches of random task examples, each padded to its own longest row: the task's real lengths."""
+    pair = "text_b" in dataset.column_names
+    generator = np.random.default_rng(seed)
+    batches = []
+    for _ in range(count):
+        rows = dataset.select(generator.integers(0, len(dataset), size=batch_size))
+        encoded = tokenizer(list(rows["text_a"]), list(rows["text_b"]) if pair else None, padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+        batches.append(dict(encoded))
+    return batches
+
+
+def runner_for(model: Artifact, threads: int) -> Callable[[dict], object]:
+    """A function running one batch through the model, with its thread count fixed."""
+    if isinstance(model, OnnxModel):
+        from exporters.onnx_runtime import ort_session
+
+        session = ort_session(model.path, threads)
+        wanted = {i.name for i in session.get_inputs()}
+        return lambda batch: session.run(None, {k: v.numpy() for k, v in batch.items() if k in wanted})
+
+    torch.set_num_threads(threads)
+    model.eval()
+    device = next(model.parameters()).device
+
+    def run(batch: dict) -> object:
+        with torch.inference_mode():
+            return model(**{k: v.to(device) for k, v in batch.items()})
+
+    return run
+
+
+def measure(
+    model: Artifact, batches: list[dict], threads: int, label_length: str, warmup: int = 5, repeats: int = 30
+) -> Latency:
+    """Time the model over `batches` in turn (one batch reused when a single one is given)."""
+    run = runner_for(model, threads)
+    turn = itertools.count()
+    seconds = timed_calls(lambda: run(batches[next(turn) % len(batches)]), warmup, repeats)
+    batch_size = len(next(iter(batches[0].values())))
+    median = float(np.median(seconds))
+    return Latency(
+        batch_size=batch_size,
+        sequence_length=label_length,
+        p50_ms=round(median * 1000, 3),
+        p95_ms=round(float(np.percentile(seconds, 95)) * 1000, 3),
+        throughput=round(batch_size / median, 2),
+        threads=threads,
+        device=device_name(),
+    )

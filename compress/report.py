@@ -1,0 +1,219 @@
+"""Turning sweep records into what people read: a Markdown table, a CSV, and three plots.
+
+Deltas are computed here, not when a combination runs, because the rows they refer to (the full
+fine-tuned model, plain top-K dropping with the same K) may finish later or in another shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from compress.sweep import FULL  # noqa: E402
+
+RESULTS_FILE = "results.jsonl"
+HEADLINE_LATENCY = (1, "128")
+"""Batch size and sequence length of the latency column in tables and the Pareto plot."""
+
+
+def latency_of(record: dict, batch_size: int, length: str) -> dict | None:
+    return next((t for t in record.get("latency", []) if t["batch_size"] == batch_size and t["sequence_length"] == length), None)
+
+
+def merge_records(records: list[dict]) -> list[dict]:
+    """One record per combination: a finished one wins over a failed one, the later over the earlier."""
+    chosen: dict[str, dict] = {}
+    for record in records:
+        previous = chosen.get(record["key"])
+        if previous is None or record["status"] == "ok" or previous["status"] != "ok":
+            chosen[record["key"]] = record
+    return list(chosen.values())
+
+
+def with_deltas(records: list[dict]) -> list[dict]:
+    """Add score change (in points) against the full fine-tuned fp32 model and against plain top-K, same K."""
+    ok = [r for r in records if r["status"] == "ok"]
+    reference = {(r["model"], r["task"], r["strategy"], r["k"]): r for r in ok if r["training"] == "finetune" and r["precision"] == "torch-fp32"}
+    rows = []
+    for r in records:
+        row = dict(r)
+        if r["status"] == "ok":
+            full = reference.get((r["model"], r["task"], FULL, 0))
+            top = reference.get((r["model"], r["task"], "top", r["k"]))
+            row["delta_vs_full"] = round(100 * (r["score"] - full["score"]), 2) if full else None
+            row["delta_vs_top"] = round(100 * (r["score"] - top["score"]), 2) if top and r["k"] else None
+            headline = latency_of(r, *HEADLINE_LATENCY)
+            base_latency = latency_of(full, *HEADLINE_LATENCY) if full else None
+            row["speedup_vs_full"] = round(base_latency["p50_ms"] / headline["p50_ms"], 2) if headline and base_latency else None
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["model"], r["task"], r["strategy"] != FULL, r["strategy"], r["k"], r["training"], r["precision"]))
+
+
+def _flat(row: dict) -> dict:
+    flat = {k: row.get(k) for k in ("model", "task", "strategy", "k", "training", "precision", "status", "primary_metric", "score",
+                                     "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
+                                     "peak_memory_mb", "threads", "device", "train_seconds", "error")}
+    flat["kept_layers"] = " ".join(map(str, row.get("kept_layers", [])))
+    for name, value in (row.get("metrics") or {}).items():
+        flat[f"metric_{name}"] = value
+    for t in row.get("latency", []):
+        prefix = f"b{t['batch_size']}_s{t['sequence_length']}"
+        flat[f"{prefix}_p50_ms"], flat[f"{prefix}_p95_ms"], flat[f"{prefix}_per_s"] = t["p50_ms"], t["p95_ms"], t["throughput"]
+    return flat
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    flats = [_flat(r) for r in rows]
+    columns = list(dict.fromkeys(k for f in flats for k in f))
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flats)
+
+
+def _fmt(value, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = []
+    for (model, task), group in itertools.groupby(rows, key=lambda r: (r["model"], r["task"])):
+        group = list(group)
+        metric = next((r["primary_metric"] for r in group if r["status"] == "ok"), "score")
+        sample = next((r for r in group if r["status"] == "ok"), {})
+        lines += [f"### {model} on {task} ({metric}; latency: batch 1, sequence 128, {sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
+                  f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in group:
+            if r["status"] != "ok":
+                lines.append(f"| {r['strategy']} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
+                continue
+            t = latency_of(r, *HEADLINE_LATENCY) or {}
+            lines.append(
+                f"| {r['strategy']} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
+                f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
+                f"{_fmt(t.get('p50_ms'), '.2f')} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower latency and higher score."""
+    front = []
+    for i, (latency, score) in enumerate(points):
+        dominated = any(l2 <= latency and s2 >= score and (l2, s2) != (latency, score) for l2, s2 in points)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _panels(groups: dict, title: str):
+    columns = min(2, len(groups))
+    rows = -(-len(groups) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(7.5 * columns, 5.2 * rows), squeeze=False)
+    figure.suptitle(title)
+    for axis in axes.flat[len(groups):]:
+        axis.set_visible(False)
+    return figure, list(axes.flat)
+
+
+def plot_pareto(rows: list[dict], path: Path) -> None:
+    groups = _grouped(rows)
+    figure, axes = _panels(groups, "Score against latency (batch 1, seq 128); Pareto front in red")
+    for axis, ((model, task), group) in zip(axes, groups.items()):
+        timed = [(r, latency_of(r, *HEADLINE_LATENCY)) for r in group]
+        timed = [(r, t) for r, t in timed if t]
+        points = [(t["p50_ms"], r["score"]) for r, t in timed]
+        axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
+        front = pareto_front(points)
+        axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", markersize=6)
+        for (r, _), (x, y) in zip(timed, points):
+            axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def plot_layers_dropped(rows: list[dict], path: Path) -> None:
+    """The shape of the paper's figure: score against layers dropped, one line per strategy."""
+    groups = _grouped(rows)
+    figure, axes = _panels(groups, "Score against layers dropped (fine-tuned, PyTorch fp32)")
+    for axis, ((model, task), group) in zip(axes, groups.items()):
+        plain = [r for r in group if r["training"] == "finetune" and r["precision"] == "torch-fp32"]
+        full = next((r for r in plain if r["strategy"] == FULL), None)
+        for strategy in sorted({r["strategy"] for r in plain} - {FULL}):
+            line = sorted((r["k"], r["score"]) for r in plain if r["strategy"] == strategy)
+            if full:
+                line = [(0, full["score"]), *line]
+            axis.plot([k for k, _ in line], [s for _, s in line], marker="o", label=strategy)
+        distilled = sorted((r["k"], r["score"]) for r in group if r["training"] == "distill" and r["precision"] == "torch-fp32")
+        if distilled:
+            axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
+        axis.set(xlabel="layers dropped (K)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def plot_size(rows: list[dict], path: Path) -> None:
+    groups = _grouped(rows)
+    figure, axes = _panels(groups, "Size on disk against score")
+    markers = {"torch-fp32": "o", "onnx-fp32": "^", "onnx-int8-dynamic": "s", "onnx-int8-static": "D", "torch-int8": "v"}
+    for axis, ((model, task), group) in zip(axes, groups.items()):
+        for precision in sorted({r["precision"] for r in group}):
+            chosen = [r for r in group if r["precision"] == precision]
+            axis.scatter([r["size_mb"] for r in chosen], [r["score"] for r in chosen], label=precision, marker=markers.get(precision, "x"))
+        axis.set(xlabel="size on disk (MB)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=130)
+    plt.close(figure)
+
+
+def _grouped(rows: list[dict]) -> dict:
+    groups: dict = {}
+    for r in rows:
+        if r["status"] == "ok":
+            groups.setdefault((r["model"], r["task"]), []).append(r)
+    return groups
+
+
+def _short_label(r: dict) -> str:
+    precision = {"torch-fp32": "", "onnx-fp32": " onnx", "onnx-int8-dynamic": " int8", "onnx-int8-static": " int8s"}.get(r["precision"], " " + r["precision"])
+    if r["strategy"] == FULL:
+        return f"full{precision}"
+    return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}"
+
+
+def write_report(records: list[dict], out_dir: Path, command: str | None = None) -> list[dict]:
+    """results.csv, results.md and the three plots beside results.jsonl; returns the rows with deltas."""
+    rows = with_deltas(merge_records(records))
+    write_csv(rows, out_dir / "results.csv")
+    header = [f"Command: `{command}`", ""] if command else []
+    (out_dir / "results.md").write_text("\n".join(header) + markdown_table(rows) + "\n")
+    if any(r["status"] == "ok" for r in rows):
+        plot_pareto(rows, out_dir / "pareto.png")
+        plot_layers_dropped(rows, out_dir / "layers_dropped.png")
+        plot_size(rows, out_dir / "size.png")
+    return rows
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records of a results.jsonl file, or of the one inside a sweep folder; none if it is missing."""
+    path = path / RESULTS_FILE if path.is_dir() else path
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

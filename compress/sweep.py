@@ -1,0 +1,193 @@
+"""Sweep files: a readable YAML that expands into combinations of model x task x strategy x K x
+training x precision, validated whole (every problem listed at once) before any work starts.
+
+A sweep lists one or more grids; the combinations are the union of the grids' cross products,
+de-duplicated, plus for every model and task the two rows a user would pick instead of
+compressing: the full fine-tuned model in PyTorch fp32 and exported to dynamic int8 ONNX.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compress.architectures import layout_for, num_layers
+from compress.data import DataSettings, check_data_files, resolve_task
+from compress.errors import CompressError
+from compress.models import load_config
+from compress.recipe import format_validation_error
+from compress.stages.drop import Strategy
+from compress.strategies import layers_to_drop
+
+Training = Literal["finetune", "distill"]
+Precision = Literal[
+    "torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "torch-int8", "bnb-8bit", "bnb-4bit", "fp16"
+]
+CUDA_ONLY_PRECISIONS = ("fp16",)
+FULL = "full"
+"""Strategy name of the undropped reference rows (K = 0)."""
+BASELINE_PRECISIONS = ("torch-fp32", "onnx-int8-dynamic")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Grid(Strict):
+    strategies: list[Strategy] = Field(min_length=1)
+    k: list[int] = Field(min_length=1)
+    training: list[Training] = Field(["finetune"], min_length=1)
+    precisions: list[Precision] = Field(["torch-fp32"], min_length=1)
+
+
+class TrainingSettings(Strict):
+    """Shared by the teacher and every student, so rows differ only in what the sweep varies."""
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+
+
+class DistillationSettings(Strict):
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(2.0, gt=0)
+    hidden_weight: float = Field(0.0, ge=0)
+
+
+class LatencySettings(Strict):
+    threads: int = Field(2, ge=1, description="CPU threads for every timed run (fixed and reported).")
+    batch_sizes: list[int] = Field([1, 32], min_length=1)
+    sequence_length: int = Field(128, ge=8)
+    task_lengths: bool = Field(True, description="Also time batches of real dev examples at their own lengths.")
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(20, ge=3, description="Timed runs at batch size 1; larger batches scale it down.")
+
+
+class Sweep(Strict):
+    name: str | None = None
+    description: str | None = None
+    models: list[str] = Field(min_length=1)
+    tasks: dict[str, DataSettings] = Field(min_length=1, description="Task name -> its data settings.")
+    max_length: int = Field(128, ge=8)
+    eval_batch_size: int = Field(64, ge=1)
+    seed: int = 42
+    contribution_examples: int = Field(500, ge=1)
+    calibration_examples: int = Field(300, ge=1)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    distillation: DistillationSettings = Field(default_factory=DistillationSettings)
+    latency: LatencySettings = Field(default_factory=LatencySettings)
+    grids: list[Grid] = Field(min_length=1)
+
+
+@dataclass(frozen=True, order=True)
+class Combination:
+    model: str
+    task: str
+    strategy: str
+    k: int
+    training: str
+    precision: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.task}|{self.strategy}|k{self.k}|{self.training}|{self.precision}"
+
+    @property
+    def label(self) -> str:
+        if self.strategy == FULL:
+            return f"full {self.precision}"
+        return f"{self.strategy} k={self.k} {self.training} {self.precision}"
+
+
+def expand(sweep: Sweep) -> list[Combination]:
+    """Every combination the sweep names, once each, baselines first, in a stable order."""
+    found: set[Combination] = set()
+    for model, task in itertools.product(sweep.models, sweep.tasks):
+        found.update(Combination(model, task, FULL, 0, "finetune", p) for p in BASELINE_PRECISIONS)
+        for grid in sweep.grids:
+            for strategy, k, training, precision in itertools.product(grid.strategies, grid.k, grid.training, grid.precisions):
+                found.add(Combination(model, task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision))
+    return sorted(found, key=lambda c: (c.model, c.task, c.strategy != FULL, c.strategy, c.k, c.training, c.precision))
+
+
+def shard(combinations: list[Combination], index: int, count: int) -> list[Combination]:
+    """Slice `index` (1-based) of `count`: every count-th combination, so slices take similar work."""
+    return combinations[index - 1 :: count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise CompressError(f"--shard: expected i/n such as 2/4 (got '{text}')") from None
+    if not 1 <= index <= count:
+        raise CompressError(f"--shard: expected 1 <= i <= n (got '{text}')")
+    return index, count
+
+
+def parse_sweep(file: Path) -> Sweep:
+    try:
+        content = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise CompressError(f"{file}: no such sweep file") from None
+    except yaml.YAMLError as error:
+        raise CompressError(f"{file}: not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(content, dict):
+        raise CompressError(f"{file}: expected a mapping with models, tasks and grids at the top")
+    try:
+        sweep = Sweep.model_validate(content)
+    except ValidationError as error:
+        raise CompressError(format_validation_error(file, error)) from None
+    sweep.name = sweep.name or file.stem
+    return sweep
+
+
+def check_sweep(sweep: Sweep, file: Path) -> list[str]:
+    """Problems that need the models' configs and the data, all of them (empty when the sweep can run)."""
+    problems: list[str] = []
+    layer_counts: dict[str, int] = {}
+    for model in sweep.models:
+        try:
+            config = load_config(model)
+            layout_for(config)
+            layer_counts[model] = num_layers(config)
+        except CompressError as error:
+            problems.append(f"models: {error}")
+    for task, data in sweep.tasks.items():
+        try:
+            resolve_task(task, data)
+            check_data_files(task, data)
+        except CompressError as error:
+            problems.append(f"tasks.{task}: {error}")
+    for index, grid in enumerate(sweep.grids):
+        for model, count in layer_counts.items():
+            for strategy, k in itertools.product(grid.strategies, grid.k):
+                if strategy == "layers":
+                    problems.append(f"grids[{index}].strategies: 'layers' needs explicit indices; use a recipe for it")
+                    continue
+                try:
+                    layers_to_drop(strategy, count, k, scores=[0.0] * count)
+                except CompressError as error:
+                    problems.append(f"grids[{index}] ({model}, {strategy}, k={k}): {error}")
+    return list(dict.fromkeys(problems))
+
+
+def load_sweep(file: Path) -> Sweep:
+    sweep = parse_sweep(file)
+    problems = check_sweep(sweep, file)
+    if problems:
+        raise CompressError(f"{file}: {len(problems)} problem(s): " + "; ".join(problems))
+    return sweep
+
+
+def runnable_here(combination: Combination) -> bool:
+    return combination.precision not in CUDA_ONLY_PRECISIONS or torch.cuda.is_available()
