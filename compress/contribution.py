@@ -3,11 +3,14 @@
 The score of a layer is the cosine similarity between its input and output hidden states,
 averaged over all non-padding tokens of the examples given. A score near 1 means the layer
 barely changes its input, which makes it the first candidate to drop.
+
+`layer_states` is the one place that captures each layer's input and output; the fuller layer
+analysis (compress/analysis.py) reads the same captures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from datasets import Dataset
@@ -17,17 +20,21 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from compress.architectures import layer_list, layout_for, num_layers
 from compress.encoding import padded_batches, tokenize
 
+LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
+"""(input, output) hidden states of every layer, in layer order, each (batch, sequence, hidden)."""
+
 
 def _first_tensor(value) -> torch.Tensor:
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
 @torch.no_grad()
-def layer_contributions(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> list[float]:
-    """Mean input/output cosine similarity of every layer, in layer order."""
-    layout = layout_for(model.config)
-    count = num_layers(model.config)
-    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+def layer_states(
+    model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]
+) -> Iterator[tuple[torch.Tensor, LayerStates]]:
+    """Run the model (in eval mode) on each batch; yield its non-padding mask and every layer's input and output."""
+    sequence_first = layout_for(model.config).sequence_first
+    calls: LayerStates = []
 
     def record(module, args, kwargs, output):
         layer_input = args[0] if args else kwargs["hidden_states"]
@@ -36,27 +43,54 @@ def layer_contributions(model: PreTrainedModel, batches: Iterable[dict[str, torc
     # Hooks fire in execution order, once per layer application; for ALBERT's shared group
     # that is once per repetition, so `calls` always lines up with the layer numbering.
     handles = [layer.register_forward_hook(record, with_kwargs=True) for layer in layer_list(model)]
-    sums = torch.zeros(count, dtype=torch.float64)
-    tokens = 0
     was_training = model.training
     model.eval()
     try:
-        for batch in track(list(batches), description="Scoring layers"):
-            calls.clear()
+        for batch in batches:
+            calls.clear()  # before the forward pass: two generators may hook the same model
             inputs = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
             model(**inputs)
-            mask = inputs["attention_mask"].bool()
-            for index, (layer_input, layer_output) in enumerate(calls):
-                if layout.sequence_first:
-                    layer_input, layer_output = layer_input.transpose(0, 1), layer_output.transpose(0, 1)
-                cosine = torch.nn.functional.cosine_similarity(layer_input.float(), layer_output.float(), dim=-1)
-                sums[index] += cosine[mask].double().sum().cpu()
-            tokens += int(mask.sum())
+            if sequence_first:
+                states = [(i.transpose(0, 1), o.transpose(0, 1)) for i, o in calls]
+            else:
+                states = list(calls)
+            yield inputs["attention_mask"].bool(), states
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+def token_cosines(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Cosine between matching rows (tokens) of two (tokens, hidden) matrices, in float64."""
+    # float64: arccos near cosine 1 turns float32 rounding (1e-7) into an angle of 5e-4
+    return torch.nn.functional.cosine_similarity(first.double(), second.double(), dim=-1)
+
+
+def layer_contributions(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> list[float]:
+    """Mean input/output cosine similarity of every layer, in layer order."""
+    sums = torch.zeros(num_layers(model.config), dtype=torch.float64)
+    tokens = 0
+    for mask, states in layer_states(model, track(list(batches), description="Scoring layers")):
+        for index, (layer_input, layer_output) in enumerate(states):
+            sums[index] += token_cosines(layer_input[mask], layer_output[mask]).sum().cpu()
+        tokens += int(mask.sum())
     return (sums / max(tokens, 1)).tolist()
+
+
+def scoring_batches(
+    examples: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    count: int,
+    max_length: int,
+    seed: int,
+    batch_size: int = 32,
+) -> list[dict[str, torch.Tensor]]:
+    """Padded batches of `count` seeded random examples, shortest first (less padding: same means, less work)."""
+    chosen = tokenize(examples.shuffle(seed=seed).select(range(min(count, len(examples)))), tokenizer, max_length)
+    lengths = [len(ids) for ids in chosen["input_ids"]]
+    by_length = chosen.select(sorted(range(len(chosen)), key=lengths.__getitem__))
+    return list(padded_batches(by_length, tokenizer, batch_size))
 
 
 def score_layers_on_task(
@@ -69,5 +103,4 @@ def score_layers_on_task(
     batch_size: int = 32,
 ) -> list[float]:
     """Contribution scores over `count` seeded random examples of a task's training set."""
-    chosen = examples.shuffle(seed=seed).select(range(min(count, len(examples))))
-    return layer_contributions(model, padded_batches(tokenize(chosen, tokenizer, max_length), tokenizer, batch_size))
+    return layer_contributions(model, scoring_batches(examples, tokenizer, count, max_length, seed, batch_size))
