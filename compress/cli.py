@@ -81,6 +81,38 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
 
 
+# Task data options, shared by the commands that read task examples outside a recipe.
+TaskOption = Annotated[Optional[str], typer.Option(help="Task whose training examples are used (sst2, rte, rotten-tomatoes, ...).")]
+DataSourceOption = Annotated[str, typer.Option(help="Task data from: hub, glue-dir, files or embedded.")]
+DataPathOption = Annotated[Optional[Path], typer.Option(help="GLUE folder (glue-dir) or training file (files).")]
+TextColumnsOption = Annotated[Optional[str], typer.Option(help="With --data-source files: comma-separated text columns.")]
+ExamplesOption = Annotated[int, typer.Option(min=1, help="Training examples to measure on (a seeded random sample).")]
+MaxLengthOption = Annotated[int, typer.Option(min=8, help="Tokens per example.")]
+
+
+def _training_examples(task: str, data_source: str, data_path: Optional[Path], text_columns: Optional[str]):
+    """The task's training examples from the data options, or a one-line error naming the option."""
+    from pydantic import ValidationError
+
+    from compress.data import DataSettings, load_task_data
+    from compress.recipe import format_validation_error
+
+    try:
+        data_settings = DataSettings(
+            source=data_source,
+            path=data_path if data_source == "glue-dir" else None,
+            train=data_path if data_source == "files" else None,
+            dev=data_path if data_source == "files" else None,
+            text_columns=text_columns.split(",") if text_columns else None,
+        )
+    except ValidationError as error:
+        raise CompressError(format_validation_error("command line (data options)", error)) from None
+    train = load_task_data(task, data_settings).train
+    if len(train) == 0:
+        raise CompressError(f"--task: task '{task}' has no training examples in {data_source}")
+    return train
+
+
 @app.command()
 @user_errors
 def drop(
@@ -89,30 +121,31 @@ def drop(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the smaller model.")],
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="How many layers to drop.")] = None,
     layers: Annotated[Optional[str], typer.Option(help="strategy layers: comma-separated 0-based indices.")] = None,
-    task: Annotated[Optional[str], typer.Option(help="contribution: task whose training examples score the layers.")] = None,
-    data_source: Annotated[str, typer.Option(help="contribution: hub, glue-dir, files or embedded.")] = "hub",
-    data_path: Annotated[Optional[Path], typer.Option(help="contribution: GLUE folder (glue-dir) or training file (files).")] = None,
-    text_columns: Annotated[Optional[str], typer.Option(help="contribution with files: comma-separated text columns.")] = None,
-    examples: Annotated[int, typer.Option(help="contribution: examples to score.")] = 500,
-    max_length: Annotated[int, typer.Option(help="contribution: tokens per example.")] = 128,
+    metric: Annotated[Optional[str], typer.Option(help="contribution: cosine (default), block-influence or angular.")] = None,
+    task: TaskOption = None,
+    data_source: DataSourceOption = "hub",
+    data_path: DataPathOption = None,
+    text_columns: TextColumnsOption = None,
+    examples: ExamplesOption = 500,
+    max_length: MaxLengthOption = 128,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
 ) -> None:
     """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
     from compress.architectures import num_layers
-    from compress.contribution import score_layers_on_task
-    from compress.data import DataSettings, load_task_data
     from compress.layer_drop import drop_layers, kept_original_layers
-    from pydantic import ValidationError
-
     from compress.model_card import render_model_card
     from compress.models import count_parameters, load_saved, load_tokenizer
-    from compress.recipe import format_validation_error
-    from compress.stages.drop import write_contribution_scores
-    from compress.strategies import STRATEGIES, layers_to_drop
+    from compress.stages.drop import score_layers_for_drop
+    from compress.strategies import CONTRIBUTION_METRICS, STRATEGIES, layers_to_drop
 
     _quiet_libraries()
     if strategy not in STRATEGIES:
         raise CompressError(f"--strategy: expected one of {', '.join(STRATEGIES)} (got '{strategy}')")
+    if metric is not None and strategy != "contribution":
+        raise CompressError(f"--metric: only used with --strategy contribution (got '{strategy}')")
+    metric = metric or "cosine"
+    if metric not in CONTRIBUTION_METRICS:
+        raise CompressError(f"--metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got '{metric}')")
     try:
         indices = [int(i) for i in layers.split(",")] if layers else None
     except ValueError:
@@ -135,20 +168,12 @@ def drop(
     partial.mkdir(parents=True)
     scores = None
     if strategy == "contribution":
-        try:
-            data_settings = DataSettings(
-                source=data_source,
-                path=data_path if data_source == "glue-dir" else None,
-                train=data_path if data_source == "files" else None,
-                dev=data_path if data_source == "files" else None,
-                text_columns=text_columns.split(",") if text_columns else None,
-            )
-        except ValidationError as error:
-            raise CompressError(format_validation_error("command line (data options)", error)) from None
-        train = load_task_data(task, data_settings).train
-        scores = score_layers_on_task(network, tokenizer, train, examples, max_length, seed=42)
-        write_contribution_scores(scores, network, {"task": task, "examples": min(examples, len(train))}, partial)
-    dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores)
+        train = _training_examples(task, data_source, data_path, text_columns)
+        scores = score_layers_for_drop(
+            network, tokenizer, train, examples=examples, max_length=max_length, seed=42,
+            metric=metric, k=k, note={"task": task}, folder=partial,
+        )
+    dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores, metric=metric)
     drop_layers(network, dropped, strategy)
     network.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
@@ -161,4 +186,5 @@ def drop(
         f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"
     )
+
 

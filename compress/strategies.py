@@ -7,10 +7,49 @@ from 1, so its "drop layers 12, 10, 8, 6" of a 12-layer model is `[11, 9, 7, 5]`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from compress.errors import CompressError
 
 STRATEGIES = ("top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers")
+
+
+@dataclass(frozen=True)
+class ContributionMetric:
+    """How strategy `contribution` reads one metric's scores."""
+
+    per_block: bool
+    """One score per start of a contiguous block of K layers (else one score per layer)."""
+    drop_highest: bool
+    """The highest scores are dropped (else the lowest)."""
+    statistic: str
+    """The field of compress.analysis.LayerStatistics that holds the score."""
+    meaning: str
+
+
+CONTRIBUTION_METRICS: dict[str, ContributionMetric] = {
+    # Sajjad et al.: the layers whose output is most similar to their input
+    "cosine": ContributionMetric(
+        per_block=False,
+        drop_highest=True,
+        statistic="cosine",
+        meaning="cosine(layer input, layer output); the K highest are dropped",
+    ),
+    # ShortGPT (Men et al. 2024): the same ranking, named as the LLM papers name it
+    "block-influence": ContributionMetric(
+        per_block=False,
+        drop_highest=False,
+        statistic="block_influence",
+        meaning="1 - cosine(layer input, layer output); the K lowest are dropped",
+    ),
+    # Gromov et al. 2024: the contiguous block whose input and output are closest in angle
+    "angular": ContributionMetric(
+        per_block=True,
+        drop_highest=False,
+        statistic="angular_distance",
+        meaning="arccos(cosine(input of layer l, output of layer l+K-1))/pi; the closest block of K is dropped",
+    ),
+}
 
 
 def _alternate(num_layers: int, k: int, paper_parity: int) -> list[int]:
@@ -31,12 +70,13 @@ def layers_to_drop(
     *,
     layers: Sequence[int] | None = None,
     scores: Sequence[float] | None = None,
+    metric: str = "cosine",
 ) -> list[int]:
     """Sorted 0-based indices of the layers that `strategy` drops from a `num_layers`-layer model.
 
-    `layers` is the explicit list for strategy "layers"; `scores` are the per-layer contribution
-    scores (cosine between a layer's input and output) for strategy "contribution": the layers
-    that change their input least, i.e. score highest, are dropped.
+    `layers` is the explicit list for strategy "layers"; `scores` are, for strategy "contribution",
+    the scores of `metric` (see CONTRIBUTION_METRICS): one per layer, or for "angular" one per
+    possible start of a block of K layers.
     """
     if strategy == "layers":
         if layers is None:
@@ -67,8 +107,29 @@ def layers_to_drop(
         start = (num_layers - k) // 2
         return list(range(start, start + k))
     if strategy == "contribution":
-        if scores is None or len(scores) != num_layers:
-            raise CompressError(f"contribution: needs one score per layer ({num_layers})")
-        highest_first = sorted(range(num_layers), key=lambda i: scores[i], reverse=True)
-        return sorted(highest_first[:k])
+        return _by_contribution(num_layers, k, scores, metric)
     raise CompressError(f"strategy: expected one of {', '.join(STRATEGIES)} (got '{strategy}')")
+
+
+def _by_contribution(num_layers: int, k: int, scores: Sequence[float] | None, metric: str) -> list[int]:
+    if metric not in CONTRIBUTION_METRICS:
+        raise CompressError(f"metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got '{metric}')")
+    rule = CONTRIBUTION_METRICS[metric]
+    if rule.per_block:
+        return contiguous_block_to_drop(num_layers, k, scores)
+    if scores is None or len(scores) != num_layers:
+        raise CompressError(f"contribution: needs one {metric} score per layer ({num_layers})")
+    first_dropped_first = sorted(range(num_layers), key=lambda i: scores[i], reverse=rule.drop_highest)
+    return sorted(first_dropped_first[:k])
+
+
+def contiguous_block_to_drop(num_layers: int, k: int, distances: Sequence[float] | None) -> list[int]:
+    """The block of K consecutive layers whose input and output are closest: `distances[l]` is the
+    distance between the input of layer l and the output of layer l+K-1 (the lowest block wins ties)."""
+    if k == 0:
+        return []
+    starts = num_layers - k + 1
+    if distances is None or len(distances) != starts:
+        raise CompressError(f"contribution: angular needs one distance per block of {k} layers ({starts})")
+    start = min(range(starts), key=lambda l: distances[l])
+    return list(range(start, start + k))

@@ -6,18 +6,21 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from datasets import Dataset
 from pydantic import Field, model_validator
 from rich.console import Console
-from rich.table import Table
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from compress.analysis import analyze_layers, metric_scores
+from compress.analysis_report import statistics_table
 from compress.architectures import num_layers
-from compress.contribution import score_layers_on_task
-from compress.layer_drop import drop_layers, kept_original_layers
+from compress.contribution import scoring_batches
+from compress.layer_drop import drop_layers
 from compress.stages.base import StageContext, StageSettings
-from compress.strategies import layers_to_drop
+from compress.strategies import CONTRIBUTION_METRICS, layers_to_drop
 
 Strategy = Literal["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers"]
+Metric = Literal[tuple(CONTRIBUTION_METRICS)]  # cosine, block-influence, angular
 
 SCORES_FILE = "contribution_scores.json"
 
@@ -29,6 +32,11 @@ class DropSettings(StageSettings):
     layers: list[int] | None = Field(None, description="strategy 'layers': 0-based indices to drop.")
     examples: int = Field(500, ge=1, description="strategy 'contribution': task examples to score layers on.")
     seed: int = Field(42, description="strategy 'contribution': which examples are drawn.")
+    metric: Metric = Field(
+        "cosine",
+        description="strategy 'contribution': cosine (the paper's), block-influence (1 - cosine, the same "
+        "ranking) or angular (the contiguous block of K layers whose input and output are closest).",
+    )
 
     @model_validator(mode="after")
     def _k_or_layers(self):
@@ -36,31 +44,50 @@ class DropSettings(StageSettings):
             raise ValueError("strategy 'layers' takes the list 'layers' and no 'k'")
         if self.strategy != "layers" and (self.k is None or self.layers is not None):
             raise ValueError(f"strategy '{self.strategy}' takes 'k' and no 'layers'")
+        if "metric" in self.model_fields_set and self.strategy != "contribution":
+            raise ValueError(f"metric: only used with strategy 'contribution' (got strategy '{self.strategy}')")
         return self
 
 
-def write_contribution_scores(scores: list[float], model: PreTrainedModel, context_note: dict, folder: Path) -> None:
-    """Save the scores as JSON beside the model and print them, one row per layer."""
-    original = kept_original_layers(model.config)
-    rows = [{"layer": i, "original_layer": original[i], "score": s} for i, s in enumerate(scores)]
-    (folder / SCORES_FILE).write_text(json.dumps({**context_note, "layers": rows}, indent=2) + "\n")
-    table = Table(title="Contribution: cosine(layer input, layer output); highest = first dropped")
-    for column in ("layer", "original layer", "score"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(str(row["layer"]), str(row["original_layer"]), f"{row['score']:.4f}")
-    Console().print(table)
+def score_layers_for_drop(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    *,
+    examples: int,
+    max_length: int,
+    seed: int,
+    metric: str,
+    k: int,
+    note: dict,
+    folder: Path,
+) -> list[float]:
+    """Measure every layer on `examples` training examples, save and print the measurements; return the
+    scores `metric` ranks by (for angular: of every block of K layers)."""
+    batches = scoring_batches(train, tokenizer, examples, max_length, seed)
+    statistics = analyze_layers(model, batches, block=k or None)
+    rule = CONTRIBUTION_METRICS[metric]
+    rows = [
+        {"layer": row.layer, "original_layer": row.original_layer, "score": getattr(row, rule.statistic),
+         "cosine": row.cosine, "block_influence": row.block_influence, "angular_distance": row.angular_distance}
+        for row in statistics
+    ]
+    about = {**note, "examples": min(examples, len(train)), "metric": metric, "block": k, "meaning": rule.meaning}
+    (folder / SCORES_FILE).write_text(json.dumps({**about, "layers": rows}, indent=2) + "\n")
+    Console().print(statistics_table(statistics, f"Contribution scores, metric {metric}: {rule.meaning}", k or None))
+    return metric_scores(statistics, metric)
 
 
 def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) -> PreTrainedModel:
     scores = None
     if settings.strategy == "contribution":
-        scores = score_layers_on_task(
-            model, context.tokenizer, context.data.train, settings.examples, context.max_length, settings.seed
+        scores = score_layers_for_drop(
+            model, context.tokenizer, context.data.train,
+            examples=settings.examples, max_length=context.max_length, seed=settings.seed,
+            metric=settings.metric, k=settings.k, note={"task": context.data.task.name}, folder=context.output_dir,
         )
-        note = {"task": context.data.task.name, "examples": min(settings.examples, len(context.data.train))}
-        write_contribution_scores(scores, model, note, context.output_dir)
     indices = layers_to_drop(
-        settings.strategy, num_layers(model.config), settings.k, layers=settings.layers, scores=scores
+        settings.strategy, num_layers(model.config), settings.k, layers=settings.layers, scores=scores,
+        metric=settings.metric,
     )
     return drop_layers(model, indices, settings.strategy)
