@@ -188,3 +188,91 @@ def drop(
     )
 
 
+
+@app.command()
+@user_errors
+def analyze(
+    model: Annotated[str, typer.Argument(help="Alias (minilm-l6, mpnet-12), local folder or hub id.")],
+    task: TaskOption = None,
+    finetuned: Annotated[
+        Optional[str], typer.Option(help="A fine-tuned model of the same base (dropped or not) to compare layer by layer.")
+    ] = None,
+    data_source: DataSourceOption = "hub",
+    data_path: DataPathOption = None,
+    text_columns: TextColumnsOption = None,
+    examples: ExamplesOption = 500,
+    max_length: MaxLengthOption = 128,
+    block: Annotated[
+        int, typer.Option(min=1, help="Angular distance between the input of layer l and the output of layer l+block-1.")
+    ] = 1,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the results (default: analysis/<model>-<task>).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Write into an existing output folder.")] = False,
+) -> None:
+    """Per layer: how much it changes its input, and (with --finetuned) how fine-tuning changed its output.
+
+    Prints a table and writes analysis.json, analysis.csv and analysis.png.
+    """
+    import time
+
+    import torch
+
+    from compress.analysis import CKA_TOKENS, analyze_layers, matched_layers
+    from compress.analysis_report import statistics_table, write_analysis
+    from compress.architectures import layout_for, num_layers
+    from compress.contribution import scoring_batches
+    from compress.models import load_config, load_saved, load_tokenizer
+
+    _quiet_libraries()
+    if task is None:
+        raise CompressError("--task: name the task whose training examples the layers are measured on")
+    folder = out or Path("analysis") / f"{Path(model).name}-{task}"
+    if folder.exists() and not folder.is_dir():
+        raise CompressError(f"{folder}: exists and is not a folder")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise CompressError(f"{folder}: folder exists; pass --overwrite to write into it, or --out elsewhere")
+
+    # Every check that needs only configs and data comes before loading weights.
+    base_config = load_config(model)
+    layout_for(base_config)
+    if block > num_layers(base_config):
+        raise CompressError(f"--block: must be at most the model's {num_layers(base_config)} layers (got {block})")
+
+    def finetuned_input(load):
+        try:
+            return load(finetuned)
+        except CompressError as error:
+            raise CompressError(f"--finetuned: {str(error).removeprefix('model: ')}") from None
+
+    if finetuned is not None:
+        matched_layers(base_config, finetuned_input(load_config))
+    train = _training_examples(task, data_source, data_path, text_columns)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(model)
+    network = load_saved(model).to(device)
+    other = finetuned_input(load_saved).to(device) if finetuned is not None else None
+    batches = scoring_batches(train, tokenizer, examples, max_length, seed=42)
+    started = time.perf_counter()
+    rows = analyze_layers(network, batches, block=block, finetuned=other)
+    seconds = time.perf_counter() - started
+
+    tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
+    about = {
+        "model": model,
+        "finetuned": finetuned,
+        "task": task,
+        "data_source": data_source,
+        "examples": min(examples, len(train)),
+        "tokens": tokens,
+        "cka_tokens": min(tokens, CKA_TOKENS) if finetuned is not None else None,
+        "max_length": max_length,
+        "block": block,
+        "device": device,
+        "seconds": round(seconds, 1),
+    }
+    title = f"{model} on {task}: {about['examples']} examples, {tokens:,} tokens" + (
+        f"; vs {finetuned}" if finetuned else ""
+    )
+    console.print(statistics_table(rows, title, block))
+    written = write_analysis(rows, about, folder, title)
+    console.print(f"measured in {seconds:.1f}s on {device}; wrote {', '.join(p.name for p in written)} -> {folder}")
