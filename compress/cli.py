@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 from pathlib import Path
 from typing import Annotated, Optional
@@ -79,6 +80,55 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
     _quiet_libraries()
     recipe = load_recipe(recipe_file)
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
+
+
+@app.command()
+@user_errors
+def bench(
+    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or: merge SHARD_FOLDER... (with --out).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep folder (default: bench/runs/<sweep name>).")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
+) -> None:
+    """Measure every combination of a sweep: score, size, latency; tables and plots.
+
+    `compress bench SWEEP.yaml` runs (and resumes) a sweep; `compress bench merge A B --out C`
+    joins the folders of several shards into one table and plots.
+    """
+    import shlex
+    import sys
+
+    from compress.bench import SweepRunner
+    from compress.report import read_records, write_report
+    from compress.sweep import expand, load_sweep, parse_shard
+    from compress.sweep import shard as take_shard
+
+    _quiet_libraries()
+    command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if targets[0] == "merge":
+        if out is None or len(targets) < 2:
+            raise CompressError("merge: name the shard folders and --out, e.g. compress bench merge a b --out merged")
+        missing = [t for t in targets[1:] if not read_records(Path(t))]
+        if missing:
+            raise CompressError(f"merge: no results.jsonl in {', '.join(missing)}")
+        records = [r for t in targets[1:] for r in read_records(Path(t))]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_report(records, out, command)
+        console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
+        return
+    if len(targets) != 1:
+        raise CompressError("bench: give one sweep file (or: merge FOLDER... --out DIR)")
+    sweep_file = Path(targets[0])
+    sweep = load_sweep(sweep_file)
+    combinations = expand(sweep)
+    if shard:
+        combinations = take_shard(combinations, *parse_shard(shard))
+    folder = out or Path("bench") / "runs" / sweep.name
+    SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed)
+    rows = write_report(read_records(folder), folder, command)
+    failed = sum(r["status"] != "ok" for r in rows)
+    console.print(f"{len(rows)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")
 
 
 # Task data options, shared by the commands that read task examples outside a recipe.

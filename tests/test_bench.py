@@ -1,0 +1,196 @@
+"""The benchmark harness: sweep expansion and validation, shared builds, resume, shards, reports."""
+
+import json
+import struct
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from compress.bench import BUILD_FILE, SweepRunner
+from compress.cli import app
+from compress.report import pareto_front, read_records
+from compress.sweep import FULL, Grid, Sweep, expand, shard
+
+TINY = {
+    "name": "tiny",
+    "models": ["minilm-l6"],
+    "tasks": {"rotten-tomatoes": {"source": "embedded", "max_train_examples": 32, "max_eval_examples": 32}},
+    "max_length": 32,
+    "contribution_examples": 16,
+    "training": {"epochs": 1, "batch_size": 16},
+    "latency": {"batch_sizes": [1], "repeats": 3, "warmup": 0, "task_lengths": False},
+    "grids": [
+        {"strategies": ["top", "bottom"], "k": [1], "training": ["finetune"], "precisions": ["torch-fp32"]},
+        {"strategies": ["top"], "k": [1], "training": ["finetune", "distill"], "precisions": ["torch-fp32"]},
+    ],
+}
+
+
+def write_sweep(folder, content=TINY, name="sweep.yaml"):
+    path = folder / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["bench", *map(str, args)])
+
+
+def test_expansion_is_the_union_of_grids_without_duplicates_plus_baselines():
+    sweep = Sweep.model_validate({**TINY, "models": ["a", "b"]})
+    combinations = expand(sweep)
+    keys = [c.key for c in combinations]
+    assert len(keys) == len(set(keys))
+    # per model: 2 baselines + top/bottom k1 finetune + top k1 distill (top k1 finetune named twice)
+    assert len(combinations) == 2 * (2 + 3)
+    baselines = [c for c in combinations if c.strategy == FULL]
+    assert {(c.model, c.precision) for c in baselines} == {(m, p) for m in "ab" for p in ("torch-fp32", "onnx-int8-dynamic")}
+    assert Grid(strategies=["top"], k=[0]).k == [0]
+    with_zero = expand(Sweep.model_validate({**TINY, "grids": [{"strategies": ["top", "bottom"], "k": [0], "training": ["distill"]}]}))
+    assert [c.strategy for c in with_zero].count(FULL) == 2, "K=0 is the full model, whatever the strategy"
+
+
+def test_shards_partition_the_combinations():
+    combinations = expand(Sweep.model_validate({**TINY, "models": ["a", "b", "c"]}))
+    slices = [shard(combinations, i, 3) for i in (1, 2, 3)]
+    assert sorted(c.key for s in slices for c in s) == sorted(c.key for c in combinations)
+    assert max(map(len, slices)) - min(map(len, slices)) <= 1
+
+
+def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
+    bad = {
+        **TINY,
+        "tasks": {"sst9": {"source": "embedded"}, "rotten-tomatoes": {"source": "embedded"}},
+        "grids": [{"strategies": ["top", "alternate-even"], "k": [4, 6], "precisions": ["torch-fp32"]}],
+    }
+    result = invoke(write_sweep(tmp_path, bad), "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1 and "sweep.yaml" in message
+    assert "tasks.sst9" in message
+    assert "(minilm-l6, top, k=6)" in message and "(minilm-l6, alternate-even, k=4)" in message
+    assert not (tmp_path / "out").exists()
+
+    schema = {**TINY, "grids": [{"strategies": ["middle"], "k": [1], "precisions": ["int3"]}]}
+    result = invoke(write_sweep(tmp_path, schema, "schema.yaml"), "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "grids[0].strategies[0]" in result.output and "grids[0].precisions[0]" in result.output
+
+
+def test_pareto_front():
+    points = [(10, 0.8), (5, 0.7), (20, 0.9), (12, 0.75), (5, 0.6)]
+    assert pareto_front(points) == [1, 0, 2]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    sweep = write_sweep(folder)
+    result = invoke(sweep, "--out", folder / "out")
+    assert result.exit_code == 0, result.output
+    return folder, sweep, result.output
+
+
+def test_tiny_sweep_end_to_end(finished_sweep):
+    folder, _, output = finished_sweep
+    out = folder / "out"
+    records = read_records(out)
+    assert {r["status"] for r in records} == {"ok"}
+    assert len(records) == 5
+    by_name = {(r["strategy"], r["k"], r["training"], r["precision"]): r for r in records}
+    full, int8 = by_name[(FULL, 0, "finetune", "torch-fp32")], by_name[(FULL, 0, "finetune", "onnx-int8-dynamic")]
+    top = by_name[("top", 1, "finetune", "torch-fp32")]
+    assert full["layers"] == 6 and top["layers"] == 5 and top["kept_layers"] == [0, 1, 2, 3, 4]
+    assert top["parameters"] < full["parameters"] and int8["parameters"] == full["parameters"]
+    assert int8["size_mb"] < 0.35 * full["size_mb"]
+    for r in records:
+        assert 0 <= r["score"] <= 1 and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
+        assert r["peak_memory_mb"] is None or r["peak_memory_mb"] > 0
+    assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
+    table = (out / "results.md").read_text()
+    assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
+    for plot in ("pareto.png", "layers_dropped.png", "size.png"):
+        data = (out / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width > 300 and height > 200
+    assert "combinations" in output and "left" in output
+
+
+def test_teacher_is_built_once_and_shared(finished_sweep):
+    folder, _, _ = finished_sweep
+    built = sorted(p.parent.relative_to(folder / "out" / "work") for p in (folder / "out" / "work").rglob(BUILD_FILE))
+    names = [str(p) for p in built]
+    assert names.count("minilm-l6/rotten-tomatoes/full/finetune/torch-fp32") == 1
+    assert "minilm-l6/rotten-tomatoes/top-k1/dropped" in names  # shared by finetune and distill
+    assert not list((folder / "out" / "work").rglob("*.partial"))
+
+
+def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
+    folder, sweep, _ = finished_sweep
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "out" / "work").rglob(BUILD_FILE)}
+    lines = (folder / "out" / "results.jsonl").read_text()
+    result = invoke(sweep, "--out", folder / "out")
+    assert result.exit_code == 0
+    assert "5 already done" in result.output and "0 to run" in result.output
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (folder / "out" / "results.jsonl").read_text() == lines
+
+
+def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
+    folder, sweep, _ = finished_sweep
+    for i in (1, 2):
+        assert invoke(sweep, "--out", tmp_path / f"shard{i}", "--shard", f"{i}/2").exit_code == 0
+    result = invoke("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "merged")
+    assert result.exit_code == 0, result.output
+    single = {r["key"]: r["score"] for r in read_records(folder / "out")}
+    merged = {r["key"]: r["score"] for r in read_records(tmp_path / "merged")}
+    assert merged.keys() == single.keys()
+    assert all(merged[k] == pytest.approx(single[k], abs=1e-6) for k in single)
+    assert (tmp_path / "merged" / "pareto.png").exists()
+
+
+def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
+    sweep = write_sweep(tmp_path)
+    real_measure = SweepRunner.measure
+    calls = []
+
+    def interrupt_second(self, c, folder):
+        calls.append(c.key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_measure(self, c, folder)
+
+    monkeypatch.setattr(SweepRunner, "measure", interrupt_second)
+    assert invoke(sweep, "--out", tmp_path / "out").exit_code == 130
+    assert len(read_records(tmp_path / "out")) == 1
+    teacher = tmp_path / "out" / "work" / "minilm-l6" / "rotten-tomatoes" / "full" / "finetune" / "torch-fp32" / BUILD_FILE
+    stamp = teacher.stat().st_mtime_ns
+
+    monkeypatch.setattr(SweepRunner, "measure", real_measure)
+    result = invoke(sweep, "--out", tmp_path / "out")
+    assert result.exit_code == 0 and "1 already done" in result.output
+    keys = [r["key"] for r in read_records(tmp_path / "out")]
+    assert len(keys) == len(set(keys)) == 5
+    assert teacher.stat().st_mtime_ns == stamp
+
+
+def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from compress import bench
+
+    content = {**TINY, "grids": [{"strategies": ["top"], "k": [1], "precisions": ["torch-fp32", "onnx-fp32"]}]}
+    real = bench.precision_steps
+
+    def broken_export(sweep):
+        steps = real(sweep)
+        steps["onnx-fp32"] = [("onnx-fp32", bench.ExportSettings(tolerance=1e-30))]  # parity can never pass
+        return steps
+
+    monkeypatch.setattr(bench, "precision_steps", broken_export)
+    result = invoke(write_sweep(tmp_path, content), "--out", tmp_path / "out")
+    assert result.exit_code == 0
+    records = {r["precision"] + str(r["k"]): r for r in read_records(tmp_path / "out")}
+    assert records["onnx-fp321"]["status"] == "failed" and "ONNX logits differ" in records["onnx-fp321"]["error"]
+    assert records["torch-fp321"]["status"] == "ok"
+    assert "failed" in (tmp_path / "out" / "results.md").read_text()
