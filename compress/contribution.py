@@ -49,7 +49,9 @@ def layer_states(
         for batch in batches:
             calls.clear()  # before the forward pass: two generators may hook the same model
             inputs = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
-            model(**inputs)
+            # The bare model: a head adds nothing to the layer states, and an MLM head's vocabulary
+            # projection costs as much as several of MPNet's layers.
+            model.base_model(**inputs)
             if sequence_first:
                 states = [(i.transpose(0, 1), o.transpose(0, 1)) for i, o in calls]
             else:
