@@ -108,12 +108,12 @@ def format_validation_error(where: str | Path, error: ValidationError) -> str:
     return f"{where}: " + "; ".join(problems)
 
 
-def parse_recipe(file: Path) -> Recipe:
-    """Read and validate the recipe's shape; every error is one line naming the file and the field."""
+def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
+    """Read a YAML file into `schema`; every error is one line naming the file and the field."""
     try:
         text = file.read_text()
     except FileNotFoundError:
-        raise CompressError(f"{file}: no such recipe file") from None
+        raise CompressError(f"{file}: no such {kind} file") from None
     except OSError as error:
         raise CompressError(f"{file}: cannot read ({error.strerror})") from None
     try:
@@ -123,11 +123,15 @@ def parse_recipe(file: Path) -> Recipe:
         where = f" at line {mark.line + 1}" if mark else ""
         raise CompressError(f"{file}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(content, dict):
-        raise CompressError(f"{file}: expected a mapping with model, task and stages at the top")
+        raise CompressError(f"{file}: expected a mapping with {top_keys} at the top")
     try:
-        recipe = Recipe.model_validate(content)
+        return schema.model_validate(content)
     except ValidationError as error:
         raise CompressError(format_validation_error(file, error)) from None
+
+
+def parse_recipe(file: Path) -> Recipe:
+    recipe = validate_yaml_file(file, Recipe, "recipe", "model, task and stages")
     if recipe.name is None:
         recipe.name = file.stem
     return recipe

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress.architectures import layout_for, num_layers
 from compress.data import DataSettings, check_data_files, resolve_task
 from compress.errors import CompressError
 from compress.models import load_config
-from compress.recipe import format_validation_error
+from compress.recipe import validate_yaml_file
+from compress.stages.distill import DistillationLoss
 from compress.stages.drop import Strategy
+from compress.stages.finetune import TrainingHyperparameters
 from compress.strategies import layers_to_drop
 
 Training = Literal["finetune", "distill"]
@@ -46,23 +47,6 @@ class Grid(Strict):
     precisions: list[Precision] = Field(["torch-fp32"], min_length=1)
 
 
-class TrainingSettings(Strict):
-    """Shared by the teacher and every student, so rows differ only in what the sweep varies."""
-
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    batch_size: int = Field(32, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    seed: int = 42
-
-
-class DistillationSettings(Strict):
-    alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(2.0, gt=0)
-    hidden_weight: float = Field(0.0, ge=0)
-
-
 class LatencySettings(Strict):
     threads: int = Field(2, ge=1, description="CPU threads for every timed run (fixed and reported).")
     batch_sizes: list[int] = Field([1, 32], min_length=1)
@@ -82,8 +66,11 @@ class Sweep(Strict):
     seed: int = 42
     contribution_examples: int = Field(500, ge=1)
     calibration_examples: int = Field(300, ge=1)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
-    distillation: DistillationSettings = Field(default_factory=DistillationSettings)
+    training: TrainingHyperparameters = Field(
+        default_factory=TrainingHyperparameters,
+        description="Shared by the teacher and every student, so rows differ only in what the sweep varies.",
+    )
+    distillation: DistillationLoss = Field(default_factory=DistillationLoss)
     latency: LatencySettings = Field(default_factory=LatencySettings)
     grids: list[Grid] = Field(min_length=1)
 
@@ -135,18 +122,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def parse_sweep(file: Path) -> Sweep:
-    try:
-        content = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise CompressError(f"{file}: no such sweep file") from None
-    except yaml.YAMLError as error:
-        raise CompressError(f"{file}: not valid YAML: {error}".replace("\n", " ")) from None
-    if not isinstance(content, dict):
-        raise CompressError(f"{file}: expected a mapping with models, tasks and grids at the top")
-    try:
-        sweep = Sweep.model_validate(content)
-    except ValidationError as error:
-        raise CompressError(format_validation_error(file, error)) from None
+    sweep = validate_yaml_file(file, Sweep, "sweep", "models, tasks and grids")
     sweep.name = sweep.name or file.stem
     return sweep
 

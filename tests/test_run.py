@@ -32,7 +32,7 @@ def tiny(recipe_file: Path, **data_overrides) -> dict:
     recipe["data"].update(TINY_DATA, **data_overrides)
     recipe["max_length"] = 32
     for stage in recipe["stages"]:
-        if stage["stage"] == "finetune":
+        if stage["stage"] in ("finetune", "distill"):
             stage["epochs"] = 1
         if stage.get("strategy") == "contribution":
             stage["examples"] = 16
@@ -93,41 +93,60 @@ def test_quickstart_exits_ok_and_prints_the_table(quickstart_run):
     header = next(line for line in table.splitlines() if "stage" in line and "layers" in line)
     assert "accuracy" in header
     rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
-    assert set(rows) == {"teacher", "dropped", "student"}
+    assert set(rows) == {"teacher", "dropped", "distilled", "onnx", "int8"}
     assert "-" in rows["dropped"].split()  # a drop from the pre-trained model is not evaluated
+    assert "size" in header and "parameters" in header
 
 
 def test_quickstart_results_json(quickstart_run):
     _, run = quickstart_run
     results = json.loads((run / "results.json").read_text())
     stages = {s["name"]: s for s in results["stages"]}
-    assert [s["name"] for s in results["stages"]] == ["teacher", "dropped", "student"]
-    assert [stages[n]["layers"] for n in ("teacher", "dropped", "student")] == [6, 4, 4]
+    names = ["teacher", "dropped", "distilled", "onnx", "int8"]
+    assert [s["name"] for s in results["stages"]] == names
+    assert [stages[n]["layers"] for n in names] == [6, 4, 4, 4, 4]
+    assert [stages[n]["kind"] for n in names] == ["torch", "torch", "torch", "onnx", "onnx"]
     assert stages["teacher"]["kept_layers"] == [0, 1, 2, 3, 4, 5]
-    assert stages["dropped"]["kept_layers"] == [0, 1, 2, 3]
-    assert stages["student"]["kept_layers"] == [0, 1, 2, 3]
-    assert stages["dropped"]["source"] == "base" and stages["student"]["source"] == "dropped"
-    for name in ("teacher", "student"):
+    for name in names[1:]:
+        assert stages[name]["kept_layers"] == [0, 1, 2, 3]
+    assert stages["dropped"]["source"] == "base" and stages["distilled"]["source"] == "dropped"
+    for name in ("teacher", "distilled", "onnx", "int8"):
         accuracy = stages[name]["metrics"]["accuracy"]
         assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
     assert stages["dropped"]["metrics"] == {}
     assert stages["teacher"]["parameters"] > stages["dropped"]["parameters"]
-    assert stages["student"]["parameters"] == stages["dropped"]["parameters"]
+    assert stages["distilled"]["parameters"] == stages["dropped"]["parameters"] == stages["int8"]["parameters"]
+    assert stages["onnx"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
+    assert stages["int8"]["size_mb"] < 0.3 * stages["onnx"]["size_mb"]
+    assert "kl_to_teacher_after" in stages["distilled"]["notes"]
     assert results["final"]["folder"] == "final"
     assert results["final"]["kept_layers"] == [0, 1, 2, 3]
-    assert results["final"]["metrics"] == stages["student"]["metrics"]
+    assert results["final"]["metrics"] == stages["int8"]["metrics"]
 
 
-def test_quickstart_final_model_loads_whole(quickstart_run):
+def test_quickstart_distilled_model_loads_whole(quickstart_run):
     _, run = quickstart_run
-    model = load_cleanly(run / "final")
+    model = load_cleanly(run / "distilled")
     assert model.config.num_hidden_layers == 4
     assert len(model.bert.encoder.layer) == 4
     assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
     assert model.config.compress_layer_drop["original_num_layers"] == 6
     assert model.config.id2label == {0: "rotten", 1: "fresh"}
-    # final/ is the student: same weights byte for byte
-    assert (run / "final" / "model.safetensors").read_bytes() == (run / "student" / "model.safetensors").read_bytes()
+
+
+def test_quickstart_final_is_an_int8_onnx_model_optimum_loads(quickstart_run):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    _, run = quickstart_run
+    # final/ is the int8 stage: same file byte for byte
+    assert (run / "final" / "model.onnx").read_bytes() == (run / "int8" / "model.onnx").read_bytes()
+    model = ORTModelForSequenceClassification.from_pretrained(run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    logits = model(**tokenizer(["a delight", "a mess"], padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 2)
+    assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
+    assert model.config.compress_quantization["mode"] == "dynamic-int8"
 
 
 def test_quickstart_model_card(quickstart_run):
@@ -138,11 +157,12 @@ def test_quickstart_model_card(quickstart_run):
     assert "[4, 5]" in card  # the dropped layers
     assert "accuracy" in card
     assert "4 of 6 layers" in card
+    assert "dynamic-int8" in card
 
 
 def test_quickstart_stage_folders(quickstart_run):
     _, run = quickstart_run
-    for name, layers in (("teacher", 6), ("dropped", 4), ("student", 4)):
+    for name, layers in (("teacher", 6), ("dropped", 4), ("distilled", 4), ("onnx", 4), ("int8", 4)):
         folder = run / name
         assert folder.is_dir()
         stage = json.loads((folder / "stage.json").read_text())
@@ -315,3 +335,19 @@ def test_top_strategy_recipe_on_sst2_from_a_glue_folder(tmp_path):
     final = load_cleanly(run / "final")
     assert final.config.num_hidden_layers == 4
     assert final.config.id2label == {0: "negative", 1: "positive"}
+
+
+# --- every shipped recipe ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file", sorted(RECIPES.rglob("*.yaml")), ids=lambda f: str(f.relative_to(RECIPES)))
+def test_every_shipped_recipe_is_valid(file):
+    """Schema for all; the full check (model, K, data columns) for those that run offline here."""
+    from compress.recipe import check_recipe, parse_recipe
+
+    recipe = parse_recipe(file)
+    offline = recipe.model == "minilm-l6" and recipe.data.source != "hub"
+    if offline and (recipe.data.source != "glue-dir" or GLUE.exists()):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(REPO)  # recipe paths are relative to where compress runs
+            check_recipe(recipe, file)

@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer
 
 from compress.encoding import padded_batches, tokenize
@@ -34,15 +34,22 @@ NOTE_EXAMPLES = 256
 """Dev examples the before/after distance to the teacher is measured on."""
 
 
-class DistillSettings(FinetuneSettings):
-    stage: Literal["distill"] = "distill"
-    teacher: str = Field(
-        description="An earlier stage's name in this recipe, or a fine-tuned model's folder, alias or hub id."
-    )
+class DistillationLoss(BaseModel):
+    """How the student's loss mixes labels, the teacher's outputs and its hidden states."""
+
+    model_config = ConfigDict(extra="forbid")
+
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss; 1 - alpha on the soft loss.")
     temperature: float = Field(2.0, gt=0, description="Softens both distributions in the KL term.")
     hidden_weight: float = Field(
         0.0, ge=0, description="Weight of the MSE between each student layer and the teacher layer it was kept from."
+    )
+
+
+class DistillSettings(FinetuneSettings, DistillationLoss):
+    stage: Literal["distill"] = "distill"
+    teacher: str = Field(
+        description="An earlier stage's name in this recipe, or a fine-tuned model's folder, alias or hub id."
     )
 
     def model_references(self) -> dict[str, str]:

@@ -9,21 +9,28 @@ import tempfile
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
 
 from compress.encoding import tokenize
 from compress.stages.base import StageContext, StageSettings
 
 
-class FinetuneSettings(StageSettings):
-    stage: Literal["finetune"] = "finetune"
+class TrainingHyperparameters(BaseModel):
+    """What a training run is given; shared by fine-tuning, distillation and benchmark sweeps."""
+
+    model_config = ConfigDict(extra="forbid")
+
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
     batch_size: int = Field(32, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
+
+
+class FinetuneSettings(StageSettings, TrainingHyperparameters):
+    stage: Literal["finetune"] = "finetune"
 
 
 def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingArguments:
