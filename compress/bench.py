@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import transformers
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from compress.architectures import num_layers
-from compress.artifacts import Artifact, load_artifact, parameter_count, save_artifact, size_on_disk
+from compress.artifacts import Artifact, load_artifact, parameter_count, size_on_disk, writing
 from compress.data import TaskData, load_task_data
 from compress.evaluate import evaluate, predictor_for
 from compress.latency import device_name, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
 from compress.models import load_for_task, load_tokenizer
 from compress.report import RESULTS_FILE, read_records
-from compress.stages import STAGES, StageContext, StageSettings
+from compress.stages import StageContext, StageSettings, run_stage
 from compress.stages.distill import DistillSettings
 from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
@@ -115,28 +113,22 @@ class SweepRunner:
         self.console.print(f"  building {folder.relative_to(self.work)}")
         started = time.perf_counter()
         model = source()
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        context = StageContext(
-            self.data(c.task), self.tokenizer(c.model), partial, self.sweep.max_length, self.sweep.eval_batch_size
-        )
-        built = STAGES[settings.stage].apply(model, settings, context)
-        save_artifact(built, partial)
-        self.tokenizer(c.model).save_pretrained(partial)
-        record = {
-            "stage": settings.model_dump(by_alias=True),
-            "parameters": parameter_count(built),  # None for exported/quantized: they keep the trained count
-            "seconds": round(time.perf_counter() - started, 1),
-            "notes": context.notes,
-        }
-        (partial / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        partial.rename(folder)
+        with writing(folder) as partial:
+            context = StageContext(
+                self.data(c.task), self.tokenizer(c.model), partial, self.sweep.max_length, self.sweep.eval_batch_size
+            )
+            built = run_stage(settings, model, context)
+            record = {
+                "stage": settings.model_dump(by_alias=True),
+                "parameters": parameter_count(built),  # None for exported/quantized: they keep the trained count
+                "seconds": round(time.perf_counter() - started, 1),
+                "notes": context.notes,
+            }
+            (partial / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return folder
 
     def base_model(self, c: Combination) -> Artifact:
-        transformers.set_seed(self.sweep.seed)  # the new classification head is drawn from it
-        return load_for_task(c.model, self.data(c.task).task, self.tokenizer(c.model))
+        return load_for_task(c.model, self.data(c.task).task, self.tokenizer(c.model), self.sweep.seed)
 
     def teacher(self, c: Combination) -> Path:
         folder = self.work / _slug(c.model) / c.task / FULL / "finetune" / "torch-fp32"

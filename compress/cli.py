@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -182,6 +181,7 @@ def drop(
 ) -> None:
     """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
     from compress.architectures import num_layers
+    from compress.artifacts import writing
     from compress.layer_drop import drop_layers, kept_original_layers
     from compress.model_card import render_model_card
     from compress.models import count_parameters, load_saved, load_tokenizer
@@ -213,25 +213,20 @@ def drop(
     network = load_saved(model)
     count = num_layers(network.config)
     layers_to_drop(strategy, count, k, layers=indices, scores=[0.0] * count)  # check K before any work
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    scores = None
-    if strategy == "contribution":
-        train = _training_examples(task, data_source, data_path, text_columns)
-        scores = score_layers_for_drop(
-            network, tokenizer, train, examples=examples, max_length=max_length, seed=42,
-            metric=metric, k=k, note={"task": task}, folder=partial,
-        )
-    dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores, metric=metric)
-    drop_layers(network, dropped, strategy)
-    network.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    card = render_model_card(network.config, count_parameters(network), model, task or "none", "-", None, None)
-    (partial / "README.md").write_text(card)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    with writing(out) as partial:
+        scores = None
+        if strategy == "contribution":
+            train = _training_examples(task, data_source, data_path, text_columns)
+            scores = score_layers_for_drop(
+                network, tokenizer, train, examples=examples, max_length=max_length, seed=42,
+                metric=metric, k=k, note={"task": task}, folder=partial,
+            )
+        dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores, metric=metric)
+        drop_layers(network, dropped, strategy)
+        network.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        card = render_model_card(network.config, count_parameters(network), model, task or "none", "-", None, None)
+        (partial / "README.md").write_text(card)
     console.print(
         f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"

@@ -141,8 +141,9 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A sequence-classification (or regression) model for `task`; a fresh head when the checkpoint has none."""
+def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, seed: int = 42) -> PreTrainedModel:
+    """A sequence-classification (or regression) model for `task`; a fresh head, drawn with `seed`,
+    when the checkpoint has none."""
     location = resolve_model(ref)
     if task.is_regression:
         head = {"num_labels": 1, "problem_type": "regression"}
@@ -153,6 +154,7 @@ def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenize
             "label2id": {label: i for i, label in enumerate(task.labels)},
             "problem_type": "single_label_classification",
         }
+    transformers.set_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(location, **head)
     except (OSError, ValueError) as error:

@@ -13,12 +13,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import transformers
 from rich.console import Console
 from rich.table import Table
 
 from compress.architectures import num_layers
-from compress.artifacts import kind_of, load_artifact, parameter_count, save_artifact, size_on_disk
+from compress.artifacts import kind_of, load_artifact, parameter_count, size_on_disk, writing
 from compress.data import load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
@@ -26,7 +25,7 @@ from compress.layer_drop import kept_original_layers
 from compress.model_card import render_model_card
 from compress.models import load_for_task, load_tokenizer
 from compress.recipe import BASE, Recipe
-from compress.stages import STAGES, StageContext
+from compress.stages import STAGES, StageContext, run_stage
 
 FINAL = "final"
 RESULTS_FILE = "results.json"
@@ -110,53 +109,46 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
     results: list[StageResult] = []
     for index, settings in enumerate(recipe.stages):
         source = recipe.source_of(index)
-        stage = STAGES[settings.stage]
         console.rule(f"[bold]{settings.name}[/]: {settings.stage} from {source}")
         started = time.perf_counter()
         if source == BASE:
-            transformers.set_seed(recipe.seed)  # the new classification head is drawn from it
-            model = load_for_task(recipe.model, data.task, tokenizer)
+            model = load_for_task(recipe.model, data.task, tokenizer, recipe.seed)
             parameters[BASE] = parameter_count(model)
         else:
             model = load_artifact(stage_folders[source])
 
-        partial = run_folder / f"{settings.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        context = StageContext(
-            data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=dict(stage_folders)
-        )
-        model = stage.apply(model, settings, context)
-        trained[settings.name] = stage.trains or trained[source]
-        # Export and quantization keep the weight count of the model they start from.
-        parameters[settings.name] = parameter_count(model) or parameters[source]
-
-        save_artifact(model, partial)
-        tokenizer.save_pretrained(partial)
-        metrics = {}
-        if trained[settings.name]:
-            predict = predictor_for(model)
-            metrics = evaluate(predict, data, tokenizer, recipe.max_length, recipe.eval_batch_size)
-        result = StageResult(
-            name=settings.name,
-            stage=settings.stage,
-            source=source,
-            folder=settings.name,
-            kind=kind_of(model),
-            layers=num_layers(model.config),
-            kept_layers=kept_original_layers(model.config),
-            parameters=parameters[settings.name],
-            size_mb=round(size_on_disk(partial) / 1e6, 2),
-            seconds=round(time.perf_counter() - started, 1),
-            metrics=metrics,
-            notes=context.notes,
-        )
-        (partial / STAGE_FILE).write_text(
-            json.dumps({"settings": settings.model_dump(by_alias=True), **asdict(result)}, indent=2) + "\n"
-        )
-        card = render_model_card(model.config, result.parameters, recipe.model, recipe.task, data.source, metrics, recipe_text)
-        (partial / "README.md").write_text(card)
-        partial.rename(run_folder / settings.name)
+        with writing(run_folder / settings.name) as partial:
+            context = StageContext(
+                data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=dict(stage_folders)
+            )
+            model = run_stage(settings, model, context)
+            trained[settings.name] = STAGES[settings.stage].trains or trained[source]
+            # Export and quantization keep the weight count of the model they start from.
+            parameters[settings.name] = parameter_count(model) or parameters[source]
+            metrics = {}
+            if trained[settings.name]:
+                metrics = evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+            result = StageResult(
+                name=settings.name,
+                stage=settings.stage,
+                source=source,
+                folder=settings.name,
+                kind=kind_of(model),
+                layers=num_layers(model.config),
+                kept_layers=kept_original_layers(model.config),
+                parameters=parameters[settings.name],
+                size_mb=round(size_on_disk(partial) / 1e6, 2),
+                seconds=round(time.perf_counter() - started, 1),
+                metrics=metrics,
+                notes=context.notes,
+            )
+            (partial / STAGE_FILE).write_text(
+                json.dumps({"settings": settings.model_dump(by_alias=True), **asdict(result)}, indent=2) + "\n"
+            )
+            card = render_model_card(
+                model.config, result.parameters, recipe.model, recipe.task, data.source, metrics, recipe_text
+            )
+            (partial / "README.md").write_text(card)
         stage_folders[settings.name] = run_folder / settings.name
         results.append(result)
         console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters, {metrics or ''}")

@@ -1,6 +1,5 @@
 """The benchmark harness: sweep expansion and validation, shared builds, resume, shards, reports."""
 
-import json
 import struct
 
 import pytest

@@ -7,7 +7,6 @@ through `compress run` to show that validation happens before any folder is crea
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from compress.artifacts import Artifact, save_artifact
 from compress.stages.base import StageContext, StageSettings
 from compress.stages.distill import DistillSettings, distill
 from compress.stages.drop import DropSettings, drop
@@ -32,4 +33,14 @@ STAGES: dict[str, Stage] = {
     "quantize": Stage(QuantizeSettings, quantize, trains=False),
 }
 
-__all__ = ["STAGES", "Stage", "StageContext", "StageSettings"]
+
+
+def run_stage(settings: StageSettings, model: Artifact, context: StageContext) -> Artifact:
+    """Apply a stage and save its model, with the tokenizer, into `context.output_dir`."""
+    built = STAGES[settings.stage].apply(model, settings, context)
+    save_artifact(built, context.output_dir)
+    context.tokenizer.save_pretrained(context.output_dir)
+    return built
+
+
+__all__ = ["STAGES", "Stage", "StageContext", "StageSettings", "run_stage"]
