@@ -127,7 +127,8 @@ def analyze_layers(
     finetuned_states = layer_states(finetuned, batches) if finetuned is not None else itertools.repeat(None)
     offset = 0
     for (mask, states), other in zip(base_states, finetuned_states):
-        tokens = [(layer_input[mask], layer_output[mask]) for layer_input, layer_output in states]
+        # float64 once per tensor: every tensor enters several cosines below.
+        tokens = [(layer_input[mask].double(), layer_output[mask].double()) for layer_input, layer_output in states]
         # This batch's tokens are positions offset .. offset+n-1 of the whole token sequence.
         n = tokens[0][0].shape[0]
         local = (sampled[(sampled >= offset) & (sampled < offset + n)] - offset).to(mask.device)
@@ -141,7 +142,7 @@ def analyze_layers(
             continue
         other_mask, other_states = other
         for layer, other_layer in pairs.items():
-            base_output, finetuned_output = tokens[layer][1], other_states[other_layer][1][other_mask]
+            base_output, finetuned_output = tokens[layer][1], other_states[other_layer][1][other_mask].double()
             finetuned_cosine_sums[layer] += token_cosines(base_output, finetuned_output).sum().cpu()
             samples[layer][0].append(base_output[local].float().cpu())
             samples[layer][1].append(finetuned_output[local].float().cpu())

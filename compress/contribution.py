@@ -63,10 +63,17 @@ def layer_states(
         model.train(was_training)
 
 
+def _row_dots(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    # A batched matrix product: on the CPU several times faster than multiplying and summing.
+    return (first.unsqueeze(-2) @ second.unsqueeze(-1)).flatten()
+
+
 def token_cosines(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Cosine between matching rows (tokens) of two (tokens, hidden) matrices, in float64."""
     # float64: arccos near cosine 1 turns float32 rounding (1e-7) into an angle of 5e-4
-    return torch.nn.functional.cosine_similarity(first.double(), second.double(), dim=-1)
+    x, y = first.double(), second.double()
+    norms = _row_dots(x, x).clamp_min(1e-16).sqrt() * _row_dots(y, y).clamp_min(1e-16).sqrt()
+    return _row_dots(x, y) / norms
 
 
 def layer_contributions(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> list[float]:
