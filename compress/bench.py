@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from compress.architectures import num_layers
 from compress.artifacts import Artifact, load_artifact, parameter_count, size_on_disk, writing
 from compress.data import TaskData, load_task_data
+from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.latency import device_name, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
@@ -36,6 +37,25 @@ from compress.stages.quantize import QuantizeSettings
 from compress.sweep import FULL, Combination, Sweep, runnable_here
 
 BUILD_FILE = "built.json"
+SETTINGS_FILE = "sweep-settings.json"
+BUILD_SETTINGS = ("tasks", "max_length", "seed", "contribution_examples", "calibration_examples", "training", "distillation")
+"""Sweep fields that shape the models built under work/: a folder built with other values is not reused."""
+
+
+def guard_build_settings(sweep: Sweep, out_dir: Path) -> None:
+    """Refuse to mix builds made with other settings into this sweep's folder."""
+    current = json.loads(sweep.model_dump_json(include=set(BUILD_SETTINGS)))
+    path = out_dir / SETTINGS_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = [field for field in BUILD_SETTINGS if previous.get(field) != current.get(field)]
+        if changed:
+            raise CompressError(
+                f"{out_dir}: holds models built with other {', '.join(changed)}; use another --out for this sweep"
+            )
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(current, indent=2) + "\n")
 
 
 def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
@@ -204,7 +224,7 @@ class SweepRunner:
 
     def run(self, combinations: list[Combination], retry_failed: bool = False) -> list[dict]:
         results_path = self.out_dir / RESULTS_FILE
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        guard_build_settings(self.sweep, self.out_dir)
         finished = {r["key"] for r in read_records(results_path) if r["status"] == "ok" or not retry_failed}
         skipped_cuda = [c for c in combinations if not runnable_here(c)]
         todo = [c for c in combinations if c.key not in finished and runnable_here(c)]

@@ -193,3 +193,11 @@ def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     assert records["onnx-fp321"]["status"] == "failed" and "ONNX logits differ" in records["onnx-fp321"]["error"]
     assert records["torch-fp321"]["status"] == "ok"
     assert "failed" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_folder_built_with_other_settings_is_not_reused(finished_sweep):
+    folder, _, _ = finished_sweep
+    changed = {**TINY, "training": {**TINY["training"], "learning_rate": 1e-3}}
+    result = invoke(write_sweep(folder, changed, "changed.yaml"), "--out", folder / "out")
+    assert result.exit_code == 2
+    assert "holds models built with other training" in result.output
