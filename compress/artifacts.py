@@ -90,6 +90,22 @@ def load_artifact(folder: Path) -> Artifact:
     return load_saved(folder)
 
 
+def base_kind(ref: str) -> Kind:
+    """The kind of model a recipe's `model:` names: an ONNX folder, or anything from_pretrained loads."""
+    from compress.models import MODEL_ALIASES
+
+    return "onnx" if ref not in MODEL_ALIASES and (Path(ref).expanduser() / ONNX_FILE).exists() else "torch"
+
+
+def onnx_parameter_count(model: OnnxModel) -> int:
+    """Elements of the graph's weight tensors (initializers): the exported model's parameters."""
+    import numpy as np
+    import onnx
+
+    graph = onnx.load(str(model.path), load_external_data=False).graph
+    return int(sum(np.prod(tensor.dims, dtype=np.int64) for tensor in graph.initializer))
+
+
 def size_on_disk(folder: Path) -> int:
     """Bytes of weight files in a model folder (tokenizer and config files not counted)."""
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))

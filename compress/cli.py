@@ -1,4 +1,5 @@
-"""The `compress` command line: run a recipe, check one, or drop layers from a model alone."""
+"""The `compress` command line: run or check a recipe, run one stage, drop layers alone, analyze
+layers, and benchmark sweeps."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def user_errors(command):
             errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            errors.print("interrupted: completed stages are kept; unfinished ones are in *.partial folders")
+            errors.print("interrupted: finished stages and combinations are kept; unfinished ones are in *.partial folders")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -68,6 +69,53 @@ def run(
     _quiet_libraries()
     recipe = load_recipe(recipe_file)
     run_recipe(recipe, recipe_file, out or Path("runs") / recipe.name, overwrite, console)
+
+
+def _settings_pairs(pairs: list[str], option: str) -> dict:
+    """`key=value` options into a mapping; values are read as YAML scalars (2, 5e-5, true, [1, 4])."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CompressError(f"{option}: expected key=value (got '{pair}')")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+@app.command()
+@user_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="Stage: drop, finetune, distill, export or quantize.")],
+    model: Annotated[str, typer.Argument(help="Alias, model folder (PyTorch or ONNX) or hub id.")],
+    task: Annotated[str, typer.Option(help="Task the stage trains, calibrates or evaluates on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the model lands in OUT/final.")],
+    data: Annotated[list[str], typer.Option("--data", help="Data setting key=value, as in a recipe's data: section (repeatable).")] = [],  # noqa: B006
+    settings: Annotated[list[str], typer.Option("--set", help="Stage setting key=value, as in a recipe stage (repeatable).")] = [],  # noqa: B006
+    max_length: Annotated[int, typer.Option(help="Tokens per example.")] = 128,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+) -> None:
+    """Run one stage on a model, as a one-stage recipe: e.g.
+    `compress stage quantize runs/x/onnx --task sst2 --data source=glue-dir --data path=../shared/glue --set mode=dynamic-int8 -o int8`."""
+    import yaml
+
+    from compress.recipe import check_recipe, recipe_from_mapping
+    from compress.runner import run_recipe
+
+    _quiet_libraries()
+    where = "command line"
+    content = {
+        "name": out.name,
+        "model": model,
+        "task": task,
+        "data": _settings_pairs(data, "--data"),
+        "max_length": max_length,
+        "stages": [{"stage": name, "name": name, **_settings_pairs(settings, "--set")}],
+    }
+    recipe = recipe_from_mapping(content, where)
+    check_recipe(recipe, where)
+    run_recipe(recipe, where, out, overwrite, console, recipe_text=yaml.safe_dump(content, sort_keys=False))
 
 
 @app.command()

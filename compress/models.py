@@ -175,5 +175,10 @@ def load_saved(ref: str | Path) -> PreTrainedModel:
         raise _hub_failure(str(ref), error) from None
 
 
+def has_task_head(config: PretrainedConfig) -> bool:
+    """Whether the checkpoint was saved as a sequence classifier (and so trained on some task)."""
+    return any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
+
+
 def count_parameters(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.architectures import layout_for, num_layers
+from compress.artifacts import base_kind
 from compress.data import DataSettings, check_data_files, resolve_task
 from compress.errors import CompressError
 from compress.models import load_config, resolve_model
@@ -137,7 +138,15 @@ def parse_recipe(file: Path) -> Recipe:
     return recipe
 
 
-def check_recipe(recipe: Recipe, file: Path) -> None:
+def recipe_from_mapping(content: dict, where: str) -> Recipe:
+    """A recipe assembled elsewhere (e.g. from command-line options), validated like a file."""
+    try:
+        return Recipe.model_validate(content)
+    except ValidationError as error:
+        raise CompressError(format_validation_error(where, error)) from None
+
+
+def check_recipe(recipe: Recipe, file: Path | str) -> None:
     """The checks that need the model's config and the data: all before any work starts."""
     try:
         config = load_config(recipe.model)
@@ -148,15 +157,15 @@ def check_recipe(recipe: Recipe, file: Path) -> None:
         raise CompressError(f"{file}: {error}") from None
 
     layers_after = {BASE: num_layers(config)}
-    kinds = {BASE: "torch"}
+    kinds = {BASE: base_kind(recipe.model)}
     for index, stage in enumerate(recipe.stages):
         where = f"{file}: stages[{index}]"
         source = recipe.source_of(index)
         if kinds[source] != stage.input_kind():
             hint = "; add an export stage before it" if stage.input_kind() == "onnx" else ""
             raise CompressError(
-                f"{where}: {stage.stage} needs a {stage.input_kind()} model, "
-                f"but '{source}' is a {kinds[source]} model{hint}"
+                f"{where}: {stage.stage} needs a model of kind '{stage.input_kind()}', "
+                f"but '{source}' is of kind '{kinds[source]}'{hint}"
             )
         if isinstance(stage, QuantizeSettings) and (reason := machine_cannot_run(stage.mode)):
             raise CompressError(f"{where}.mode: {reason}")

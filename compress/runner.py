@@ -17,13 +17,21 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.architectures import num_layers
-from compress.artifacts import kind_of, load_artifact, parameter_count, size_on_disk, writing
+from compress.artifacts import (
+    base_kind,
+    kind_of,
+    load_artifact,
+    onnx_parameter_count,
+    parameter_count,
+    size_on_disk,
+    writing,
+)
 from compress.data import load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.layer_drop import kept_original_layers
 from compress.model_card import render_model_card
-from compress.models import load_for_task, load_tokenizer
+from compress.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
 from compress.recipe import BASE, Recipe
 from compress.stages import STAGES, StageContext, run_stage
 
@@ -85,8 +93,12 @@ def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
     return table
 
 
-def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: bool, console: Console) -> dict:
-    """Run every stage of a validated recipe; returns what results.json holds."""
+def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwrite: bool, console: Console,
+               recipe_text: str | None = None) -> dict:
+    """Run every stage of a validated recipe; returns what results.json holds.
+
+    `recipe_file` names the recipe in messages; `recipe_text` (default: that file's text) is
+    kept beside the run and in model cards."""
     # Everything that can still fail on bad input comes before the run folder is touched.
     check_run_folder(run_folder, overwrite)
     tokenizer = load_tokenizer(recipe.model)
@@ -95,7 +107,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
     except CompressError as error:
         raise CompressError(f"{recipe_file}: {error}") from None
     prepare_run_folder(run_folder, overwrite)
-    recipe_text = recipe_file.read_text()
+    recipe_text = recipe_text or Path(recipe_file).read_text()
     (run_folder / "recipe.yaml").write_text(recipe_text)
     console.print(
         f"[bold]{recipe.task}[/]: {len(data.train):,} training examples, "
@@ -103,7 +115,8 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
         + f" ({data.source})"
     )
 
-    trained = {BASE: False}
+    # A model saved with a task head has been trained on a task; a pre-trained encoder has not.
+    trained = {BASE: has_task_head(load_config(recipe.model))}
     parameters: dict[str, int] = {}
     stage_folders: dict[str, Path] = {}
     results: list[StageResult] = []
@@ -111,7 +124,10 @@ def run_recipe(recipe: Recipe, recipe_file: Path, run_folder: Path, overwrite: b
         source = recipe.source_of(index)
         console.rule(f"[bold]{settings.name}[/]: {settings.stage} from {source}")
         started = time.perf_counter()
-        if source == BASE:
+        if source == BASE and base_kind(recipe.model) == "onnx":
+            model = load_artifact(Path(resolve_model(recipe.model)))
+            parameters[BASE] = onnx_parameter_count(model)
+        elif source == BASE:
             model = load_for_task(recipe.model, data.task, tokenizer, recipe.seed)
             parameters[BASE] = parameter_count(model)
         else:

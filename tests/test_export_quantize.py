@@ -116,13 +116,13 @@ def test_quantizing_onnx_modes_need_an_export_first(tmp_path):
     recipe = write_recipe(tmp_path / "order.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "dynamic-int8"}])
     code, message = check(recipe)
     assert code == 2 and len(message.splitlines()) == 1
-    assert "order.yaml: stages[1]: quantize needs a onnx model" in message and "add an export stage" in message
+    assert "order.yaml: stages[1]: quantize needs a model of kind 'onnx'" in message and "add an export stage" in message
 
 
 def test_finetuning_an_onnx_model_is_refused(tmp_path):
     recipe = write_recipe(tmp_path / "onnx.yaml", [{"stage": "export"}, {"stage": "finetune"}])
     code, message = check(recipe)
-    assert code == 2 and "stages[1]: finetune needs a torch model" in message
+    assert code == 2 and "stages[1]: finetune needs a model of kind 'torch'" in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -145,3 +145,35 @@ def test_parity_failure_is_a_clear_error(tmp_path):
     context = StageContext(data, tokenizer, tmp_path, max_length=32, eval_batch_size=8)
     with pytest.raises(CompressError, match=r"export: ONNX logits differ from PyTorch by .* on 16 dev examples"):
         export(model, ExportSettings(tolerance=1e-15), context)
+
+
+def test_stages_run_alone_from_the_command_line(int8_run, tmp_path):
+    run, _ = int8_run
+    data = ["--task", "rotten-tomatoes", "--data", "source=embedded", "--data", "max_eval_examples=200", "--max-length", "64"]
+    exported = CliRunner().invoke(app, ["stage", "export", str(run / "teacher"), *data, "-o", str(tmp_path / "export")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "export" / "final" / "model.onnx").exists()
+
+    quantized = CliRunner().invoke(
+        app, ["stage", "quantize", str(tmp_path / "export" / "final"), *data, "--set", "mode=dynamic-int8", "-o", str(tmp_path / "int8")]
+    )
+    assert quantized.exit_code == 0, quantized.output
+    result = json.loads((tmp_path / "int8" / "results.json").read_text())["final"]
+    reference = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}["dynamic"]
+    assert result["kind"] == "onnx" and result["metrics"]["accuracy"] == pytest.approx(reference["metrics"]["accuracy"], abs=1e-9)
+    assert result["parameters"] > 20_000_000  # counted from the ONNX graph's weights
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["stage", "quantize", "minilm-l6", "--set", "mode=dynamic-int8"], "quantize needs a model of kind 'onnx'"),
+        (["stage", "quantize", "minilm-l6", "--set", "mode"], "--set: expected key=value (got 'mode')"),
+        (["stage", "drop", "minilm-l6", "--set", "strategy=top", "--set", "k=9"], "stages[0].k: must be at least 0 and less than"),
+    ],
+)
+def test_stage_command_errors(args, expected, tmp_path):
+    result = CliRunner().invoke(app, [*args, "--task", "rotten-tomatoes", "--data", "source=embedded", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
