@@ -1,6 +1,7 @@
 """Speed, size and accuracy of int8 exports of the embedded 6-layer MiniLM, and the export time of a 12-layer model.
 
     .venv/bin/python bench/int8_speed.py            # about 10 minutes on 2 CPU cores
+    .venv/bin/python bench/int8_speed.py --reuse    # time the models of an earlier run again
 
 Runs bench/recipes/minilm_sst2_int8.yaml (fine-tune on SST-2 from ../shared/glue, export,
 quantize), then times every artifact at batch 1, sequence length 128, on 2 threads (medians
