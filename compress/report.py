@@ -161,7 +161,8 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
             axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
         axis.set(xlabel="layers dropped (K)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
@@ -177,7 +178,8 @@ def plot_size(rows: list[dict], path: Path) -> None:
             axis.scatter([r["size_mb"] for r in chosen], [r["score"] for r in chosen], label=precision, marker=markers.get(precision, "x"))
         axis.set(xlabel="size on disk (MB)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
