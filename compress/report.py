@@ -139,9 +139,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
             axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_layers_dropped(rows: list[dict], path: Path) -> None:
@@ -163,9 +161,7 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=130)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_size(rows: list[dict], path: Path) -> None:
@@ -180,6 +176,10 @@ def plot_size(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
