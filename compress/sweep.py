@@ -96,14 +96,15 @@ class Combination:
 
 
 def expand(sweep: Sweep) -> list[Combination]:
-    """Every combination the sweep names, once each, baselines first, in a stable order."""
-    found: set[Combination] = set()
+    """Every combination the sweep names, once each: per model and task the baselines first, then the
+    grids in the order the file lists them, so a sweep's author decides what finishes first."""
+    found: dict[Combination, None] = {}  # a dict keeps first-seen order
     for model, task in itertools.product(sweep.models, sweep.tasks):
-        found.update(Combination(model, task, FULL, 0, "finetune", p) for p in BASELINE_PRECISIONS)
+        found.update(dict.fromkeys(Combination(model, task, FULL, 0, "finetune", p) for p in BASELINE_PRECISIONS))
         for grid in sweep.grids:
             for strategy, k, training, precision in itertools.product(grid.strategies, grid.k, grid.training, grid.precisions):
-                found.add(Combination(model, task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision))
-    return sorted(found, key=lambda c: (c.model, c.task, c.strategy != FULL, c.strategy, c.k, c.training, c.precision))
+                found[Combination(model, task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)] = None
+    return list(found)
 
 
 def shard(combinations: list[Combination], index: int, count: int) -> list[Combination]:

@@ -50,6 +50,16 @@ def test_expansion_is_the_union_of_grids_without_duplicates_plus_baselines():
     assert [c.strategy for c in with_zero].count(FULL) == 2, "K=0 is the full model, whatever the strategy"
 
 
+def test_expansion_runs_baselines_first_then_grids_in_file_order():
+    grids = [{"strategies": ["top"], "k": [2], "training": ["distill"]}, {"strategies": ["bottom", "top"], "k": [1, 2]}]
+    labels = [c.label for c in expand(Sweep.model_validate({**TINY, "grids": grids}))]
+    assert labels == [
+        "full torch-fp32", "full onnx-int8-dynamic", "top k=2 distill torch-fp32",
+        "bottom k=1 finetune torch-fp32", "bottom k=2 finetune torch-fp32",
+        "top k=1 finetune torch-fp32", "top k=2 finetune torch-fp32",
+    ]
+
+
 def test_shards_partition_the_combinations():
     combinations = expand(Sweep.model_validate({**TINY, "models": ["a", "b", "c"]}))
     slices = [shard(combinations, i, 3) for i in (1, 2, 3)]
