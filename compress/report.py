@@ -105,6 +105,27 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def strategy_table(rows: list[dict]) -> str:
+    """The paper's table shape: one row per strategy, one column per K, each cell the score and its
+    change in points against the full fine-tuned model (PyTorch fp32 rows only)."""
+    lines = []
+    for (model, task), group in _grouped(rows).items():
+        plain = {(r["strategy"], r["k"], r["training"]): r for r in group if r["precision"] == "torch-fp32"}
+        ks = sorted({k for _, k, _ in plain if k})
+        full = plain.get((FULL, 0, "finetune"))
+        if not ks or not full:
+            continue
+        lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f})", "",
+                  "| strategy | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", st[0]))
+        for strategy, training in names:
+            cells = [plain.get((strategy, k, training)) for k in ks]
+            text = [f"{r['score']:.4f} ({r['delta_vs_full']:+.1f})" if r else "" for r in cells]
+            lines.append(f"| {strategy}{' + distill' if training == 'distill' else ''} | " + " | ".join(text) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points no other point beats on both lower latency and higher score."""
     front = []
@@ -205,7 +226,7 @@ def write_report(records: list[dict], out_dir: Path, command: str | None = None)
     rows = with_deltas(merge_records(records))
     write_csv(rows, out_dir / "results.csv")
     header = [f"Command: `{command}`", ""] if command else []
-    (out_dir / "results.md").write_text("\n".join(header) + markdown_table(rows) + "\n")
+    (out_dir / "results.md").write_text("\n".join(header) + strategy_table(rows) + "\n" + markdown_table(rows) + "\n")
     if any(r["status"] == "ok" for r in rows):
         plot_pareto(rows, out_dir / "pareto.png")
         plot_layers_dropped(rows, out_dir / "layers_dropped.png")
