@@ -136,6 +136,7 @@ def bench(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep folder (default: bench/runs/<sweep name>).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
 ) -> None:
     """Measure every combination of a sweep: score, size, latency; tables and plots.
 
@@ -147,7 +148,7 @@ def bench(
 
     from compress.bench import SweepRunner
     from compress.report import read_records, write_report
-    from compress.sweep import expand, load_sweep, parse_shard
+    from compress.sweep import expand, load_sweep, parse_shard, runnable_here
     from compress.sweep import shard as take_shard
 
     _quiet_libraries()
@@ -172,6 +173,13 @@ def bench(
     if shard:
         combinations = take_shard(combinations, *parse_shard(shard))
     folder = out or Path("bench") / "runs" / sweep.name
+    if dry_run:
+        done = {r["key"] for r in read_records(folder) if r["status"] == "ok"}
+        for c in combinations:
+            status = "done" if c.key in done else "to run" if runnable_here(c) else "needs CUDA"
+            console.print(f"{status:>10}  {c.model} {c.task}: {c.label}")
+        console.print(f"{len(combinations)} combinations ({sum(c.key in done for c in combinations)} done in {folder})")
+        return
     SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed)
     rows = write_report(read_records(folder), folder, command)
     failed = sum(r["status"] != "ok" for r in rows)
