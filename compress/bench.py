@@ -26,7 +26,7 @@ from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.latency import device_name, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
-from compress.models import load_for_task, load_tokenizer
+from compress.models import load_config, load_for_task, load_tokenizer
 from compress.report import RESULTS_FILE, read_records
 from compress.stages import StageContext, StageSettings, run_stage
 from compress.stages.distill import DistillSettings
@@ -111,6 +111,8 @@ class SweepRunner:
         self.steps = precision_steps(sweep)
         self._data: dict[str, TaskData] = {}
         self._tokenizers: dict = {}
+        self.stage_seconds: dict[str, float] = {}
+        """Seconds each stage (finetune, drop, export, ...) spent building for the current combination."""
 
     # --- shared inputs -------------------------------------------------------------------------
 
@@ -137,7 +139,10 @@ class SweepRunner:
             context = StageContext(
                 self.data(c.task), self.tokenizer(c.model), partial, self.sweep.max_length, self.sweep.eval_batch_size
             )
+            stage_started = time.perf_counter()
             built = run_stage(settings, model, context)
+            spent = time.perf_counter() - stage_started
+            self.stage_seconds[settings.stage] = round(self.stage_seconds.get(settings.stage, 0.0) + spent, 1)
             record = {
                 "stage": settings.model_dump(by_alias=True),
                 "parameters": parameter_count(built),  # None for exported/quantized: they keep the trained count
@@ -160,6 +165,9 @@ class SweepRunner:
         root = self.work / _slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
+        same = self.trained_from_same_layers(dropped, c.training)
+        if same:
+            return same
         if c.training == "distill":
             settings = DistillSettings(
                 **self.sweep.training.model_dump(), **self.sweep.distillation.model_dump(), teacher=str(self.teacher(c))
@@ -167,6 +175,16 @@ class SweepRunner:
         else:
             settings = FinetuneSettings(**self.sweep.training.model_dump())
         return self.build(root / c.training / "torch-fp32", settings, lambda: load_artifact(dropped), c)
+
+    def trained_from_same_layers(self, dropped: Path, training: str) -> Path | None:
+        """A student another strategy already trained from the same kept layers (e.g. alternate-even and
+        top at K=1): the same weights, head seed and training, so the same model; it is reused."""
+        kept = kept_original_layers(load_config(dropped))
+        for other in sorted(dropped.parent.parent.glob(f"*/dropped/{BUILD_FILE}")):
+            candidate = other.parent.parent / training / "torch-fp32"
+            if other.parent != dropped and (candidate / BUILD_FILE).exists() and kept_original_layers(load_config(other.parent)) == kept:
+                return candidate
+        return None
 
     def artifact(self, c: Combination) -> Path:
         folder = self.trained(c)
@@ -185,6 +203,7 @@ class SweepRunner:
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         model = load_artifact(folder)
+        loaded = time.perf_counter()
         metrics = evaluate(predictor_for(model), data, tokenizer, self.sweep.max_length, self.sweep.eval_batch_size)
         evaluated = time.perf_counter()
 
@@ -200,7 +219,8 @@ class SweepRunner:
         timed = time.perf_counter()
 
         built = json.loads((folder / BUILD_FILE).read_text())
-        trained = json.loads((self.trained(c) / BUILD_FILE).read_text())
+        trained_folder = self.trained(c)
+        trained = json.loads((trained_folder / BUILD_FILE).read_text())
         config = model.config
         task = data.task
         return {
@@ -216,7 +236,12 @@ class SweepRunner:
             "threads": latency.threads,
             "device": device_name(),
             "train_seconds": trained["seconds"],
-            "seconds": {"evaluate": round(evaluated - started, 1), "timing": round(timed - evaluated, 1)},
+            "trained_in": str(trained_folder.relative_to(self.work)),  # shows which rows share one student
+            "seconds": {
+                "load": round(loaded - started, 1),
+                "evaluate": round(evaluated - loaded, 1),
+                "timing": round(timed - evaluated, 1),
+            },
             "notes": built["notes"],
         }
 
@@ -239,6 +264,7 @@ class SweepRunner:
             for c in todo:
                 progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
                 started = time.perf_counter()
+                self.stage_seconds = {}
                 record = {"key": c.key, **c.__dict__, "finished": None}
                 try:
                     folder = self.artifact(c)
@@ -250,6 +276,12 @@ class SweepRunner:
                     record.update(status="failed", error=f"{type(error).__name__}: {message}")
                     self.console.print(f"[red]failed[/] {c.key}: {record['error']}")
                 record["seconds_total"] = round(time.perf_counter() - started, 1)
+                if record["status"] == "ok":
+                    # the harness's own time: all but the stages' work, the dev evaluation and the timed runs
+                    seconds = record["seconds"]
+                    seconds["stages"] = dict(self.stage_seconds)
+                    measured = sum(self.stage_seconds.values()) + seconds["evaluate"] + seconds["timing"]
+                    seconds["overhead"] = round(record["seconds_total"] - measured, 1)
                 record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 with results_path.open("a") as out:
                     out.write(json.dumps(record) + "\n")

@@ -20,7 +20,7 @@ TINY = {
     "training": {"epochs": 1, "batch_size": 16},
     "latency": {"batch_sizes": [1], "repeats": 3, "warmup": 0, "task_lengths": False},
     "grids": [
-        {"strategies": ["top", "bottom"], "k": [1], "training": ["finetune"], "precisions": ["torch-fp32"]},
+        {"strategies": ["top", "alternate-even", "bottom"], "k": [1], "training": ["finetune"], "precisions": ["torch-fp32"]},
         {"strategies": ["top"], "k": [1], "training": ["finetune", "distill"], "precisions": ["torch-fp32"]},
     ],
 }
@@ -41,8 +41,8 @@ def test_expansion_is_the_union_of_grids_without_duplicates_plus_baselines():
     combinations = expand(sweep)
     keys = [c.key for c in combinations]
     assert len(keys) == len(set(keys))
-    # per model: 2 baselines + top/bottom k1 finetune + top k1 distill (top k1 finetune named twice)
-    assert len(combinations) == 2 * (2 + 3)
+    # per model: 2 baselines + top/alternate-even/bottom k1 finetune + top k1 distill (top k1 finetune named twice)
+    assert len(combinations) == 2 * (2 + 4)
     baselines = [c for c in combinations if c.strategy == FULL]
     assert {(c.model, c.precision) for c in baselines} == {(m, p) for m in "ab" for p in ("torch-fp32", "onnx-int8-dynamic")}
     assert Grid(strategies=["top"], k=[0]).k == [0]
@@ -106,7 +106,7 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     out = folder / "out"
     records = read_records(out)
     assert {r["status"] for r in records} == {"ok"}
-    assert len(records) == 5
+    assert len(records) == 6
     by_name = {(r["strategy"], r["k"], r["training"], r["precision"]): r for r in records}
     full, int8 = by_name[(FULL, 0, "finetune", "torch-fp32")], by_name[(FULL, 0, "finetune", "onnx-int8-dynamic")]
     top = by_name[("top", 1, "finetune", "torch-fp32")]
@@ -117,8 +117,16 @@ def test_tiny_sweep_end_to_end(finished_sweep):
         assert 0 <= r["score"] <= 1 and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
         assert r["peak_memory_mb"] is None or r["peak_memory_mb"] > 0
     assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
+    # each stage's time is charged to the combination that built it, and only once
+    assert full["seconds"]["stages"]["finetune"] > 0 and int8["seconds"]["stages"].keys() == {"export", "quantize"}
+    assert top["seconds"]["stages"].keys() == {"drop", "finetune"}
+    assert by_name[("top", 1, "distill", "torch-fp32")]["seconds"]["stages"].keys() == {"distill"}
+    assert all(0 <= r["seconds"]["overhead"] < r["seconds_total"] for r in records)
     table = (out / "results.md").read_text()
     assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
+    top_delta = 100 * (top["score"] - full["score"])
+    assert f"| top | {top['score']:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"
+    assert "| top + distill | " in table
     for plot in ("pareto.png", "layers_dropped.png", "size.png"):
         data = (out / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -133,7 +141,21 @@ def test_teacher_is_built_once_and_shared(finished_sweep):
     names = [str(p) for p in built]
     assert names.count("minilm-l6/rotten-tomatoes/full/finetune/torch-fp32") == 1
     assert "minilm-l6/rotten-tomatoes/top-k1/dropped" in names  # shared by finetune and distill
+    # alternate-even drops the same layer as top at K=1: its student is top's, not trained again
+    assert "minilm-l6/rotten-tomatoes/alternate-even-k1/dropped" in names
+    assert "minilm-l6/rotten-tomatoes/alternate-even-k1/finetune/torch-fp32" not in names
+    records = {r["strategy"]: r for r in read_records(folder / "out") if r["k"] == 1 and r["training"] == "finetune"}
+    assert records["alternate-even"]["trained_in"] == records["top"]["trained_in"] == "minilm-l6/rotten-tomatoes/top-k1/finetune/torch-fp32"
+    assert records["alternate-even"]["score"] == records["top"]["score"]
     assert not list((folder / "out" / "work").rglob("*.partial"))
+
+
+def test_dry_run_lists_combinations_in_run_order_and_writes_nothing(tmp_path):
+    result = invoke(write_sweep(tmp_path), "--out", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 0, result.output
+    listed = [line.split(":", 1)[1].strip() for line in result.output.splitlines() if "to run" in line]
+    assert listed == [c.label for c in expand(Sweep.model_validate(TINY))]
+    assert not (tmp_path / "out").exists()
 
 
 def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
@@ -142,7 +164,7 @@ def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
     lines = (folder / "out" / "results.jsonl").read_text()
     result = invoke(sweep, "--out", folder / "out")
     assert result.exit_code == 0
-    assert "5 already done" in result.output and "0 to run" in result.output
+    assert "6 already done" in result.output and "0 to run" in result.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert (folder / "out" / "results.jsonl").read_text() == lines
 
@@ -181,7 +203,7 @@ def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     result = invoke(sweep, "--out", tmp_path / "out")
     assert result.exit_code == 0 and "1 already done" in result.output
     keys = [r["key"] for r in read_records(tmp_path / "out")]
-    assert len(keys) == len(set(keys)) == 5
+    assert len(keys) == len(set(keys)) == 6
     assert teacher.stat().st_mtime_ns == stamp
 
 
