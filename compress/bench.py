@@ -247,10 +247,13 @@ class SweepRunner:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def run(self, combinations: list[Combination], retry_failed: bool = False) -> list[dict]:
+    def run(self, combinations: list[Combination], retry_failed: bool = False, retime: bool = False) -> list[dict]:
+        """Run what results.jsonl does not hold yet; with `retime`, measure finished ones again too (from
+        their builds: nothing is trained again), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
         guard_build_settings(self.sweep, self.out_dir)
-        finished = {r["key"] for r in read_records(results_path) if r["status"] == "ok" or not retry_failed}
+        records = [] if retime else read_records(results_path)
+        finished = {r["key"] for r in records if r["status"] == "ok" or not retry_failed}
         skipped_cuda = [c for c in combinations if not runnable_here(c)]
         todo = [c for c in combinations if c.key not in finished and runnable_here(c)]
         self.console.print(

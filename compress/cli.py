@@ -136,6 +136,7 @@ def bench(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep folder (default: bench/runs/<sweep name>).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
+    retime: Annotated[bool, typer.Option(help="Measure finished combinations again from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
 ) -> None:
     """Measure every combination of a sweep: score, size, latency; tables and plots.
@@ -180,7 +181,7 @@ def bench(
             console.print(f"{status:>10}  {c.model} {c.task}: {c.label}")
         console.print(f"{len(combinations)} combinations ({sum(c.key in done for c in combinations)} done in {folder})")
         return
-    SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed)
+    SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed, retime=retime)
     rows = write_report(read_records(folder), folder, command)
     failed = sum(r["status"] != "ok" for r in rows)
     console.print(f"{len(rows)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")

@@ -169,6 +169,23 @@ def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
     assert (folder / "out" / "results.jsonl").read_text() == lines
 
 
+def test_retime_measures_again_without_training(finished_sweep):
+    folder, sweep, _ = finished_sweep
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "out" / "work").rglob(BUILD_FILE)}
+    before = read_records(folder / "out")
+    result = invoke(sweep, "--out", folder / "out", "--retime")
+    assert result.exit_code == 0, result.output
+    assert "0 already done" in result.output and "6 to run" in result.output
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    after = read_records(folder / "out")
+    assert after[: len(before)] == before, "earlier records are kept"
+    retimed = after[len(before):]
+    assert sorted(r["key"] for r in retimed) == sorted(r["key"] for r in before)
+    assert all(r["seconds"]["stages"] == {} and r["score"] == pytest.approx(b["score"]) for r, b in zip(
+        sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
+    assert (folder / "out" / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
+
+
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
     for i in (1, 2):
