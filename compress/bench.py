@@ -248,18 +248,23 @@ class SweepRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self, combinations: list[Combination], retry_failed: bool = False, retime: bool = False) -> list[dict]:
-        """Run what results.jsonl does not hold yet; with `retime`, measure finished ones again too (from
-        their builds: nothing is trained again), appending records that supersede the earlier ones."""
+        """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
+        again from their builds (nothing is trained), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
         guard_build_settings(self.sweep, self.out_dir)
-        records = [] if retime else read_records(results_path)
-        finished = {r["key"] for r in records if r["status"] == "ok" or not retry_failed}
-        skipped_cuda = [c for c in combinations if not runnable_here(c)]
-        todo = [c for c in combinations if c.key not in finished and runnable_here(c)]
-        self.console.print(
-            f"{len(combinations)} combinations: {len(combinations) - len(todo) - len(skipped_cuda)} already done, "
-            f"{len(skipped_cuda)} need CUDA (skipped here), {len(todo)} to run"
-        )
+        previous = read_records(results_path)
+        if retime:
+            done = {r["key"] for r in previous if r["status"] == "ok"}
+            todo = [c for c in combinations if c.key in done and runnable_here(c)]
+            self.console.print(f"{len(combinations)} combinations: {len(todo)} finished ones to measure again, nothing to train")
+        else:
+            finished = {r["key"] for r in previous if r["status"] == "ok" or not retry_failed}
+            skipped_cuda = [c for c in combinations if not runnable_here(c)]
+            todo = [c for c in combinations if c.key not in finished and runnable_here(c)]
+            self.console.print(
+                f"{len(combinations)} combinations: {len(combinations) - len(todo) - len(skipped_cuda)} already done, "
+                f"{len(skipped_cuda)} need CUDA (skipped here), {len(todo)} to run"
+            )
         records = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:

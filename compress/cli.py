@@ -136,7 +136,7 @@ def bench(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep folder (default: bench/runs/<sweep name>).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
-    retime: Annotated[bool, typer.Option(help="Measure finished combinations again from their builds (e.g. on a quiet machine).")] = False,
+    retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
 ) -> None:
     """Measure every combination of a sweep: score, size, latency; tables and plots.

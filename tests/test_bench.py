@@ -175,7 +175,7 @@ def test_retime_measures_again_without_training(finished_sweep):
     before = read_records(folder / "out")
     result = invoke(sweep, "--out", folder / "out", "--retime")
     assert result.exit_code == 0, result.output
-    assert "0 already done" in result.output and "6 to run" in result.output
+    assert "6 finished ones to measure again" in result.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     after = read_records(folder / "out")
     assert after[: len(before)] == before, "earlier records are kept"
