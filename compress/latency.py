@@ -7,9 +7,12 @@ counted; on the CPU the thread count is fixed and reported with the figures.
 from __future__ import annotations
 
 import itertools
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,9 +39,18 @@ class Latency:
 def device_name() -> str:
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
-    import platform
+    return f"cpu: {cpu_model()} ({platform.machine()}, {os.cpu_count()} cores)"
 
-    return f"cpu: {platform.processor() or platform.machine()}"
+
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux; platform's guess elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
