@@ -165,16 +165,18 @@ class SweepRunner:
         root = self.work / _slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
-        same = self.trained_from_same_layers(dropped, c.training)
-        if same:
-            return same
+        own = root / c.training / "torch-fp32"
+        if not (own / BUILD_FILE).exists():
+            same = self.trained_from_same_layers(dropped, c.training)
+            if same:
+                return same
         if c.training == "distill":
             settings = DistillSettings(
                 **self.sweep.training.model_dump(), **self.sweep.distillation.model_dump(), teacher=str(self.teacher(c))
             )
         else:
             settings = FinetuneSettings(**self.sweep.training.model_dump())
-        return self.build(root / c.training / "torch-fp32", settings, lambda: load_artifact(dropped), c)
+        return self.build(own, settings, lambda: load_artifact(dropped), c)
 
     def trained_from_same_layers(self, dropped: Path, training: str) -> Path | None:
         """A student another strategy already trained from the same kept layers (e.g. alternate-even and

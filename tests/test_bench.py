@@ -1,5 +1,6 @@
 """The benchmark harness: sweep expansion and validation, shared builds, resume, shards, reports."""
 
+import shutil
 import struct
 
 import pytest
@@ -171,6 +172,10 @@ def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
 
 def test_retime_measures_again_without_training(finished_sweep):
     folder, sweep, _ = finished_sweep
+    # a student of its own for alternate-even (as a folder built before students were shared has):
+    # each combination must keep measuring its own, not another strategy's equal one
+    work = folder / "out" / "work" / "minilm-l6" / "rotten-tomatoes"
+    shutil.copytree(work / "top-k1" / "finetune" / "torch-fp32", work / "alternate-even-k1" / "finetune" / "torch-fp32")
     stamps = {p: p.stat().st_mtime_ns for p in (folder / "out" / "work").rglob(BUILD_FILE)}
     before = read_records(folder / "out")
     result = invoke(sweep, "--out", folder / "out", "--retime")
@@ -184,6 +189,9 @@ def test_retime_measures_again_without_training(finished_sweep):
     assert all(r["seconds"]["stages"] == {} and r["score"] == pytest.approx(b["score"]) for r, b in zip(
         sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
     assert (folder / "out" / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
+    trained_in = {r["strategy"]: r["trained_in"] for r in retimed if r["k"] == 1 and r["training"] == "finetune"}
+    assert trained_in["alternate-even"].endswith("alternate-even-k1/finetune/torch-fp32")
+    assert trained_in["top"].endswith("top-k1/finetune/torch-fp32")
 
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
