@@ -83,6 +83,18 @@ def speedup(medians: dict[str, list[float]], reference: Combination, student: Co
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
+def table(rows: list[Combination], records: dict, medians: dict[str, list[float]]) -> list[str]:
+    full = records[rows[0].key]
+    lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up |", "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        r = records[c.key]
+        lines.append(
+            f"| {c.label} | {r['score']:.4f} | {100 * (r['score'] - full['score']):+.2f} | {r['parameters'] / 1e6:.1f} | "
+            f"{r['size_mb']:.1f} | {1000 * statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x |"
+        )
+    return lines
+
+
 def target_lines(records: dict, medians: dict, model: str, task: str) -> list[str]:
     lines = []
     for target in TARGETS:
@@ -144,8 +156,7 @@ def main() -> None:
                 lines += [f"- not measured: the sweep has not finished {', '.join(missing)}", ""]
                 continue
             medians = time_in_turns(runner, rows, args.rounds, args.calls)
-            lines += ["| row | p50 ms (median of rounds) | score |", "|---|---|---|"]
-            lines += [f"| {c.label} | {1000 * statistics.median(medians[c.key]):.2f} | {records[c.key]['score']:.4f} |" for c in rows]
+            lines += table(rows, records, medians)
             lines += ["", *target_lines(records, medians, model, task), ""]
             figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from compress.sweep import FULL  # noqa: E402
 
@@ -159,6 +160,9 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         for (r, _), (x, y) in zip(timed, points):
             axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
+        axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, 50 ms ... in plain numbers
+        axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.grid(alpha=0.3)
     _save(figure, path)
 
