@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,6 +101,25 @@ def peak_memory_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+TO_RUN, DONE, NEEDS_CUDA, NOT_FINISHED = "to run", "done", "needs CUDA", "not finished"
+
+
+def plan(combinations: list[Combination], records: list[dict], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
+    """What a run does with each combination (by key), given the records already written: runs it
+    (`to run`), skips it as `done` or as `needs CUDA`; with `retime`, runs only finished ones."""
+    ok = {r["key"] for r in records if r["status"] == "ok"}
+    recorded = {r["key"] for r in records}
+
+    def status(c: Combination) -> str:
+        if not runnable_here(c):
+            return NEEDS_CUDA
+        if retime:
+            return TO_RUN if c.key in ok else NOT_FINISHED
+        return DONE if c.key in ok or (c.key in recorded and not retry_failed) else TO_RUN
+
+    return {c.key: status(c) for c in combinations}
 
 
 class SweepRunner:
@@ -254,18 +274,15 @@ class SweepRunner:
         again from their builds (nothing is trained), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
         guard_build_settings(self.sweep, self.out_dir)
-        previous = read_records(results_path)
+        statuses = plan(combinations, read_records(results_path), retry_failed, retime)
+        todo = [c for c in combinations if statuses[c.key] == TO_RUN]
         if retime:
-            done = {r["key"] for r in previous if r["status"] == "ok"}
-            todo = [c for c in combinations if c.key in done and runnable_here(c)]
             self.console.print(f"{len(combinations)} combinations: {len(todo)} finished ones to measure again, nothing to train")
         else:
-            finished = {r["key"] for r in previous if r["status"] == "ok" or not retry_failed}
-            skipped_cuda = [c for c in combinations if not runnable_here(c)]
-            todo = [c for c in combinations if c.key not in finished and runnable_here(c)]
+            counts = Counter(statuses.values())
             self.console.print(
-                f"{len(combinations)} combinations: {len(combinations) - len(todo) - len(skipped_cuda)} already done, "
-                f"{len(skipped_cuda)} need CUDA (skipped here), {len(todo)} to run"
+                f"{len(combinations)} combinations: {counts[DONE]} already done, "
+                f"{counts[NEEDS_CUDA]} need CUDA (skipped here), {len(todo)} to run"
             )
         records = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())

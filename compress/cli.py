@@ -147,9 +147,9 @@ def bench(
     import shlex
     import sys
 
-    from compress.bench import SweepRunner
+    from compress.bench import TO_RUN, SweepRunner, plan
     from compress.report import read_records, write_report
-    from compress.sweep import expand, load_sweep, parse_shard, runnable_here
+    from compress.sweep import expand, load_sweep, parse_shard
     from compress.sweep import shard as take_shard
 
     _quiet_libraries()
@@ -175,11 +175,10 @@ def bench(
         combinations = take_shard(combinations, *parse_shard(shard))
     folder = out or Path("bench") / "runs" / sweep.name
     if dry_run:
-        done = {r["key"] for r in read_records(folder) if r["status"] == "ok"}
+        statuses = plan(combinations, read_records(folder), retry_failed, retime)
         for c in combinations:
-            status = "done" if c.key in done else "to run" if runnable_here(c) else "needs CUDA"
-            console.print(f"{status:>10}  {c.model} {c.task}: {c.label}")
-        console.print(f"{len(combinations)} combinations ({sum(c.key in done for c in combinations)} done in {folder})")
+            console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
+        console.print(f"{len(combinations)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
     SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed, retime=retime)
     rows = write_report(read_records(folder), folder, command)
