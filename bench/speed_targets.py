@@ -67,7 +67,8 @@ def time_in_turns(runner: SweepRunner, combinations: list[Combination], rounds: 
     for c in combinations:
         batch = fixed_length_batch(next(iter(runner.data(c.task).dev.values()))["text_a"], runner.tokenizer(c.model),
                                    BATCH_SIZE, SEQUENCE_LENGTH)
-        run = runner_for(load_artifact(runner.artifact(c)), threads)
+        _, folder = runner.artifact(c)
+        run = runner_for(load_artifact(folder), threads)
         calls_of[c.key] = lambda run=run, batch=batch: run(batch)
         timed_calls(calls_of[c.key], warmup=3, repeats=1)
     medians: dict[str, list[float]] = {key: [] for key in calls_of}

@@ -208,16 +208,17 @@ class SweepRunner:
                 return candidate
         return None
 
-    def artifact(self, c: Combination) -> Path:
-        folder = self.trained(c)
+    def artifact(self, c: Combination) -> tuple[Path, Path]:
+        """The trained student and, built from it, the combination's model in its precision."""
+        trained = folder = self.trained(c)
         for name, settings in self.steps[c.precision]:
             source = folder
             folder = self.build(folder.parent / name, settings, lambda source=source: load_artifact(source), c)
-        return folder
+        return trained, folder
 
     # --- measuring -----------------------------------------------------------------------------
 
-    def measure(self, c: Combination, folder: Path) -> dict:
+    def measure(self, c: Combination, trained_folder: Path, folder: Path) -> dict:
         latency = self.sweep.latency
         data, tokenizer = self.data(c.task), self.tokenizer(c.model)
         peak_rss_reset()
@@ -241,7 +242,6 @@ class SweepRunner:
         timed = time.perf_counter()
 
         built = json.loads((folder / BUILD_FILE).read_text())
-        trained_folder = self.trained(c)
         trained = json.loads((trained_folder / BUILD_FILE).read_text())
         config = model.config
         task = data.task
@@ -294,9 +294,9 @@ class SweepRunner:
                 self.stage_seconds = {}
                 record = {"key": c.key, **c.__dict__, "finished": None}
                 try:
-                    folder = self.artifact(c)
+                    trained, folder = self.artifact(c)
                     built = time.perf_counter()
-                    record.update(status="ok", **self.measure(c, folder))
+                    record.update(status="ok", **self.measure(c, trained, folder))
                     record["seconds"]["build"] = round(built - started, 1)
                 except Exception as error:  # one failed combination is recorded and the sweep goes on
                     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

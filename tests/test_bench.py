@@ -212,11 +212,11 @@ def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     real_measure = SweepRunner.measure
     calls = []
 
-    def interrupt_second(self, c, folder):
+    def interrupt_second(self, c, trained, folder):
         calls.append(c.key)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_measure(self, c, folder)
+        return real_measure(self, c, trained, folder)
 
     monkeypatch.setattr(SweepRunner, "measure", interrupt_second)
     assert invoke(sweep, "--out", tmp_path / "out").exit_code == 130
