@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
 RESULTS_FILE = "results.jsonl"
@@ -38,6 +39,11 @@ def merge_records(records: list[dict]) -> list[dict]:
     return list(chosen.values())
 
 
+def strategy_rank(strategy: str) -> tuple[int, str]:
+    """Tables list strategies in the paper's order (top first), any other name after them."""
+    return (STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy)
+
+
 def with_deltas(records: list[dict]) -> list[dict]:
     """Add score change (in points) against the full fine-tuned fp32 model and against plain top-K, same K."""
     ok = [r for r in records if r["status"] == "ok"]
@@ -54,7 +60,7 @@ def with_deltas(records: list[dict]) -> list[dict]:
             base_latency = latency_of(full, *HEADLINE_LATENCY) if full else None
             row["speedup_vs_full"] = round(base_latency["p50_ms"] / headline["p50_ms"], 2) if headline and base_latency else None
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["model"], r["task"], r["strategy"] != FULL, r["strategy"], r["k"], r["training"], r["precision"]))
+    return sorted(rows, key=lambda r: (r["model"], r["task"], r["strategy"] != FULL, strategy_rank(r["strategy"]), r["k"], r["training"], r["precision"]))
 
 
 def _flat(row: dict) -> dict:
@@ -118,7 +124,7 @@ def strategy_table(rows: list[dict]) -> str:
             continue
         lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f})", "",
                   "| strategy | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-        names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", st[0]))
+        names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", strategy_rank(st[0])))
         for strategy, training in names:
             cells = [plain.get((strategy, k, training)) for k in ks]
             text = [f"{r['score']:.4f} ({r['delta_vs_full']:+.1f})" if r else "" for r in cells]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from compress.bench import BUILD_FILE, SweepRunner
 from compress.cli import app
-from compress.report import pareto_front, read_records
+from compress.report import pareto_front, read_records, strategy_table, with_deltas
 from compress.sweep import FULL, Grid, Sweep, expand, shard
 
 TINY = {
@@ -91,6 +91,28 @@ def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
 def test_pareto_front():
     points = [(10, 0.8), (5, 0.7), (20, 0.9), (12, 0.75), (5, 0.6)]
     assert pareto_front(points) == [1, 0, 2]
+
+
+def test_strategy_table_has_the_papers_layout():
+    def row(strategy, k, score, training="finetune", precision="torch-fp32"):
+        return {"key": f"{strategy}|{k}|{training}|{precision}", "model": "m", "task": "sst2", "strategy": strategy,
+                "k": k, "training": training, "precision": precision, "status": "ok", "score": score,
+                "primary_metric": "accuracy"}
+
+    records = [row(FULL, 0, 0.90), row("contribution", 2, 0.85), row("bottom", 2, 0.80), row("top", 4, 0.86),
+               row("top", 2, 0.88), row("top", 2, 0.87, training="distill"), row("top", 2, 0.10, precision="onnx-int8-dynamic")]
+    lines = strategy_table(with_deltas(records)).splitlines()
+    # strategies in the paper's order, distilled rows last, only PyTorch fp32 scores
+    assert lines == [
+        "### m on sst2: accuracy by strategy and layers dropped (full model: 0.9000)",
+        "",
+        "| strategy | K=2 | K=4 |",
+        "|---|---|---|",
+        "| top | 0.8800 (-2.0) | 0.8600 (-4.0) |",
+        "| bottom | 0.8000 (-10.0) |  |",
+        "| contribution | 0.8500 (-5.0) |  |",
+        "| top + distill | 0.8700 (-3.0) |  |",
+    ]
 
 
 @pytest.fixture(scope="module")
