@@ -13,6 +13,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
 from compress.stages.finetune import FinetuneSettings
 from compress.stages.quantize import QuantizeSettings
-from compress.sweep import FULL, Combination, Sweep, runnable_here
+from compress.sweep import FULL, Combination, LatencySettings, Sweep, runnable_here
 
 BUILD_FILE = "built.json"
 SETTINGS_FILE = "sweep-settings.json"
@@ -122,29 +123,175 @@ def plan(combinations: list[Combination], records: list[dict], retry_failed: boo
     return {c.key: status(c) for c in combinations}
 
 
-class SweepRunner:
-    def __init__(self, sweep: Sweep, out_dir: Path, console: Console):
-        self.sweep = sweep
+@dataclass(frozen=True)
+class Scoring:
+    """How a combination's model is scored on dev and timed on real examples."""
+
+    data: TaskData
+    tokenizer: object
+    max_length: int
+    eval_batch_size: int
+    seed: int
+
+
+class CombinationRunner:
+    """The loop every benchmark shares: build what is missing, measure, append one record per
+    combination. Subclasses say how a combination's model is built (`artifact`), scored (`scoring`)
+    and what its build recorded (`build_record`)."""
+
+    def __init__(self, out_dir: Path, latency: LatencySettings, console: Console):
         self.out_dir = out_dir
         self.work = out_dir / "work"
+        self.latency = latency
         self.console = console
-        self.steps = precision_steps(sweep)
-        self._data: dict[str, TaskData] = {}
         self._tokenizers: dict = {}
         self.stage_seconds: dict[str, float] = {}
         """Seconds each stage (finetune, drop, export, ...) spent building for the current combination."""
 
-    # --- shared inputs -------------------------------------------------------------------------
+    def tokenizer(self, model: str):
+        if model not in self._tokenizers:
+            self._tokenizers[model] = load_tokenizer(model)
+        return self._tokenizers[model]
+
+    def check_out_dir(self) -> None:
+        """Refuse an output folder whose builds this run must not reuse (nothing to check by default)."""
+
+    def artifact(self, c: Combination) -> tuple[Path | None, Path]:
+        """The folder of the trained model (None if nothing was trained) and of the combination's
+        model, built if missing."""
+        raise NotImplementedError
+
+    def scoring(self, c: Combination) -> Scoring:
+        raise NotImplementedError
+
+    def build_record(self, folder: Path) -> dict:
+        """What building `folder` recorded: at least `seconds`, `parameters` and `notes`."""
+        raise NotImplementedError
+
+    # --- measuring -----------------------------------------------------------------------------
+
+    def measure(self, c: Combination, trained_folder: Path | None, folder: Path) -> dict:
+        latency = self.latency
+        scoring = self.scoring(c)
+        data, tokenizer = scoring.data, scoring.tokenizer
+        peak_rss_reset()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        model = load_artifact(folder)
+        loaded = time.perf_counter()
+        metrics = evaluate(predictor_for(model), data, tokenizer, scoring.max_length, scoring.eval_batch_size)
+        evaluated = time.perf_counter()
+
+        dev = next(iter(data.dev.values()))
+        timings = []
+        for batch_size in latency.batch_sizes:
+            repeats = max(3, round(latency.repeats / math.sqrt(batch_size)))
+            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
+            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+            if latency.task_lengths:
+                real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=8, seed=scoring.seed)
+                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
+        timed = time.perf_counter()
+
+        built = self.build_record(folder)
+        trained = self.build_record(trained_folder) if trained_folder else {}  # None: nothing was trained
+        config = model.config
+        task = data.task
+        return {
+            "metrics": metrics,
+            "primary_metric": task.primary_metric,
+            "score": metrics[task.primary_metric],
+            "layers": num_layers(config),
+            "kept_layers": kept_original_layers(config),
+            "parameters": built["parameters"] or trained.get("parameters"),
+            "size_mb": round(size_on_disk(folder) / 1e6, 2),
+            "latency": [t.as_dict() for t in timings],
+            "peak_memory_mb": peak_memory_mb(),
+            "threads": latency.threads,
+            "device": device_name(),
+            "train_seconds": trained.get("seconds"),
+            "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,  # rows sharing a student
+            "seconds": {
+                "load": round(loaded - started, 1),
+                "evaluate": round(evaluated - loaded, 1),
+                "timing": round(timed - evaluated, 1),
+            },
+            "notes": built["notes"],
+        }
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self, combinations: list[Combination], retry_failed: bool = False, retime: bool = False) -> list[dict]:
+        """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
+        again from their builds (nothing is trained), appending records that supersede the earlier ones."""
+        results_path = self.out_dir / RESULTS_FILE
+        self.check_out_dir()
+        statuses = plan(combinations, read_records(results_path), retry_failed, retime)
+        todo = [c for c in combinations if statuses[c.key] == TO_RUN]
+        if retime:
+            self.console.print(f"{len(combinations)} combinations: {len(todo)} finished ones to measure again, nothing to train")
+        else:
+            counts = Counter(statuses.values())
+            self.console.print(
+                f"{len(combinations)} combinations: {counts[DONE]} already done, "
+                f"{counts[NEEDS_CUDA]} need CUDA (skipped here), {len(todo)} to run"
+            )
+        records = []
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            bar = progress.add_task("sweep", total=len(todo))
+            for c in todo:
+                progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
+                started = time.perf_counter()
+                self.stage_seconds = {}
+                fields = {name: value for name, value in c.__dict__.items() if name != "recipe" or value}
+                record = {"key": c.key, **fields, "finished": None}
+                try:
+                    trained, folder = self.artifact(c)
+                    built = time.perf_counter()
+                    record.update(status="ok", **self.measure(c, trained, folder))
+                    record["seconds"]["build"] = round(built - started, 1)
+                except Exception as error:  # one failed combination is recorded and the sweep goes on
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    record.update(status="failed", error=f"{type(error).__name__}: {message}")
+                    self.console.print(f"[red]failed[/] {c.key}: {record['error']}")
+                record["seconds_total"] = round(time.perf_counter() - started, 1)
+                if record["status"] == "ok":
+                    # the harness's own time: all but the stages' work, the dev evaluation and the timed runs
+                    seconds = record["seconds"]
+                    seconds["stages"] = dict(self.stage_seconds)
+                    measured = sum(self.stage_seconds.values()) + seconds["evaluate"] + seconds["timing"]
+                    # max(): each part is rounded to 0.1 s, so their sum can pass the total by 0.1
+                    seconds["overhead"] = max(0.0, round(record["seconds_total"] - measured, 1))
+                record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                with results_path.open("a") as out:
+                    out.write(json.dumps(record) + "\n")
+                records.append(record)
+                progress.advance(bar)
+        return records
+
+
+class SweepRunner(CombinationRunner):
+    def __init__(self, sweep: Sweep, out_dir: Path, console: Console):
+        super().__init__(out_dir, sweep.latency, console)
+        self.sweep = sweep
+        self.steps = precision_steps(sweep)
+        self._data: dict[str, TaskData] = {}
 
     def data(self, task: str) -> TaskData:
         if task not in self._data:
             self._data[task] = load_task_data(task, self.sweep.tasks[task])
         return self._data[task]
 
-    def tokenizer(self, model: str):
-        if model not in self._tokenizers:
-            self._tokenizers[model] = load_tokenizer(model)
-        return self._tokenizers[model]
+    def scoring(self, c: Combination) -> Scoring:
+        return Scoring(self.data(c.task), self.tokenizer(c.model), self.sweep.max_length, self.sweep.eval_batch_size, self.sweep.seed)
+
+    def build_record(self, folder: Path) -> dict:
+        return json.loads((folder / BUILD_FILE).read_text())
+
+    def check_out_dir(self) -> None:
+        guard_build_settings(self.sweep, self.out_dir)
 
     # --- building models once ------------------------------------------------------------------
 
@@ -215,103 +362,3 @@ class SweepRunner:
             source = folder
             folder = self.build(folder.parent / name, settings, lambda source=source: load_artifact(source), c)
         return trained, folder
-
-    # --- measuring -----------------------------------------------------------------------------
-
-    def measure(self, c: Combination, trained_folder: Path, folder: Path) -> dict:
-        latency = self.sweep.latency
-        data, tokenizer = self.data(c.task), self.tokenizer(c.model)
-        peak_rss_reset()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        model = load_artifact(folder)
-        loaded = time.perf_counter()
-        metrics = evaluate(predictor_for(model), data, tokenizer, self.sweep.max_length, self.sweep.eval_batch_size)
-        evaluated = time.perf_counter()
-
-        dev = next(iter(data.dev.values()))
-        timings = []
-        for batch_size in latency.batch_sizes:
-            repeats = max(3, round(latency.repeats / math.sqrt(batch_size)))
-            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
-            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
-            if latency.task_lengths:
-                real = task_length_batches(dev, tokenizer, batch_size, self.sweep.max_length, count=8, seed=self.sweep.seed)
-                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
-        timed = time.perf_counter()
-
-        built = json.loads((folder / BUILD_FILE).read_text())
-        trained = json.loads((trained_folder / BUILD_FILE).read_text())
-        config = model.config
-        task = data.task
-        return {
-            "metrics": metrics,
-            "primary_metric": task.primary_metric,
-            "score": metrics[task.primary_metric],
-            "layers": num_layers(config),
-            "kept_layers": kept_original_layers(config),
-            "parameters": built["parameters"] or trained["parameters"],
-            "size_mb": round(size_on_disk(folder) / 1e6, 2),
-            "latency": [t.as_dict() for t in timings],
-            "peak_memory_mb": peak_memory_mb(),
-            "threads": latency.threads,
-            "device": device_name(),
-            "train_seconds": trained["seconds"],
-            "trained_in": str(trained_folder.relative_to(self.work)),  # shows which rows share one student
-            "seconds": {
-                "load": round(loaded - started, 1),
-                "evaluate": round(evaluated - loaded, 1),
-                "timing": round(timed - evaluated, 1),
-            },
-            "notes": built["notes"],
-        }
-
-    # --- the loop ------------------------------------------------------------------------------
-
-    def run(self, combinations: list[Combination], retry_failed: bool = False, retime: bool = False) -> list[dict]:
-        """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
-        again from their builds (nothing is trained), appending records that supersede the earlier ones."""
-        results_path = self.out_dir / RESULTS_FILE
-        guard_build_settings(self.sweep, self.out_dir)
-        statuses = plan(combinations, read_records(results_path), retry_failed, retime)
-        todo = [c for c in combinations if statuses[c.key] == TO_RUN]
-        if retime:
-            self.console.print(f"{len(combinations)} combinations: {len(todo)} finished ones to measure again, nothing to train")
-        else:
-            counts = Counter(statuses.values())
-            self.console.print(
-                f"{len(combinations)} combinations: {counts[DONE]} already done, "
-                f"{counts[NEEDS_CUDA]} need CUDA (skipped here), {len(todo)} to run"
-            )
-        records = []
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            bar = progress.add_task("sweep", total=len(todo))
-            for c in todo:
-                progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
-                started = time.perf_counter()
-                self.stage_seconds = {}
-                record = {"key": c.key, **c.__dict__, "finished": None}
-                try:
-                    trained, folder = self.artifact(c)
-                    built = time.perf_counter()
-                    record.update(status="ok", **self.measure(c, trained, folder))
-                    record["seconds"]["build"] = round(built - started, 1)
-                except Exception as error:  # one failed combination is recorded and the sweep goes on
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    record.update(status="failed", error=f"{type(error).__name__}: {message}")
-                    self.console.print(f"[red]failed[/] {c.key}: {record['error']}")
-                record["seconds_total"] = round(time.perf_counter() - started, 1)
-                if record["status"] == "ok":
-                    # the harness's own time: all but the stages' work, the dev evaluation and the timed runs
-                    seconds = record["seconds"]
-                    seconds["stages"] = dict(self.stage_seconds)
-                    measured = sum(self.stage_seconds.values()) + seconds["evaluate"] + seconds["timing"]
-                    seconds["overhead"] = round(record["seconds_total"] - measured, 1)
-                record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                with results_path.open("a") as out:
-                    out.write(json.dumps(record) + "\n")
-                records.append(record)
-                progress.advance(bar)
-        return records

@@ -132,24 +132,28 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
 @app.command()
 @user_errors
 def bench(
-    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or: merge SHARD_FOLDER... (with --out).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sweep folder (default: bench/runs/<sweep name>).")] = None,
+    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or RECIPE.yaml..., or: merge SHARD_FOLDER... (with --out).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: bench/runs/<sweep name>, or bench/runs/recipes).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
 ) -> None:
-    """Measure every combination of a sweep: score, size, latency; tables and plots.
+    """Measure every combination of a sweep, or every recipe of a list: score, size, latency; tables and plots.
 
-    `compress bench SWEEP.yaml` runs (and resumes) a sweep; `compress bench merge A B --out C`
-    joins the folders of several shards into one table and plots.
+    `compress bench SWEEP.yaml` runs (and resumes) a sweep.
+
+    `compress bench A.yaml B.yaml` runs recipes, one row each, beside the full model fine-tuned the same way (fp32 and int8).
+
+    `compress bench merge A B --out C` joins the folders of several shards into one table and plots.
     """
     import shlex
     import sys
 
     from compress.bench import TO_RUN, SweepRunner, plan
+    from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
     from compress.report import read_records, write_report
-    from compress.sweep import expand, load_sweep, parse_shard
+    from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
     from compress.sweep import shard as take_shard
 
     _quiet_libraries()
@@ -166,21 +170,29 @@ def bench(
         write_report(records, out, command)
         console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
         return
-    if len(targets) != 1:
-        raise CompressError("bench: give one sweep file (or: merge FOLDER... --out DIR)")
-    sweep_file = Path(targets[0])
-    sweep = load_sweep(sweep_file)
-    combinations = expand(sweep)
+    files = [Path(t) for t in targets]
+    if len(files) == 1 and not is_recipe_file(files[0]):
+        sweep = load_sweep(files[0])
+        combinations = expand(sweep)
+        folder = out or Path("bench") / "runs" / sweep.name
+        runner = SweepRunner(sweep, folder, console)
+    else:
+        not_recipes = [str(f) for f in files if not is_recipe_file(f)]
+        if not_recipes:
+            raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
+        rows = recipe_rows(load_recipes(files))
+        combinations = list(rows)
+        folder = out or Path("bench") / "runs" / "recipes"
+        runner = RecipeRunner(rows, folder, LatencySettings(), console)
     if shard:
         combinations = take_shard(combinations, *parse_shard(shard))
-    folder = out or Path("bench") / "runs" / sweep.name
     if dry_run:
         statuses = plan(combinations, read_records(folder), retry_failed, retime)
         for c in combinations:
             console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
         console.print(f"{len(combinations)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
-    SweepRunner(sweep, folder, console).run(combinations, retry_failed=retry_failed, retime=retime)
+    runner.run(combinations, retry_failed=retry_failed, retime=retime)
     rows = write_report(read_records(folder), folder, command)
     failed = sum(r["status"] != "ok" for r in rows)
     console.print(f"{len(rows)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")

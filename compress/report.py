@@ -64,7 +64,7 @@ def with_deltas(records: list[dict]) -> list[dict]:
 
 
 def _flat(row: dict) -> dict:
-    flat = {k: row.get(k) for k in ("model", "task", "strategy", "k", "training", "precision", "status", "primary_metric", "score",
+    flat = {k: row.get(k) for k in ("model", "task", "recipe", "strategy", "k", "training", "precision", "status", "primary_metric", "score",
                                      "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
                                      "peak_memory_mb", "threads", "device", "train_seconds", "error")}
     flat["kept_layers"] = " ".join(map(str, row.get("kept_layers", [])))
@@ -89,6 +89,10 @@ def _fmt(value, spec: str = "") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _row_name(r: dict) -> str:
+    return f"{r['strategy']} ({r['recipe']})" if r.get("recipe") else r["strategy"]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = []
     for (model, task), group in itertools.groupby(rows, key=lambda r: (r["model"], r["task"])):
@@ -100,11 +104,11 @@ def markdown_table(rows: list[dict]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in group:
             if r["status"] != "ok":
-                lines.append(f"| {r['strategy']} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
+                lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
                 continue
             t = latency_of(r, *HEADLINE_LATENCY) or {}
             lines.append(
-                f"| {r['strategy']} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
+                f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
                 f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
                 f"{_fmt(t.get('p50_ms'), '.2f')} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
             )

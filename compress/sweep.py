@@ -83,16 +83,18 @@ class Combination:
     k: int
     training: str
     precision: str
+    recipe: str = ""
+    """The recipe that makes this model, when a benchmark runs a list of recipes."""
 
     @property
     def key(self) -> str:
-        return f"{self.model}|{self.task}|{self.strategy}|k{self.k}|{self.training}|{self.precision}"
+        key = f"{self.model}|{self.task}|{self.strategy}|k{self.k}|{self.training}|{self.precision}"
+        return f"{key}|recipe={self.recipe}" if self.recipe else key
 
     @property
     def label(self) -> str:
-        if self.strategy == FULL:
-            return f"full {self.precision}"
-        return f"{self.strategy} k={self.k} {self.training} {self.precision}"
+        label = f"full {self.precision}" if self.strategy == FULL else f"{self.strategy} k={self.k} {self.training} {self.precision}"
+        return f"{self.recipe}: {label}" if self.recipe else label
 
 
 def expand(sweep: Sweep) -> list[Combination]:

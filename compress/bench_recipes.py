@@ -1,0 +1,214 @@
+"""Benchmarking a list of recipes: `compress bench a.yaml b.yaml --out DIR`.
+
+Each recipe is one combination: it runs once, with the same runner as `compress run`, into
+`<out>/work/recipes/<name>/` and its final model is measured like a sweep's combination (score,
+size, latency, memory). Its row in the tables is named by what its stages do: the drop stage's
+strategy and K, distillation or fine-tuning, and the precision the last stage leaves.
+
+Beside them, per model and task, a generated baseline recipe fine-tunes the full model with the
+first such recipe's data and training settings, exports it and quantizes it to dynamic int8: the
+two rows a user would pick instead (the full model in PyTorch fp32 and in int8 ONNX), and the
+reference every other row's change is counted from. Recipes that train nothing get no baseline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from compress.bench import CombinationRunner, Scoring
+from compress.data import TaskData, load_task_data
+from compress.errors import CompressError
+from compress.recipe import BASE, Recipe, load_recipe
+from compress.runner import RESULTS_FILE, STAGE_FILE, run_recipe
+from compress.stages.drop import DropSettings
+from compress.stages.export import ExportSettings
+from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
+from compress.stages.quantize import QuantizeSettings
+from compress.sweep import FULL, Combination, LatencySettings
+
+PRECISION_OF_MODE = {
+    "dynamic-int8": "onnx-int8-dynamic",
+    "static-int8": "onnx-int8-static",
+    "torch-dynamic-int8": "torch-int8",
+    "bnb-8bit": "bnb-8bit",
+    "bnb-4bit": "bnb-4bit",
+    "fp16": "fp16",
+}
+"""The sweep's precision name for what each quantize mode makes."""
+BASELINE_TRAINED, BASELINE_INT8 = "finetune", "onnx-int8-dynamic"
+"""Stage names in a baseline recipe: the fine-tuned full model and its int8 export."""
+
+
+@dataclass(frozen=True)
+class RecipeRow:
+    """One measured row: a stage folder of a recipe's run."""
+
+    recipe: Recipe
+    file: str
+    """The recipe file, or what generated the recipe."""
+    measured: str
+    """The stage folder measured."""
+    trained: str | None
+    """The last training stage before it, whose time and parameters the row reports."""
+
+
+def stage_chain(recipe: Recipe, last: str) -> list:
+    """The stages that lead from the base model to stage `last`, in order (following `from`)."""
+    index_of = {stage.name: i for i, stage in enumerate(recipe.stages)}
+    chain, name = [], last
+    while name != BASE:
+        chain.append(recipe.stages[index_of[name]])
+        name = recipe.source_of(index_of[name])
+    return chain[::-1]
+
+
+def describe(recipe: Recipe, last: str) -> tuple[str, int, str, str]:
+    """(strategy, K, training, precision) of the model stage `last` makes, as a sweep would name it."""
+    chain = stage_chain(recipe, last)
+    drops = [s for s in chain if isinstance(s, DropSettings)]
+    strategy = "+".join(dict.fromkeys(s.strategy for s in drops)) or FULL
+    k = sum(s.k if s.k is not None else len(s.layers) for s in drops)
+    trainings = [s.stage for s in chain if isinstance(s, FinetuneSettings)]  # distill settings are finetune settings
+    training = "distill" if "distill" in trainings else "finetune" if trainings else "none"
+    precision = "torch-fp32"
+    for s in chain:
+        if isinstance(s, ExportSettings):
+            precision = "onnx-fp32"
+        elif isinstance(s, QuantizeSettings):
+            precision = PRECISION_OF_MODE[s.mode]
+    return strategy, k, training, precision
+
+
+def last_training_stage(recipe: Recipe, last: str) -> str | None:
+    trained = [s.name for s in stage_chain(recipe, last) if isinstance(s, FinetuneSettings)]
+    return trained[-1] if trained else None
+
+
+def baseline_recipe(recipe: Recipe) -> Recipe | None:
+    """The full model fine-tuned as `recipe` fine-tunes its student, exported and quantized to dynamic
+    int8; None when `recipe` trains nothing."""
+    training = next((s for s in recipe.stages if isinstance(s, FinetuneSettings)), None)
+    if training is None:
+        return None
+    hyperparameters = {name: getattr(training, name) for name in TrainingHyperparameters.model_fields}
+    slug = recipe.model.replace("/", "--")
+    return Recipe(
+        name=f"baseline-{slug}-{recipe.task}",
+        description=f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
+        model=recipe.model,
+        task=recipe.task,
+        data=recipe.data,
+        max_length=recipe.max_length,
+        eval_batch_size=recipe.eval_batch_size,
+        seed=recipe.seed,
+        stages=[
+            FinetuneSettings(name=BASELINE_TRAINED, **hyperparameters),
+            ExportSettings(name="onnx-fp32"),
+            QuantizeSettings(name=BASELINE_INT8, mode="dynamic-int8", seed=recipe.seed),
+        ],
+    )
+
+
+def is_recipe_file(file: Path) -> bool:
+    """A YAML mapping with `stages` is a recipe (a sweep has `grids`); unreadable files are left to the
+    sweep's validation, which names the problem."""
+    try:
+        content = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(content, dict) and "stages" in content
+
+
+def load_recipes(files: list[Path]) -> dict[str, tuple[Recipe, str]]:
+    """Every recipe validated before any work, with every problem listed at once; name -> (recipe, file)."""
+    recipes: dict[str, tuple[Recipe, str]] = {}
+    problems: list[str] = []
+    for file in files:
+        try:
+            recipe = load_recipe(file)
+        except CompressError as error:
+            problems.append(str(error))
+            continue
+        if recipe.name in recipes:
+            problems.append(f"{file}: name '{recipe.name}' is also the name of {recipes[recipe.name][1]}; "
+                            "recipes in one benchmark need different names")
+            continue
+        recipes[recipe.name] = (recipe, str(file))
+    if problems:
+        raise CompressError(f"{len(problems)} problem(s): " + "; ".join(problems))
+    return recipes
+
+
+def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> dict[Combination, RecipeRow]:
+    """Per model and task the two baseline rows first, then each recipe's final model, in file order."""
+    rows: dict[Combination, RecipeRow] = {}
+    baselines: dict[tuple[str, str], Recipe] = {}
+    for recipe, file in recipes.values():
+        baseline = baseline_recipe(recipe)
+        if baseline is None or (recipe.model, recipe.task) in baselines:
+            continue
+        baselines[(recipe.model, recipe.task)] = baseline
+        made_by = f"baseline generated from {file}"
+        for stage in (BASELINE_TRAINED, BASELINE_INT8):
+            c = Combination(recipe.model, recipe.task, *describe(baseline, stage), recipe=baseline.name)
+            rows[c] = RecipeRow(baseline, made_by, stage, BASELINE_TRAINED)
+    for recipe, file in recipes.values():
+        last = recipe.stages[-1].name
+        c = Combination(recipe.model, recipe.task, *describe(recipe, last), recipe=recipe.name)
+        rows[c] = RecipeRow(recipe, file, last, last_training_stage(recipe, last))
+    return rows
+
+
+def recipe_text(row: RecipeRow) -> str:
+    """What the run folder keeps as recipe.yaml: the file's text, or the generated recipe as YAML."""
+    if Path(row.file).is_file():
+        return Path(row.file).read_text()
+    return yaml.safe_dump(row.recipe.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+
+
+class RecipeRunner(CombinationRunner):
+    def __init__(self, rows: dict[Combination, RecipeRow], out_dir: Path, latency: LatencySettings, console: Console):
+        super().__init__(out_dir, latency, console)
+        self.rows = {c.key: row for c, row in rows.items()}
+        self._data: dict[str, TaskData] = {}
+
+    def run_folder(self, recipe: Recipe) -> Path:
+        return self.work / "recipes" / recipe.name
+
+    def check_out_dir(self) -> None:
+        """Refuse a folder holding a run of another version of one of these recipes."""
+        for row in self.rows.values():
+            kept = self.run_folder(row.recipe) / "recipe.yaml"
+            if kept.exists() and kept.read_text() != recipe_text(row):
+                raise CompressError(
+                    f"{self.run_folder(row.recipe)}: holds a run of another version of {row.file}; "
+                    "use another --out (or delete that folder)"
+                )
+
+    def data(self, recipe: Recipe) -> TaskData:
+        if recipe.name not in self._data:
+            self._data[recipe.name] = load_task_data(recipe.task, recipe.data)
+        return self._data[recipe.name]
+
+    def scoring(self, c: Combination) -> Scoring:
+        recipe = self.rows[c.key].recipe
+        return Scoring(self.data(recipe), self.tokenizer(recipe.model), recipe.max_length, recipe.eval_batch_size, recipe.seed)
+
+    def build_record(self, folder: Path) -> dict:
+        return json.loads((folder / STAGE_FILE).read_text())
+
+    def artifact(self, c: Combination) -> tuple[Path | None, Path]:
+        row = self.rows[c.key]
+        folder = self.run_folder(row.recipe)
+        if not (folder / RESULTS_FILE).exists():  # not run yet, or interrupted: run it whole
+            self.console.print(f"  running recipe {row.recipe.name} ({row.file})")
+            run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=recipe_text(row))
+            for stage in row.recipe.stages:
+                seconds = self.build_record(folder / stage.name)["seconds"]
+                self.stage_seconds[stage.stage] = round(self.stage_seconds.get(stage.stage, 0.0) + seconds, 1)
+        return (folder / row.trained if row.trained else None), folder / row.measured
