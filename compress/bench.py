@@ -79,7 +79,8 @@ def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
     }
 
 
-def _slug(model: str) -> str:
+def model_slug(model: str) -> str:
+    """A model name as one folder name (hub ids contain '/')."""
     return model.replace("/", "--")
 
 
@@ -323,13 +324,13 @@ class SweepRunner(CombinationRunner):
         return load_for_task(c.model, self.data(c.task).task, self.tokenizer(c.model), self.sweep.seed)
 
     def teacher(self, c: Combination) -> Path:
-        folder = self.work / _slug(c.model) / c.task / FULL / "finetune" / "torch-fp32"
+        folder = self.work / model_slug(c.model) / c.task / FULL / "finetune" / "torch-fp32"
         return self.build(folder, FinetuneSettings(**self.sweep.training.model_dump()), lambda: self.base_model(c), c)
 
     def trained(self, c: Combination) -> Path:
         if c.strategy == FULL:
             return self.teacher(c)
-        root = self.work / _slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
+        root = self.work / model_slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
         own = root / c.training / "torch-fp32"

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from compress.bench import CombinationRunner, Scoring
+from compress.bench import CombinationRunner, Scoring, model_slug
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.recipe import BASE, Recipe, load_recipe
@@ -96,22 +96,15 @@ def baseline_recipe(recipe: Recipe) -> Recipe | None:
     if training is None:
         return None
     hyperparameters = {name: getattr(training, name) for name in TrainingHyperparameters.model_fields}
-    slug = recipe.model.replace("/", "--")
-    return Recipe(
-        name=f"baseline-{slug}-{recipe.task}",
-        description=f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
-        model=recipe.model,
-        task=recipe.task,
-        data=recipe.data,
-        max_length=recipe.max_length,
-        eval_batch_size=recipe.eval_batch_size,
-        seed=recipe.seed,
-        stages=[
+    return recipe.model_copy(update={
+        "name": f"baseline-{model_slug(recipe.model)}-{recipe.task}",
+        "description": f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
+        "stages": [
             FinetuneSettings(name=BASELINE_TRAINED, **hyperparameters),
             ExportSettings(name="onnx-fp32"),
             QuantizeSettings(name=BASELINE_INT8, mode="dynamic-int8", seed=recipe.seed),
         ],
-    )
+    })
 
 
 def is_recipe_file(file: Path) -> bool:
