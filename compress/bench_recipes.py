@@ -92,10 +92,9 @@ def last_training_stage(recipe: Recipe, last: str) -> str | None:
 def baseline_recipe(recipe: Recipe) -> Recipe | None:
     """The full model fine-tuned as `recipe` fine-tunes its student, exported and quantized to dynamic
     int8; None when `recipe` trains nothing."""
-    training = next((s for s in recipe.stages if isinstance(s, FinetuneSettings)), None)
-    if training is None:
+    hyperparameters = training_settings(recipe)[-1]
+    if hyperparameters is None:
         return None
-    hyperparameters = {name: getattr(training, name) for name in TrainingHyperparameters.model_fields}
     return recipe.model_copy(update={
         "name": f"baseline-{model_slug(recipe.model)}-{recipe.task}",
         "description": f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
@@ -137,15 +136,31 @@ def load_recipes(files: list[Path]) -> dict[str, tuple[Recipe, str]]:
     return recipes
 
 
-def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> dict[Combination, RecipeRow]:
-    """Per model and task the two baseline rows first, then each recipe's final model, in file order."""
+def training_settings(recipe: Recipe) -> tuple:
+    """What makes two recipes' training comparable: data, length, seed and the first training
+    stage's hyperparameters."""
+    training = next((s for s in recipe.stages if isinstance(s, FinetuneSettings)), None)
+    hyperparameters = training and {name: getattr(training, name) for name in TrainingHyperparameters.model_fields}
+    return recipe.data, recipe.max_length, recipe.seed, hyperparameters
+
+
+def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> tuple[dict[Combination, RecipeRow], list[str]]:
+    """Per model and task the two baseline rows first, then each recipe's final model, in file order;
+    and a note for each recipe that trains otherwise than its baseline."""
     rows: dict[Combination, RecipeRow] = {}
-    baselines: dict[tuple[str, str], Recipe] = {}
+    baselines: dict[tuple[str, str], tuple[Recipe, str]] = {}
+    notes: list[str] = []
     for recipe, file in recipes.values():
         baseline = baseline_recipe(recipe)
-        if baseline is None or (recipe.model, recipe.task) in baselines:
+        if baseline is None:
             continue
-        baselines[(recipe.model, recipe.task)] = baseline
+        if (recipe.model, recipe.task) in baselines:
+            source, source_file = baselines[(recipe.model, recipe.task)]
+            if training_settings(recipe) != training_settings(source):
+                notes.append(f"{file}: trains with other data or settings than {source_file}, which the baseline "
+                             f"for {recipe.model} on {recipe.task} copies; its change against the full model mixes the two")
+            continue
+        baselines[(recipe.model, recipe.task)] = (recipe, file)
         made_by = f"baseline generated from {file}"
         for stage in (BASELINE_TRAINED, BASELINE_INT8):
             c = Combination(recipe.model, recipe.task, *describe(baseline, stage), recipe=baseline.name)
@@ -154,7 +169,7 @@ def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> dict[Combination, Rec
         last = recipe.stages[-1].name
         c = Combination(recipe.model, recipe.task, *describe(recipe, last), recipe=recipe.name)
         rows[c] = RecipeRow(recipe, file, last, last_training_stage(recipe, last))
-    return rows
+    return rows, notes
 
 
 def recipe_text(row: RecipeRow) -> str:

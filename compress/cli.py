@@ -180,7 +180,9 @@ def bench(
         not_recipes = [str(f) for f in files if not is_recipe_file(f)]
         if not_recipes:
             raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
-        rows = recipe_rows(load_recipes(files))
+        rows, notes = recipe_rows(load_recipes(files))
+        for note in notes:
+            console.print(f"[yellow]note:[/] {note}")
         combinations = list(rows)
         folder = out or Path("bench") / "runs" / "recipes"
         runner = RecipeRunner(rows, folder, LatencySettings(), console)

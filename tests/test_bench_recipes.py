@@ -125,3 +125,15 @@ def test_a_sweep_among_recipes_is_refused(tmp_path):
     sweep.write_text(yaml.safe_dump({"models": ["minilm-l6"], "tasks": {"sst2": {}}, "grids": []}))
     result = invoke(good, sweep, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "sweep.yaml: not a recipe" in result.output
+
+
+def test_a_recipe_trained_otherwise_than_its_baseline_gets_a_note(tmp_path):
+    first = write(tmp_path, recipe("first", {"stage": "finetune", **TRAIN}))
+    same = write(tmp_path, recipe("same", {"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", **TRAIN}))
+    longer = write(tmp_path, recipe("longer", {"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", "epochs": 3}))
+    result = invoke(first, same, longer, "--out", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert text.count("note:") == 1 and "longer.yaml: trains with other data or settings than" in text
+    assert "first.yaml, which the baseline" in text
+    assert "5 would run" in result.output  # two baseline rows and three recipes
