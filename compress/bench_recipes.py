@@ -51,6 +51,8 @@ class RecipeRow:
     recipe: Recipe
     file: str
     """The recipe file, or what generated the recipe."""
+    text: str
+    """The recipe as its run folder keeps it (recipe.yaml): the file's text, or the generated recipe."""
     measured: str
     """The stage folder measured."""
     trained: str | None
@@ -161,22 +163,15 @@ def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> tuple[dict[Combinatio
                              f"for {recipe.model} on {recipe.task} copies; its change against the full model mixes the two")
             continue
         baselines[(recipe.model, recipe.task)] = (recipe, file)
-        made_by = f"baseline generated from {file}"
+        text = yaml.safe_dump(baseline.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
         for stage in (BASELINE_TRAINED, BASELINE_INT8):
             c = Combination(recipe.model, recipe.task, *describe(baseline, stage), recipe=baseline.name)
-            rows[c] = RecipeRow(baseline, made_by, stage, BASELINE_TRAINED)
+            rows[c] = RecipeRow(baseline, f"baseline generated from {file}", text, stage, BASELINE_TRAINED)
     for recipe, file in recipes.values():
         last = recipe.stages[-1].name
         c = Combination(recipe.model, recipe.task, *describe(recipe, last), recipe=recipe.name)
-        rows[c] = RecipeRow(recipe, file, last, last_training_stage(recipe, last))
+        rows[c] = RecipeRow(recipe, file, Path(file).read_text(), last, last_training_stage(recipe, last))
     return rows, notes
-
-
-def recipe_text(row: RecipeRow) -> str:
-    """What the run folder keeps as recipe.yaml: the file's text, or the generated recipe as YAML."""
-    if Path(row.file).is_file():
-        return Path(row.file).read_text()
-    return yaml.safe_dump(row.recipe.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
 
 
 class RecipeRunner(CombinationRunner):
@@ -192,7 +187,7 @@ class RecipeRunner(CombinationRunner):
         """Refuse a folder holding a run of another version of one of these recipes."""
         for row in self.rows.values():
             kept = self.run_folder(row.recipe) / "recipe.yaml"
-            if kept.exists() and kept.read_text() != recipe_text(row):
+            if kept.exists() and kept.read_text() != row.text:
                 raise CompressError(
                     f"{self.run_folder(row.recipe)}: holds a run of another version of {row.file}; "
                     "use another --out (or delete that folder)"
@@ -215,7 +210,7 @@ class RecipeRunner(CombinationRunner):
         folder = self.run_folder(row.recipe)
         if not (folder / RESULTS_FILE).exists():  # not run yet, or interrupted: run it whole
             self.console.print(f"  running recipe {row.recipe.name} ({row.file})")
-            run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=recipe_text(row))
+            run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=row.text)
             for stage in row.recipe.stages:
                 seconds = self.build_record(folder / stage.name)["seconds"]
                 self.stage_seconds[stage.stage] = round(self.stage_seconds.get(stage.stage, 0.0) + seconds, 1)
