@@ -4,6 +4,9 @@ and append one record per finished combination to results.jsonl (so an interrupt
 Shared work lives under `<out>/work/`, one folder per built model, each written as `<name>.partial`
 and renamed when whole: the teacher once per model and task, a dropped-and-trained student once
 per strategy, K and training, and each export or quantization of it once.
+
+`CombinationRunner` is the loop itself (build, measure, append a record), shared with benchmarks
+of a list of recipes (compress/bench_recipes.py); `SweepRunner` builds a sweep's combinations.
 """
 
 from __future__ import annotations
