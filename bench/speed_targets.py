@@ -62,7 +62,7 @@ def compared_rows(model: str, task: str) -> list[Combination]:
 
 def time_in_turns(runner: SweepRunner, combinations: list[Combination], rounds: int, calls: int) -> dict[str, list[float]]:
     """Per-round median seconds of each combination, all timed in turns in this process."""
-    threads = runner.sweep.latency.threads
+    threads = runner.latency.threads
     calls_of = {}
     for c in combinations:
         batch = fixed_length_batch(next(iter(runner.data(c.task).dev.values()))["text_a"], runner.tokenizer(c.model),

@@ -249,8 +249,7 @@ class CombinationRunner:
                 progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
                 started = time.perf_counter()
                 self.stage_seconds = {}
-                fields = {name: value for name, value in c.__dict__.items() if name != "recipe" or value}
-                record = {"key": c.key, **fields, "finished": None}
+                record = {"key": c.key, **c.record_fields(), "finished": None}
                 try:
                     trained, folder = self.artifact(c)
                     built = time.perf_counter()
@@ -307,9 +306,8 @@ class SweepRunner(CombinationRunner):
         started = time.perf_counter()
         model = source()
         with writing(folder) as partial:
-            context = StageContext(
-                self.data(c.task), self.tokenizer(c.model), partial, self.sweep.max_length, self.sweep.eval_batch_size
-            )
+            scoring = self.scoring(c)
+            context = StageContext(scoring.data, scoring.tokenizer, partial, scoring.max_length, scoring.eval_batch_size)
             stage_started = time.perf_counter()
             built = run_stage(settings, model, context)
             spent = time.perf_counter() - stage_started

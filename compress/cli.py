@@ -171,13 +171,13 @@ def bench(
         console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
         return
     files = [Path(t) for t in targets]
-    if len(files) == 1 and not is_recipe_file(files[0]):
+    not_recipes = [str(f) for f in files if not is_recipe_file(f)]
+    if len(files) == 1 and not_recipes:
         sweep = load_sweep(files[0])
         combinations = expand(sweep)
         folder = out or Path("bench") / "runs" / sweep.name
         runner = SweepRunner(sweep, folder, console)
     else:
-        not_recipes = [str(f) for f in files if not is_recipe_file(f)]
         if not_recipes:
             raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
         rows, notes = recipe_rows(load_recipes(files))

@@ -91,6 +91,13 @@ class Combination:
         key = f"{self.model}|{self.task}|{self.strategy}|k{self.k}|{self.training}|{self.precision}"
         return f"{key}|recipe={self.recipe}" if self.recipe else key
 
+    def record_fields(self) -> dict:
+        """The fields a results record carries; `recipe` only when set, so sweep records keep their shape."""
+        fields = dict(self.__dict__)
+        if not self.recipe:
+            del fields["recipe"]
+        return fields
+
     @property
     def label(self) -> str:
         label = f"full {self.precision}" if self.strategy == FULL else f"{self.strategy} k={self.k} {self.training} {self.precision}"
