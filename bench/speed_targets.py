@@ -25,7 +25,7 @@ from rich.console import Console
 
 from compress.artifacts import load_artifact
 from compress.bench import SweepRunner
-from compress.latency import device_name, fixed_length_batch, runner_for, timed_calls
+from compress.latency import CONTENDED_LOAD, LoadElsewhere, device_name, fixed_length_batch, runner_for, timed_calls
 from compress.report import merge_records, read_records
 from compress.sweep import FULL, Combination, load_sweep
 
@@ -160,8 +160,11 @@ def main() -> None:
             if missing:
                 lines += [f"- not measured: the sweep has not finished {', '.join(missing)}", ""]
                 continue
-            medians = time_in_turns(runner, rows, args.rounds, args.calls)
+            with LoadElsewhere() as elsewhere:
+                medians = time_in_turns(runner, rows, args.rounds, args.calls)
             lines += table(rows, records, medians)
+            lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
+                      + (" (busy: measure again on a quiet machine)." if elsewhere.cores >= CONTENDED_LOAD else ".")]
             lines += ["", *target_lines(records, medians, model, task), ""]
             figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
@@ -31,6 +32,7 @@ class Latency:
     throughput: float  # examples per second at the median
     threads: int
     device: str
+    other_cpu_load: float  # CPU cores' worth of work done elsewhere during the timed calls
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +53,31 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+CONTENDED_LOAD = 0.5
+"""Cores' worth of other work during timing above which figures are flagged as taken on a busy machine."""
+
+
+def busy_seconds_elsewhere() -> float:
+    """CPU seconds spent so far by everything but this process: other processes and, on a virtual
+    machine, time the hypervisor gave to other guests (steal). Counted as psutil's cpu_percent does."""
+    machine = psutil.cpu_times()
+    guest = getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)  # already inside user time
+    busy = sum(machine) - guest - machine.idle - getattr(machine, "iowait", 0.0)
+    own = psutil.Process().cpu_times()
+    return busy - own.user - own.system
+
+
+class LoadElsewhere:
+    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`)."""
+
+    def __enter__(self) -> LoadElsewhere:
+        self._busy, self._start = busy_seconds_elsewhere(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cores = max(0.0, (busy_seconds_elsewhere() - self._busy) / (time.perf_counter() - self._start))
 
 
 def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
@@ -117,7 +144,8 @@ def measure(
     """Time the model over `batches` in turn (one batch reused when a single one is given)."""
     run = runner_for(model, threads)
     turn = itertools.count()
-    seconds = timed_calls(lambda: run(batches[next(turn) % len(batches)]), warmup, repeats)
+    with LoadElsewhere() as elsewhere:
+        seconds = timed_calls(lambda: run(batches[next(turn) % len(batches)]), warmup, repeats)
     batch_size = len(next(iter(batches[0].values())))
     median = float(np.median(seconds))
     return Latency(
@@ -128,4 +156,5 @@ def measure(
         throughput=round(batch_size / median, 2),
         threads=threads,
         device=device_name(),
+        other_cpu_load=round(elsewhere.cores, 2),
     )

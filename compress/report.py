@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from compress.latency import CONTENDED_LOAD  # noqa: E402
 from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
@@ -73,6 +74,7 @@ def _flat(row: dict) -> dict:
     for t in row.get("latency", []):
         prefix = f"b{t['batch_size']}_s{t['sequence_length']}"
         flat[f"{prefix}_p50_ms"], flat[f"{prefix}_p95_ms"], flat[f"{prefix}_per_s"] = t["p50_ms"], t["p95_ms"], t["throughput"]
+        flat[f"{prefix}_other_cpu_load"] = t.get("other_cpu_load")  # absent in records from before it was measured
     return flat
 
 
@@ -107,11 +109,15 @@ def markdown_table(rows: list[dict]) -> str:
                 lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
                 continue
             t = latency_of(r, *HEADLINE_LATENCY) or {}
+            busy = "†" if t.get("other_cpu_load", 0) >= CONTENDED_LOAD else ""
             lines.append(
                 f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
                 f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
-                f"{_fmt(t.get('p50_ms'), '.2f')} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
+                f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
             )
+        if any((latency_of(r, *HEADLINE_LATENCY) or {}).get("other_cpu_load", 0) >= CONTENDED_LOAD for r in group):
+            lines += ["", f"† timed while other work used at least {CONTENDED_LOAD} CPU cores: slower than on a quiet machine "
+                      "(`compress bench ... --retime` measures again)."]
         lines.append("")
     return "\n".join(lines)
 

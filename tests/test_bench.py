@@ -138,6 +138,7 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     assert int8["size_mb"] < 0.35 * full["size_mb"]
     for r in records:
         assert 0 <= r["score"] <= 1 and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
+        assert r["latency"][0]["other_cpu_load"] >= 0
         assert r["peak_memory_mb"] is None or r["peak_memory_mb"] > 0
     assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
     # each stage's time is charged to the combination that built it, and only once
