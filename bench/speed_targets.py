@@ -25,7 +25,7 @@ from rich.console import Console
 
 from compress.artifacts import load_artifact
 from compress.bench import SweepRunner
-from compress.latency import CONTENDED_LOAD, LoadElsewhere, device_name, fixed_length_batch, runner_for, timed_calls
+from compress.latency import LoadElsewhere, contended, device_name, fixed_length_batch, runner_for, timed_calls
 from compress.report import merge_records, read_records
 from compress.sweep import FULL, Combination, load_sweep
 
@@ -164,7 +164,7 @@ def main() -> None:
                 medians = time_in_turns(runner, rows, args.rounds, args.calls)
             lines += table(rows, records, medians)
             lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
-                      + (" (busy: measure again on a quiet machine)." if elsewhere.cores >= CONTENDED_LOAD else ".")]
+                      + (" (busy: measure again on a quiet machine)." if contended(elsewhere.cores) else ".")]
             lines += ["", *target_lines(records, medians, model, task), ""]
             figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]

@@ -29,7 +29,7 @@ from compress.artifacts import Artifact, load_artifact, parameter_count, size_on
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
-from compress.latency import CONTENDED_LOAD, device_name, fixed_length_batch, measure, task_length_batches
+from compress.latency import contended, device_name, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
 from compress.models import load_config, load_for_task, load_tokenizer
 from compress.report import RESULTS_FILE, read_records
@@ -198,7 +198,7 @@ class CombinationRunner:
                 timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
         timed = time.perf_counter()
         busiest = max(t.other_cpu_load for t in timings)
-        if busiest >= CONTENDED_LOAD:
+        if contended(busiest):
             self.console.print(f"[yellow]busy machine[/]: other work used {busiest:.1f} CPU cores while {c.label} was timed; "
                                "its latencies are slower than on a quiet machine (--retime measures again)")
 

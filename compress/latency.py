@@ -56,7 +56,11 @@ def cpu_model() -> str:
 
 
 CONTENDED_LOAD = 0.5
-"""Cores' worth of other work during timing above which figures are flagged as taken on a busy machine."""
+"""Cores' worth of other work during timing from which figures are flagged as taken on a busy machine."""
+
+
+def contended(other_cpu_load: float) -> bool:
+    return other_cpu_load >= CONTENDED_LOAD
 
 
 def busy_seconds_elsewhere() -> float:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from compress.latency import CONTENDED_LOAD  # noqa: E402
+from compress.latency import CONTENDED_LOAD, contended  # noqa: E402
 from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
@@ -104,18 +104,20 @@ def markdown_table(rows: list[dict]) -> str:
         lines += [f"### {model} on {task} ({metric}; latency: batch 1, sequence 128, {sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
                   f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        any_busy = False
         for r in group:
             if r["status"] != "ok":
                 lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
                 continue
             t = latency_of(r, *HEADLINE_LATENCY) or {}
-            busy = "†" if t.get("other_cpu_load", 0) >= CONTENDED_LOAD else ""
+            busy = "†" if contended(t.get("other_cpu_load", 0)) else ""  # records from before it was measured have none
+            any_busy = any_busy or bool(busy)
             lines.append(
                 f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
                 f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
                 f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
             )
-        if any((latency_of(r, *HEADLINE_LATENCY) or {}).get("other_cpu_load", 0) >= CONTENDED_LOAD for r in group):
+        if any_busy:
             lines += ["", f"† timed while other work used at least {CONTENDED_LOAD} CPU cores: slower than on a quiet machine "
                       "(`compress bench ... --retime` measures again)."]
         lines.append("")
