@@ -27,6 +27,12 @@ class LayerLayout:
     """Config lists with one entry per layer (e.g. `layer_types`) that must follow the kept layers."""
     sequence_first: bool = False
     """XLNet runs its layers on (sequence, batch, hidden) tensors instead of (batch, sequence, hidden)."""
+    normed_last_hidden_state: bool = False
+    """Decoders apply their final norm to the last entry of `hidden_states` only (the other entries are
+    raw layer outputs), so a last state is comparable only with another model's last state."""
+    position_dependent_flags: tuple[str, ...] = ()
+    """Config flags that, when set, make a layer compute with its own index, which a dropped (and
+    reloaded) model renumbers: such models are refused rather than silently changed."""
 
 
 ARCHITECTURES: dict[str, LayerLayout] = {
@@ -39,9 +45,9 @@ ARCHITECTURES: dict[str, LayerLayout] = {
     "distilbert": LayerLayout("transformer.layer", "n_layers"),
     "xlnet": LayerLayout("layer", "n_layer", sequence_first=True),
     "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
-    "gpt2": LayerLayout("h", "n_layer"),
-    "llama": LayerLayout("layers", "num_hidden_layers"),
-    "qwen2": LayerLayout("layers", "num_hidden_layers", per_layer_config_fields=("layer_types",)),
+    "gpt2": LayerLayout("h", "n_layer", normed_last_hidden_state=True, position_dependent_flags=("scale_attn_by_inverse_layer_idx",)),
+    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True),
+    "qwen2": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",)),
 }
 
 

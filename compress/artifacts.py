@@ -20,10 +20,10 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from compress.models import count_parameters, load_saved
+from exporters import ONNX_FILE
 
 Kind = Literal["torch", "onnx", "torch-int8"]
 
-ONNX_FILE = "model.onnx"
 TORCH_INT8_FILE = "model_int8.pt"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")
 
@@ -81,13 +81,17 @@ def writing(folder: Path) -> Iterator[Path]:
     partial.rename(folder)
 
 
-def load_artifact(folder: Path) -> Artifact:
+def load_artifact(folder: Path, device: str | None = None) -> Artifact:
+    """The model saved in `folder`; a PyTorch model is loaded onto `device` (default: the CPU) when it can
+    move (a torch-int8 model runs on the CPU only), in the precision it was saved in (fp16 stays fp16)."""
     if (folder / ONNX_FILE).exists():
         return OnnxModel(folder)
     if (folder / TORCH_INT8_FILE).exists():
         # Our own file, written by save_artifact: the quantized module is pickled whole.
         return torch.load(folder / TORCH_INT8_FILE, weights_only=False)
-    return load_saved(folder)
+    quantization = getattr(AutoConfig.from_pretrained(folder), QUANTIZATION_FIELD, None) or {}
+    options = {"dtype": torch.float16} if quantization.get("mode") == "fp16" else {}
+    return load_saved(folder, **options, **({"device_map": device} if device else {}))
 
 
 def base_kind(ref: str) -> Kind:

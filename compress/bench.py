@@ -29,10 +29,10 @@ from compress.artifacts import Artifact, load_artifact, parameter_count, size_on
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
-from compress.latency import contended, device_name, fixed_length_batch, measure, task_length_batches
+from compress.latency import contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
 from compress.models import load_config, load_for_task, load_tokenizer
-from compress.report import RESULTS_FILE, read_records
+from compress.report import RESULTS_FILE, drop_cut_record, read_records
 from compress.stages import StageContext, StageSettings, run_stage
 from compress.stages.distill import DistillSettings
 from compress.stages.drop import DropSettings
@@ -42,35 +42,64 @@ from compress.stages.quantize import QuantizeSettings
 from compress.sweep import FULL, Combination, LatencySettings, Sweep, runnable_here
 
 BUILD_FILE = "built.json"
+MIN_TIMED_CALLS = 10
+"""Fewest timed calls per latency figure (large batches get fewer calls than batch 1, never fewer than this)."""
 SETTINGS_FILE = "sweep-settings.json"
 BUILD_SETTINGS = ("tasks", "max_length", "seed", "contribution_examples", "calibration_examples", "training", "distillation")
 """Sweep fields that shape the models built under work/: a folder built with other values is not reused."""
+TIMING_SETTINGS = "latency"
 
 
-def guard_build_settings(sweep: Sweep, out_dir: Path) -> None:
-    """Refuse to mix builds made with other settings into this sweep's folder."""
-    current = json.loads(sweep.model_dump_json(include=set(BUILD_SETTINGS)))
+def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
+    """Refuse to mix builds made with other settings into this sweep's folder, or rows timed with other
+    latency settings (measuring every finished row again, `retime`, may change those); then record them."""
+    current = json.loads(sweep.model_dump_json(include={*BUILD_SETTINGS, TIMING_SETTINGS}))
     path = out_dir / SETTINGS_FILE
-    if path.exists():
-        previous = json.loads(path.read_text())
-        changed = [field for field in BUILD_SETTINGS if previous.get(field) != current.get(field)]
-        if changed:
-            raise CompressError(
-                f"{out_dir}: holds models built with other {', '.join(changed)}; use another --out for this sweep"
-            )
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=2) + "\n")
+    previous = read_settings(path) if path.exists() else {}
+    changed = [field for field in BUILD_SETTINGS if field in previous and previous[field] != current[field]]
+    if changed:
+        raise CompressError(f"{out_dir}: holds models built with other {', '.join(changed)}; use another --out for this sweep")
+    timed_before = previous.get(TIMING_SETTINGS)
+    if timed_before and timed_before != current[TIMING_SETTINGS] and not retime and read_records(out_dir):
+        raise CompressError(
+            f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
+            "every finished row with this sweep's, or use another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def read_settings(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CompressError(f"{path}: not a JSON object; restore it from the sweep's first run, or use another --out") from None
+
+
+def shared_settings(folders: list[Path]) -> dict | None:
+    """The sweep settings that shard folders have in common (None for folders of recipe benchmarks);
+    folders of sweeps run with other settings cannot go into one table."""
+    found = {folder: read_settings(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).exists() else None for folder in folders}
+    first, settings = next(iter(found.items()))
+    for folder, other in found.items():
+        if other != settings:
+            fields = sorted(f for f in {*(settings or {}), *(other or {})} if (settings or {}).get(f) != (other or {}).get(f))
+            raise CompressError(f"merge: {folder} was run with other sweep settings than {first} ({', '.join(fields) or SETTINGS_FILE}); "
+                                "merge only shards of one sweep")
+    return settings
 
 
 def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
     """How each precision is made from the trained PyTorch model: (folder name, stage settings) in order."""
     export = ("onnx-fp32", ExportSettings())
+    fused = ("onnx-fp32-o2", ExportSettings(optimization="O2"))  # onnxruntime's attention/LayerNorm/GELU fusions
     quantize = lambda mode, **extra: QuantizeSettings(mode=mode, seed=sweep.seed, **extra)  # noqa: E731
     return {
         "torch-fp32": [],
         "onnx-fp32": [export],
         "onnx-int8-dynamic": [export, ("onnx-int8-dynamic", quantize("dynamic-int8"))],
+        "onnx-fp32-o2": [fused],
+        "onnx-int8-dynamic-o2": [fused, ("onnx-int8-dynamic-o2", quantize("dynamic-int8"))],
         "onnx-int8-static": [
             export,
             ("onnx-int8-static", quantize("static-int8", calibration_examples=sweep.calibration_examples)),
@@ -87,28 +116,49 @@ def model_slug(model: str) -> str:
     return model.replace("/", "--")
 
 
-def peak_rss_reset() -> bool:
-    """Reset the kernel's peak-RSS mark for this process (Linux); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_memory_mb() -> float | None:
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 1e6, 1)
+def _process_status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1e3, 1)
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1e3
     except OSError:
         pass
     return None
 
 
+class PeakMemoryAdded:
+    """Peak memory a `with` block added over what the process held when it began, on the device that
+    ran the model (`.mb(device)`): resident memory on the CPU (Linux), allocations on a CUDA device.
+    A harness process keeps earlier work's data, so only the increase says what this model needed."""
+
+    def __enter__(self) -> PeakMemoryAdded:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # peak resident mark := current resident size
+            self._cpu = _process_status_mb("VmRSS")
+        except OSError:
+            self._cpu = None
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda = torch.cuda.memory_allocated() / 1e6
+        return self
+
+    def __exit__(self, *exc) -> None:
+        peak = _process_status_mb("VmHWM") if self._cpu is not None else None
+        self._cpu = None if peak is None else peak - self._cpu
+        if torch.cuda.is_available():
+            self._cuda = torch.cuda.max_memory_allocated() / 1e6 - self._cuda
+
+    def mb(self, device: str) -> float | None:
+        added = self._cuda if device == "cuda" else self._cpu
+        return None if added is None else round(added, 1)
+
+
 TO_RUN, DONE, NEEDS_CUDA, NOT_FINISHED = "to run", "done", "needs CUDA", "not finished"
+
+
+class NotBuilt(CompressError):
+    """A model that measuring again (--retime) needs is not in work/; nothing is built to replace it."""
 
 
 def plan(combinations: list[Combination], records: list[dict], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
@@ -151,14 +201,17 @@ class CombinationRunner:
         self._tokenizers: dict = {}
         self.stage_seconds: dict[str, float] = {}
         """Seconds each stage (finetune, drop, export, ...) spent building for the current combination."""
+        self.build_missing = True
+        """False while measuring again: a model missing from work/ is then an error, never trained."""
 
     def tokenizer(self, model: str):
         if model not in self._tokenizers:
             self._tokenizers[model] = load_tokenizer(model)
         return self._tokenizers[model]
 
-    def check_out_dir(self) -> None:
-        """Refuse an output folder whose builds this run must not reuse (nothing to check by default)."""
+    def check_out_dir(self, retime: bool) -> None:
+        """Refuse an output folder whose builds (or, unless measuring again, timings) this run must not
+        mix with its own (nothing to check by default)."""
 
     def artifact(self, c: Combination) -> tuple[Path | None, Path]:
         """The folder of the trained model (None if nothing was trained) and of the combination's
@@ -178,25 +231,24 @@ class CombinationRunner:
         latency = self.latency
         scoring = self.scoring(c)
         data, tokenizer = scoring.data, scoring.tokenizer
-        peak_rss_reset()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        model = load_artifact(folder)
-        loaded = time.perf_counter()
-        metrics = evaluate(predictor_for(model), data, tokenizer, scoring.max_length, scoring.eval_batch_size)
-        evaluated = time.perf_counter()
+        with PeakMemoryAdded() as memory:
+            started = time.perf_counter()
+            model = load_artifact(folder, "cuda" if torch.cuda.is_available() else None)
+            device = device_of(model)
+            loaded = time.perf_counter()
+            metrics = evaluate(predictor_for(model), data, tokenizer, scoring.max_length, scoring.eval_batch_size)
+            evaluated = time.perf_counter()
 
-        dev = next(iter(data.dev.values()))
-        timings = []
-        for batch_size in latency.batch_sizes:
-            repeats = max(3, round(latency.repeats / math.sqrt(batch_size)))
-            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
-            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
-            if latency.task_lengths:
-                real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=8, seed=scoring.seed)
-                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
-        timed = time.perf_counter()
+            dev = next(iter(data.dev.values()))
+            timings = []
+            for batch_size in latency.batch_sizes:
+                repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
+                fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
+                timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+                if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
+                    real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=repeats, seed=scoring.seed)
+                    timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
+            timed = time.perf_counter()
         busiest = max(t.other_cpu_load for t in timings)
         if contended(busiest):
             self.console.print(f"[yellow]busy machine[/]: other work used {busiest:.1f} CPU cores while {c.label} was timed; "
@@ -215,9 +267,9 @@ class CombinationRunner:
             "parameters": built["parameters"] or trained.get("parameters"),
             "size_mb": round(size_on_disk(folder) / 1e6, 2),
             "latency": [t.as_dict() for t in timings],
-            "peak_memory_mb": peak_memory_mb(),
+            "peak_memory_mb": memory.mb(device),
             "threads": latency.threads,
-            "device": device_name(),
+            "device": device_name(device),
             "train_seconds": trained.get("seconds"),
             "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,  # rows sharing a student
             "seconds": {
@@ -234,7 +286,11 @@ class CombinationRunner:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
         again from their builds (nothing is trained), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
-        self.check_out_dir()
+        self.check_out_dir(retime)
+        self.build_missing = not retime
+        if drop_cut_record(results_path):
+            self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
+                               "it was removed and that combination runs again")
         statuses = plan(combinations, read_records(results_path), retry_failed, retime)
         todo = [c for c in combinations if statuses[c.key] == TO_RUN]
         if retime:
@@ -259,6 +315,10 @@ class CombinationRunner:
                     built = time.perf_counter()
                     record.update(status="ok", **self.measure(c, trained, folder))
                     record["seconds"]["build"] = round(built - started, 1)
+                except NotBuilt as error:  # its finished record stays the one that counts
+                    self.console.print(f"[yellow]not measured again[/] {c.label}: {error}")
+                    progress.advance(bar)
+                    continue
                 except Exception as error:  # one failed combination is recorded and the sweep goes on
                     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                     record.update(status="failed", error=f"{type(error).__name__}: {message}")
@@ -297,8 +357,8 @@ class SweepRunner(CombinationRunner):
     def build_record(self, folder: Path) -> dict:
         return json.loads((folder / BUILD_FILE).read_text())
 
-    def check_out_dir(self) -> None:
-        guard_build_settings(self.sweep, self.out_dir)
+    def check_out_dir(self, retime: bool) -> None:
+        guard_settings(self.sweep, self.out_dir, retime)
 
     # --- building models once ------------------------------------------------------------------
 
@@ -306,6 +366,8 @@ class SweepRunner(CombinationRunner):
         """Apply one stage to the source model into `folder`, unless an earlier run already did."""
         if (folder / BUILD_FILE).exists():
             return folder
+        if not self.build_missing:
+            raise NotBuilt(f"{folder} is not built in this folder (work/ is not committed); run the sweep without --retime to build it")
         self.console.print(f"  building {folder.relative_to(self.work)}")
         started = time.perf_counter()
         model = source()

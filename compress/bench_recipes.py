@@ -20,11 +20,11 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from compress.bench import CombinationRunner, Scoring, model_slug
+from compress.bench import CombinationRunner, NotBuilt, Scoring, model_slug
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.recipe import BASE, Recipe, load_recipe
-from compress.runner import RESULTS_FILE, STAGE_FILE, run_recipe
+from compress.runner import RUN_SUMMARY_FILE, STAGE_FILE, run_recipe
 from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
@@ -183,7 +183,7 @@ class RecipeRunner(CombinationRunner):
     def run_folder(self, recipe: Recipe) -> Path:
         return self.work / "recipes" / recipe.name
 
-    def check_out_dir(self) -> None:
+    def check_out_dir(self, retime: bool) -> None:
         """Refuse a folder holding a run of another version of one of these recipes."""
         for row in self.rows.values():
             kept = self.run_folder(row.recipe) / "recipe.yaml"
@@ -208,7 +208,9 @@ class RecipeRunner(CombinationRunner):
     def artifact(self, c: Combination) -> tuple[Path | None, Path]:
         row = self.rows[c.key]
         folder = self.run_folder(row.recipe)
-        if not (folder / RESULTS_FILE).exists():  # not run yet, or interrupted: run it whole
+        if not (folder / RUN_SUMMARY_FILE).exists():  # not run yet, or interrupted: run it whole
+            if not self.build_missing:
+                raise NotBuilt(f"{folder} holds no finished run of {row.file}; run the benchmark without --retime")
             self.console.print(f"  running recipe {row.recipe.name} ({row.file})")
             run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=row.text)
             for stage in row.recipe.stages:

@@ -150,7 +150,7 @@ def bench(
     import shlex
     import sys
 
-    from compress.bench import TO_RUN, SweepRunner, plan
+    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, shared_settings
     from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
     from compress.report import read_records, write_report
     from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
@@ -158,14 +158,19 @@ def bench(
 
     _quiet_libraries()
     command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if out is not None and out.exists() and not out.is_dir():
+        raise CompressError(f"--out: {out} is a file; expected a folder for the results")
     if targets[0] == "merge":
         if out is None or len(targets) < 2:
             raise CompressError("merge: name the shard folders and --out, e.g. compress bench merge a b --out merged")
         missing = [t for t in targets[1:] if not read_records(Path(t))]
         if missing:
             raise CompressError(f"merge: no results.jsonl in {', '.join(missing)}")
+        settings = shared_settings([Path(t) for t in targets[1:]])
         records = [r for t in targets[1:] for r in read_records(Path(t))]
         out.mkdir(parents=True, exist_ok=True)
+        if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
+            (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         write_report(records, out, command)
         console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")

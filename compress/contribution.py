@@ -1,11 +1,9 @@
-"""Per-layer contribution scores: how much each layer changes its input (Sajjad et al., section 3).
+"""What per-layer contribution scores (Sajjad et al., section 3) are computed from.
 
 The score of a layer is the cosine similarity between its input and output hidden states,
-averaged over all non-padding tokens of the examples given. A score near 1 means the layer
-barely changes its input, which makes it the first candidate to drop.
-
-`layer_states` is the one place that captures each layer's input and output; the fuller layer
-analysis (compress/analysis.py) reads the same captures.
+averaged over all non-padding tokens of the examples given (compress/analysis.py): near 1, the
+layer barely changes its input, which makes it the first candidate to drop. `layer_states` is
+the one place that captures each layer's input and output; `scoring_batches` picks the examples.
 """
 
 from __future__ import annotations
@@ -14,10 +12,9 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from datasets import Dataset
-from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.architectures import layer_list, layout_for, num_layers
+from compress.architectures import layer_list, layout_for
 from compress.encoding import padded_batches, tokenize
 
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
@@ -76,17 +73,6 @@ def token_cosines(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return _row_dots(x, y) / norms
 
 
-def layer_contributions(model: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> list[float]:
-    """Mean input/output cosine similarity of every layer, in layer order."""
-    sums = torch.zeros(num_layers(model.config), dtype=torch.float64)
-    tokens = 0
-    for mask, states in layer_states(model, track(list(batches), description="Scoring layers")):
-        for index, (layer_input, layer_output) in enumerate(states):
-            sums[index] += token_cosines(layer_input[mask], layer_output[mask]).sum().cpu()
-        tokens += int(mask.sum())
-    return (sums / max(tokens, 1)).tolist()
-
-
 def scoring_batches(
     examples: Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -100,16 +86,3 @@ def scoring_batches(
     lengths = [len(ids) for ids in chosen["input_ids"]]
     by_length = chosen.select(sorted(range(len(chosen)), key=lengths.__getitem__))
     return list(padded_batches(by_length, tokenizer, batch_size))
-
-
-def score_layers_on_task(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Dataset,
-    count: int,
-    max_length: int,
-    seed: int,
-    batch_size: int = 32,
-) -> list[float]:
-    """Contribution scores over `count` seeded random examples of a task's training set."""
-    return layer_contributions(model, scoring_batches(examples, tokenizer, count, max_length, seed, batch_size))

@@ -21,6 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from compress.artifacts import Artifact, OnnxModel
+from compress.evaluate import onnx_predictor, torch_predictor
 
 
 @dataclass
@@ -38,8 +39,17 @@ class Latency:
         return asdict(self)
 
 
-def device_name() -> str:
-    if torch.cuda.is_available():
+def device_of(model: Artifact) -> str:
+    """Where the model runs: 'cuda' or 'cpu' (an ONNX model: where its onnxruntime session runs)."""
+    if isinstance(model, OnnxModel):
+        from exporters.onnx_runtime import onnx_device
+
+        return onnx_device()
+    return next(model.parameters()).device.type
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {cpu_model()} ({platform.machine()}, {os.cpu_count()} cores)"
 
@@ -125,31 +135,22 @@ def task_length_batches(
 def runner_for(model: Artifact, threads: int) -> Callable[[dict], object]:
     """A function running one batch through the model, with its thread count fixed."""
     if isinstance(model, OnnxModel):
-        from exporters.onnx_runtime import ort_session
-
-        session = ort_session(model.path, threads)
-        wanted = {i.name for i in session.get_inputs()}
-        return lambda batch: session.run(None, {k: v.numpy() for k, v in batch.items() if k in wanted})
-
+        return onnx_predictor(model, threads)
     torch.set_num_threads(threads)
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(batch: dict) -> object:
-        with torch.inference_mode():
-            return model(**{k: v.to(device) for k, v in batch.items()})
-
-    return run
+    return torch_predictor(model)
 
 
 def measure(
     model: Artifact, batches: list[dict], threads: int, label_length: str, warmup: int = 5, repeats: int = 30
 ) -> Latency:
-    """Time the model over `batches` in turn (one batch reused when a single one is given)."""
+    """Time `repeats` calls after `warmup` untimed ones; the timed calls take `batches` in turn from the
+    first, so each batch is timed equally often (one batch is reused when a single one is given)."""
     run = runner_for(model, threads)
-    turn = itertools.count()
+    for turn in range(warmup):
+        run(batches[turn % len(batches)])
+    in_turn = itertools.cycle(batches)
     with LoadElsewhere() as elsewhere:
-        seconds = timed_calls(lambda: run(batches[next(turn) % len(batches)]), warmup, repeats)
+        seconds = timed_calls(lambda: run(next(in_turn)), 0, repeats)
     batch_size = len(next(iter(batches[0].values())))
     median = float(np.median(seconds))
     return Latency(
@@ -159,6 +160,6 @@ def measure(
         p95_ms=round(float(np.percentile(seconds, 95)) * 1000, 3),
         throughput=round(batch_size / median, 2),
         threads=threads,
-        device=device_name(),
+        device=device_name(device_of(model)),
         other_cpu_load=round(elsewhere.cores, 2),
     )

@@ -37,6 +37,10 @@ def drop_layers(model: PreTrainedModel, drop: Sequence[int], strategy: str = "la
     drop = sorted(set(drop))
     if any(not 0 <= i < count for i in drop) or len(drop) >= count:
         raise CompressError(f"layers: cannot drop {drop} from a model with {count} layers")
+    flags = [flag for flag in layout.position_dependent_flags if getattr(model.config, flag, False)]
+    if drop and flags:
+        raise CompressError(f"model: {', '.join(flags)} is set, so its layers compute with their own index, "
+                            "which dropping layers would change; layer dropping supports this model only without it")
     keep = [i for i in range(count) if i not in drop]
     kept_before = kept_original_layers(model.config)
     original_count = original_num_layers(model.config)

@@ -164,13 +164,14 @@ def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenize
     return model
 
 
-def load_saved(ref: str | Path) -> PreTrainedModel:
-    """A model with the head it was saved with (the class named in its config), else the bare encoder."""
+def load_saved(ref: str | Path, **loading) -> PreTrainedModel:
+    """A model with the head it was saved with (the class named in its config), else the bare encoder;
+    `loading` goes to from_pretrained (dtype, device_map)."""
     config = load_config(ref)
     architecture = (config.architectures or [None])[0]
     model_class = getattr(transformers, architecture, None) if architecture else None
     try:
-        return (model_class or AutoModel).from_pretrained(resolve_model(ref))
+        return (model_class or AutoModel).from_pretrained(resolve_model(ref), **loading)
     except (OSError, ValueError) as error:
         raise _hub_failure(str(ref), error) from None
 

@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from compress.errors import CompressError  # noqa: E402
 from compress.latency import CONTENDED_LOAD, contended  # noqa: E402
 from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
@@ -31,9 +32,10 @@ def latency_of(record: dict, batch_size: int, length: str) -> dict | None:
 
 
 def merge_records(records: list[dict]) -> list[dict]:
-    """One record per combination: a finished one wins over a failed one, the later over the earlier."""
+    """One record per combination: a finished one wins over a failed one, the later (by the time it
+    finished, whatever folder or shard it comes from) over the earlier."""
     chosen: dict[str, dict] = {}
-    for record in records:
+    for record in sorted(records, key=lambda r: r.get("finished") or ""):
         previous = chosen.get(record["key"])
         if previous is None or record["status"] == "ok" or previous["status"] != "ok":
             chosen[record["key"]] = record
@@ -59,7 +61,10 @@ def with_deltas(records: list[dict]) -> list[dict]:
             row["delta_vs_top"] = round(100 * (r["score"] - top["score"]), 2) if top and r["k"] else None
             headline = latency_of(r, *HEADLINE_LATENCY)
             base_latency = latency_of(full, *HEADLINE_LATENCY) if full else None
-            row["speedup_vs_full"] = round(base_latency["p50_ms"] / headline["p50_ms"], 2) if headline and base_latency else None
+            # a speed-up only between timings on the same device and thread count (merged shards may
+            # come from other machines; ONNX rows of a GPU machine run on its CPU)
+            comparable = headline and base_latency and all(headline[f] == base_latency[f] for f in ("device", "threads"))
+            row["speedup_vs_full"] = round(base_latency["p50_ms"] / headline["p50_ms"], 2) if comparable else None
         rows.append(row)
     return sorted(rows, key=lambda r: (r["model"], r["task"], r["strategy"] != FULL, strategy_rank(r["strategy"]), r["k"], r["training"], r["precision"]))
 
@@ -261,4 +266,23 @@ def read_records(path: Path) -> list[dict]:
     path = path / RESULTS_FILE if path.is_dir() else path
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise CompressError(f"{path}: line {number}: expected one JSON record per line") from None
+    return records
+
+
+def drop_cut_record(path: Path) -> bool:
+    """Remove a last line that a killed run left half-written (every record ends with a newline), so
+    the next record starts on a line of its own; True if there was one."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if not text or text.endswith("\n"):
+        return False
+    path.write_text(text[: text.rfind("\n") + 1])
+    return True

@@ -36,7 +36,7 @@ from compress.recipe import BASE, Recipe
 from compress.stages import STAGES, StageContext, run_stage
 
 FINAL = "final"
-RESULTS_FILE = "results.json"
+RUN_SUMMARY_FILE = "results.json"
 STAGE_FILE = "stage.json"
 
 
@@ -178,7 +178,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
         "final": {**asdict(results[-1]), "folder": FINAL},
         "stages": [asdict(r) for r in results],
     }
-    (run_folder / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    (run_folder / RUN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     console.print(summary_table(recipe, results))
-    console.print(f"Final model: {run_folder / FINAL}  (results: {run_folder / RESULTS_FILE})")
+    console.print(f"Final model: {run_folder / FINAL}  (results: {run_folder / RUN_SUMMARY_FILE})")
     return summary

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from compress.errors import CompressError
 
-STRATEGIES = ("top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers")
+Strategy = Literal["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 @dataclass(frozen=True)

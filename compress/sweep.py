@@ -22,14 +22,15 @@ from compress.errors import CompressError
 from compress.models import load_config
 from compress.recipe import validate_yaml_file
 from compress.stages.distill import DistillationLoss
-from compress.stages.drop import Strategy
 from compress.stages.finetune import TrainingHyperparameters
-from compress.strategies import layers_to_drop
+from compress.strategies import Strategy, layers_to_drop
 
 Training = Literal["finetune", "distill"]
 Precision = Literal[
-    "torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "torch-int8", "bnb-8bit", "bnb-4bit", "fp16"
+    "torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-fp32-o2", "onnx-int8-dynamic-o2", "onnx-int8-static",
+    "torch-int8", "bnb-8bit", "bnb-4bit", "fp16",
 ]
+"""How a trained model is run: `-o2` ONNX graphs are fused by onnxruntime's transformer optimizer (O2) before quantizing."""
 CUDA_ONLY_PRECISIONS = ("fp16",)
 FULL = "full"
 """Strategy name of the undropped reference rows (K = 0)."""
@@ -53,7 +54,7 @@ class LatencySettings(Strict):
     sequence_length: int = Field(128, ge=8)
     task_lengths: bool = Field(True, description="Also time batches of real dev examples at their own lengths.")
     warmup: int = Field(3, ge=0)
-    repeats: int = Field(20, ge=3, description="Timed runs at batch size 1; larger batches scale it down.")
+    repeats: int = Field(20, ge=3, description="Timed calls at batch size 1; a larger batch B gets repeats/sqrt(B), at least 10.")
 
 
 class Sweep(Strict):
@@ -117,8 +118,17 @@ def expand(sweep: Sweep) -> list[Combination]:
 
 
 def shard(combinations: list[Combination], index: int, count: int) -> list[Combination]:
-    """Slice `index` (1-based) of `count`: every count-th combination, so slices take similar work."""
-    return combinations[index - 1 :: count]
+    """Slice `index` (1-based) of `count`. The rows of one trained model (its precisions) stay in one
+    slice, so no model is trained in two; each group goes to the slice with the fewest rows so far,
+    which keeps slices within a group's size of one another. The order of the list is kept."""
+    groups: dict[tuple, list[Combination]] = {}
+    for c in combinations:
+        groups.setdefault((c.model, c.task, c.strategy, c.k, c.training, c.recipe), []).append(c)
+    slices: list[list[Combination]] = [[] for _ in range(count)]
+    for group in groups.values():
+        min(slices, key=len).extend(group)
+    chosen = {c.key for c in slices[index - 1]}
+    return [c for c in combinations if c.key in chosen]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -137,7 +147,7 @@ def parse_sweep(file: Path) -> Sweep:
     return sweep
 
 
-def check_sweep(sweep: Sweep, file: Path) -> list[str]:
+def check_sweep(sweep: Sweep) -> list[str]:
     """Problems that need the models' configs and the data, all of them (empty when the sweep can run)."""
     problems: list[str] = []
     layer_counts: dict[str, int] = {}
@@ -169,7 +179,7 @@ def check_sweep(sweep: Sweep, file: Path) -> list[str]:
 
 def load_sweep(file: Path) -> Sweep:
     sweep = parse_sweep(file)
-    problems = check_sweep(sweep, file)
+    problems = check_sweep(sweep)
     if problems:
         raise CompressError(f"{file}: {len(problems)} problem(s): " + "; ".join(problems))
     return sweep

@@ -17,7 +17,8 @@ from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.tasks import TasksManager
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-ONNX_FILE = "model.onnx"
+from exporters import ONNX_FILE
+
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 PROTOBUF_LIMIT = 2**31 - 1
 

@@ -13,6 +13,15 @@ def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=execution_providers())
+
+
+def execution_providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu sees a device, else the CPU."""
     available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def onnx_device() -> str:
+    """Where sessions made here run: 'cuda' or 'cpu'."""
+    return "cuda" if execution_providers()[0] == "CUDAExecutionProvider" else "cpu"

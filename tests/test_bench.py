@@ -61,11 +61,18 @@ def test_expansion_runs_baselines_first_then_grids_in_file_order():
     ]
 
 
-def test_shards_partition_the_combinations():
-    combinations = expand(Sweep.model_validate({**TINY, "models": ["a", "b", "c"]}))
+def test_shards_partition_the_combinations_without_splitting_a_trained_model():
+    grids = [*TINY["grids"], {"strategies": ["top", "bottom"], "k": [1, 2], "training": ["finetune", "distill"],
+                              "precisions": ["torch-fp32", "onnx-int8-dynamic"]}]
+    combinations = expand(Sweep.model_validate({**TINY, "models": ["a", "b", "c"], "grids": grids}))
     slices = [shard(combinations, i, 3) for i in (1, 2, 3)]
     assert sorted(c.key for s in slices for c in s) == sorted(c.key for c in combinations)
-    assert max(map(len, slices)) - min(map(len, slices)) <= 1
+    assert all(s == [c for c in combinations if c in s] for s in slices), "each slice keeps the sweep's order"
+    trained_in = {}  # the student (model, task, strategy, k, training) -> the one slice training it
+    for index, s in enumerate(slices):
+        for c in s:
+            assert trained_in.setdefault((c.model, c.task, c.strategy, c.k, c.training), index) == index
+    assert max(map(len, slices)) - min(map(len, slices)) <= 2, "within one student's rows (two precisions)"
 
 
 def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
@@ -281,3 +288,67 @@ def test_a_folder_built_with_other_settings_is_not_reused(finished_sweep):
     result = invoke(write_sweep(folder, changed, "changed.yaml"), "--out", folder / "out")
     assert result.exit_code == 2
     assert "holds models built with other training" in result.output
+
+
+def test_rows_timed_with_other_latency_settings_are_not_mixed(finished_sweep, tmp_path):
+    folder, _, _ = finished_sweep
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy)
+    retimed = {**TINY, "latency": {**TINY["latency"], "repeats": 4}}
+    sweep = write_sweep(tmp_path, retimed)
+    result = invoke(sweep, "--out", copy)
+    assert result.exit_code == 2 and "other latency settings" in result.output and "--retime" in result.output
+    result = invoke(sweep, "--out", copy, "--retime")
+    assert result.exit_code == 0, result.output
+    assert invoke(sweep, "--out", copy).exit_code == 0, "the folder now holds this sweep's timings"
+
+
+def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
+    folder, sweep, _ = finished_sweep
+    fresh = tmp_path / "out"  # as in a new clone: records and settings are committed, work/ is not
+    fresh.mkdir()
+    for name in ("results.jsonl", "sweep-settings.json"):
+        shutil.copy(folder / "out" / name, fresh / name)
+    lines = (fresh / "results.jsonl").read_text()
+    result = invoke(sweep, "--out", fresh, "--retime")
+    assert result.exit_code == 0, result.output
+    assert "not measured again" in result.output and "without --retime" in result.output
+    assert not list(fresh.rglob(BUILD_FILE)) and not list(fresh.rglob("*.partial"))
+    assert (fresh / "results.jsonl").read_text() == lines
+
+
+def test_a_record_cut_short_is_dropped_and_run_again(finished_sweep, tmp_path):
+    folder, sweep, _ = finished_sweep
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy)
+    lines = (copy / "results.jsonl").read_text().splitlines(keepends=True)[:6]  # the first run's (other tests add retimes)
+    (copy / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40])  # killed while appending
+    result = invoke(sweep, "--out", copy)
+    assert result.exit_code == 0, result.output
+    assert "cut short" in result.output and "1 to run" in result.output
+    assert len(read_records(copy)) == len(lines)
+    (copy / "results.jsonl").write_text("".join(lines[:2]) + "{not json\n" + "".join(lines[2:]))
+    result = invoke(sweep, "--out", copy)
+    assert result.exit_code == 2 and "results.jsonl: line 3" in result.output
+
+
+def test_merge_refuses_shards_of_other_sweeps(finished_sweep, tmp_path):
+    folder, _, _ = finished_sweep
+    other = tmp_path / "other"
+    shutil.copytree(folder / "out", other, ignore=shutil.ignore_patterns("work"))
+    settings = other / "sweep-settings.json"
+    settings.write_text(settings.read_text().replace('"seed": 42', '"seed": 7'))
+    result = invoke("merge", folder / "out", other, "--out", tmp_path / "merged")
+    assert result.exit_code == 2 and "other sweep settings" in result.output and "seed" in result.output
+    assert not (tmp_path / "merged").exists()
+
+
+def test_speedups_only_between_timings_on_one_device():
+    def row(strategy, k, p50, device):
+        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
+                "precision": "torch-fp32", "status": "ok", "score": 0.9,
+                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": p50, "threads": 2, "device": device}]}
+
+    rows = {r["strategy"]: r for r in with_deltas([row(FULL, 0, 10.0, "cpu: a"), row("top", 2, 5.0, "cpu: a"),
+                                                   row("bottom", 2, 1.0, "cpu: b")])}
+    assert rows["top"]["speedup_vs_full"] == 2.0 and rows["bottom"]["speedup_vs_full"] is None

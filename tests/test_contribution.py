@@ -1,11 +1,13 @@
-"""Contribution scores: exact on constructed layers, and cross-checked on the real MiniLM."""
+"""Contribution scores (the `cosine` of compress.analysis, which the drop stage ranks by): exact on
+constructed layers, and cross-checked on the real MiniLM."""
 
 import pytest
 import torch
 from torch import nn
 
+from compress.analysis import analyze_layers
 from compress.architectures import layer_list
-from compress.contribution import layer_contributions, score_layers_on_task
+from compress.contribution import scoring_batches
 from compress.data import DataSettings, load_task_data
 from compress.encoding import padded_batches, tokenize
 from compress.models import load_for_task, load_tokenizer
@@ -32,7 +34,7 @@ def test_identity_scores_one_and_negation_minus_one(model_type):
     layers = layer_list(model)
     layers[1] = Scale(1.0, second_stream=model_type == "xlnet")
     layers[2] = Scale(-1.0, second_stream=model_type == "xlnet")
-    scores = layer_contributions(model, [batch()])
+    scores = [row.cosine for row in analyze_layers(model, [batch()], block=None)]
     assert scores[1] == pytest.approx(1.0, abs=1e-6)
     assert scores[2] == pytest.approx(-1.0, abs=1e-6)
     assert all(-1 - 1e-6 <= s <= 1 + 1e-6 for s in scores)
@@ -48,7 +50,8 @@ def minilm_on_reviews():
 def test_real_minilm_scores_match_its_hidden_states(minilm_on_reviews):
     model, tokenizer, data = minilm_on_reviews
     examples = data.train.select(range(24))
-    scores = score_layers_on_task(model, tokenizer, examples, 24, max_length=64, seed=0)
+    batches = scoring_batches(examples, tokenizer, 24, max_length=64, seed=0)
+    scores = [row.cosine for row in analyze_layers(model, batches, block=None)]
 
     # Independent path: BERT's hidden_states[i] is layer i's input, hidden_states[i + 1] its output.
     sums, tokens = torch.zeros(6, dtype=torch.float64), 0

@@ -157,7 +157,10 @@ def test_layer_map_follows_the_original_layers():
     teacher = tiny_teacher()
     student = drop_layers(copy.deepcopy(teacher), [2, 4, 5], "layers")  # keeps original layers 0, 1, 3
     assert teacher_layer_map(student.config, teacher.config) == [0, 1, 3]
-    assert hidden_pairs([0, 1, 3]) == [(0, 0), (1, 1), (2, 2), (3, 4)]
+    assert hidden_pairs([0, 1, 3], 6) == [(0, 0), (1, 1), (2, 2), (3, 4)]
+    # a decoder's last state is after its final norm: paired only with the teacher's last
+    assert hidden_pairs([0, 1, 3], 6, normed_last=True) == [(0, 0), (1, 1), (2, 2)]
+    assert hidden_pairs([0, 1, 5], 6, normed_last=True) == [(0, 0), (1, 1), (2, 2), (3, 6)]
     # a teacher that was itself dropped: indices are its own, not the original ones
     dropped_teacher = drop_layers(copy.deepcopy(teacher), [2], "layers")  # keeps 0, 1, 3, 4, 5
     assert teacher_layer_map(student.config, dropped_teacher.config) == [0, 1, 2]
@@ -201,7 +204,7 @@ def test_distillation_lowers_the_kl_to_the_teacher(reviews, tokenizer, tmp_path,
 def test_hidden_term_pulls_each_layer_towards_the_layer_it_was_kept_from(reviews, tokenizer, tmp_path, one_thread):
     """Dropping layers 1 and 3 changes what the kept layers see; the hidden term undoes that, labels alone do not."""
     teacher = tiny_teacher()
-    pairs = hidden_pairs([0, 2, 4, 5])
+    pairs = hidden_pairs([0, 2, 4, 5], 6)
     after = {}
     for weight in (0.0, 1.0):
         student = drop_layers(copy.deepcopy(teacher), [1, 3], "layers")

@@ -133,9 +133,9 @@ def test_fp16_fails_cleanly_without_cuda(tmp_path):
 
 
 def test_parity_failure_is_a_clear_error(tmp_path):
-    from compress.stages.export import ExportSettings, export
-    from compress.stages.base import StageContext
     from compress.data import DataSettings, load_task_data
+    from compress.stages.base import StageContext
+    from compress.stages.export import ExportSettings, export
 
     tokenizer = load_tokenizer("minilm-l6")
     config = tiny_config("bert", 2)

@@ -98,6 +98,15 @@ def test_albert_with_several_weight_groups_is_refused():
         drop_layers(model, [5])
 
 
+def test_layers_that_compute_with_their_own_index_are_refused():
+    config = tiny_config("gpt2", layers=3)
+    config.scale_attn_by_inverse_layer_idx = True
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(CompressError, match="scale_attn_by_inverse_layer_idx"):
+        drop_layers(model, [2])
+    assert num_layers(model.config) == 3
+
+
 @pytest.mark.parametrize("model_type", DECODERS)
 def test_generation_with_a_cache_after_a_drop(model_type, tmp_path):
     torch.manual_seed(0)

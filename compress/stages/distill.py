@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer
 
+from compress.architectures import layout_for, num_layers
 from compress.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.layer_drop import kept_original_layers, original_num_layers
@@ -127,9 +128,14 @@ def teacher_layer_map(student: PretrainedConfig, teacher: PretrainedConfig) -> l
     return [teacher_layers.index(layer) for layer in student_layers]
 
 
-def hidden_pairs(layer_map: list[int]) -> list[tuple[int, int]]:
-    """(student, teacher) indices into `hidden_states`: the embeddings, then each student layer's output."""
-    return [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(layer_map)]
+def hidden_pairs(layer_map: list[int], teacher_layers: int, normed_last: bool = False) -> list[tuple[int, int]]:
+    """(student, teacher) indices into `hidden_states`: the embeddings, then each student layer's output.
+    With `normed_last` (decoders), the student's last state has passed the final norm, so it is paired
+    only with the teacher's last state, which has too."""
+    pairs = [(0, 0)] + [(j + 1, t + 1) for j, t in enumerate(layer_map)]
+    if normed_last and layer_map and layer_map[-1] != teacher_layers - 1:
+        pairs.pop()
+    return pairs
 
 
 def hidden_loss(
@@ -297,7 +303,10 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
     teacher = context.load_model(settings.teacher)
     check_teacher(teacher, model, settings, regression)
     teacher.eval().requires_grad_(False)
-    pairs = hidden_pairs(teacher_layer_map(model.config, teacher.config)) if settings.hidden_weight > 0 else None
+    pairs = None
+    if settings.hidden_weight > 0:
+        normed_last = layout_for(model.config).normed_last_hidden_state
+        pairs = hidden_pairs(teacher_layer_map(model.config, teacher.config), num_layers(teacher.config), normed_last)
 
     train = tokenize(context.data.train, context.tokenizer, context.max_length)
     note_batches = _note_batches(context)

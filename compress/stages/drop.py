@@ -17,9 +17,8 @@ from compress.architectures import num_layers
 from compress.contribution import scoring_batches
 from compress.layer_drop import drop_layers
 from compress.stages.base import StageContext, StageSettings
-from compress.strategies import CONTRIBUTION_METRICS, layers_to_drop
+from compress.strategies import CONTRIBUTION_METRICS, Strategy, layers_to_drop
 
-Strategy = Literal["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers"]
 Metric = Literal[tuple(CONTRIBUTION_METRICS)]  # cosine, block-influence, angular
 
 SCORES_FILE = "contribution_scores.json"

@@ -16,7 +16,7 @@ from compress.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
 from compress.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import StageContext, StageSettings
-from exporters.onnx_export import ONNX_FILE
+from exporters import ONNX_FILE
 from exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
 
 Mode = Literal["dynamic-int8", "static-int8", "torch-dynamic-int8", "bnb-8bit", "bnb-4bit", "fp16"]
