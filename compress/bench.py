@@ -31,6 +31,7 @@ from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.latency import contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
+from compress.memory import serving_peak_mb
 from compress.models import load_config, load_for_task, load_tokenizer
 from compress.report import RESULTS_FILE, drop_cut_record, read_records
 from compress.stages import StageContext, StageSettings, run_stage
@@ -116,44 +117,6 @@ def model_slug(model: str) -> str:
     return model.replace("/", "--")
 
 
-def _process_status_mb(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (Linux), in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1e3
-    except OSError:
-        pass
-    return None
-
-
-class PeakMemoryAdded:
-    """Peak memory a `with` block added over what the process held when it began, on the device that
-    ran the model (`.mb(device)`): resident memory on the CPU (Linux), allocations on a CUDA device.
-    A harness process keeps earlier work's data, so only the increase says what this model needed."""
-
-    def __enter__(self) -> PeakMemoryAdded:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # peak resident mark := current resident size
-            self._cpu = _process_status_mb("VmRSS")
-        except OSError:
-            self._cpu = None
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-            self._cuda = torch.cuda.memory_allocated() / 1e6
-        return self
-
-    def __exit__(self, *exc) -> None:
-        peak = _process_status_mb("VmHWM") if self._cpu is not None else None
-        self._cpu = None if peak is None else peak - self._cpu
-        if torch.cuda.is_available():
-            self._cuda = torch.cuda.max_memory_allocated() / 1e6 - self._cuda
-
-    def mb(self, device: str) -> float | None:
-        added = self._cuda if device == "cuda" else self._cpu
-        return None if added is None else round(added, 1)
-
-
 TO_RUN, DONE, NEEDS_CUDA, NOT_FINISHED = "to run", "done", "needs CUDA", "not finished"
 
 
@@ -231,24 +194,26 @@ class CombinationRunner:
         latency = self.latency
         scoring = self.scoring(c)
         data, tokenizer = scoring.data, scoring.tokenizer
-        with PeakMemoryAdded() as memory:
-            started = time.perf_counter()
-            model = load_artifact(folder, "cuda" if torch.cuda.is_available() else None)
-            device = device_of(model)
-            loaded = time.perf_counter()
-            metrics = evaluate(predictor_for(model), data, tokenizer, scoring.max_length, scoring.eval_batch_size)
-            evaluated = time.perf_counter()
+        started = time.perf_counter()
+        device = "cuda" if torch.cuda.is_available() else None
+        model = load_artifact(folder, device)
+        loaded = time.perf_counter()
+        metrics = evaluate(predictor_for(model), data, tokenizer, scoring.max_length, scoring.eval_batch_size)
+        evaluated = time.perf_counter()
 
-            dev = next(iter(data.dev.values()))
-            timings = []
-            for batch_size in latency.batch_sizes:
-                repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
-                fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
-                timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
-                if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
-                    real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=repeats, seed=scoring.seed)
-                    timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
-            timed = time.perf_counter()
+        dev = next(iter(data.dev.values()))
+        timings = []
+        for batch_size in latency.batch_sizes:
+            repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
+            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
+            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+            if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
+                real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=repeats, seed=scoring.seed)
+                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
+        timed = time.perf_counter()
+        heaviest = fixed_length_batch(dev["text_a"], tokenizer, max(latency.batch_sizes), latency.sequence_length)
+        peak_memory = serving_peak_mb(folder, heaviest, device, latency.threads)
+        measured_memory = time.perf_counter()
         busiest = max(t.other_cpu_load for t in timings)
         if contended(busiest):
             self.console.print(f"[yellow]busy machine[/]: other work used {busiest:.1f} CPU cores while {c.label} was timed; "
@@ -267,15 +232,16 @@ class CombinationRunner:
             "parameters": built["parameters"] or trained.get("parameters"),
             "size_mb": round(size_on_disk(folder) / 1e6, 2),
             "latency": [t.as_dict() for t in timings],
-            "peak_memory_mb": memory.mb(device),
+            "peak_memory_mb": peak_memory,
             "threads": latency.threads,
-            "device": device_name(device),
+            "device": device_name(device_of(model)),
             "train_seconds": trained.get("seconds"),
             "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,  # rows sharing a student
             "seconds": {
                 "load": round(loaded - started, 1),
                 "evaluate": round(evaluated - loaded, 1),
                 "timing": round(timed - evaluated, 1),
+                "memory": round(measured_memory - timed, 1),
             },
             "notes": built["notes"],
         }
@@ -325,10 +291,10 @@ class CombinationRunner:
                     self.console.print(f"[red]failed[/] {c.key}: {record['error']}")
                 record["seconds_total"] = round(time.perf_counter() - started, 1)
                 if record["status"] == "ok":
-                    # the harness's own time: all but the stages' work, the dev evaluation and the timed runs
+                    # the harness's own time: all but the stages' work, the dev evaluation and the measured runs (timing, memory)
                     seconds = record["seconds"]
                     seconds["stages"] = dict(self.stage_seconds)
-                    measured = sum(self.stage_seconds.values()) + seconds["evaluate"] + seconds["timing"]
+                    measured = sum(self.stage_seconds.values()) + seconds["evaluate"] + seconds["timing"] + seconds["memory"]
                     # max(): each part is rounded to 0.1 s, so their sum can pass the total by 0.1
                     seconds["overhead"] = max(0.0, round(record["seconds_total"] - measured, 1))
                 record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

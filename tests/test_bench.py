@@ -146,7 +146,7 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     for r in records:
         assert 0 <= r["score"] <= 1 and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
         assert r["latency"][0]["other_cpu_load"] >= 0
-        assert r["peak_memory_mb"] is None or r["peak_memory_mb"] > 0
+        assert r["peak_memory_mb"] > 0
     assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
     # each stage's time is charged to the combination that built it, and only once
     assert full["seconds"]["stages"]["finetune"] > 0 and int8["seconds"]["stages"].keys() == {"export", "quantize"}
@@ -352,3 +352,21 @@ def test_speedups_only_between_timings_on_one_device():
     rows = {r["strategy"]: r for r in with_deltas([row(FULL, 0, 10.0, "cpu: a"), row("top", 2, 5.0, "cpu: a"),
                                                    row("bottom", 2, 1.0, "cpu: b")])}
     assert rows["top"]["speedup_vs_full"] == 2.0 and rows["bottom"]["speedup_vs_full"] is None
+
+
+def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_sweep):
+    from compress.artifacts import size_on_disk
+    from compress.latency import fixed_length_batch
+    from compress.memory import serving_peak_mb
+    from compress.models import load_tokenizer
+
+    folder, _, _ = finished_sweep
+    full = folder / "out" / "work" / "minilm-l6" / "rotten-tomatoes" / FULL / "finetune" / "torch-fp32"
+    tokenizer = load_tokenizer("minilm-l6")
+    one, many = (fixed_length_batch(["a short review"], tokenizer, size, 128) for size in (1, 64))
+    small, large = (serving_peak_mb(full, batch, None, threads=2) for batch in (one, many))
+    # the weights are read from a memory-mapped file: only the pages a batch touches (not every
+    # embedding row) become resident
+    assert 20 < small < 2 * size_on_disk(full) / 1e6
+    assert large > small + 50, "a batch of 64 x 128 tokens needs far more activation memory than one"
+    assert all(r["peak_memory_mb"] > 0 for r in read_records(folder / "out"))
