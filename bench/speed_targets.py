@@ -7,7 +7,7 @@ A sweep times each combination on its own, minutes apart, so a slow drift of a s
 whole rows. Here the rows a target compares (the full model in PyTorch fp32 and as dynamic int8
 ONNX, top-K distilled + int8, and top-K plain + int8 for comparison; the same again with the fused
 graph, `onnx-int8-dynamic-o2`, when the sweep has those rows) are loaded together from the
-sweep's builds (nothing is trained here) and timed in turns: each round runs every model `--calls` times, and a speed-up is
+sweep's builds (nothing is trained here; a missing export is made) and timed in turns: each round runs every model `--calls` times, and a speed-up is
 the median over rounds of the two models' per-round medians. Batch 1, sequence length 128, the
 sweep's thread count. Scores come from the sweep's records. Prints the figures and writes them to
 <out>/speed_targets.md and speed_targets.json.
@@ -166,7 +166,7 @@ def main() -> None:
     all_records = read_records(args.out)
     records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
     runner = SweepRunner(sweep, args.out, Console())
-    runner.build_missing = False  # time the sweep's own builds; never train here
+    runner.train_missing = False  # time the sweep's own trained models; never train here
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
              f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", ""]

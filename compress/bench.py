@@ -121,7 +121,11 @@ TO_RUN, DONE, NEEDS_CUDA, NOT_FINISHED = "to run", "done", "needs CUDA", "not fi
 
 
 class NotBuilt(CompressError):
-    """A model that measuring again (--retime) needs is not in work/; nothing is built to replace it."""
+    """A trained model that measuring again (--retime) needs is not in work/; nothing is trained to replace it."""
+
+
+CONVERSION_STAGES = ("export", "quantize")
+"""Stages that only convert a trained model (seconds, no training): measuring again may run them."""
 
 
 def plan(combinations: list[Combination], records: list[dict], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
@@ -164,8 +168,9 @@ class CombinationRunner:
         self._tokenizers: dict = {}
         self.stage_seconds: dict[str, float] = {}
         """Seconds each stage (finetune, drop, export, ...) spent building for the current combination."""
-        self.build_missing = True
-        """False while measuring again: a model missing from work/ is then an error, never trained."""
+        self.train_missing = True
+        """False while measuring again: a dropped or trained model missing from work/ is then an error,
+        never made (an export or quantization of a trained model that is there still is)."""
 
     def tokenizer(self, model: str):
         if model not in self._tokenizers:
@@ -214,7 +219,7 @@ class CombinationRunner:
         heaviest = fixed_length_batch(dev["text_a"], tokenizer, max(latency.batch_sizes), latency.sequence_length)
         peak_memory = serving_peak_mb(folder, heaviest, device, latency.threads)
         measured_memory = time.perf_counter()
-        busiest = max(t.other_cpu_load for t in timings)
+        busiest = max((t.other_cpu_load for t in timings if t.other_cpu_load is not None), default=None)
         if contended(busiest):
             self.console.print(f"[yellow]busy machine[/]: other work used {busiest:.1f} CPU cores while {c.label} was timed; "
                                "its latencies are slower than on a quiet machine (--retime measures again)")
@@ -253,7 +258,7 @@ class CombinationRunner:
         again from their builds (nothing is trained), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
         self.check_out_dir(retime)
-        self.build_missing = not retime
+        self.train_missing = not retime
         if drop_cut_record(results_path):
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
                                "it was removed and that combination runs again")
@@ -332,8 +337,8 @@ class SweepRunner(CombinationRunner):
         """Apply one stage to the source model into `folder`, unless an earlier run already did."""
         if (folder / BUILD_FILE).exists():
             return folder
-        if not self.build_missing:
-            raise NotBuilt(f"{folder} is not built in this folder (work/ is not committed); run the sweep without --retime to build it")
+        if settings.stage not in CONVERSION_STAGES and not self.train_missing:
+            raise NotBuilt(f"{folder} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
         self.console.print(f"  building {folder.relative_to(self.work)}")
         started = time.perf_counter()
         model = source()

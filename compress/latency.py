@@ -33,7 +33,7 @@ class Latency:
     throughput: float  # examples per second at the median
     threads: int
     device: str
-    other_cpu_load: float  # CPU cores' worth of work done elsewhere during the timed calls
+    other_cpu_load: float | None  # CPU cores' worth of work done elsewhere during the timed calls (None: too short to tell)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,8 +69,9 @@ CONTENDED_LOAD = 0.5
 """Cores' worth of other work during timing from which figures are flagged as taken on a busy machine."""
 
 
-def contended(other_cpu_load: float) -> bool:
-    return other_cpu_load >= CONTENDED_LOAD
+def contended(other_cpu_load: float | None) -> bool:
+    """Whether a timing was taken on a busy machine (None: too short to tell, taken as quiet)."""
+    return other_cpu_load is not None and other_cpu_load >= CONTENDED_LOAD
 
 
 def busy_seconds_elsewhere() -> float:
@@ -83,15 +84,23 @@ def busy_seconds_elsewhere() -> float:
     return busy - own.user - own.system
 
 
+SHORTEST_LOAD_WINDOW = 0.5
+"""Seconds below which the load elsewhere is not told: CPU times come in 10 ms ticks, so over a
+window of a few ticks one tick of other work reads as a large fraction of a core."""
+
+
 class LoadElsewhere:
-    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`)."""
+    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`; None when
+    the block was too short to tell)."""
 
     def __enter__(self) -> LoadElsewhere:
         self._busy, self._start = busy_seconds_elsewhere(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.cores = max(0.0, (busy_seconds_elsewhere() - self._busy) / (time.perf_counter() - self._start))
+        window = time.perf_counter() - self._start
+        busy = busy_seconds_elsewhere() - self._busy
+        self.cores = max(0.0, busy / window) if window >= SHORTEST_LOAD_WINDOW else None
 
 
 def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
@@ -161,5 +170,5 @@ def measure(
         throughput=round(batch_size / median, 2),
         threads=threads,
         device=device_name(device_of(model)),
-        other_cpu_load=round(elsewhere.cores, 2),
+        other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
     )

@@ -115,7 +115,7 @@ def markdown_table(rows: list[dict]) -> str:
                 lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
                 continue
             t = latency_of(r, *HEADLINE_LATENCY) or {}
-            busy = "†" if contended(t.get("other_cpu_load", 0)) else ""  # records from before it was measured have none
+            busy = "†" if contended(t.get("other_cpu_load")) else ""  # records from before it was measured have none
             any_busy = any_busy or bool(busy)
             lines.append(
                 f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "

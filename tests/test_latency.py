@@ -12,6 +12,13 @@ def spin(seconds: float) -> None:
         pass
 
 
+def test_too_short_a_window_tells_no_load():
+    # CPU times come in 10 ms ticks: over 50 ms one tick elsewhere would read as 0.2 cores
+    with LoadElsewhere() as short:
+        spin(0.05)
+    assert short.cores is None
+
+
 def test_load_elsewhere_counts_other_processes_not_this_one():
     with LoadElsewhere() as own_work:
         spin(1.5)
