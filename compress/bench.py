@@ -208,16 +208,15 @@ class CombinationRunner:
 
         dev = next(iter(data.dev.values()))
         timings = []
+        fixed = {size: fixed_length_batch(dev["text_a"], tokenizer, size, latency.sequence_length) for size in latency.batch_sizes}
         for batch_size in latency.batch_sizes:
             repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
-            fixed = [fixed_length_batch(dev["text_a"], tokenizer, batch_size, latency.sequence_length)]
-            timings.append(measure(model, fixed, latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+            timings.append(measure(model, [fixed[batch_size]], latency.threads, str(latency.sequence_length), latency.warmup, repeats))
             if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
                 real = task_length_batches(dev, tokenizer, batch_size, scoring.max_length, count=repeats, seed=scoring.seed)
                 timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
         timed = time.perf_counter()
-        heaviest = fixed_length_batch(dev["text_a"], tokenizer, max(latency.batch_sizes), latency.sequence_length)
-        peak_memory = serving_peak_mb(folder, heaviest, device, latency.threads)
+        peak_memory = serving_peak_mb(folder, fixed[max(latency.batch_sizes)], device, latency.threads)
         measured_memory = time.perf_counter()
         busiest = max((t.other_cpu_load for t in timings if t.other_cpu_load is not None), default=None)
         if contended(busiest):
