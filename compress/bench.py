@@ -33,7 +33,7 @@ from compress.latency import contended, device_name, device_of, fixed_length_bat
 from compress.layer_drop import kept_original_layers
 from compress.memory import serving_peak_mb
 from compress.models import load_config, load_for_task, load_tokenizer
-from compress.report import RESULTS_FILE, drop_cut_record, read_records
+from compress.report import RESULTS_FILE, drop_cut_record, merge_records, read_records
 from compress.stages import StageContext, StageSettings, run_stage
 from compress.stages.distill import DistillSettings
 from compress.stages.drop import DropSettings
@@ -124,6 +124,7 @@ class NotBuilt(CompressError):
     """A trained model that measuring again (--retime) needs is not in work/; nothing is trained to replace it."""
 
 
+TRAINING_STAGES = ("finetune", "distill")
 CONVERSION_STAGES = ("export", "quantize")
 """Stages that only convert a trained model (seconds, no training): measuring again may run them."""
 
@@ -368,13 +369,14 @@ class SweepRunner(CombinationRunner):
         if c.strategy == FULL:
             return self.teacher(c)
         root = self.work / model_slug(c.model) / c.task / f"{c.strategy}-k{c.k}"
+        own = root / c.training / "torch-fp32"
+        if (own / BUILD_FILE).exists():  # its dropped model is not needed (`compress bench clean` removes it)
+            return own
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
-        own = root / c.training / "torch-fp32"
-        if not (own / BUILD_FILE).exists():
-            same = self.trained_from_same_layers(dropped, c.training)
-            if same:
-                return same
+        same = self.trained_from_same_layers(dropped, c.training)
+        if same:
+            return same
         if c.training == "distill":
             settings = DistillSettings(
                 **self.sweep.training.model_dump(), **self.sweep.distillation.model_dump(), teacher=str(self.teacher(c))
@@ -387,16 +389,46 @@ class SweepRunner(CombinationRunner):
         """A student another strategy already trained from the same kept layers (e.g. alternate-even and
         top at K=1): the same weights, head seed and training, so the same model; it is reused."""
         kept = kept_original_layers(load_config(dropped))
-        for other in sorted(dropped.parent.parent.glob(f"*/dropped/{BUILD_FILE}")):
-            candidate = other.parent.parent / training / "torch-fp32"
-            if other.parent != dropped and (candidate / BUILD_FILE).exists() and kept_original_layers(load_config(other.parent)) == kept:
+        for other in sorted(dropped.parent.parent.glob(f"*/{training}/torch-fp32/{BUILD_FILE}")):
+            candidate = other.parent  # a trained model's config keeps the original indices of its layers
+            if candidate.parent.parent != dropped.parent and kept_original_layers(load_config(candidate)) == kept:
                 return candidate
         return None
 
     def artifact(self, c: Combination) -> tuple[Path, Path]:
         """The trained student and, built from it, the combination's model in its precision."""
         trained = folder = self.trained(c)
-        for name, settings in self.steps[c.precision]:
+        steps = self.steps[c.precision]
+        if steps and (trained.parent / steps[-1][0] / BUILD_FILE).exists():  # its intermediate export may be cleaned away
+            return trained, trained.parent / steps[-1][0]
+        for name, settings in steps:
             source = folder
             folder = self.build(folder.parent / name, settings, lambda source=source: load_artifact(source), c)
         return trained, folder
+
+
+def measured_folder(record: dict) -> Path:
+    """Where under work/ a sweep record's model is: its trained student, or the conversion of it named
+    after the precision (each precision's last step folder carries its name)."""
+    trained = Path(record["trained_in"])
+    return trained if record["precision"] == "torch-fp32" else trained.parent / record["precision"]
+
+
+def removable_builds(out_dir: Path) -> list[Path]:
+    """What a sweep's work/ holds that neither its records nor a later run need: untrained dropped
+    models, exports made only as a step towards a quantized model, and builds cut short (`.partial`).
+    Every trained model (student or teacher) and every measured model stays, so `--retime` measures
+    every row again and a resumed sweep trains nothing twice (it drops layers again in seconds)."""
+    work = out_dir / "work"
+    counted = [r for r in merge_records(read_records(out_dir)) if r["status"] == "ok"]
+    unplaced = [r["key"] for r in counted if not r.get("trained_in")]
+    if unplaced:
+        raise CompressError(f"clean: {out_dir / RESULTS_FILE}: {len(unplaced)} records (e.g. {unplaced[0]}) do not say which model "
+                            "they measured (field trained_in, which older records lack); measure them again with --retime first")
+    measured = {work / measured_folder(r) for r in counted}
+    removable = [p for p in work.rglob("*.partial") if p.is_dir()]
+    for build in sorted(work.rglob(BUILD_FILE)):
+        stage = json.loads(build.read_text())["stage"]["stage"]
+        if stage not in TRAINING_STAGES and build.parent not in measured:
+            removable.append(build.parent)
+    return sorted(removable)

@@ -132,7 +132,7 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
 @app.command()
 @user_errors
 def bench(
-    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or RECIPE.yaml..., or: merge SHARD_FOLDER... (with --out).")],
+    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or RECIPE.yaml..., or: merge SHARD_FOLDER... (with --out), or: clean FOLDER.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: bench/runs/<sweep name>, or bench/runs/recipes).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
@@ -146,11 +146,15 @@ def bench(
     `compress bench A.yaml B.yaml` runs recipes, one row each, beside the full model fine-tuned the same way (fp32 and int8).
 
     `compress bench merge A B --out C` joins the folders of several shards into one table and plots.
+
+    `compress bench clean FOLDER` frees disk: removes the dropped models and intermediate exports under
+    FOLDER/work that no record measures (trained and measured models stay; --dry-run lists them).
     """
     import shlex
+    import shutil
     import sys
 
-    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, shared_settings
+    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
     from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
     from compress.report import read_records, write_report
     from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
@@ -174,6 +178,20 @@ def bench(
         (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         write_report(records, out, command)
         console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
+        return
+    if targets[0] == "clean":
+        if len(targets) != 2:
+            raise CompressError("clean: name one sweep results folder, e.g. compress bench clean bench/results/minilm_sst2")
+        folder = Path(targets[1])
+        if not (folder / SETTINGS_FILE).is_file():
+            raise CompressError(f"clean: {folder / SETTINGS_FILE} not found; expected the results folder of a sweep")
+        removable = removable_builds(folder)
+        freed = sum(f.stat().st_size for p in removable for f in p.rglob("*") if f.is_file())
+        for path in removable:
+            console.print(f"{'would remove' if dry_run else 'removing'} {path}")
+            if not dry_run:
+                shutil.rmtree(path)
+        console.print(f"{len(removable)} folders, {freed / 1e9:.2f} GB {'would be freed' if dry_run else 'freed'} in {folder / 'work'}")
         return
     files = [Path(t) for t in targets]
     not_recipes = [str(f) for f in files if not is_recipe_file(f)]

@@ -386,3 +386,31 @@ def test_retime_makes_a_missing_export_of_a_trained_model(finished_sweep, tmp_pa
     assert "not measured again" not in result.output
     assert (full / "onnx-int8-dynamic" / BUILD_FILE).exists()
     assert {p: p.stat().st_mtime_ns for p in trained} == trained, "no trained model is touched"
+
+
+def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tmp_path):
+    folder, _, _ = finished_sweep
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy)
+    trained = {p: p.stat().st_mtime_ns for p in copy.rglob(BUILD_FILE) if p.parent.name == "torch-fp32"}
+    result = invoke("clean", copy)
+    assert result.exit_code == 0, result.output
+    built = {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)}
+    assert not any(name.endswith("/dropped") for name in built)
+    full = "minilm-l6/rotten-tomatoes/full/finetune"
+    assert f"{full}/onnx-int8-dynamic" in built and f"{full}/onnx-fp32" not in built, "the measured int8 stays, its step goes"
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained, "every trained model stays"
+
+    # measuring again needs nothing that was removed; a new row drops layers again, trains only itself
+    sweep = write_sweep(tmp_path, {**TINY, "grids": [*TINY["grids"], {"strategies": ["bottom"], "k": [1], "training": ["distill"]}]})
+    result = invoke(sweep, "--out", copy, "--retime")
+    assert result.exit_code == 0 and "not measured again" not in result.output, result.output
+    assert {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} == built, "nothing rebuilt"
+    result = invoke(sweep, "--out", copy)
+    assert result.exit_code == 0 and "6 already done" in result.output and "1 to run" in result.output, result.output
+    added = {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} - built
+    assert added == {"minilm-l6/rotten-tomatoes/bottom-k1/dropped", "minilm-l6/rotten-tomatoes/bottom-k1/distill/torch-fp32"}
+    assert {p: p.stat().st_mtime_ns for p in trained} == trained
+
+    result = invoke("clean", tmp_path)
+    assert result.exit_code == 2 and "sweep-settings.json not found" in result.output
