@@ -89,9 +89,8 @@ def load_artifact(folder: Path, device: str | None = None) -> Artifact:
     if (folder / TORCH_INT8_FILE).exists():
         # Our own file, written by save_artifact: the quantized module is pickled whole.
         return torch.load(folder / TORCH_INT8_FILE, weights_only=False)
-    quantization = getattr(AutoConfig.from_pretrained(folder), QUANTIZATION_FIELD, None) or {}
-    options = {"dtype": torch.float16} if quantization.get("mode") == "fp16" else {}
-    return load_saved(folder, **options, **({"device_map": device} if device else {}))
+    # "auto": the dtype the config records (an fp16 model stays fp16), not transformers' default fp32
+    return load_saved(folder, dtype="auto", **({"device_map": device} if device else {}))
 
 
 def base_kind(ref: str) -> Kind:

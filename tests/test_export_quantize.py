@@ -132,6 +132,14 @@ def test_fp16_fails_cleanly_without_cuda(tmp_path):
     assert code == 2 and "fp16.yaml: stages[1].mode: fp16 needs a CUDA device" in message
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_saved_model_loads_in_the_precision_it_was_saved_in(dtype, tmp_path):
+    from compress.artifacts import load_artifact
+
+    AutoModelForSequenceClassification.from_config(tiny_config("bert", 2)).to(dtype).save_pretrained(tmp_path)
+    assert load_artifact(tmp_path).dtype == dtype
+
+
 def test_parity_failure_is_a_clear_error(tmp_path):
     from compress.data import DataSettings, load_task_data
     from compress.stages.base import StageContext
