@@ -166,7 +166,7 @@ def main() -> None:
     all_records = read_records(args.out)
     records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
     runner = SweepRunner(sweep, args.out, Console())
-    runner.train_missing = False  # time the sweep's own trained models; never train here
+    runner.finished = records  # time the sweep's own trained models; never train here
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
              f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", ""]

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -46,6 +50,8 @@ BUILD_FILE = "built.json"
 MIN_TIMED_CALLS = 10
 """Fewest timed calls per latency figure (large batches get fewer calls than batch 1, never fewer than this)."""
 SETTINGS_FILE = "sweep-settings.json"
+RUNNING_FILE = "running.json"
+"""Present in a results folder while a run writes to it: which process, on which host."""
 BUILD_SETTINGS = ("tasks", "max_length", "seed", "contribution_examples", "calibration_examples", "training", "distillation")
 """Sweep fields that shape the models built under work/: a folder built with other values is not reused."""
 TIMING_SETTINGS = "latency"
@@ -112,6 +118,35 @@ def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
     }
 
 
+@contextmanager
+def running_in(out_dir: Path):
+    """Mark `out_dir` as being written by this process while the block runs (`clean` and other runs refuse it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RUNNING_FILE
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def refuse_if_running(out_dir: Path) -> None:
+    """Stop when another run is writing to `out_dir`: a live process on this host, or any run on another
+    (a file left by a killed process on this host is stale and ignored)."""
+    path = out_dir / RUNNING_FILE
+    if not path.exists():
+        return
+    try:
+        owner = json.loads(path.read_text())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (ValueError, KeyError, TypeError):
+        raise CompressError(f"{path}: not a running-run marker (expected pid and host); delete it if no run writes to {out_dir}") from None
+    if host == socket.gethostname() and (pid == os.getpid() or not psutil.pid_exists(pid)):
+        return
+    raise CompressError(f"{out_dir}: a run (process {pid} on {host}) is writing to this folder; wait for it to end, "
+                        f"or delete {path} if it is no longer running")
+
+
 def model_slug(model: str) -> str:
     """A model name as one folder name (hub ids contain '/')."""
     return model.replace("/", "--")
@@ -169,9 +204,10 @@ class CombinationRunner:
         self._tokenizers: dict = {}
         self.stage_seconds: dict[str, float] = {}
         """Seconds each stage (finetune, drop, export, ...) spent building for the current combination."""
-        self.train_missing = True
-        """False while measuring again: a dropped or trained model missing from work/ is then an error,
-        never made (an export or quantization of a trained model that is there still is)."""
+        self.finished: dict[str, dict] | None = None
+        """While measuring again, the finished record of each combination (None while building): a trained
+        model missing from work/ is then an error, never made (an export or quantization of one that is
+        there still is)."""
 
     def tokenizer(self, model: str):
         if model not in self._tokenizers:
@@ -257,12 +293,14 @@ class CombinationRunner:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
         again from their builds (nothing is trained), appending records that supersede the earlier ones."""
         results_path = self.out_dir / RESULTS_FILE
+        refuse_if_running(self.out_dir)
         self.check_out_dir(retime)
-        self.train_missing = not retime
         if drop_cut_record(results_path):
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
                                "it was removed and that combination runs again")
-        statuses = plan(combinations, read_records(results_path), retry_failed, retime)
+        earlier = read_records(results_path)
+        self.finished = {r["key"]: r for r in merge_records(earlier) if r["status"] == "ok"} if retime else None
+        statuses = plan(combinations, earlier, retry_failed, retime)
         todo = [c for c in combinations if statuses[c.key] == TO_RUN]
         if retime:
             self.console.print(f"{len(combinations)} combinations: {len(todo)} finished ones to measure again, nothing to train")
@@ -274,7 +312,7 @@ class CombinationRunner:
             )
         records = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
-        with Progress(*columns, console=self.console, transient=False) as progress:
+        with running_in(self.out_dir), Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("sweep", total=len(todo))
             for c in todo:
                 progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
@@ -337,7 +375,7 @@ class SweepRunner(CombinationRunner):
         """Apply one stage to the source model into `folder`, unless an earlier run already did."""
         if (folder / BUILD_FILE).exists():
             return folder
-        if settings.stage not in CONVERSION_STAGES and not self.train_missing:
+        if settings.stage not in CONVERSION_STAGES and self.finished is not None:
             raise NotBuilt(f"{folder} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
         self.console.print(f"  building {folder.relative_to(self.work)}")
         started = time.perf_counter()
@@ -372,9 +410,14 @@ class SweepRunner(CombinationRunner):
         own = root / c.training / "torch-fp32"
         if (own / BUILD_FILE).exists():  # its dropped model is not needed (`compress bench clean` removes it)
             return own
+        if self.finished is not None:  # measuring again: its record says which layers it kept; nothing is built
+            same = self.trained_with_layers(c, self.finished[c.key]["kept_layers"])
+            if same:
+                return same
+            raise NotBuilt(f"{own} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
-        same = self.trained_from_same_layers(dropped, c.training)
+        same = self.trained_with_layers(c, kept_original_layers(load_config(dropped)))
         if same:
             return same
         if c.training == "distill":
@@ -385,14 +428,14 @@ class SweepRunner(CombinationRunner):
             settings = FinetuneSettings(**self.sweep.training.model_dump())
         return self.build(own, settings, lambda: load_artifact(dropped), c)
 
-    def trained_from_same_layers(self, dropped: Path, training: str) -> Path | None:
+    def trained_with_layers(self, c: Combination, kept: list[int]) -> Path | None:
         """A student another strategy already trained from the same kept layers (e.g. alternate-even and
         top at K=1): the same weights, head seed and training, so the same model; it is reused."""
-        kept = kept_original_layers(load_config(dropped))
-        for other in sorted(dropped.parent.parent.glob(f"*/{training}/torch-fp32/{BUILD_FILE}")):
-            candidate = other.parent  # a trained model's config keeps the original indices of its layers
-            if candidate.parent.parent != dropped.parent and kept_original_layers(load_config(candidate)) == kept:
-                return candidate
+        task_folder = self.work / model_slug(c.model) / c.task
+        for build in sorted(task_folder.glob(f"*/{c.training}/torch-fp32/{BUILD_FILE}")):
+            # a trained model's config keeps the original indices of its layers
+            if kept_original_layers(load_config(build.parent)) == kept:
+                return build.parent
         return None
 
     def artifact(self, c: Combination) -> tuple[Path, Path]:
@@ -428,7 +471,10 @@ def removable_builds(out_dir: Path) -> list[Path]:
     measured = {work / measured_folder(r) for r in counted}
     removable = [p for p in work.rglob("*.partial") if p.is_dir()]
     for build in sorted(work.rglob(BUILD_FILE)):
-        stage = json.loads(build.read_text())["stage"]["stage"]
+        try:
+            stage = json.loads(build.read_text())["stage"]["stage"]
+        except (ValueError, KeyError, TypeError):
+            raise CompressError(f"clean: {build}: not a build record (expected JSON with stage.stage); nothing was removed") from None
         if stage not in TRAINING_STAGES and build.parent not in measured:
             removable.append(build.parent)
     return sorted(removable)

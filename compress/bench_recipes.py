@@ -209,7 +209,7 @@ class RecipeRunner(CombinationRunner):
         row = self.rows[c.key]
         folder = self.run_folder(row.recipe)
         if not (folder / RUN_SUMMARY_FILE).exists():  # not run yet, or interrupted: run it whole
-            if not self.train_missing:
+            if self.finished is not None:
                 raise NotBuilt(f"{folder} holds no finished run of {row.file}; run the benchmark without --retime")
             self.console.print(f"  running recipe {row.recipe.name} ({row.file})")
             run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=row.text)

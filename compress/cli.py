@@ -154,7 +154,7 @@ def bench(
     import shutil
     import sys
 
-    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
+    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, refuse_if_running, removable_builds, shared_settings
     from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
     from compress.report import read_records, write_report
     from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
@@ -182,9 +182,13 @@ def bench(
     if targets[0] == "clean":
         if len(targets) != 2:
             raise CompressError("clean: name one sweep results folder, e.g. compress bench clean bench/results/minilm_sst2")
+        if out or shard or retime or retry_failed:
+            raise CompressError("clean: takes one results folder and --dry-run, no other option")
         folder = Path(targets[1])
         if not (folder / SETTINGS_FILE).is_file():
-            raise CompressError(f"clean: {folder / SETTINGS_FILE} not found; expected the results folder of a sweep")
+            raise CompressError(f"clean: {folder / SETTINGS_FILE} not found; expected the results folder of a sweep "
+                                "(a benchmark of recipes keeps whole runs and is not cleaned)")
+        refuse_if_running(folder)
         removable = removable_builds(folder)
         freed = sum(f.stat().st_size for p in removable for f in p.rglob("*") if f.is_file())
         for path in removable:

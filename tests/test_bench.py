@@ -201,25 +201,27 @@ def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
     assert (folder / "out" / "results.jsonl").read_text() == lines
 
 
-def test_retime_measures_again_without_training(finished_sweep):
+def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
     # a student of its own for alternate-even (as a folder built before students were shared has):
     # each combination must keep measuring its own, not another strategy's equal one
-    work = folder / "out" / "work" / "minilm-l6" / "rotten-tomatoes"
+    work = out / "work" / "minilm-l6" / "rotten-tomatoes"
     shutil.copytree(work / "top-k1" / "finetune" / "torch-fp32", work / "alternate-even-k1" / "finetune" / "torch-fp32")
-    stamps = {p: p.stat().st_mtime_ns for p in (folder / "out" / "work").rglob(BUILD_FILE)}
-    before = read_records(folder / "out")
-    result = invoke(sweep, "--out", folder / "out", "--retime")
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "work").rglob(BUILD_FILE)}
+    before = read_records(out)
+    result = invoke(sweep, "--out", out, "--retime")
     assert result.exit_code == 0, result.output
     assert "6 finished ones to measure again" in result.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    after = read_records(folder / "out")
+    after = read_records(out)
     assert after[: len(before)] == before, "earlier records are kept"
     retimed = after[len(before):]
     assert sorted(r["key"] for r in retimed) == sorted(r["key"] for r in before)
     assert all(r["seconds"]["stages"] == {} and r["score"] == pytest.approx(b["score"]) for r, b in zip(
         sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
-    assert (folder / "out" / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
+    assert (out / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
     trained_in = {r["strategy"]: r["trained_in"] for r in retimed if r["k"] == 1 and r["training"] == "finetune"}
     assert trained_in["alternate-even"].endswith("alternate-even-k1/finetune/torch-fp32")
     assert trained_in["top"].endswith("top-k1/finetune/torch-fp32")
@@ -401,16 +403,42 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     assert f"{full}/onnx-int8-dynamic" in built and f"{full}/onnx-fp32" not in built, "the measured int8 stays, its step goes"
     assert {p: p.stat().st_mtime_ns for p in trained} == trained, "every trained model stays"
 
-    # measuring again needs nothing that was removed; a new row drops layers again, trains only itself
-    sweep = write_sweep(tmp_path, {**TINY, "grids": [*TINY["grids"], {"strategies": ["bottom"], "k": [1], "training": ["distill"]}]})
+    # measuring again needs nothing that was removed, not even for alternate-even at K=1, which reuses
+    # top's student (found by the kept layers its record holds)
+    added_rows = [{"strategies": ["bottom", "alternate-even"], "k": [1], "training": ["distill"]}]
+    sweep = write_sweep(tmp_path, {**TINY, "grids": [*TINY["grids"], *added_rows]})
     result = invoke(sweep, "--out", copy, "--retime")
-    assert result.exit_code == 0 and "not measured again" not in result.output, result.output
+    assert result.exit_code == 0 and "6 finished ones" in result.output and "not measured again" not in result.output, result.output
     assert {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} == built, "nothing rebuilt"
+    retimed = read_records(copy)[-6:]
+    assert {r["trained_in"] for r in retimed if r["strategy"] == "alternate-even"} == {"minilm-l6/rotten-tomatoes/top-k1/finetune/torch-fp32"}
+    # new rows drop layers again and train only a student no strategy has: bottom's, not alternate-even's
     result = invoke(sweep, "--out", copy)
-    assert result.exit_code == 0 and "6 already done" in result.output and "1 to run" in result.output, result.output
+    assert result.exit_code == 0 and "6 already done" in result.output and "2 to run" in result.output, result.output
     added = {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} - built
-    assert added == {"minilm-l6/rotten-tomatoes/bottom-k1/dropped", "minilm-l6/rotten-tomatoes/bottom-k1/distill/torch-fp32"}
+    assert added == {"minilm-l6/rotten-tomatoes/bottom-k1/dropped", "minilm-l6/rotten-tomatoes/bottom-k1/distill/torch-fp32",
+                     "minilm-l6/rotten-tomatoes/alternate-even-k1/dropped"}
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
 
     result = invoke("clean", tmp_path)
     assert result.exit_code == 2 and "sweep-settings.json not found" in result.output
+
+
+def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_sweep, tmp_path):
+    import json
+    import socket
+
+    from compress.bench import RUNNING_FILE
+
+    folder, sweep, _ = finished_sweep
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy, ignore=shutil.ignore_patterns("work"))
+    marker = copy / RUNNING_FILE
+    marker.write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))  # pid 1 is always alive
+    for args in (("clean", copy), (sweep, "--out", copy)):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "is writing to this folder" in result.output, result.output
+    marker.write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))  # above Linux's pid limit: gone
+    result = invoke(sweep, "--out", copy)
+    assert result.exit_code == 0 and "6 already done" in result.output, result.output
+    assert not marker.exists(), "a finished run leaves no marker"
