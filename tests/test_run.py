@@ -119,6 +119,9 @@ def test_quickstart_results_json(quickstart_run):
     assert stages["onnx"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
     assert stages["int8"]["size_mb"] < 0.3 * stages["onnx"]["size_mb"]
     assert "kl_to_teacher_after" in stages["distilled"]["notes"]
+    for trained in ("teacher", "distilled"):  # the loss curve, to tell a model that learnt from one that did not
+        notes = stages[trained]["notes"]
+        assert notes["train_loss_mean"] > 0 and len(notes["train_loss_by_step"]) >= 2, notes
     assert results["final"]["folder"] == "final"
     assert results["final"]["kept_layers"] == [0, 1, 2, 3]
     assert results["final"]["metrics"] == stages["int8"]["metrics"]

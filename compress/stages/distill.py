@@ -29,7 +29,7 @@ from compress.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.layer_drop import kept_original_layers, original_num_layers
 from compress.stages.base import StageContext
-from compress.stages.finetune import FinetuneSettings, training_arguments
+from compress.stages.finetune import FinetuneSettings, training_arguments, training_losses
 
 NOTE_EXAMPLES = 256
 """Dev examples the before/after distance to the teacher is measured on."""
@@ -333,12 +333,12 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
             regression=regression,
             pairs=pairs,
         )
-        trainer.train()
+        output = trainer.train()
         model = trainer.model
         after = measure("after")
 
     context.notes.update(
         {**settings.loss_note(), "loss": "mse" if regression else "kl", **before, **after,
-         "note_examples": sum(len(b["input_ids"]) for b in note_batches)}
+         "note_examples": sum(len(b["input_ids"]) for b in note_batches), **training_losses(trainer, output)}
     )
     return model
