@@ -147,8 +147,7 @@ def bench(
 
     `compress bench merge A B --out C` joins the folders of several shards into one table and plots.
 
-    `compress bench clean FOLDER` frees disk: removes the dropped models and intermediate exports under
-    FOLDER/work that no record measures (trained and measured models stay; --dry-run lists them).
+    `compress bench clean FOLDER` frees disk: removes dropped models and intermediate exports no record measures (--dry-run lists them).
     """
     import shlex
     import shutil
