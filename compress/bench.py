@@ -33,7 +33,7 @@ from compress.artifacts import Artifact, load_artifact, parameter_count, size_on
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
-from compress.latency import contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
+from compress.latency import LoadElsewhere, contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
 from compress.memory import serving_peak_mb
 from compress.models import load_config, load_for_task, load_tokenizer
@@ -277,6 +277,7 @@ class CombinationRunner:
             "threads": latency.threads,
             "device": device_name(device_of(model)),
             "train_seconds": trained.get("seconds"),
+            "train_other_cpu_load": trained.get("other_cpu_load"),  # None from builds before it was measured
             "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,  # rows sharing a student
             "seconds": {
                 "load": round(loaded - started, 1),
@@ -384,13 +385,15 @@ class SweepRunner(CombinationRunner):
             scoring = self.scoring(c)
             context = StageContext(scoring.data, scoring.tokenizer, partial, scoring.max_length, scoring.eval_batch_size)
             stage_started = time.perf_counter()
-            built = run_stage(settings, model, context)
+            with LoadElsewhere() as elsewhere:  # training time on a shared machine is only as good as its quiet
+                built = run_stage(settings, model, context)
             spent = time.perf_counter() - stage_started
             self.stage_seconds[settings.stage] = round(self.stage_seconds.get(settings.stage, 0.0) + spent, 1)
             record = {
                 "stage": settings.model_dump(by_alias=True),
                 "parameters": parameter_count(built),  # None for exported/quantized: they keep the trained count
                 "seconds": round(time.perf_counter() - started, 1),
+                "other_cpu_load": None if elsewhere.cores is None else round(elsewhere.cores, 2),
                 "notes": context.notes,
             }
             (partial / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n")

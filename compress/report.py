@@ -109,7 +109,7 @@ def markdown_table(rows: list[dict]) -> str:
         lines += [f"### {model} on {task} ({metric}; latency: batch 1, sequence 128, {sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
                   f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        any_busy = False
+        any_busy = any_busy_training = False
         for r in group:
             if r["status"] != "ok":
                 lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
@@ -117,14 +117,18 @@ def markdown_table(rows: list[dict]) -> str:
             t = latency_of(r, *HEADLINE_LATENCY) or {}
             busy = "†" if contended(t.get("other_cpu_load")) else ""  # records from before it was measured have none
             any_busy = any_busy or bool(busy)
+            busy_training = "‡" if contended(r.get("train_other_cpu_load")) else ""
+            any_busy_training = any_busy_training or bool(busy_training)
             lines.append(
                 f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
                 f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
-                f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')} |"
+                f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')}{busy_training} |"
             )
         if any_busy:
             lines += ["", f"† timed while other work used at least {CONTENDED_LOAD} CPU cores: slower than on a quiet machine "
                       "(`compress bench ... --retime` measures again)."]
+        if any_busy_training:
+            lines += ["", f"‡ trained while other work used at least {CONTENDED_LOAD} CPU cores: a longer training time than on a quiet machine."]
         lines.append("")
     return "\n".join(lines)
 

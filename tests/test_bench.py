@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from compress.bench import BUILD_FILE, SweepRunner
 from compress.cli import app
-from compress.report import pareto_front, read_records, strategy_table, with_deltas
+from compress.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas
 from compress.sweep import FULL, Grid, Sweep, expand, shard
 
 TINY = {
@@ -148,6 +148,7 @@ def test_tiny_sweep_end_to_end(finished_sweep):
         load = r["latency"][0]["other_cpu_load"]  # None when the timed calls took too short a time to tell
         assert load is None or load >= 0
         assert r["peak_memory_mb"] > 0
+        assert r["train_other_cpu_load"] is None or r["train_other_cpu_load"] >= 0  # None: trained too briefly to tell
     assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
     # each stage's time is charged to the combination that built it, and only once
     assert full["seconds"]["stages"]["finetune"] > 0 and int8["seconds"]["stages"].keys() == {"export", "quantize"}
@@ -355,6 +356,18 @@ def test_speedups_only_between_timings_on_one_device():
     rows = {r["strategy"]: r for r in with_deltas([row(FULL, 0, 10.0, "cpu: a"), row("top", 2, 5.0, "cpu: a"),
                                                    row("bottom", 2, 1.0, "cpu: b")])}
     assert rows["top"]["speedup_vs_full"] == 2.0 and rows["bottom"]["speedup_vs_full"] is None
+
+
+def test_a_row_trained_on_a_busy_machine_is_marked():
+    def row(strategy, k, train_load):
+        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
+                "precision": "torch-fp32", "status": "ok", "score": 0.9, "primary_metric": "accuracy", "threads": 2,
+                "layers": 6 - k, "parameters": 1e6, "size_mb": 4.0, "train_seconds": 100.0, "train_other_cpu_load": train_load,
+                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}]}
+
+    table = markdown_table(with_deltas([row(FULL, 0, 0.02), row("top", 2, 1.1)]))
+    assert "| 100 |" in table and "| 100‡ |" in table and "‡ trained while other work used" in table
+    assert "‡" not in markdown_table(with_deltas([row(FULL, 0, None)]))
 
 
 def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_sweep):
