@@ -27,7 +27,7 @@ import numpy as np
 from rich.console import Console
 
 from compress.artifacts import load_artifact
-from compress.bench import SweepRunner
+from compress.bench import TRAINING_STAGES, SweepRunner
 from compress.errors import CompressError
 from compress.latency import LoadElsewhere, contended, device_name, fixed_length_batch, runner_for, timed_calls
 from compress.report import merge_records, read_records
@@ -35,7 +35,6 @@ from compress.sweep import FULL, Combination, load_sweep
 
 INT8_PRECISIONS = ("onnx-int8-dynamic", "onnx-int8-dynamic-o2")
 """Dynamic int8 ONNX as exported, and with onnxruntime's fused graph (O2); each is compared like with like."""
-TRAINING_STAGES = ("finetune", "distill")
 BATCH_SIZE, SEQUENCE_LENGTH = 1, 128
 FP32 = "torch-fp32"
 

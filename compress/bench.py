@@ -158,6 +158,10 @@ TO_RUN, DONE, NEEDS_CUDA, NOT_FINISHED = "to run", "done", "needs CUDA", "not fi
 class NotBuilt(CompressError):
     """A trained model that measuring again (--retime) needs is not in work/; nothing is trained to replace it."""
 
+    @classmethod
+    def untrained(cls, folder: Path) -> NotBuilt:
+        return cls(f"{folder} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
+
 
 TRAINING_STAGES = ("finetune", "distill")
 CONVERSION_STAGES = ("export", "quantize")
@@ -377,7 +381,7 @@ class SweepRunner(CombinationRunner):
         if (folder / BUILD_FILE).exists():
             return folder
         if settings.stage not in CONVERSION_STAGES and self.finished is not None:
-            raise NotBuilt(f"{folder} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
+            raise NotBuilt.untrained(folder)
         self.console.print(f"  building {folder.relative_to(self.work)}")
         started = time.perf_counter()
         model = source()
@@ -417,7 +421,7 @@ class SweepRunner(CombinationRunner):
             same = self.trained_with_layers(c, self.finished[c.key]["kept_layers"])
             if same:
                 return same
-            raise NotBuilt(f"{own} is not trained in this folder (work/ is not committed); run the sweep without --retime to train it")
+            raise NotBuilt.untrained(own)
         drop = DropSettings(strategy=c.strategy, k=c.k, examples=self.sweep.contribution_examples, seed=self.sweep.seed)
         dropped = self.build(root / "dropped", drop, lambda: self.base_model(c), c)
         same = self.trained_with_layers(c, kept_original_layers(load_config(dropped)))
