@@ -6,6 +6,10 @@ All statistics are over the non-padding tokens of the batches given:
 - block influence: 1 - that cosine (ShortGPT, Men et al. 2024, arXiv 2403.03853);
 - angular distance: mean arccos(cosine)/pi between the input of layer l and the output of layer
   l+n-1, for a block of n layers starting at every l (Gromov et al. 2024, arXiv 2403.17887);
+- classifier token: the mean cosine between different examples' states of the token a classification
+  head reads, at each layer's output. Near 1, that token is the same for every input, so a model cut
+  just above that layer hands its new classifier almost nothing to go on (sentence-embedding models
+  trained for mean pooling keep [CLS] so below their top layer);
 - against a fine-tuned model of the same base: per layer, the mean per-token cosine between the two
   models' outputs, and linear CKA (Kornblith et al. 2019) of the two sets of token representations.
 
@@ -44,6 +48,9 @@ class LayerStatistics:
     block_influence: float
     angular_distance: float | None
     """Of the block of `block` layers starting here; None where such a block would run past the top."""
+    classifier_token_cosine: float | None
+    """Mean cosine between different examples' classifier-token states at this layer's output; None
+    with fewer than two examples."""
     finetuned_layer: int | None = None
     """The fine-tuned model's layer kept from the same original layer; None if it was dropped there."""
     finetuned_cosine: float | None = None
@@ -88,6 +95,26 @@ def matched_layers(base: PretrainedConfig, finetuned: PretrainedConfig, where: s
     return {base_index[original]: index for index, original in enumerate(kept_original_layers(finetuned))}
 
 
+def classifier_token_states(mask: torch.Tensor, states: torch.Tensor, position: str) -> torch.Tensor:
+    """(batch, hidden): each example's state of the token the classification head reads (`position`
+    from the layout table: the first token, or the last non-padding one)."""
+    if position == "first":
+        return states[:, 0]
+    last = mask.shape[1] - 1 - mask.flip(1).int().argmax(dim=1)
+    return states[torch.arange(states.shape[0], device=states.device), last]
+
+
+def mean_pairwise_cosine(rows: torch.Tensor) -> float | None:
+    """Mean cosine over all pairs of different rows, in float64 (None for fewer than two rows)."""
+    count = rows.shape[0]
+    if count < 2:
+        return None
+    unit = torch.nn.functional.normalize(rows.double(), dim=-1)
+    total = unit.sum(dim=0)
+    # The sum over i != j of u_i . u_j is |sum u|^2 minus the n diagonal terms: no n x n matrix.
+    return float((total @ total - count) / (count * (count - 1)))
+
+
 def _token_sample(total: int, limit: int, seed: int) -> torch.Tensor:
     """Sorted positions of at most `limit` of `total` tokens, drawn with a fixed seed."""
     if total <= limit:
@@ -109,6 +136,7 @@ def analyze_layers(
     `block` is the block size n of the angular distance (None: no angular distance).
     """
     count = num_layers(model.config)
+    classifier_token = layout_for(model.config).classifier_token
     if block is not None and not 1 <= block <= count:
         raise CompressError(f"block: must be between 1 and the model's {count} layers (got {block})")
     if not batches:
@@ -121,6 +149,7 @@ def analyze_layers(
     cosine_sums = torch.zeros(count, dtype=torch.float64)
     angle_sums = torch.zeros(block_starts, dtype=torch.float64)
     finetuned_cosine_sums = torch.zeros(count, dtype=torch.float64)
+    classifier_states: list[list[torch.Tensor]] = [[] for _ in range(count)]
     samples: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {layer: ([], []) for layer in pairs}
 
     base_states = layer_states(model, track(batches, description="Analysing layers"))
@@ -135,6 +164,7 @@ def analyze_layers(
         offset += n
         for layer, (layer_input, layer_output) in enumerate(tokens):
             cosine_sums[layer] += token_cosines(layer_input, layer_output).sum().cpu()
+            classifier_states[layer].append(classifier_token_states(mask, states[layer][1], classifier_token).cpu())
         for start in range(block_starts):
             cosines = token_cosines(tokens[start][0], tokens[start + block - 1][1]).clamp(-1.0, 1.0)
             angle_sums[start] += (torch.arccos(cosines) / math.pi).sum().cpu()
@@ -157,6 +187,7 @@ def analyze_layers(
             cosine=cosine,
             block_influence=1.0 - cosine,
             angular_distance=float(angle_sums[layer] / total_tokens) if layer < block_starts else None,
+            classifier_token_cosine=mean_pairwise_cosine(torch.cat(classifier_states[layer])),
         )
         if layer in pairs:
             row.finetuned_layer = pairs[layer]

@@ -30,6 +30,7 @@ def statistics_table(rows: list[LayerStatistics], title: str, block: int | None)
     ]
     if block:
         columns.append(("angular_distance", f"angular distance (block {block})"))
+    columns.append(("classifier_token_cosine", "classifier token: cos between inputs"))
     if any(row.finetuned_layer is not None for row in rows):
         columns += [
             ("finetuned_layer", "fine-tuned layer"),
@@ -59,7 +60,7 @@ def write_analysis(rows: list[LayerStatistics], about: dict, folder: Path, title
 
 
 def plot_layers(rows: list[LayerStatistics], title: str, block: int | None, path: Path) -> None:
-    """Scores by layer: contribution (and angular distance); base vs fine-tuned cosine and CKA when measured."""
+    """Scores by layer: contribution, angular distance and the classifier token; base vs fine-tuned cosine and CKA when measured."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display needed
     from matplotlib.figure import Figure
 
@@ -75,7 +76,10 @@ def plot_layers(rows: list[LayerStatistics], title: str, block: int | None, path
     angular = [(row.original_layer, row.angular_distance) for row in rows if row.angular_distance is not None]
     if block and angular:
         contribution.plot(*zip(*angular), marker="s", label=f"angular distance, block of {block} starting here")
-    contribution.set(title="How much each layer changes its input", xlabel="layer (0-based)", ylabel="score")
+    token = [(row.original_layer, row.classifier_token_cosine) for row in rows if row.classifier_token_cosine is not None]
+    if token:
+        contribution.plot(*zip(*token), marker="^", label="classifier token: cos between inputs (1: same for all)")
+    contribution.set(title="Each layer of the analysed model", xlabel="layer (0-based)", ylabel="score")
     contribution.legend(fontsize="small")
 
     if compared:

@@ -8,6 +8,7 @@ and which config field counts the layers. Adding an architecture means adding a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -33,6 +34,9 @@ class LayerLayout:
     position_dependent_flags: tuple[str, ...] = ()
     """Config flags that, when set, make a layer compute with its own index, which a dropped (and
     reloaded) model renumbers: such models are refused rather than silently changed."""
+    classifier_token: Literal["first", "last"] = "first"
+    """The token whose top-layer state the sequence-classification head reads: the first ([CLS], <s>),
+    or the last non-padding one (XLNet, whose tokenizer pads on the left, and decoders)."""
 
 
 ARCHITECTURES: dict[str, LayerLayout] = {
@@ -43,11 +47,15 @@ ARCHITECTURES: dict[str, LayerLayout] = {
     "mpnet": LayerLayout("encoder.layer", "num_hidden_layers"),
     "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers"),
     "distilbert": LayerLayout("transformer.layer", "n_layers"),
-    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True),
+    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, classifier_token="last"),
     "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
-    "gpt2": LayerLayout("h", "n_layer", normed_last_hidden_state=True, position_dependent_flags=("scale_attn_by_inverse_layer_idx",)),
-    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True),
-    "qwen2": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",)),
+    "gpt2": LayerLayout(
+        "h", "n_layer", normed_last_hidden_state=True, position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
+    ),
+    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, classifier_token="last"),
+    "qwen2": LayerLayout(
+        "layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",), classifier_token="last"
+    ),
 }
 
 

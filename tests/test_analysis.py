@@ -16,7 +16,7 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from compress.analysis import analyze_layers, linear_cka, matched_layers, metric_scores
+from compress.analysis import analyze_layers, linear_cka, matched_layers, mean_pairwise_cosine, metric_scores
 from compress.architectures import layer_list
 from compress.errors import CompressError
 from compress.layer_drop import drop_layers
@@ -73,6 +73,38 @@ def test_scores_match_hidden_states_of_a_real_model():
         cosines = torch.nn.functional.cosine_similarity(states[start][mask].double(), states[start + 3][mask].double(), dim=-1)
         expected = (torch.arccos(cosines.clamp(-1, 1)) / math.pi).mean().item()
         assert rows[start].angular_distance == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("model_type", "read_at"), [("bert", (0, 0)), ("xlnet", (8, 5)), ("gpt2", (8, 5))])
+def test_classifier_token_is_the_token_the_head_reads(model_type, read_at):
+    # batch(): the second example is padded from position 6, so its last real token is at 5.
+    model = tiny_classifier(model_type, layers=3)
+    rows = analyze_layers(model, [batch()], block=None)
+    with torch.no_grad():
+        states = model(**batch(), output_hidden_states=True).hidden_states
+    for layer in range(2):  # below the top, every architecture's hidden_states are the raw layer outputs
+        first, second = states[layer + 1][0, read_at[0]], states[layer + 1][1, read_at[1]]
+        expected = torch.nn.functional.cosine_similarity(first.double(), second.double(), dim=0).item()
+        assert rows[layer].classifier_token_cosine == pytest.approx(expected, abs=1e-6)
+
+
+def test_classifier_token_is_the_same_for_identical_inputs_and_needs_two_examples():
+    model = tiny_classifier("bert", layers=2)
+    same = {name: tensor[:1].repeat(3, 1) for name, tensor in batch().items()}
+    assert all(row.classifier_token_cosine == pytest.approx(1.0, abs=1e-9) for row in analyze_layers(model, [same]))
+    single = {name: tensor[:1] for name, tensor in batch().items()}
+    assert all(row.classifier_token_cosine is None for row in analyze_layers(model, [single]))
+
+
+def test_mean_pairwise_cosine_matches_every_pair():
+    rows = torch.randn(7, 5, generator=torch.Generator().manual_seed(3))
+    pairs = [
+        torch.nn.functional.cosine_similarity(rows[i].double(), rows[j].double(), dim=0).item()
+        for i in range(7)
+        for j in range(7)
+        if i != j
+    ]
+    assert mean_pairwise_cosine(rows) == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
 
 
 # --- base vs fine-tuned ---------------------------------------------------------------------------
@@ -234,6 +266,8 @@ def test_analyze_writes_table_json_csv_and_plot(tmp_path, dropped_minilm):
     for row in (rows[3], rows[5]):  # their inputs changed with the drop
         assert 0 < row["finetuned_cka"] < 1 - 1e-4 and row["finetuned_cosine"] < 1 - 1e-4
     assert all(0 < row["cosine"] < 1 for row in rows)
+    assert "classifier token" in result.stdout
+    assert all(-1 <= row["classifier_token_cosine"] <= 1 + 1e-9 for row in rows)
     with (out / "analysis.csv").open() as table:
         assert [row["layer"] for row in csv.DictReader(table)] == [str(i) for i in range(6)]
 
