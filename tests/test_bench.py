@@ -1,7 +1,11 @@
 """The benchmark harness: sweep expansion and validation, shared builds, resume, shards, reports."""
 
+import json
 import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -455,3 +459,26 @@ def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_swee
     result = invoke(sweep, "--out", copy)
     assert result.exit_code == 0 and "6 already done" in result.output, result.output
     assert not marker.exists(), "a finished run leaves no marker"
+
+
+def test_classifier_token_script_drops_each_student_as_the_sweep_did(finished_sweep, tmp_path):
+    folder, sweep, _ = finished_sweep
+    script = Path(__file__).resolve().parents[1] / "bench" / "classifier_token.py"
+    run = subprocess.run(
+        [sys.executable, script, sweep, "--results", folder / "out", "--out", tmp_path, "--examples", "8"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((tmp_path / "classifier_token.json").read_text())["rows"]
+    assert [(r["strategy"], r["k"]) for r in rows] == [(FULL, 0), ("alternate-even", 1), ("bottom", 1), ("top", 1)]
+    records = {
+        (r["strategy"], r["k"]): r for r in read_records(folder / "out") if r["training"] == "finetune" and r["precision"] == "torch-fp32"
+    }
+    for row in rows:
+        assert row["kept_layers"] == records[(row["strategy"], row["k"])]["kept_layers"]
+        assert row["score"] == records[(row["strategy"], row["k"])]["score"]
+        assert row["top_layer"] == row["kept_layers"][-1] and -1 <= row["classifier_token_cosine"] <= 1
+    # the embedded MiniLM's [CLS] varies between inputs only at its top layer (layer 5)
+    by_strategy = {row["strategy"]: row["classifier_token_cosine"] for row in rows}
+    assert by_strategy["top"] > 0.99 and by_strategy[FULL] < 0.9
+    assert "| minilm-l6 | rotten-tomatoes | top | 1 | 4 |" in (tmp_path / "classifier_token.md").read_text()
