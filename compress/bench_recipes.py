@@ -9,6 +9,10 @@ Beside them, per model and task, a generated baseline recipe fine-tunes the full
 first such recipe's data and training settings, exports it and quantizes it to dynamic int8: the
 two rows a user would pick instead (the full model in PyTorch fp32 and in int8 ONNX), and the
 reference every other row's change is counted from. Recipes that train nothing get no baseline.
+
+A stage that two recipes, or a recipe and its baseline, share (the same settings from the same
+start, compress/runner.py's `stage_identities`) runs once: the others link its folder in, and their
+stage.json notes `reused_from`. A recipe's teacher that is its baseline's model is trained once.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from compress.bench import CombinationRunner, NotBuilt, Scoring, model_slug
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.recipe import BASE, Recipe, load_recipe
-from compress.runner import RUN_SUMMARY_FILE, STAGE_FILE, run_recipe
+from compress.runner import RUN_SUMMARY_FILE, STAGE_FILE, run_recipe, stage_identities
 from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
@@ -179,6 +183,15 @@ class RecipeRunner(CombinationRunner):
         super().__init__(out_dir, latency, console)
         self.rows = {c.key: row for c, row in rows.items()}
         self._data: dict[str, TaskData] = {}
+        self.finished_stages: dict[str, Path] = {}
+        """Stage identity -> a finished stage folder: a stage two recipes (or a recipe and its baseline)
+        share is run once, also across runs of the benchmark."""
+        for row in self.rows.values():
+            folder = self.run_folder(row.recipe)
+            if (folder / RUN_SUMMARY_FILE).exists():
+                for stage, identity in stage_identities(row.recipe).items():
+                    if (folder / stage / STAGE_FILE).exists():
+                        self.finished_stages.setdefault(identity, folder / stage)
 
     def run_folder(self, recipe: Recipe) -> Path:
         return self.work / "recipes" / recipe.name
@@ -212,8 +225,10 @@ class RecipeRunner(CombinationRunner):
             if self.finished is not None:
                 raise NotBuilt(f"{folder} holds no finished run of {row.file}; run the benchmark without --retime")
             self.console.print(f"  running recipe {row.recipe.name} ({row.file})")
-            run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=row.text)
+            run_recipe(row.recipe, row.file, folder, overwrite=True, console=self.console, recipe_text=row.text,
+                       finished_stages=self.finished_stages)
             for stage in row.recipe.stages:
-                seconds = self.build_record(folder / stage.name)["seconds"]
-                self.stage_seconds[stage.stage] = round(self.stage_seconds.get(stage.stage, 0.0) + seconds, 1)
+                built = self.build_record(folder / stage.name)
+                if "reused_from" not in built["notes"]:  # a linked stage took no time in this run
+                    self.stage_seconds[stage.stage] = round(self.stage_seconds.get(stage.stage, 0.0) + built["seconds"], 1)
         return (folder / row.trained if row.trained else None), folder / row.measured

@@ -6,6 +6,7 @@ saved whole, so an interrupted run never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -79,6 +80,35 @@ def _link_or_copy_tree(source: Path, target: Path) -> None:
         shutil.copytree(source, target)
 
 
+def stage_identities(recipe: Recipe) -> dict[str, str]:
+    """Stage name -> a digest of everything that decides the model the stage makes: the run's model,
+    task, data, length and seed, the stage's settings (not its name), and the identities of the stages
+    it starts from and reads. Training is seeded, so two stages with one identity make the same model."""
+    run = {key: getattr(recipe, key) for key in ("model", "task", "max_length", "eval_batch_size", "seed")}
+    identities = {BASE: json.dumps({**run, "data": recipe.data.model_dump(mode="json")}, sort_keys=True)}
+    for index, settings in enumerate(recipe.stages):
+        reads = {field: identities.get(ref, ref) for field, ref in settings.model_references().items()}
+        described = {
+            "from": identities[recipe.source_of(index)],
+            "settings": settings.model_dump(mode="json", exclude={"name", "source", *reads}),
+            "reads": reads,
+        }
+        identities[settings.name] = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return identities
+
+
+def reuse_stage(finished: Path, folder: Path, name: str, source: str) -> StageResult:
+    """Link a finished stage folder of another run in as stage `name` (from `source`) of this one."""
+    _link_or_copy_tree(finished, folder)
+    record = json.loads((folder / STAGE_FILE).read_text())
+    fields = {key: record[key] for key in StageResult.__dataclass_fields__}
+    result = StageResult(**{**fields, "name": name, "source": source, "folder": name})
+    result.notes = {**result.notes, "reused_from": str(finished)}
+    (folder / STAGE_FILE).unlink()  # a hard link: writing through it would change the other run's record
+    (folder / STAGE_FILE).write_text(json.dumps({"settings": record["settings"], **asdict(result)}, indent=2) + "\n")
+    return result
+
+
 def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
     table = Table(title=f"{recipe.name}: {recipe.model} on {recipe.task}")
     metric_names = list(dict.fromkeys(name for r in results for name in r.metrics))
@@ -94,11 +124,13 @@ def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
 
 
 def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwrite: bool, console: Console,
-               recipe_text: str | None = None) -> dict:
+               recipe_text: str | None = None, finished_stages: dict[str, Path] | None = None) -> dict:
     """Run every stage of a validated recipe; returns what results.json holds.
 
     `recipe_file` names the recipe in messages; `recipe_text` (default: that file's text) is
-    kept beside the run and in model cards."""
+    kept beside the run and in model cards. With `finished_stages` (stage identity -> a finished
+    stage folder of another run), a stage found there is linked in instead of run again, and every
+    stage this run makes is added to it."""
     # Everything that can still fail on bad input comes before the run folder is touched.
     check_run_folder(run_folder, overwrite)
     tokenizer = load_tokenizer(recipe.model)
@@ -120,9 +152,19 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
     parameters: dict[str, int] = {}
     stage_folders: dict[str, Path] = {}
     results: list[StageResult] = []
+    identities = stage_identities(recipe) if finished_stages is not None else {}
     for index, settings in enumerate(recipe.stages):
         source = recipe.source_of(index)
         console.rule(f"[bold]{settings.name}[/]: {settings.stage} from {source}")
+        finished = finished_stages.get(identities[settings.name]) if finished_stages is not None else None
+        if finished is not None:
+            result = reuse_stage(finished, run_folder / settings.name, settings.name, source)
+            trained[settings.name] = STAGES[settings.stage].trains or trained[source]
+            parameters[settings.name] = result.parameters
+            stage_folders[settings.name] = run_folder / settings.name
+            results.append(result)
+            console.print(f"{settings.name}: the same stage as {finished}, linked in, not run again")
+            continue
         started = time.perf_counter()
         if source == BASE and base_kind(recipe.model) == "onnx":
             model = load_artifact(Path(resolve_model(recipe.model)))
@@ -166,6 +208,8 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
             )
             (partial / "README.md").write_text(card)
         stage_folders[settings.name] = run_folder / settings.name
+        if finished_stages is not None:
+            finished_stages[identities[settings.name]] = run_folder / settings.name
         results.append(result)
         console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters, {metrics or ''}")
 

@@ -1,6 +1,7 @@
 """`compress bench` on a list of recipes: naming rows from their stages, the generated baseline,
 one real tiny run end to end (embedded MiniLM and Rotten Tomatoes), resume, and bad input."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ from typer.testing import CliRunner
 
 from compress.bench_recipes import baseline_recipe, describe
 from compress.cli import app
-from compress.recipe import parse_recipe
+from compress.recipe import parse_recipe, recipe_from_mapping
 from compress.report import read_records
+from compress.runner import stage_identities
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -137,3 +139,47 @@ def test_a_recipe_trained_otherwise_than_its_baseline_gets_a_note(tmp_path):
     assert text.count("note:") == 1 and "longer.yaml: trains with other data or settings than" in text
     assert "first.yaml, which the baseline" in text
     assert "5 would run" in result.output  # two baseline rows and three recipes
+
+
+def test_a_stage_is_identified_by_what_makes_its_model_not_by_its_name():
+    teacher = {"stage": "finetune", **TRAIN}
+    drop = {"stage": "drop", "from": "base", "strategy": "top", "k": 1}
+
+    def identities(*stages, **changes):
+        return stage_identities(recipe_from_mapping({**recipe("r", *stages), **changes}, "test"))
+
+    one = identities({**teacher, "name": "teacher"}, drop, {"stage": "distill", "teacher": "teacher", **TRAIN})
+    renamed = identities({**teacher, "name": "big"}, drop, {"stage": "distill", "teacher": "big", **TRAIN})
+    assert one["teacher"] == renamed["big"] and one["03-distill"] == renamed["03-distill"]
+    other_teacher = identities({**teacher, "name": "teacher", "learning_rate": 1e-4}, drop, {"stage": "distill", "teacher": "teacher", **TRAIN})
+    assert other_teacher["02-drop"] == one["02-drop"]  # starts from the base, does not read the teacher
+    assert other_teacher["03-distill"] != one["03-distill"]  # reads another teacher
+    assert identities({**teacher, "name": "teacher"}, seed=7)["teacher"] != one["teacher"]
+    assert identities({**teacher, "name": "teacher"}, max_length=64)["teacher"] != one["teacher"]
+    # the same drop after the teacher instead of from the base starts from another model
+    after = identities({**teacher, "name": "teacher"}, {**drop, "from": "teacher"})
+    assert after["02-drop"] != one["02-drop"]
+
+
+def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
+    teacher = {"stage": "finetune", "name": "teacher", **TRAIN}
+    files = [
+        write(tmp_path, recipe(f"distill-top{k}", teacher, {"stage": "drop", "from": "base", "strategy": "top", "k": k},
+                               {"stage": "distill", "teacher": "teacher", **TRAIN}))
+        for k in (1, 2)
+    ]
+    out = tmp_path / "out"
+    result = invoke(*files, "--out", out)
+    assert result.exit_code == 0, result.output
+    recipes = out / "work" / "recipes"
+    trained = recipes / "baseline-minilm-l6-rotten-tomatoes" / "finetune"
+    assert "reused_from" not in json.loads((trained / "stage.json").read_text())["notes"]
+    weights = (trained / "model.safetensors").stat()
+    for name in ("distill-top1", "distill-top2"):
+        record = json.loads((recipes / name / "teacher" / "stage.json").read_text())
+        assert record["notes"]["reused_from"] == str(trained) and record["name"] == "teacher"
+        linked = (recipes / name / "teacher" / "model.safetensors").stat()
+        assert (linked.st_ino, linked.st_size) == (weights.st_ino, weights.st_size)
+    assert json.loads((trained / "stage.json").read_text())["name"] == "finetune"  # the original record is untouched
+    rows = {r["recipe"]: r for r in read_records(out)}
+    assert rows["distill-top1"]["status"] == rows["distill-top2"]["status"] == "ok"
