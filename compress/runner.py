@@ -34,7 +34,7 @@ from compress.layer_drop import kept_original_layers
 from compress.model_card import render_model_card
 from compress.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
 from compress.recipe import BASE, Recipe
-from compress.stages import STAGES, StageContext, run_stage
+from compress.stages import STAGES, StageContext, StageSettings, run_stage
 
 FINAL = "final"
 RUN_SUMMARY_FILE = "results.json"
@@ -72,9 +72,9 @@ def prepare_run_folder(folder: Path, overwrite: bool) -> None:
 
 
 def _link_or_copy_tree(source: Path, target: Path) -> None:
-    """`final/` is a copy of the last stage's folder; hard links make it cost no disk where allowed."""
+    """A copy of a model folder; hard links make it cost no disk where allowed (`final/`, a reused stage)."""
     try:
-        shutil.copytree(source, target, copy_function=os.link)
+        shutil.copytree(source, target, copy_function=os.link, dirs_exist_ok=True)
     except OSError:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
@@ -97,15 +97,16 @@ def stage_identities(recipe: Recipe) -> dict[str, str]:
     return identities
 
 
-def reuse_stage(finished: Path, folder: Path, name: str, source: str) -> StageResult:
-    """Link a finished stage folder of another run in as stage `name` (from `source`) of this one."""
-    _link_or_copy_tree(finished, folder)
-    record = json.loads((folder / STAGE_FILE).read_text())
-    fields = {key: record[key] for key in StageResult.__dataclass_fields__}
-    result = StageResult(**{**fields, "name": name, "source": source, "folder": name})
-    result.notes = {**result.notes, "reused_from": str(finished)}
-    (folder / STAGE_FILE).unlink()  # a hard link: writing through it would change the other run's record
-    (folder / STAGE_FILE).write_text(json.dumps({"settings": record["settings"], **asdict(result)}, indent=2) + "\n")
+def reuse_stage(finished: Path, folder: Path, settings: StageSettings, source: str) -> StageResult:
+    """Link a finished stage folder of another run in as this run's stage `settings` (from `source`)."""
+    with writing(folder) as partial:
+        _link_or_copy_tree(finished, partial)
+        record = json.loads((partial / STAGE_FILE).read_text())
+        fields = {key: record[key] for key in StageResult.__dataclass_fields__}
+        result = StageResult(**{**fields, "name": settings.name, "source": source, "folder": settings.name})
+        result.notes = {**result.notes, "reused_from": str(finished)}
+        (partial / STAGE_FILE).unlink()  # a hard link: writing through it would change the other run's record
+        (partial / STAGE_FILE).write_text(json.dumps({"settings": settings.model_dump(by_alias=True), **asdict(result)}, indent=2) + "\n")
     return result
 
 
@@ -158,7 +159,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
         console.rule(f"[bold]{settings.name}[/]: {settings.stage} from {source}")
         finished = finished_stages.get(identities[settings.name]) if finished_stages is not None else None
         if finished is not None:
-            result = reuse_stage(finished, run_folder / settings.name, settings.name, source)
+            result = reuse_stage(finished, run_folder / settings.name, settings, source)
             trained[settings.name] = STAGES[settings.stage].trains or trained[source]
             parameters[settings.name] = result.parameters
             stage_folders[settings.name] = run_folder / settings.name

@@ -177,7 +177,7 @@ def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
     weights = (trained / "model.safetensors").stat()
     for name in ("distill-top1", "distill-top2"):
         record = json.loads((recipes / name / "teacher" / "stage.json").read_text())
-        assert record["notes"]["reused_from"] == str(trained) and record["name"] == "teacher"
+        assert record["notes"]["reused_from"] == str(trained) and record["name"] == record["settings"]["name"] == "teacher"
         linked = (recipes / name / "teacher" / "model.safetensors").stat()
         assert (linked.st_ino, linked.st_size) == (weights.st_ino, weights.st_size)
     assert json.loads((trained / "stage.json").read_text())["name"] == "finetune"  # the original record is untouched
