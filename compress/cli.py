@@ -279,7 +279,7 @@ def drop(
     from compress.architectures import num_layers
     from compress.artifacts import writing
     from compress.layer_drop import drop_layers, kept_original_layers
-    from compress.model_card import render_model_card
+    from compress.model_card import CARD_FILE, render_model_card
     from compress.models import count_parameters, load_saved, load_tokenizer
     from compress.stages.drop import score_layers_for_drop
     from compress.strategies import CONTRIBUTION_METRICS, STRATEGIES, layers_to_drop
@@ -322,7 +322,7 @@ def drop(
         network.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         card = render_model_card(network.config, count_parameters(network), model, task or "none", "-", None, None)
-        (partial / "README.md").write_text(card)
+        (partial / CARD_FILE).write_text(card)
     console.print(
         f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"

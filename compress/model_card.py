@@ -8,6 +8,9 @@ from compress.architectures import num_layers
 from compress.artifacts import QUANTIZATION_FIELD
 from compress.layer_drop import PROVENANCE_FIELD, kept_original_layers, original_num_layers
 
+CARD_FILE = "README.md"
+"""The model card's file name in a model folder (what the Hugging Face hub shows)."""
+
 
 def render_model_card(
     config: PretrainedConfig,

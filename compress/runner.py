@@ -31,7 +31,7 @@ from compress.data import load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.layer_drop import kept_original_layers
-from compress.model_card import render_model_card
+from compress.model_card import CARD_FILE, render_model_card
 from compress.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
 from compress.recipe import BASE, Recipe
 from compress.stages import STAGES, StageContext, StageSettings, run_stage
@@ -105,8 +105,14 @@ def reuse_stage(finished: Path, folder: Path, settings: StageSettings, source: s
         fields = {key: record[key] for key in StageResult.__dataclass_fields__}
         result = StageResult(**{**fields, "name": settings.name, "source": source, "folder": settings.name})
         result.notes = {**result.notes, "reused_from": str(finished)}
-        (partial / STAGE_FILE).unlink()  # a hard link: writing through it would change the other run's record
+        # Hard links: writing through them would change the other run's files.
+        (partial / STAGE_FILE).unlink()
         (partial / STAGE_FILE).write_text(json.dumps({"settings": settings.model_dump(by_alias=True), **asdict(result)}, indent=2) + "\n")
+        (partial / CARD_FILE).unlink(missing_ok=True)
+        (partial / CARD_FILE).write_text(
+            f"# {settings.name}\n\nThe same model as `{finished}` (the same stage settings from the same start), "
+            "linked in rather than built again; its model card is there.\n"
+        )
     return result
 
 
@@ -207,7 +213,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
             card = render_model_card(
                 model.config, result.parameters, recipe.model, recipe.task, data.source, metrics, recipe_text
             )
-            (partial / "README.md").write_text(card)
+            (partial / CARD_FILE).write_text(card)
         stage_folders[settings.name] = run_folder / settings.name
         if finished_stages is not None:
             finished_stages[identities[settings.name]] = run_folder / settings.name

@@ -180,6 +180,8 @@ def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
         assert record["notes"]["reused_from"] == str(trained) and record["name"] == record["settings"]["name"] == "teacher"
         linked = (recipes / name / "teacher" / "model.safetensors").stat()
         assert (linked.st_ino, linked.st_size) == (weights.st_ino, weights.st_size)
+        assert str(trained) in (recipes / name / "teacher" / "README.md").read_text()
     assert json.loads((trained / "stage.json").read_text())["name"] == "finetune"  # the original record is untouched
+    assert "baseline" in (trained / "README.md").read_text()  # and so is its model card
     rows = {r["recipe"]: r for r in read_records(out)}
     assert rows["distill-top1"]["status"] == rows["distill-top2"]["status"] == "ok"
