@@ -321,7 +321,7 @@ def drop(
         drop_layers(network, dropped, strategy)
         network.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        card = render_model_card(network.config, count_parameters(network), model, task or "none", "-", None, None)
+        card = render_model_card(network.config, count_parameters(network), model, None, None, None, None)
         (partial / CARD_FILE).write_text(card)
     console.print(
         f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "

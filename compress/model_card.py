@@ -16,8 +16,8 @@ def render_model_card(
     config: PretrainedConfig,
     parameters: int,
     base_model: str,
-    task: str,
-    data_source: str,
+    task: str | None,
+    data_source: str | None,
     metrics: dict[str, float] | None,
     recipe_text: str | None,
 ) -> str:
@@ -25,13 +25,13 @@ def render_model_card(
     quantization = getattr(config, QUANTIZATION_FIELD, None)
     layers, original = num_layers(config), original_num_layers(config)
     lines = [
-        f"# {base_model}, {layers} of {original} layers, for {task}",
+        f"# {base_model}, {layers} of {original} layers" + (f", for {task}" if task else ""),
         "",
         "Made with `compress` (layer dropping after Sajjad et al., arXiv 2004.03844). "
         "Layer indices are 0-based positions in the original model.",
         "",
         f"- base model: `{base_model}`",
-        f"- task: {task} (data: {data_source})",
+        f"- task: {task} (data: {data_source})" if task else "- no task: not fine-tuned",
         f"- layers: {layers} of {original}; kept {kept_original_layers(config)}",
     ]
     lines += [f"- dropped {step['dropped_layers']} by strategy `{step['strategy']}`" for step in drops]

@@ -245,6 +245,8 @@ def dropped_minilm(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "minilm-odd"
     result = invoke("drop", "minilm-l6", "--strategy", "alternate-odd", "-k", "2", "-o", out)
     assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert card.startswith("# minilm-l6, 4 of 6 layers\n") and "not fine-tuned" in card and "kept [0, 1, 3, 5]" in card
     return out
 
 
