@@ -32,10 +32,13 @@ from compress.errors import CompressError
 from compress.layer_drop import drop_layers
 from compress.models import load_saved, load_tokenizer
 from compress.report import merge_records, read_records
+from compress.stages.drop import DropSettings
 from compress.strategies import layers_to_drop
 from compress.sweep import FULL, expand, load_sweep
 
 MARKDOWN_FILE, JSON_FILE = "classifier_token.md", "classifier_token.json"
+SWEEP_METRIC = DropSettings.model_fields["metric"].default
+"""A sweep's contribution drops use the drop stage's default metric."""
 
 
 def students(sweep) -> list[tuple[str, str, str, int]]:
@@ -69,7 +72,7 @@ def measure(sweep, examples: int) -> list[dict]:
             if any(strategy == "contribution" for _, _, strategy, _ in students(sweep)):
                 # ranked on the sweep's own examples and seed, as the sweep ranks them
                 scoring = scoring_batches(train, tokenizer, sweep.contribution_examples, sweep.max_length, sweep.seed)
-                scores = metric_scores(analyze_layers(base, scoring), "cosine")
+                scores = metric_scores(analyze_layers(base, scoring), SWEEP_METRIC)
             for model, task_name, strategy, k in students(sweep):
                 if (model, task_name) != (model_name, task):
                     continue
