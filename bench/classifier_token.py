@@ -29,7 +29,7 @@ from compress.architectures import num_layers
 from compress.contribution import scoring_batches
 from compress.data import load_task_data
 from compress.errors import CompressError
-from compress.layer_drop import drop_layers
+from compress.layer_drop import drop_layers, kept_original_layers
 from compress.models import load_saved, load_tokenizer
 from compress.report import merge_records, read_records
 from compress.stages.drop import DropSettings
@@ -61,6 +61,7 @@ def sweep_rows(results: Path | None) -> dict[tuple, dict]:
 
 def measure(sweep, examples: int) -> list[dict]:
     rows = []
+    wanted = students(sweep)
     for model_name in sweep.models:
         base = load_saved(model_name).eval()
         tokenizer = load_tokenizer(model_name)
@@ -69,19 +70,17 @@ def measure(sweep, examples: int) -> list[dict]:
             train = load_task_data(task, sweep.tasks[task]).train
             measured = scoring_batches(train, tokenizer, examples, sweep.max_length, sweep.seed)
             scores = None
-            if any(strategy == "contribution" for _, _, strategy, _ in students(sweep)):
+            if any(strategy == "contribution" for _, _, strategy, _ in wanted):
                 # ranked on the sweep's own examples and seed, as the sweep ranks them
                 scoring = scoring_batches(train, tokenizer, sweep.contribution_examples, sweep.max_length, sweep.seed)
                 scores = metric_scores(analyze_layers(base, scoring), SWEEP_METRIC)
-            for model, task_name, strategy, k in students(sweep):
-                if (model, task_name) != (model_name, task):
-                    continue
+            for strategy, k in [(strategy, k) for model, t, strategy, k in wanted if (model, t) == (model_name, task)]:
                 dropped = [] if strategy == FULL else layers_to_drop(strategy, count, k, scores=scores)
                 student = drop_layers(copy.deepcopy(base), dropped, strategy) if dropped else base
                 top = analyze_layers(student, measured, block=None)[-1]
                 rows.append({
-                    "model": model, "task": task_name, "strategy": strategy, "k": k,
-                    "kept_layers": [i for i in range(count) if i not in dropped],
+                    "model": model_name, "task": task, "strategy": strategy, "k": k,
+                    "kept_layers": kept_original_layers(student.config),
                     "top_layer": top.original_layer, "classifier_token_cosine": round(top.classifier_token_cosine, 4),
                 })
     return rows
@@ -114,12 +113,14 @@ def main() -> None:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--results", type=Path, help="The sweep's output folder: adds its scores and losses; written there.")
     parser.add_argument("--out", type=Path, help="Where to write (default: --results).")
-    parser.add_argument("--examples", type=int, default=100, help="Training examples the token is measured on.")
+    parser.add_argument("--examples", type=int, default=100, help="Training examples the token is measured on (at least 2).")
     args = parser.parse_args()
     out = args.out or args.results
     try:
         if out is None:
             raise CompressError("--out: name a folder to write to (or pass --results)")
+        if args.examples < 2:
+            raise CompressError(f"--examples: a cosine between inputs needs at least 2 examples (got {args.examples})")
         sweep = load_sweep(args.sweep)
         finished = sweep_rows(args.results)
         rows = measure(sweep, args.examples)
