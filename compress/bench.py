@@ -36,6 +36,7 @@ from compress.evaluate import evaluate, predictor_for
 from compress.latency import LoadElsewhere, contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
 from compress.layer_drop import kept_original_layers
 from compress.memory import serving_peak_mb
+from compress.metrics import majority_class_metrics
 from compress.models import load_config, load_for_task, load_tokenizer
 from compress.report import RESULTS_FILE, drop_cut_record, merge_records, read_records
 from compress.stages import StageContext, StageSettings, run_stage
@@ -268,10 +269,12 @@ class CombinationRunner:
         trained = self.build_record(trained_folder) if trained_folder else {}  # None: nothing was trained
         config = model.config
         task = data.task
+        majority = majority_class_metrics(task, data.train["label"], dev["label"])
         return {
             "metrics": metrics,
             "primary_metric": task.primary_metric,
             "score": metrics[task.primary_metric],
+            "majority_score": majority and majority[task.primary_metric],  # what learning nothing scores
             "layers": num_layers(config),
             "kept_layers": kept_original_layers(config),
             "parameters": built["parameters"] or trained.get("parameters"),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
+from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from compress.tasks import TaskSpec
@@ -30,4 +31,18 @@ def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray)
         predicted = predictions.argmax(axis=-1)
     else:
         raise ValueError(f"{task.name}: expected logits of shape (N, {task.num_labels}), got {predictions.shape}")
+    return _scores(task, labels, predicted)
+
+
+def majority_class_metrics(task: TaskSpec, train_labels, dev_labels) -> dict[str, float] | None:
+    """The task's metrics for always predicting the most frequent training label: what a model that
+    learnt nothing from its inputs scores. None for regression, where a constant has no correlation."""
+    if task.is_regression:
+        return None
+    train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
+    majority = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train_labels), 1)), train_labels)
+    return _scores(task, dev_labels, majority.predict(np.zeros((len(dev_labels), 1))))
+
+
+def _scores(task: TaskSpec, labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {name: float(_METRICS[name](labels, predicted)) for name in task.metrics}

@@ -71,7 +71,7 @@ def with_deltas(records: list[dict]) -> list[dict]:
 
 def _flat(row: dict) -> dict:
     flat = {k: row.get(k) for k in ("model", "task", "recipe", "strategy", "k", "training", "precision", "status", "primary_metric", "score",
-                                     "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
+                                     "majority_score", "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
                                      "peak_memory_mb", "threads", "device", "train_seconds", "error")}
     flat["kept_layers"] = " ".join(map(str, row.get("kept_layers", [])))
     for name, value in (row.get("metrics") or {}).items():
@@ -100,13 +100,31 @@ def _row_name(r: dict) -> str:
     return f"{r['strategy']} ({r['recipe']})" if r.get("recipe") else r["strategy"]
 
 
+def _majority_score(group: list[dict]) -> float | None:
+    """The dev score of always predicting the majority class, if a record of the group knows it
+    (records from before it was kept, and regression tasks, do not)."""
+    return next((r["majority_score"] for r in group if r.get("majority_score") is not None), None)
+
+
+def _majority_note(group: list[dict]) -> str:
+    score = _majority_score(group)
+    return "" if score is None else f"; majority class: {score:.4f}"
+
+
+def _mark_majority(axis, group: list[dict]) -> None:
+    score = _majority_score(group)
+    if score is not None:
+        axis.axhline(score, color="grey", linestyle=":", linewidth=1, label="majority class")
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = []
     for (model, task), group in itertools.groupby(rows, key=lambda r: (r["model"], r["task"])):
         group = list(group)
         metric = next((r["primary_metric"] for r in group if r["status"] == "ok"), "score")
         sample = next((r for r in group if r["status"] == "ok"), {})
-        lines += [f"### {model} on {task} ({metric}; latency: batch 1, sequence 128, {sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
+        lines += [f"### {model} on {task} ({metric}{_majority_note(group)}; latency: batch 1, sequence 128, "
+                  f"{sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
                   f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         any_busy = any_busy_training = False
@@ -143,7 +161,7 @@ def strategy_table(rows: list[dict]) -> str:
         full = plain.get((FULL, 0, "finetune"))
         if not ks or not full:
             continue
-        lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f})", "",
+        lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f}{_majority_note(group)})", "",
                   "| strategy | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", strategy_rank(st[0])))
         for strategy, training in names:
@@ -186,6 +204,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", markersize=6)
         for (r, _), (x, y) in zip(timed, points):
             axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        _mark_majority(axis, group)
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
         axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, 50 ms ... in plain numbers
         axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
@@ -209,6 +228,7 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
         distilled = sorted((r["k"], r["score"]) for r in group if r["training"] == "distill" and r["precision"] == "torch-fp32")
         if distilled:
             axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
+        _mark_majority(axis, group)
         axis.set(xlabel="layers dropped (K)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:

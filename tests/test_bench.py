@@ -110,12 +110,12 @@ def test_strategy_table_has_the_papers_layout():
                 "k": k, "training": training, "precision": precision, "status": "ok", "score": score,
                 "primary_metric": "accuracy"}
 
-    records = [row(FULL, 0, 0.90), row("contribution", 2, 0.85), row("bottom", 2, 0.80), row("top", 4, 0.86),
+    records = [{**row(FULL, 0, 0.90), "majority_score": 0.5}, row("contribution", 2, 0.85), row("bottom", 2, 0.80), row("top", 4, 0.86),
                row("top", 2, 0.88), row("top", 2, 0.87, training="distill"), row("top", 2, 0.10, precision="onnx-int8-dynamic")]
     lines = strategy_table(with_deltas(records)).splitlines()
     # strategies in the paper's order, distilled rows last, only PyTorch fp32 scores
     assert lines == [
-        "### m on sst2: accuracy by strategy and layers dropped (full model: 0.9000)",
+        "### m on sst2: accuracy by strategy and layers dropped (full model: 0.9000; majority class: 0.5000)",
         "",
         "| strategy | K=2 | K=4 |",
         "|---|---|---|",
@@ -159,7 +159,11 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     assert top["seconds"]["stages"].keys() == {"drop", "finetune"}
     assert by_name[("top", 1, "distill", "torch-fp32")]["seconds"]["stages"].keys() == {"distill"}
     assert all(0 <= r["seconds"]["overhead"] < r["seconds_total"] for r in records)
+    # the same learn-nothing score for every row: the majority training label's share of dev
+    majority = {r["majority_score"] for r in records}
+    assert len(majority) == 1 and 0.3 < majority.pop() < 0.8
     table = (out / "results.md").read_text()
+    assert f"majority class: {full['majority_score']:.4f}" in table
     assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
     top_delta = 100 * (top["score"] - full["score"])
     assert f"| top | {top['score']:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"

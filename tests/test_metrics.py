@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from compress.metrics import compute_metrics
+from compress.metrics import compute_metrics, majority_class_metrics
 from compress.tasks import get_task
 
 
@@ -61,3 +61,12 @@ def test_spearman_sees_rank_order_only():
 def test_class_ids_instead_of_logits_are_refused():
     with pytest.raises(ValueError, match="logits"):
         compute_metrics(get_task("sst2"), np.array([0, 1]), np.array([0, 1]))
+
+
+def test_majority_class_scores_the_most_frequent_training_label():
+    # class 1 is the training majority; dev has 2 of 5 class 1: accuracy 0.4, f1 = 2*2 / (2*2 + 3) = 4/7
+    scores = majority_class_metrics(get_task("mrpc"), [1, 1, 1, 0, 0], [1, 0, 0, 1, 0])
+    assert scores == {"accuracy": pytest.approx(0.4), "f1": pytest.approx(4 / 7)}
+    # a constant prediction carries no correlation with the labels
+    assert majority_class_metrics(get_task("cola"), [0, 0, 1], [1, 0, 1]) == {"matthews_correlation": 0.0}
+    assert majority_class_metrics(get_task("stsb"), [0.5, 2.0], [1.0, 3.0]) is None
