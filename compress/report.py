@@ -114,7 +114,9 @@ def _majority_note(group: list[dict]) -> str:
 def _mark_majority(axis, group: list[dict]) -> None:
     score = _majority_score(group)
     if score is not None:
-        axis.axhline(score, color="grey", linestyle=":", linewidth=1, label="majority class")
+        axis.axhline(score, color="grey", linestyle=":", linewidth=1)
+        axis.annotate("majority class", (0, score), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                      textcoords="offset points", fontsize=6, color="grey")
 
 
 def markdown_table(rows: list[dict]) -> str:
