@@ -29,7 +29,16 @@ from rich.console import Console
 from compress.artifacts import load_artifact
 from compress.bench import TRAINING_STAGES, SweepRunner
 from compress.errors import CompressError
-from compress.latency import LoadElsewhere, contended, device_name, fixed_length_batch, runner_for, timed_calls
+from compress.latency import (
+    LoadElsewhere,
+    contended,
+    describe_environment,
+    device_name,
+    fixed_length_batch,
+    runner_for,
+    timed_calls,
+    timing_environment,
+)
 from compress.report import merge_records, read_records
 from compress.sweep import FULL, Combination, load_sweep
 
@@ -167,9 +176,11 @@ def main() -> None:
     records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
     runner = SweepRunner(sweep, args.out, Console())
     runner.finished = records  # time the sweep's own trained models; never train here
+    environment = timing_environment("cpu")
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
-             f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", ""]
+             f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", "",
+             f"Timed with {describe_environment(environment)}.", ""]
     figures = {}
     for model in sweep.models:
         for task in sweep.tasks:
@@ -195,7 +206,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (args.out / "speed_targets.md").write_text(text)
-    (args.out / "speed_targets.json").write_text(json.dumps({"per_round_median_ms": figures}, indent=2) + "\n")
+    (args.out / "speed_targets.json").write_text(json.dumps({"environment": environment, "per_round_median_ms": figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ from compress.artifacts import Artifact, load_artifact, parameter_count, size_on
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
-from compress.latency import LoadElsewhere, contended, device_name, device_of, fixed_length_batch, measure, task_length_batches
+from compress.latency import (
+    LoadElsewhere,
+    contended,
+    device_name,
+    device_of,
+    fixed_length_batch,
+    measure,
+    task_length_batches,
+    timing_environment,
+)
 from compress.layer_drop import kept_original_layers
 from compress.memory import serving_peak_mb
 from compress.metrics import majority_class_metrics
@@ -283,6 +292,7 @@ class CombinationRunner:
             "peak_memory_mb": peak_memory,
             "threads": latency.threads,
             "device": device_name(device_of(model)),
+            "environment": timing_environment(device_of(model)),  # libraries and processor features the timings depend on
             "train_seconds": trained.get("seconds"),
             "train_other_cpu_load": trained.get("other_cpu_load"),  # None from builds before it was measured
             "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,  # rows sharing a student

@@ -6,6 +6,7 @@ counted; on the CPU the thread count is fixed and reported with the figures.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import os
 import platform
@@ -56,13 +57,58 @@ def device_name(device: str) -> str:
 
 def cpu_model() -> str:
     """The processor's model name (from /proc/cpuinfo on Linux; platform's guess elsewhere)."""
+    return _cpuinfo().get("model name") or platform.processor() or "unknown"
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+
+
+TIMING_LIBRARIES = ("torch", "onnxruntime", "transformers", "optimum", "optimum-onnx", "numpy")
+"""Libraries whose kernels or exported graphs a timing depends on."""
+KERNEL_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                       "asimddot", "i8mm", "sve")
+"""Instruction sets (x86 and Arm) from which onnxruntime and PyTorch pick their int8 and fp32 kernels."""
+
+
+def timing_environment(device: str) -> dict:
+    """What a timing depends on besides the model, so that figures from two machines or sittings can be
+    told apart: library versions, and the processor's family and model numbers (a virtual machine
+    often names only "AMD EPYC") with the instruction sets that choose the kernels."""
+    libraries = {}
+    for name in TIMING_LIBRARIES:
+        try:
+            libraries[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    environment = {
+        "python": platform.python_version(),
+        "libraries": libraries,
+        "cpu": {"model": cpu_model(), "family": info.get("cpu family"), "model_number": info.get("model"),
+                "features": [f for f in KERNEL_CPU_FEATURES if f in flags]},
+    }
+    if device == "cuda":
+        environment["cuda"] = {"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+                               "capability": ".".join(map(str, torch.cuda.get_device_capability(0)))}
+    return environment
+
+
+def describe_environment(environment: dict) -> str:
+    """One line for a report: the libraries and the processor a timing was taken with."""
+    libraries = ", ".join(f"{name} {version}" for name, version in environment["libraries"].items())
+    cpu = environment["cpu"]
+    numbers = f", family {cpu['family']} model {cpu['model_number']}" if cpu.get("family") else ""
+    features = f" ({', '.join(cpu['features'])})" if cpu["features"] else ""
+    cuda = environment.get("cuda")
+    gpu = f"; {cuda['device']}, CUDA {cuda['cuda']}" if cuda else ""
+    return f"Python {environment['python']}, {libraries}; CPU {cpu['model']}{numbers}{features}{gpu}"
 
 
 CONTENDED_LOAD = 0.5

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from compress.errors import CompressError  # noqa: E402
-from compress.latency import CONTENDED_LOAD, contended  # noqa: E402
+from compress.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
 from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
@@ -149,8 +149,20 @@ def markdown_table(rows: list[dict]) -> str:
                       "(`compress bench ... --retime` measures again)."]
         if any_busy_training:
             lines += ["", f"‡ trained while other work used at least {CONTENDED_LOAD} CPU cores: a longer training time than on a quiet machine."]
+        environment = _environment_lines(group)
+        lines += ["", *environment] if environment else []
         lines.append("")
     return "\n".join(lines)
+
+
+def _environment_lines(group: list[dict]) -> list[str]:
+    """What the rows were timed with; several lines when merged shards or reruns differ (records from
+    before the environment was stored have none)."""
+    environments = {describe_environment(r["environment"]): None for r in group if r["status"] == "ok" and r.get("environment")}
+    if len(environments) > 1:
+        return ["Timed with different software or processors, so their latencies compare less well:",
+                *(f"- {e}" for e in environments)]
+    return [f"Timed with {e}." for e in environments]
 
 
 def strategy_table(rows: list[dict]) -> str:

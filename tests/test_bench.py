@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -174,6 +176,10 @@ def test_tiny_sweep_end_to_end(finished_sweep):
         width, height = struct.unpack(">II", data[16:24])
         assert width > 300 and height > 200
     assert "combinations" in output and "left" in output
+    # each record says what its timings were taken with, and so does the table
+    libraries = full["environment"]["libraries"]
+    assert libraries["torch"] == torch.__version__ and libraries["onnxruntime"] == onnxruntime.__version__
+    assert f"Timed with Python {full['environment']['python']}, torch {torch.__version__}, " in table
 
 
 def test_teacher_is_built_once_and_shared(finished_sweep):
@@ -376,6 +382,21 @@ def test_a_row_trained_on_a_busy_machine_is_marked():
     table = markdown_table(with_deltas([row(FULL, 0, 0.02), row("top", 2, 1.1)]))
     assert "| 100 |" in table and "| 100‡ |" in table and "‡ trained while other work used" in table
     assert "‡" not in markdown_table(with_deltas([row(FULL, 0, None)]))
+
+
+def test_rows_timed_with_other_software_are_flagged_in_the_table():
+    def row(strategy, k, onnxruntime):
+        environment = {"python": "3.11.7", "libraries": {"onnxruntime": onnxruntime},
+                       "cpu": {"model": "AMD EPYC", "family": "25", "model_number": "17", "features": ["avx512_vnni"]}}
+        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
+                "precision": "torch-fp32", "status": "ok", "score": 0.9, "primary_metric": "accuracy", "threads": 2,
+                "layers": 6 - k, "parameters": 1e6, "size_mb": 4.0, "environment": environment,
+                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}]}
+
+    same = markdown_table(with_deltas([row(FULL, 0, "1.22.1"), row("top", 2, "1.22.1")]))
+    assert "Timed with Python 3.11.7, onnxruntime 1.22.1; CPU AMD EPYC, family 25 model 17 (avx512_vnni)." in same
+    mixed = markdown_table(with_deltas([row(FULL, 0, "1.22.1"), row("top", 2, "1.32.0")]))
+    assert "Timed with different software or processors" in mixed and "- Python 3.11.7, onnxruntime 1.32.0;" in mixed
 
 
 def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_sweep):
