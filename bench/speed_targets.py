@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gemm_throughput import describe_throughput, gemm_throughput  # beside this script
 from rich.console import Console
 
 from compress.artifacts import load_artifact
@@ -152,13 +153,17 @@ def overhead_lines(records: list[dict]) -> list[str]:
         for r in timed
     ]
     over = sum(seconds >= OVERHEAD_LIMIT_SECONDS for seconds in everything_else)
+    evaluation = [r["seconds"]["evaluate"] for r in timed]
+    other_stages = [sum(t for s, t in r["seconds"]["stages"].items() if s not in TRAINING_STAGES) for r in timed]
     own = [r["seconds"]["overhead"] for r in timed]
     return [
         f"- {len(timed)} combinations, as first run. Everything but training and the measured runs (timing and the memory "
         f"run), so loading, dropping, export, quantization, the dev evaluation and bookkeeping: median {statistics.median(everything_else):.1f} s, "
         f"max {max(everything_else):.1f} s; target under {OVERHEAD_LIMIT_SECONDS:g} s per combination: "
         f"**{'met' if not over else 'not met'}** ({over} of {len(timed)} combinations at or above it)",
-        f"- of that, the harness's own time (loading models and data, bookkeeping, writing records; not the "
+        f"- of that, the dev evaluation: median {statistics.median(evaluation):.1f} s, max {max(evaluation):.1f} s; "
+        f"dropping, export and quantization: median {statistics.median(other_stages):.1f} s, max {max(other_stages):.1f} s",
+        f"- and the harness's own time (loading models and data, bookkeeping, writing records; not the "
         f"stages' work or the dev evaluation): median {statistics.median(own):.1f} s, max {max(own):.1f} s",
     ]
 
@@ -177,10 +182,12 @@ def main() -> None:
     runner = SweepRunner(sweep, args.out, Console())
     runner.finished = records  # time the sweep's own trained models; never train here
     environment = timing_environment("cpu")
+    throughput = gemm_throughput(sweep.latency.threads)  # which kind of host: the int8/fp32 ratio bounds the speed-ups
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
              f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", "",
-             f"Timed with {describe_environment(environment)}.", ""]
+             f"Timed with {describe_environment(environment)}.", "",
+             f"This machine's {describe_throughput(throughput, sweep.latency.threads)} (`bench/gemm_throughput.py`).", ""]
     figures = {}
     for model in sweep.models:
         for task in sweep.tasks:
@@ -206,7 +213,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     (args.out / "speed_targets.md").write_text(text)
-    (args.out / "speed_targets.json").write_text(json.dumps({"environment": environment, "per_round_median_ms": figures}, indent=2) + "\n")
+    (args.out / "speed_targets.json").write_text(json.dumps({"environment": environment, "gemm_gops": throughput, "per_round_median_ms": figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
+import importlib.util
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import numpy as np
+from onnx import numpy_helper
 
 from compress.latency import CONTENDED_LOAD, LoadElsewhere
 from compress.report import markdown_table
@@ -45,3 +50,21 @@ def test_table_marks_latencies_timed_on_a_busy_machine():
     busy = markdown_table([{**row, "latency": [{**timing, "other_cpu_load": 1.3}]}])
     assert "10.00 |" in quiet and "†" not in quiet
     assert "10.00† |" in busy and "† timed while other work" in busy
+
+
+
+def test_gemm_throughput_script_times_graphs_that_multiply_correctly():
+    script = Path(__file__).resolve().parents[1] / "bench" / "gemm_throughput.py"
+    spec = importlib.util.spec_from_file_location("gemm_throughput", script)
+    gemm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gemm)
+    x = np.random.default_rng(2).standard_normal((gemm.ROWS, gemm.DEPTH)).astype(np.float32)
+    for name, model in gemm.gemm_models().items():
+        weights = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "W")).astype(np.float32)
+        expected = x @ (weights * gemm.WEIGHT_SCALE if name == "int8" else weights)
+        (result,) = gemm.gemm_session(model, threads=1).run(None, {"X": x})
+        # int8: the inputs are quantized on the fly to 8 bits, so a few per cent of the output's spread
+        assert np.abs(result - expected).max() < (0.05 if name == "int8" else 1e-3) * np.abs(expected).max()
+    figures = gemm.gemm_throughput(threads=1, calls=5, warmup=1)
+    assert figures["int8"] > 0 and figures["fp32"] > 0
+    assert "int8" in gemm.describe_throughput(figures, 1)
