@@ -7,12 +7,16 @@ from pathlib import Path
 import onnxruntime as ort
 
 
-def ort_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session (CUDA first when onnxruntime-gpu sees a device); `threads` fixes intra-op threads."""
+def ort_session(path: Path, threads: int | None = None, profile_prefix: Path | None = None) -> ort.InferenceSession:
+    """A CPU session (CUDA first when onnxruntime-gpu sees a device); `threads` fixes intra-op threads;
+    with `profile_prefix`, onnxruntime's profiler records every node's time (`end_profiling` writes it)."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), options, providers=execution_providers())
 
 

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnx import numpy_helper
 
 from compress.latency import CONTENDED_LOAD, LoadElsewhere
@@ -53,11 +54,17 @@ def test_table_marks_latencies_timed_on_a_busy_machine():
 
 
 
+def load_bench_script(name: str):
+    """A script of bench/ as a module (bench/ is not a package; its scripts import each other as siblings)."""
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_gemm_throughput_script_times_graphs_that_multiply_correctly():
-    script = Path(__file__).resolve().parents[1] / "bench" / "gemm_throughput.py"
-    spec = importlib.util.spec_from_file_location("gemm_throughput", script)
-    gemm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gemm)
+    gemm = load_bench_script("gemm_throughput")
     x = np.random.default_rng(2).standard_normal((gemm.ROWS, gemm.DEPTH)).astype(np.float32)
     for name, model in gemm.gemm_models().items():
         weights = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "W")).astype(np.float32)
@@ -68,3 +75,13 @@ def test_gemm_throughput_script_times_graphs_that_multiply_correctly():
     figures = gemm.gemm_throughput(threads=1, calls=5, warmup=1)
     assert figures["int8"] > 0 and figures["fp32"] > 0
     assert "int8" in gemm.describe_throughput(figures, 1)
+
+
+def test_onnx_profile_script_shares_the_time_among_the_graphs_operators(tmp_path):
+    gemm, profiler = load_bench_script("gemm_throughput"), load_bench_script("onnx_profile")
+    path = tmp_path / "int8.onnx"
+    onnx.save(gemm.gemm_models()["int8"], path)
+    profile = profiler.profile_by_operator(path, threads=1, batch=gemm.ROWS, length=gemm.DEPTH, calls=3, warmup=1)
+    assert list(profile["operators"]) == ["DynamicQuantizeMatMul"]
+    row = profile["operators"]["DynamicQuantizeMatMul"]
+    assert row["share"] == 1.0 and row["nodes_per_call"] == 1 and row["ms_per_call"] > 0 and profile["call_ms"] > 0
