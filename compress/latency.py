@@ -69,8 +69,8 @@ def _cpuinfo() -> dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
 
 
-TIMING_LIBRARIES = ("torch", "onnxruntime", "transformers", "optimum", "optimum-onnx", "numpy")
-"""Libraries whose kernels or exported graphs a timing depends on."""
+TIMING_LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "optimum", "optimum-onnx", "numpy")
+"""Libraries whose kernels or exported graphs a timing depends on (those installed are recorded)."""
 KERNEL_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
                        "asimddot", "i8mm", "sve")
 """Instruction sets (x86 and Arm) from which onnxruntime and PyTorch pick their int8 and fp32 kernels."""
