@@ -66,7 +66,7 @@ def gemm_throughput(threads: int, calls: int = 200, warmup: int = 20) -> dict[st
 
 
 def describe_throughput(figures: dict[str, float], threads: int) -> str:
-    return (f"onnxruntime {ROWS}x{DEPTH} by {DEPTH}x{COLUMNS} MatMul on {threads} threads: int8 {figures['int8']:.0f} GOPS, "
+    return (f"onnxruntime {ROWS}x{DEPTH} by {DEPTH}x{COLUMNS} MatMul on {threads} thread{'s' if threads != 1 else ''}: int8 {figures['int8']:.0f} GOPS, "
             f"fp32 {figures['fp32']:.0f} GFLOPS (ratio {figures['int8'] / figures['fp32']:.1f})")
 
 
