@@ -283,6 +283,7 @@ class CombinationRunner:
             "metrics": metrics,
             "primary_metric": task.primary_metric,
             "score": metrics[task.primary_metric],
+            "score_stderr": metrics.get(f"{task.primary_metric}_stderr"),  # over the choice of dev examples
             "majority_score": majority and majority[task.primary_metric],  # what learning nothing scores
             "layers": num_layers(config),
             "kept_layers": kept_original_layers(config),

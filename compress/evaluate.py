@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from compress.artifacts import Artifact, OnnxModel
 from compress.data import TaskData
 from compress.encoding import padded_batches, tokenize
-from compress.metrics import compute_metrics
+from compress.metrics import compute_metrics, standard_errors
 
 Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
 """Maps one padded batch of inputs to its logits; lets PyTorch and ONNX models share the evaluation."""
@@ -50,7 +50,8 @@ def predictor_for(model: Artifact) -> Predictor:
 def evaluate(
     predict: Predictor, data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int
 ) -> dict[str, float]:
-    """Metrics on every eval split; the first split's metrics bare, the others prefixed by the split name."""
+    """Metrics on every eval split, each with its standard error (`<metric>_stderr`); the first split's
+    metrics bare, the others prefixed by the split name."""
     results: dict[str, float] = {}
     for position, (split, dataset) in enumerate(data.dev.items()):
         tokenized = tokenize(dataset, tokenizer, max_length)
@@ -61,7 +62,8 @@ def evaluate(
         for batch in track(batches, total=-(-len(tokenized) // batch_size), description=f"Evaluating {split}"):
             labels.append(batch.pop("labels").numpy())
             logits.append(predict(batch))
-        metrics = compute_metrics(data.task, np.concatenate(logits), np.concatenate(labels))
+        logits, labels = np.concatenate(logits), np.concatenate(labels)
+        metrics = compute_metrics(data.task, logits, labels) | standard_errors(data.task, logits, labels)
         prefix = "" if position == 0 else f"{split}_"
         results.update({prefix + name: value for name, value in metrics.items()})
     return results

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import bootstrap, pearsonr, spearmanr
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -21,17 +21,39 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+STDERR_RESAMPLES = 500
+"""Bootstrap resamples per standard error: enough for the error itself to be within about 3%."""
+
+
 def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics, in its order; predictions are logits (N, C), or scores (N,) / (N, 1) for regression."""
+    return _scores(task, np.asarray(labels), _predicted(task, predictions))
+
+
+def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray, resamples: int = STDERR_RESAMPLES,
+                    seed: int = 0) -> dict[str, float]:
+    """`<metric>_stderr` for each of the task's metrics: how much the score would move with another draw
+    of dev examples of the same size, the spread over bootstrap resamples of (label, prediction) pairs
+    (as lm-evaluation-harness reports `acc_stderr`). Two models' scores closer than about twice this
+    are not told apart by the dev set."""
+    labels, predicted = np.asarray(labels), _predicted(task, predictions)
+    errors = {}
+    for name in task.metrics:
+        result = bootstrap((labels, predicted), _METRICS[name], paired=True, vectorized=False, n_resamples=resamples,
+                           method="percentile", rng=np.random.default_rng(seed))
+        if np.isfinite(result.standard_error):  # not where every resample scores the same undefined value
+            errors[f"{name}_stderr"] = float(result.standard_error)
+    return errors
+
+
+def _predicted(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
+    """Class ids from logits (N, C), or the scores of a regression task (N,) / (N, 1)."""
     predictions = np.asarray(predictions)
-    labels = np.asarray(labels)
     if task.is_regression:
-        predicted = predictions.reshape(len(predictions))
-    elif predictions.ndim == 2:
-        predicted = predictions.argmax(axis=-1)
-    else:
-        raise ValueError(f"{task.name}: expected logits of shape (N, {task.num_labels}), got {predictions.shape}")
-    return _scores(task, labels, predicted)
+        return predictions.reshape(len(predictions))
+    if predictions.ndim == 2:
+        return predictions.argmax(axis=-1)
+    raise ValueError(f"{task.name}: expected logits of shape (N, {task.num_labels}), got {predictions.shape}")
 
 
 def majority_class_metrics(task: TaskSpec, train_labels, dev_labels) -> dict[str, float] | None:

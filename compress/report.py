@@ -71,7 +71,7 @@ def with_deltas(records: list[dict]) -> list[dict]:
 
 def _flat(row: dict) -> dict:
     flat = {k: row.get(k) for k in ("model", "task", "recipe", "strategy", "k", "training", "precision", "status", "primary_metric", "score",
-                                     "majority_score", "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
+                                     "score_stderr", "majority_score", "delta_vs_full", "delta_vs_top", "speedup_vs_full", "layers", "parameters", "size_mb",
                                      "peak_memory_mb", "threads", "device", "train_seconds", "error")}
     flat["kept_layers"] = " ".join(map(str, row.get("kept_layers", [])))
     for name, value in (row.get("metrics") or {}).items():
@@ -119,6 +119,28 @@ def _mark_majority(axis, group: list[dict]) -> None:
                       textcoords="offset points", fontsize=6, color="grey")
 
 
+def _full_model(group: list[dict]) -> dict | None:
+    """The full fine-tuned model in PyTorch fp32: the row every change is measured against."""
+    return next((r for r in group if r["strategy"] == FULL and r["training"] == "finetune" and r["precision"] == "torch-fp32"
+                 and r["status"] == "ok"), None)
+
+
+def _mark_full_model_noise(axis, group: list[dict]) -> None:
+    """A band of one standard error either side of the full model's score: points inside it are not told
+    apart from the full model by this dev set (records from before the error was kept have none)."""
+    full = _full_model(group)
+    error = full and full.get("score_stderr")
+    if error:
+        axis.axhspan(full["score"] - error, full["score"] + error, color="grey", alpha=0.15, linewidth=0)
+        axis.annotate("full model ± 1 standard error", (1, full["score"] + error), xycoords=("axes fraction", "data"),
+                      xytext=(-3, 2), textcoords="offset points", fontsize=6, color="grey", ha="right")
+
+
+def _score_cell(r: dict) -> str:
+    error = r.get("score_stderr")
+    return f"{r['score']:.4f}" + (f" ± {error:.4f}" if error is not None else "")
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = []
     for (model, task), group in itertools.groupby(rows, key=lambda r: (r["model"], r["task"])):
@@ -140,7 +162,7 @@ def markdown_table(rows: list[dict]) -> str:
             busy_training = "‡" if contended(r.get("train_other_cpu_load")) else ""
             any_busy_training = any_busy_training or bool(busy_training)
             lines.append(
-                f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {r['score']:.4f} | {_fmt(r['delta_vs_full'], '+.2f')} | "
+                f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {_score_cell(r)} | {_fmt(r['delta_vs_full'], '+.2f')} | "
                 f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
                 f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')}{busy_training} |"
             )
@@ -219,6 +241,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         for (r, _), (x, y) in zip(timed, points):
             axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         _mark_majority(axis, group)
+        _mark_full_model_noise(axis, group)
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
         axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, 50 ms ... in plain numbers
         axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
@@ -233,7 +256,7 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
     figure, axes = _panels(groups, "Score against layers dropped (fine-tuned, PyTorch fp32)")
     for axis, ((model, task), group) in zip(axes, groups.items()):
         plain = [r for r in group if r["training"] == "finetune" and r["precision"] == "torch-fp32"]
-        full = next((r for r in plain if r["strategy"] == FULL), None)
+        full = _full_model(group)
         for strategy in sorted({r["strategy"] for r in plain} - {FULL}):
             line = sorted((r["k"], r["score"]) for r in plain if r["strategy"] == strategy)
             if full:
@@ -243,6 +266,7 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
         if distilled:
             axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
         _mark_majority(axis, group)
+        _mark_full_model_noise(axis, group)
         axis.set(xlabel="layers dropped (K)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:

@@ -161,12 +161,15 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     assert top["seconds"]["stages"].keys() == {"drop", "finetune"}
     assert by_name[("top", 1, "distill", "torch-fp32")]["seconds"]["stages"].keys() == {"distill"}
     assert all(0 <= r["seconds"]["overhead"] < r["seconds_total"] for r in records)
+    # the noise of each score over the choice of 32 dev examples: about sqrt(p(1-p)/32), 0.06 to 0.09 here
+    assert all(0.03 < r["score_stderr"] < 0.12 and r["metrics"]["accuracy_stderr"] == r["score_stderr"] for r in records)
     # the same learn-nothing score for every row: the majority training label's share of dev
     majority = {r["majority_score"] for r in records}
     assert len(majority) == 1 and 0.3 < majority.pop() < 0.8
     table = (out / "results.md").read_text()
     assert f"majority class: {full['majority_score']:.4f}" in table
     assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
+    assert f"| {FULL} | 0 | finetune | torch-fp32 | {full['score']:.4f} ± {full['score_stderr']:.4f} |" in table
     top_delta = 100 * (top["score"] - full["score"])
     assert f"| top | {top['score']:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"
     assert "| top + distill | " in table

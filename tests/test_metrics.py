@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from compress.metrics import compute_metrics, majority_class_metrics
+from compress.metrics import compute_metrics, majority_class_metrics, standard_errors
 from compress.tasks import get_task
 
 
@@ -70,3 +70,26 @@ def test_majority_class_scores_the_most_frequent_training_label():
     # a constant prediction carries no correlation with the labels
     assert majority_class_metrics(get_task("cola"), [0, 0, 1], [1, 0, 1]) == {"matthews_correlation": 0.0}
     assert majority_class_metrics(get_task("stsb"), [0.5, 2.0], [1.0, 3.0]) is None
+
+
+def test_standard_error_of_accuracy_is_the_binomial_one():
+    # 800 of 1,000 right: the textbook standard error is sqrt(0.8 * 0.2 / 1000) = 0.0126
+    labels = np.array([0, 1] * 500)
+    predicted = labels.copy()
+    predicted[:200] = 1 - predicted[:200]
+    errors = standard_errors(get_task("sst2"), logits_for(list(predicted)), labels)
+    assert list(errors) == ["accuracy_stderr"]
+    assert errors["accuracy_stderr"] == pytest.approx(math.sqrt(0.8 * 0.2 / 1000), rel=0.1)
+    assert errors == standard_errors(get_task("sst2"), logits_for(list(predicted)), labels), "seeded"
+    # four times the examples, half the error
+    quadrupled = standard_errors(get_task("sst2"), logits_for(list(predicted) * 4), np.tile(labels, 4))
+    assert quadrupled["accuracy_stderr"] == pytest.approx(errors["accuracy_stderr"] / 2, rel=0.15)
+
+
+def test_standard_errors_of_every_metric_and_none_for_a_perfect_score():
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(0, 5, 300)
+    errors = standard_errors(get_task("stsb"), labels + rng.normal(0, 1, 300), labels)
+    assert errors.keys() == {"pearson_stderr", "spearman_stderr"} and all(0 < e < 0.1 for e in errors.values())
+    perfect = standard_errors(get_task("cola"), logits_for([0, 1] * 50), np.array([0, 1] * 50))
+    assert perfect == {"matthews_correlation_stderr": 0.0}  # every resample scores 1
