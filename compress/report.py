@@ -132,8 +132,8 @@ def _mark_full_model_noise(axis, group: list[dict]) -> None:
     error = full and full.get("score_stderr")
     if error:
         axis.axhspan(full["score"] - error, full["score"] + error, color="grey", alpha=0.15, linewidth=0)
-        axis.annotate("full model ± 1 standard error", (1, full["score"] + error), xycoords=("axes fraction", "data"),
-                      xytext=(-3, 2), textcoords="offset points", fontsize=6, color="grey", ha="right")
+        axis.annotate("full model ± 1 standard error", (0, full["score"] - error), xycoords=("axes fraction", "data"),
+                      xytext=(3, -2), textcoords="offset points", fontsize=6, color="grey", va="top")
 
 
 def _score_cell(r: dict) -> str:
