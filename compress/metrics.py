@@ -46,6 +46,12 @@ def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     return errors
 
 
+def metric_texts(metrics: dict[str, float]) -> dict[str, str]:
+    """Each metric as text for a table, with its standard error where there is one: `0.9128 ± 0.0095`."""
+    return {name: f"{value:.4f}" + (f" ± {metrics[name + '_stderr']:.4f}" if name + "_stderr" in metrics else "")
+            for name, value in metrics.items() if not name.endswith("_stderr")}
+
+
 def _predicted(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
     """Class ids from logits (N, C), or the scores of a regression task (N,) / (N, 1)."""
     predictions = np.asarray(predictions)

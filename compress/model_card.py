@@ -7,6 +7,7 @@ from transformers import PretrainedConfig
 from compress.architectures import num_layers
 from compress.artifacts import QUANTIZATION_FIELD
 from compress.layer_drop import PROVENANCE_FIELD, kept_original_layers, original_num_layers
+from compress.metrics import metric_texts
 
 CARD_FILE = "README.md"
 """The model card's file name in a model folder (what the Hugging Face hub shows)."""
@@ -42,7 +43,7 @@ def render_model_card(
     lines.append(f"- parameters: {parameters:,}")
     if metrics:
         lines += ["", "## Dev metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+        lines += [f"| {name} | {text} |" for name, text in metric_texts(metrics).items()]
     if recipe_text:
         lines += ["", "## Recipe", "", "```yaml", recipe_text.rstrip(), "```"]
     lines.append("")

@@ -19,6 +19,7 @@ from matplotlib import ticker  # noqa: E402
 
 from compress.errors import CompressError  # noqa: E402
 from compress.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
+from compress.metrics import metric_texts  # noqa: E402
 from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
@@ -137,8 +138,8 @@ def _mark_full_model_noise(axis, group: list[dict]) -> None:
 
 
 def _score_cell(r: dict) -> str:
-    error = r.get("score_stderr")
-    return f"{r['score']:.4f}" + (f" ± {error:.4f}" if error is not None else "")
+    error = {"score_stderr": r["score_stderr"]} if r.get("score_stderr") is not None else {}
+    return metric_texts({"score": r["score"], **error})["score"]
 
 
 def markdown_table(rows: list[dict]) -> str:

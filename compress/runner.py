@@ -31,6 +31,7 @@ from compress.data import load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
 from compress.layer_drop import kept_original_layers
+from compress.metrics import metric_texts
 from compress.model_card import CARD_FILE, render_model_card
 from compress.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
 from compress.recipe import BASE, Recipe
@@ -118,11 +119,12 @@ def reuse_stage(finished: Path, folder: Path, settings: StageSettings, source: s
 
 def summary_table(recipe: Recipe, results: list[StageResult]) -> Table:
     table = Table(title=f"{recipe.name}: {recipe.model} on {recipe.task}")
-    metric_names = list(dict.fromkeys(name for r in results for name in r.metrics))
+    texts = [metric_texts(r.metrics) for r in results]
+    metric_names = list(dict.fromkeys(name for t in texts for name in t))
     for column in ("stage", "from", "kind", "layers", "parameters", "size", *metric_names, "time"):
         table.add_column(column, justify="left" if column in ("stage", "from", "kind") else "right")
-    for r in results:
-        metrics = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metric_names]
+    for r, text in zip(results, texts):
+        metrics = [text.get(m, "-") for m in metric_names]
         table.add_row(
             r.name, r.source, r.kind, str(r.layers), f"{r.parameters / 1e6:.1f}M", f"{r.size_mb:.1f} MB",
             *metrics, f"{r.seconds:.0f}s",
@@ -218,7 +220,8 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
         if finished_stages is not None:
             finished_stages[identities[settings.name]] = run_folder / settings.name
         results.append(result)
-        console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters, {metrics or ''}")
+        scores = ", ".join(f"{name} {text}" for name, text in metric_texts(metrics or {}).items())
+        console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters" + (f", {scores}" if scores else ""))
 
     _link_or_copy_tree(run_folder / results[-1].folder, run_folder / FINAL)
     summary = {

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from compress.metrics import compute_metrics, majority_class_metrics, standard_errors
+from compress.metrics import compute_metrics, majority_class_metrics, metric_texts, standard_errors
 from compress.tasks import get_task
 
 
@@ -93,3 +93,9 @@ def test_standard_errors_of_every_metric_and_none_for_a_perfect_score():
     assert errors.keys() == {"pearson_stderr", "spearman_stderr"} and all(0 < e < 0.1 for e in errors.values())
     perfect = standard_errors(get_task("cola"), logits_for([0, 1] * 50), np.array([0, 1] * 50))
     assert perfect == {"matthews_correlation_stderr": 0.0}  # every resample scores 1
+
+
+def test_metric_texts_put_each_error_beside_its_metric():
+    texts = metric_texts({"accuracy": 0.91234, "accuracy_stderr": 0.0095, "f1": 0.8, "mismatched_accuracy": 0.7,
+                          "mismatched_accuracy_stderr": 0.02})
+    assert texts == {"accuracy": "0.9123 ± 0.0095", "f1": "0.8000", "mismatched_accuracy": "0.7000 ± 0.0200"}

@@ -158,7 +158,9 @@ def test_quickstart_model_card(quickstart_run):
     assert "`top`" in card
     assert "[0, 1, 2, 3]" in card
     assert "[4, 5]" in card  # the dropped layers
-    assert "accuracy" in card
+    results = json.loads((run / "results.json").read_text())
+    final = results["stages"][-1]["metrics"]
+    assert f"| accuracy | {final['accuracy']:.4f} ± {final['accuracy_stderr']:.4f} |" in card
     assert "4 of 6 layers" in card
     assert "dynamic-int8" in card
 
