@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from compress.errors import CompressError  # noqa: E402
@@ -239,8 +240,10 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
         front = pareto_front(points)
         axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", markersize=6)
-        for (r, _), (x, y) in zip(timed, points):
-            axis.annotate(_short_label(r), (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        labels = [axis.text(x, y, _short_label(r), fontsize=6) for (r, _), (x, y) in zip(timed, points)]
+        # clustered rows (the int8 models, the students of one K) would print over each other
+        adjust_text(labels, x=[p[0] for p in points], y=[p[1] for p in points], ax=axis,
+                    expand=(1.2, 1.6), force_text=(0.3, 0.6), min_arrow_len=0, arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.4))
         _mark_majority(axis, group)
         _mark_full_model_noise(axis, group)
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
@@ -305,7 +308,8 @@ def _grouped(rows: list[dict]) -> dict:
 
 
 def _short_label(r: dict) -> str:
-    precision = {"torch-fp32": "", "onnx-fp32": " onnx", "onnx-int8-dynamic": " int8", "onnx-int8-static": " int8s"}.get(r["precision"], " " + r["precision"])
+    precision = {"torch-fp32": "", "onnx-fp32": " onnx", "onnx-int8-dynamic": " int8", "onnx-int8-static": " int8s",
+                 "onnx-fp32-o2": " onnx O2", "onnx-int8-dynamic-o2": " int8 O2"}.get(r["precision"], " " + r["precision"])
     if r["strategy"] == FULL:
         return f"full{precision}"
     return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}"
