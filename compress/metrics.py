@@ -39,6 +39,7 @@ def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     labels, predicted = np.asarray(labels), _predicted(task, predictions)
     errors = {}
     for name in task.metrics:
+        # only the standard error is kept: the percentile interval is the one that costs nothing more
         result = bootstrap((labels, predicted), _METRICS[name], paired=True, vectorized=False, n_resamples=resamples,
                            method="percentile", rng=np.random.default_rng(seed))
         if np.isfinite(result.standard_error):  # not where every resample scores the same undefined value
