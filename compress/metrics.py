@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -38,10 +39,14 @@ def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     are not told apart by the dev set."""
     labels, predicted = np.asarray(labels), _predicted(task, predictions)
     errors = {}
+    if len(labels) < 2:  # one example has no spread to resample
+        return errors
     for name in task.metrics:
-        # only the standard error is kept: the percentile interval is the one that costs nothing more
-        result = bootstrap((labels, predicted), _METRICS[name], paired=True, vectorized=False, n_resamples=resamples,
-                           method="percentile", rng=np.random.default_rng(seed))
+        with warnings.catch_warnings():  # resamples of a small dev set can be constant: their correlation is undefined
+            warnings.simplefilter("ignore")
+            # only the standard error is kept: the percentile interval is the one that costs nothing more
+            result = bootstrap((labels, predicted), _METRICS[name], paired=True, vectorized=False, n_resamples=resamples,
+                               method="percentile", rng=np.random.default_rng(seed))
         if np.isfinite(result.standard_error):  # not where every resample scores the same undefined value
             errors[f"{name}_stderr"] = float(result.standard_error)
     return errors

@@ -93,6 +93,7 @@ def test_standard_errors_of_every_metric_and_none_for_a_perfect_score():
     assert errors.keys() == {"pearson_stderr", "spearman_stderr"} and all(0 < e < 0.1 for e in errors.values())
     perfect = standard_errors(get_task("cola"), logits_for([0, 1] * 50), np.array([0, 1] * 50))
     assert perfect == {"matthews_correlation_stderr": 0.0}  # every resample scores 1
+    assert standard_errors(get_task("sst2"), logits_for([1]), np.array([1])) == {}  # one example: nothing to resample
 
 
 def test_metric_texts_put_each_error_beside_its_metric():
