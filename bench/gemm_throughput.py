@@ -12,12 +12,13 @@ tokens through BERT-base) timed both ways says which kind of host a set of timin
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from compress.latency import timed_calls
 
 ROWS, DEPTH, COLUMNS = 128, 768, 3072
 WEIGHT_SCALE = 0.01
@@ -43,6 +44,7 @@ def gemm_models() -> dict[str, onnx.ModelProto]:
 
 
 def gemm_session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    """On the CPU always (not `ort_session`, which takes CUDA first): the figures describe the CPU."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -54,13 +56,7 @@ def gemm_throughput(threads: int, calls: int = 200, warmup: int = 20) -> dict[st
     figures = {}
     for name, model in gemm_models().items():
         session = gemm_session(model, threads)
-        for _ in range(warmup):
-            session.run(None, {"X": x})
-        seconds = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            session.run(None, {"X": x})
-            seconds.append(time.perf_counter() - started)
+        seconds = timed_calls(lambda: session.run(None, {"X": x}), warmup, calls)
         figures[name] = round(2 * ROWS * DEPTH * COLUMNS / float(np.median(seconds)) / 1e9, 1)
     return figures
 

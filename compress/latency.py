@@ -6,6 +6,7 @@ counted; on the CPU the thread count is fixed and reported with the figures.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import itertools
 import os
@@ -76,6 +77,7 @@ KERNEL_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf1
 """Instruction sets (x86 and Arm) from which onnxruntime and PyTorch pick their int8 and fp32 kernels."""
 
 
+@functools.cache  # the same for every record of a run
 def timing_environment(device: str) -> dict:
     """What a timing depends on besides the model, so that figures from two machines or sittings can be
     told apart: library versions, and the processor's family and model numbers (a virtual machine

@@ -53,7 +53,6 @@ def test_table_marks_latencies_timed_on_a_busy_machine():
     assert "10.00† |" in busy and "† timed while other work" in busy
 
 
-
 def load_bench_script(name: str):
     """A script of bench/ as a module (bench/ is not a package; its scripts import each other as siblings)."""
     folder = Path(__file__).resolve().parents[1] / "bench"
