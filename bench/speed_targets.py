@@ -175,9 +175,18 @@ def main() -> None:
     # One round of the 12-layer rows takes about 2 s; single rounds' ratios spread by +-4%, so many rounds steady the median.
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--calls", type=int, default=10, help="timed calls per model per round")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the harness's overhead, from the records (any sweep; nothing is timed): <out>/overhead.md")
     args = parser.parse_args()
     sweep = load_sweep(args.sweep)
     all_records = read_records(args.out)
+    if args.overhead_only:
+        command = f".venv/bin/python bench/speed_targets.py {args.sweep} --out {args.out} --overhead-only"
+        text = "\n".join([f"# Harness overhead per combination: {args.out}", "", *overhead_lines(all_records), "",
+                          f"Command: `{command}`", ""])
+        print(text)
+        (args.out / "overhead.md").write_text(text)
+        return
     records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
     runner = SweepRunner(sweep, args.out, Console())
     runner.finished = records  # time the sweep's own trained models; never train here
