@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from compress.analysis import LayerStatistics
+from compress.folders import claim
 
 JSON_FILE = "analysis.json"
 CSV_FILE = "analysis.csv"
@@ -47,8 +48,9 @@ def statistics_table(rows: list[LayerStatistics], title: str, block: int | None)
 
 
 def write_analysis(rows: list[LayerStatistics], about: dict, folder: Path, title: str) -> list[Path]:
-    """analysis.json (`about` and the rows), analysis.csv (the rows) and analysis.png in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """analysis.json (`about` and the rows), analysis.csv (the rows) and analysis.png in `folder`
+    (made and marked as compress's if new; the caller has checked that an existing one is)."""
+    claim(folder, overwrite=False, what="layer analysis")
     json_path, csv_path, plot_path = folder / JSON_FILE, folder / CSV_FILE, folder / PLOT_FILE
     json_path.write_text(json.dumps({**about, "layers": [asdict(row) for row in rows]}, indent=2) + "\n")
     with csv_path.open("w", newline="") as out:

@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -65,20 +62,6 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
         torch.save(artifact, folder / TORCH_INT8_FILE)
     else:
         artifact.save_pretrained(folder)
-
-
-@contextmanager
-def writing(folder: Path) -> Iterator[Path]:
-    """A `<folder>.partial` to write into, renamed to `folder` only when the block ends without error,
-    so an interrupted build never leaves a folder that a later step would take as complete. An
-    existing `folder` (callers allow that only when asked to overwrite) is replaced at that moment."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    yield partial
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
 
 
 def load_artifact(folder: Path, device: str | None = None) -> Artifact:

@@ -13,26 +13,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psutil
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from compress.architectures import num_layers
-from compress.artifacts import Artifact, load_artifact, parameter_count, size_on_disk, writing
+from compress.artifacts import Artifact, load_artifact, parameter_count, size_on_disk
 from compress.data import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluate import evaluate, predictor_for
+from compress.folders import claim, holding, writing
 from compress.latency import (
     LoadElsewhere,
     contended,
@@ -60,8 +57,6 @@ BUILD_FILE = "built.json"
 MIN_TIMED_CALLS = 10
 """Fewest timed calls per latency figure (large batches get fewer calls than batch 1, never fewer than this)."""
 SETTINGS_FILE = "sweep-settings.json"
-RUNNING_FILE = "running.json"
-"""Present in a results folder while a run writes to it: which process, on which host."""
 BUILD_SETTINGS = ("tasks", "max_length", "seed", "contribution_examples", "calibration_examples", "training", "distillation")
 """Sweep fields that shape the models built under work/: a folder built with other values is not reused."""
 TIMING_SETTINGS = "latency"
@@ -82,7 +77,6 @@ def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
             f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
             "every finished row with this sweep's, or use another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2) + "\n")
 
 
@@ -126,35 +120,6 @@ def precision_steps(sweep: Sweep) -> dict[str, list[tuple[str, StageSettings]]]:
         "bnb-4bit": [("bnb-4bit", quantize("bnb-4bit"))],
         "fp16": [("fp16", quantize("fp16"))],
     }
-
-
-@contextmanager
-def running_in(out_dir: Path):
-    """Mark `out_dir` as being written by this process while the block runs (`clean` and other runs refuse it)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RUNNING_FILE
-    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def refuse_if_running(out_dir: Path) -> None:
-    """Stop when another run is writing to `out_dir`: a live process on this host, or any run on another
-    (a file left by a killed process on this host is stale and ignored)."""
-    path = out_dir / RUNNING_FILE
-    if not path.exists():
-        return
-    try:
-        owner = json.loads(path.read_text())
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (ValueError, KeyError, TypeError):
-        raise CompressError(f"{path}: not a running-run marker (expected pid and host); delete it if no run writes to {out_dir}") from None
-    if host == socket.gethostname() and (pid == os.getpid() or not psutil.pid_exists(pid)):
-        return
-    raise CompressError(f"{out_dir}: a run (process {pid} on {host}) is writing to this folder; wait for it to end, "
-                        f"or delete {path} if it is no longer running")
 
 
 def model_slug(model: str) -> str:
@@ -311,8 +276,12 @@ class CombinationRunner:
     def run(self, combinations: list[Combination], retry_failed: bool = False, retime: bool = False) -> list[dict]:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished combinations
         again from their builds (nothing is trained), appending records that supersede the earlier ones."""
+        claim(self.out_dir, overwrite=False, what="benchmark results")
+        with holding(self.out_dir):
+            return self._run(combinations, retry_failed, retime)
+
+    def _run(self, combinations: list[Combination], retry_failed: bool, retime: bool) -> list[dict]:
         results_path = self.out_dir / RESULTS_FILE
-        refuse_if_running(self.out_dir)
         self.check_out_dir(retime)
         if drop_cut_record(results_path):
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
@@ -331,7 +300,7 @@ class CombinationRunner:
             )
         records = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
-        with running_in(self.out_dir), Progress(*columns, console=self.console, transient=False) as progress:
+        with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("sweep", total=len(todo))
             for c in todo:
                 progress.update(bar, description=f"{c.model} {c.task}: {c.label}")

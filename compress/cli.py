@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from compress.errors import CompressError
+from compress.errors import CompressError, excerpt, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -33,10 +33,10 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except CompressError as error:
-            errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(one_line(str(error)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            errors.print("interrupted: finished stages and combinations are kept; unfinished ones are in *.partial folders")
+            errors.print("interrupted: finished stages and combinations are kept; run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -60,9 +60,11 @@ def _quiet_libraries() -> None:
 def run(
     recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/quickstart.yaml.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<recipe name>).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again: empty the run folder (only one compress made) instead of resuming.")] = False,
 ) -> None:
-    """Run every stage of a recipe; writes one folder per stage, final/ and results.json."""
+    """Run every stage of a recipe; writes one folder per stage, final/ and results.json.
+
+    Run again into the same folder, it resumes: stages finished with the same settings from the same start are reused."""
     from compress.recipe import load_recipe
     from compress.runner import run_recipe
 
@@ -79,7 +81,7 @@ def _settings_pairs(pairs: list[str], option: str) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CompressError(f"{option}: expected key=value (got '{pair}')")
+            raise CompressError(f"{option}: expected key=value (got {excerpt(pair)})")
         settings[key.strip()] = yaml.safe_load(value)
     return settings
 
@@ -94,7 +96,7 @@ def stage(
     data: Annotated[list[str], typer.Option("--data", help="Data setting key=value, as in a recipe's data: section (repeatable).")] = [],  # noqa: B006
     settings: Annotated[list[str], typer.Option("--set", help="Stage setting key=value, as in a recipe stage (repeatable).")] = [],  # noqa: B006
     max_length: Annotated[int, typer.Option(help="Tokens per example.")] = 128,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again: empty the run folder (only one compress made) instead of resuming.")] = False,
 ) -> None:
     """Run one stage on a model, as a one-stage recipe: e.g.
     `compress stage quantize runs/x/onnx --task sst2 --data source=glue-dir --data path=../shared/glue --set mode=dynamic-int8 -o int8`."""
@@ -106,7 +108,7 @@ def stage(
     _quiet_libraries()
     where = "command line"
     content = {
-        "name": out.name,
+        "name": name,
         "model": model,
         "task": task,
         "data": _settings_pairs(data, "--data"),
@@ -150,11 +152,11 @@ def bench(
     `compress bench clean FOLDER` frees disk: removes dropped models and intermediate exports no record measures (--dry-run lists them).
     """
     import shlex
-    import shutil
     import sys
 
-    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, refuse_if_running, removable_builds, shared_settings
+    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
     from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
+    from compress.folders import claim, holding, remove_ours, require_ours
     from compress.report import read_records, write_report
     from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
     from compress.sweep import shard as take_shard
@@ -171,11 +173,15 @@ def bench(
             raise CompressError(f"merge: no results.jsonl in {', '.join(missing)}")
         settings = shared_settings([Path(t) for t in targets[1:]])
         records = [r for t in targets[1:] for r in read_records(Path(t))]
-        out.mkdir(parents=True, exist_ok=True)
-        if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
-            (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        write_report(records, out, command)
+        if read_records(out) and out.resolve() not in {Path(t).resolve() for t in targets[1:]}:
+            raise CompressError(f"--out: {out} holds results of its own, which merging would replace; name it among the "
+                                "folders to merge, or choose another --out")
+        claim(out, overwrite=False, what="benchmark results")
+        with holding(out):
+            if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
+                (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+            (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            write_report(records, out, command)
         console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
         return
     if targets[0] == "clean":
@@ -187,13 +193,16 @@ def bench(
         if not (folder / SETTINGS_FILE).is_file():
             raise CompressError(f"clean: {folder / SETTINGS_FILE} not found; expected the results folder of a sweep "
                                 "(a benchmark of recipes keeps whole runs and is not cleaned)")
-        refuse_if_running(folder)
-        removable = removable_builds(folder)
-        freed = sum(f.stat().st_size for p in removable for f in p.rglob("*") if f.is_file())
-        for path in removable:
-            console.print(f"{'would remove' if dry_run else 'removing'} {path}")
-            if not dry_run:
-                shutil.rmtree(path)
+        require_ours(folder, "clean")
+        with holding(folder):
+            removable = removable_builds(folder)
+            for path in removable:  # all checked before any is removed
+                require_ours(path, "remove (nothing was removed)")
+            freed = sum(f.stat().st_size for p in removable for f in p.rglob("*") if f.is_file())
+            for path in removable:
+                console.print(f"{'would remove' if dry_run else 'removing'} {path}")
+                if not dry_run:
+                    remove_ours(path)
         console.print(f"{len(removable)} folders, {freed / 1e9:.2f} GB {'would be freed' if dry_run else 'freed'} in {folder / 'work'}")
         return
     files = [Path(t) for t in targets]
@@ -273,11 +282,11 @@ def drop(
     text_columns: TextColumnsOption = None,
     examples: ExamplesOption = 500,
     max_length: MaxLengthOption = 128,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
 ) -> None:
     """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
-    from compress.architectures import num_layers
-    from compress.artifacts import writing
+    from compress.architectures import check_max_length, num_layers
+    from compress.folders import check_writable, writing
     from compress.layer_drop import drop_layers, kept_original_layers
     from compress.model_card import CARD_FILE, render_model_card
     from compress.models import count_parameters, load_saved, load_tokenizer
@@ -286,27 +295,27 @@ def drop(
 
     _quiet_libraries()
     if strategy not in STRATEGIES:
-        raise CompressError(f"--strategy: expected one of {', '.join(STRATEGIES)} (got '{strategy}')")
+        raise CompressError(f"--strategy: expected one of {', '.join(STRATEGIES)} (got {excerpt(strategy)})")
     if metric is not None and strategy != "contribution":
-        raise CompressError(f"--metric: only used with --strategy contribution (got '{strategy}')")
+        raise CompressError(f"--metric: only used with --strategy contribution (got {excerpt(strategy)})")
     metric = metric or "cosine"
     if metric not in CONTRIBUTION_METRICS:
-        raise CompressError(f"--metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got '{metric}')")
+        raise CompressError(f"--metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got {excerpt(metric)})")
     try:
         indices = [int(i) for i in layers.split(",")] if layers else None
     except ValueError:
-        raise CompressError(f"--layers: expected comma-separated integers (got '{layers}')") from None
+        raise CompressError(f"--layers: expected comma-separated integers (got {excerpt(layers)})") from None
     if (layers is None) == (strategy == "layers") or (k is None) != (strategy == "layers"):
         raise CompressError("-k: give -k with every strategy but 'layers', and --layers only with --strategy layers")
     if strategy == "contribution" and task is None:
         raise CompressError("--task: strategy contribution scores layers on task examples; name the task")
-    if out.exists() and not out.is_dir():
-        raise CompressError(f"{out}: exists and is not a folder")
+    check_writable(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CompressError(f"{out}: folder exists; pass --overwrite to replace it")
 
     tokenizer = load_tokenizer(model)
     network = load_saved(model)
+    check_max_length(network.config, max_length, "--max-length")
     count = num_layers(network.config)
     layers_to_drop(strategy, count, k, layers=indices, scores=[0.0] * count)  # check K before any work
     with writing(out) as partial:
@@ -347,7 +356,7 @@ def analyze(
         int, typer.Option(min=1, help="Angular distance between the input of layer l and the output of layer l+block-1.")
     ] = 1,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the results (default: analysis/<model>-<task>).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Write into an existing output folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Write into an existing output folder (only one compress made).")] = False,
 ) -> None:
     """Per layer: how much it changes its input, and (with --finetuned) how fine-tuning changed its output.
 
@@ -359,22 +368,23 @@ def analyze(
 
     from compress.analysis import CKA_TOKENS, analyze_layers, matched_layers
     from compress.analysis_report import statistics_table, write_analysis
-    from compress.architectures import layout_for, num_layers
+    from compress.architectures import check_max_length, layout_for, num_layers
     from compress.contribution import scoring_batches
+    from compress.folders import check_writable
     from compress.models import load_config, load_saved, load_tokenizer
 
     _quiet_libraries()
     if task is None:
         raise CompressError("--task: name the task whose training examples the layers are measured on")
     folder = out or Path("analysis") / f"{Path(model).name}-{task}"
-    if folder.exists() and not folder.is_dir():
-        raise CompressError(f"{folder}: exists and is not a folder")
+    check_writable(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise CompressError(f"{folder}: folder exists; pass --overwrite to write into it, or --out elsewhere")
 
     # Every check that needs only configs and data comes before loading weights.
     base_config = load_config(model)
     layout_for(base_config)
+    check_max_length(base_config, max_length, "--max-length")
     if block > num_layers(base_config):
         raise CompressError(f"--block: must be at most the model's {num_layers(base_config)} layers (got {block})")
 

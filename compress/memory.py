@@ -9,7 +9,10 @@ model needs (weights, runtime buffers, activations), the libraries' own memory l
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,19 +60,33 @@ def peak_added_mb(folder: Path, batch: dict, device: str | None, threads: int) -
     return (_resident_mb("VmHWM") if linux else _lifetime_peak_mb()) - before
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the measuring process, first thing: the kernel kills it when the process that started it dies
+    (Linux), so a killed sweep leaves no measurement running behind it; a parent already gone ends it now."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
 def serving_peak_mb(folder: Path, batch: dict, device: str | None, threads: int) -> float | None:
     """Peak memory (MB) that loading the model in `folder` (onto `device`) and running `batch` through
     it adds to a fresh Python process: resident memory on the CPU, allocated device memory on CUDA.
-    None if that process failed (the row keeps its other figures)."""
+    None if that process failed (the row keeps its other figures). Its batch file is a temporary file,
+    inside the results folder while a sweep holds it (compress.folders.holding)."""
     with tempfile.TemporaryDirectory() as scratch:
         batch_file = Path(scratch) / "batch.pt"
         torch.save(batch, batch_file)
-        command = [sys.executable, "-m", "compress.memory", str(folder), str(batch_file), device or "", str(threads)]
+        command = [sys.executable, "-m", "compress.memory", str(os.getpid()), str(folder), str(batch_file), device or "", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     return round(float(lines[-1]), 1) if done.returncode == 0 and lines else None
 
 
 if __name__ == "__main__":
-    folder_arg, batch_arg, device_arg, threads_arg = sys.argv[1:]
+    parent_arg, folder_arg, batch_arg, device_arg, threads_arg = sys.argv[1:]
+    _die_with_parent(int(parent_arg))
     print(peak_added_mb(Path(folder_arg), torch.load(batch_arg), device_arg or None, int(threads_arg)))
