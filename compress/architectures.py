@@ -34,6 +34,11 @@ class LayerLayout:
     position_dependent_flags: tuple[str, ...] = ()
     """Config flags that, when set, make a layer compute with its own index, which a dropped (and
     reloaded) model renumbers: such models are refused rather than silently changed."""
+    max_positions_field: str | None = "max_position_embeddings"
+    """Config field bounding the tokens per example (absolute position embeddings); None where positions
+    are relative and set no bound."""
+    positions_after_padding: bool = False
+    """RoBERTa-style position ids start after the padding id, so `pad_token_id + 1` positions are never used."""
     classifier_token: Literal["first", "last"] = "first"
     """The token whose top-layer state the sequence-classification head reads: the first ([CLS], <s>),
     or the last non-padding one (XLNet, whose tokenizer pads on the left, and decoders)."""
@@ -41,16 +46,16 @@ class LayerLayout:
 
 ARCHITECTURES: dict[str, LayerLayout] = {
     "bert": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "roberta": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "xlm-roberta": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "roberta": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
+    "xlm-roberta": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
     "electra": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "mpnet": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers"),
+    "mpnet": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
+    "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers", max_positions_field=None),
     "distilbert": LayerLayout("transformer.layer", "n_layers"),
-    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, classifier_token="last"),
+    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last"),
     "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
     "gpt2": LayerLayout(
-        "h", "n_layer", normed_last_hidden_state=True, position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
+        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
     ),
     "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, classifier_token="last"),
     "qwen2": LayerLayout(
@@ -72,6 +77,22 @@ def layout_for(config: PretrainedConfig, where: str = "model") -> LayerLayout:
 
 def num_layers(config: PretrainedConfig) -> int:
     return int(getattr(config, layout_for(config).num_layers_field))
+
+
+def max_sequence_length(config: PretrainedConfig) -> int | None:
+    """The most tokens per example the model's position embeddings serve (None: no such bound)."""
+    layout = layout_for(config)
+    if layout.max_positions_field is None:
+        return None
+    positions = int(getattr(config, layout.max_positions_field))
+    return positions - (config.pad_token_id + 1) if layout.positions_after_padding else positions
+
+
+def check_max_length(config: PretrainedConfig, max_length: int, field: str) -> None:
+    """`max_length` against the model's position embeddings, or a one-line error naming `field`."""
+    bound = max_sequence_length(config)
+    if bound is not None and max_length > bound:
+        raise CompressError(f"{field}: at most {bound} tokens for this model (its position embeddings), got {max_length}")
 
 
 def layer_list(model: PreTrainedModel) -> nn.ModuleList:

@@ -116,8 +116,8 @@ def is_recipe_file(file: Path) -> bool:
     """A YAML mapping with `stages` is a recipe (a sweep has `grids`); unreadable files are left to the
     sweep's validation, which names the problem."""
     try:
-        content = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError):
+        content = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
         return False
     return isinstance(content, dict) and "stages" in content
 

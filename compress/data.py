@@ -20,7 +20,7 @@ import datasets
 import pandas as pd
 import pydantic
 
-from compress.errors import CompressError
+from compress.errors import CompressError, excerpt
 from compress.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
 
 log = logging.getLogger(__name__)
@@ -120,15 +120,37 @@ def _custom_task(name: str, settings: DataSettings) -> TaskSpec:
     return TaskSpec(name, labels, metrics, hub=None, hub_text_columns=(), hub_dev_splits={}, tsv=None)
 
 
+MAX_CLASSES = 1000
+"""More distinct label values than this is not a classification column (a text or id column named by mistake)."""
+
+
 def _distinct_labels(path: Path, column: str) -> list[str]:
-    """Sorted distinct label values of a file, numerically when they are all integers."""
+    """Sorted distinct label values of a file, numerically when they are all integers. Values of one
+    kind only: all integers, or all words; numbers with fractions are scores (data.regression)."""
     values = {str(value) for _, (value,) in _read_rows(path, [column])}
+    where = f"{path}: column '{column}'"
     if len(values) < 2:
-        raise CompressError(
-            f"{path}: column '{column}' has {len(values)} distinct value(s), a classification task needs 2 or more"
-            " (or set data.regression: true)"
-        )
-    return sorted(values, key=int if all(_is_integer(value) for value in values) else None)
+        raise CompressError(f"{where} has {len(values)} distinct value(s), a classification task needs 2 or more"
+                            " (or set data.regression: true)")
+    numbers = {value for value in values if _is_number(value)}
+    if numbers and numbers != values:
+        raise CompressError(f"{where} mixes numbers ({excerpt(sorted(numbers))}) and words ({excerpt(sorted(values - numbers))}); "
+                            "expected labels of one kind (or list them in data.labels)")
+    if numbers and not all(_is_integer(value) for value in values):
+        raise CompressError(f"{where} holds fractional numbers ({excerpt(sorted(v for v in values if not _is_integer(v)))}); "
+                            "expected class ids or names, or set data.regression: true for scores")
+    if len(values) > MAX_CLASSES:
+        raise CompressError(f"{where} has {len(values):,} distinct values, more than the {MAX_CLASSES} classes a label "
+                            "column is taken to have; check data.label_column, or set data.regression: true for scores")
+    return sorted(values, key=int if numbers else None)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def _is_integer(text: str) -> bool:
@@ -285,7 +307,7 @@ def _label_converter(task: TaskSpec) -> Callable[[Any, str], int | float]:
             try:
                 return float(value)
             except (TypeError, ValueError):
-                raise CompressError(f"{where}: expected a number as label, got {value!r}") from None
+                raise CompressError(f"{where}: expected a number as label, got {excerpt(value)}") from None
 
         return to_score
 
@@ -298,7 +320,7 @@ def _label_converter(task: TaskSpec) -> Callable[[Any, str], int | float]:
         try:
             return ids[str(value)]
         except KeyError:
-            raise CompressError(f"{where}: label {value!r} is not one of {expected} (or a class id)") from None
+            raise CompressError(f"{where}: label {excerpt(value)} is not one of {expected} (or a class id)") from None
 
     return to_id
 
@@ -316,7 +338,7 @@ def _read_examples(
     for line, (*text_values, label) in _read_rows(path, [*text_columns, label_column], fixed_header):
         for column, text, column_texts in zip(text_columns, text_values, texts):
             if not isinstance(text, str):  # JSON lines can hold numbers or null
-                raise CompressError(f"{path}, line {line}: column '{column}' should hold text, got {text!r}")
+                raise CompressError(f"{path}, line {line}: column '{column}' should hold text, got {excerpt(text)}")
             column_texts.append(text)
         labels.append(to_label(label, f"{path}, line {line}, column '{label_column}'"))
     return _dataset(task, texts, labels)

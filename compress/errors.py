@@ -1,4 +1,14 @@
-"""The one exception type that the CLI turns into a one-line message and exit status 2."""
+"""The one exception type that the CLI turns into a one-line message and exit status 2, and the helpers
+that keep such a message one short line whatever the input it quotes."""
+
+import reprlib
+
+MAX_MESSAGE = 600
+"""Characters of an error line; past that it is cut (a message names a file and a field, it does not dump data)."""
+
+_short = reprlib.Repr()  # keyword arguments need Python 3.12
+_short.maxlevel, _short.maxstring, _short.maxother, _short.maxlong = 1, 60, 60, 40
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
 
 
 class CompressError(Exception):
@@ -6,3 +16,15 @@ class CompressError(Exception):
 
     Messages name the file (when there is one), the field and what was expected, on one line.
     """
+
+
+def excerpt(value: object) -> str:
+    """A short quotation of a value for an error message: at most about 60 characters of a string and a
+    few items of a container, however large (or however deeply aliased, in YAML) the value is."""
+    return _short.repr(value)
+
+
+def one_line(message: str) -> str:
+    """`message` as one line of at most MAX_MESSAGE characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 30] + f"… ({len(line):,} characters in all)"

@@ -98,6 +98,12 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 }
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                "model.onnx", "model_int8.pt")
+"""Files one of which a model folder needs: PyTorch weights (whole or a sharded index), an ONNX graph, a
+pickled PyTorch int8 model."""
+
+
 def resolve_model(ref: str | Path) -> str:
     """A loadable location for an alias, a local folder or a hub id (hub ids are passed through)."""
     ref = str(ref)
@@ -105,7 +111,7 @@ def resolve_model(ref: str | Path) -> str:
         return str(MODEL_ALIASES[ref].folder())
     path = Path(ref).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").is_file():
             raise CompressError(f"model: folder '{ref}' has no config.json")
         return str(path)
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
@@ -113,8 +119,17 @@ def resolve_model(ref: str | Path) -> str:
     return ref
 
 
-def _hub_failure(ref: str, error: Exception) -> CompressError:
+def check_weights(ref: str | Path) -> None:
+    """A local model folder must hold weights (a hub id's are checked when they are downloaded)."""
+    path = Path(resolve_model(ref))
+    if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise CompressError(f"model: folder '{ref}' has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+
+
+def _load_failure(ref: str, what: str, error: Exception) -> CompressError:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if Path(ref).expanduser().exists() or ref in MODEL_ALIASES:
+        return CompressError(f"model: cannot load the {what} of '{ref}' ({reason})")
     aliases = ", ".join(MODEL_ALIASES)
     return CompressError(
         f"model: '{ref}' is not a local folder and could not be loaded from the Hugging Face hub ({reason}); "
@@ -126,16 +141,16 @@ def load_config(ref: str | Path) -> PretrainedConfig:
     location = resolve_model(ref)
     try:
         return AutoConfig.from_pretrained(location)
-    except (OSError, ValueError) as error:
-        raise _hub_failure(str(ref), error) from None
+    except Exception as error:  # a broken file in a user's folder fails in many ways; each is one line
+        raise _load_failure(str(ref), "config", error) from None
 
 
 def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     location = resolve_model(ref)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as error:
-        raise _hub_failure(str(ref), error) from None
+    except Exception as error:
+        raise _load_failure(str(ref), "tokenizer", error) from None
     if tokenizer.pad_token is None:  # GPT-2 and Llama tokenizers have none; batches need one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -157,8 +172,8 @@ def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenize
     transformers.set_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(location, **head)
-    except (OSError, ValueError) as error:
-        raise _hub_failure(str(ref), error) from None
+    except Exception as error:
+        raise _load_failure(str(ref), "weights", error) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -172,8 +187,8 @@ def load_saved(ref: str | Path, **loading) -> PreTrainedModel:
     model_class = getattr(transformers, architecture, None) if architecture else None
     try:
         return (model_class or AutoModel).from_pretrained(resolve_model(ref), **loading)
-    except (OSError, ValueError) as error:
-        raise _hub_failure(str(ref), error) from None
+    except Exception as error:
+        raise _load_failure(str(ref), "weights", error) from None
 
 
 def has_task_head(config: PretrainedConfig) -> bool:

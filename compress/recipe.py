@@ -7,27 +7,31 @@ left at that point of the chain) and the data files (present, with the columns n
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.architectures import layout_for, num_layers
+from compress.architectures import check_max_length, layout_for, num_layers
 from compress.artifacts import base_kind
-from compress.data import DataSettings, check_data_files, resolve_task
-from compress.errors import CompressError
-from compress.models import load_config, resolve_model
+from compress.data import DataSettings, load_task_data
+from compress.errors import CompressError, excerpt
+from compress.folders import check_folder_name
+from compress.models import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
 from compress.stages.drop import DropSettings
+from compress.stages.finetune import TrainingHyperparameters
 from compress.stages.quantize import QuantizeSettings, machine_cannot_run
 from compress.strategies import layers_to_drop
 
 BASE = "base"
 """The name a stage's `from` uses for the pre-trained model itself."""
-RESERVED_NAMES = (BASE, "final")
-STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_NAMES = (BASE, "final", "recipe.yaml", "results.json")
+"""Names a stage cannot take: 'base', and what a run folder holds beside the stage folders."""
+MAX_YAML_VALUES = 100_000
+"""Values (scalars and items) a recipe or sweep file may expand to: far above any real one, far below
+what YAML aliases of aliases can blow a few lines up to."""
 
 AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
 
@@ -46,13 +50,16 @@ class Recipe(BaseModel):
     seed: int = Field(42, description="Seeds the new classification head of the pre-trained model.")
     stages: list[AnyStage] = Field(min_length=1)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_folder_name(name, "name")
+
     @model_validator(mode="after")
     def _stage_names_and_sources(self):
         seen: list[str] = [BASE]
         for index, stage in enumerate(self.stages):
-            stage.name = stage.name or f"{index + 1:02d}-{stage.stage}"
-            if not STAGE_NAME.fullmatch(stage.name) or stage.name.endswith(".partial"):
-                raise ValueError(f"stages[{index}].name: expected letters, digits, '_', '.', '-' (got '{stage.name}')")
+            stage.name = check_folder_name(stage.name or f"{index + 1:02d}-{stage.stage}", f"stages[{index}].name")
             if stage.name in seen or stage.name in RESERVED_NAMES:
                 raise ValueError(f"stages[{index}].name: '{stage.name}' is used twice or reserved ({', '.join(RESERVED_NAMES)})")
             if stage.source is not None and stage.source not in seen:
@@ -89,7 +96,7 @@ UNKNOWN_STAGE_ERRORS = ("union_tag_invalid", "union_tag_not_found")
 def _describe(error: dict[str, Any]) -> str:
     if error["type"] in UNKNOWN_STAGE_ERRORS:
         return f"expected one of {', '.join(STAGES)}" + (
-            f" (got {error['input'].get('stage')!r})" if isinstance(error["input"], dict) else ""
+            f" (got {excerpt(error['input'].get('stage'))})" if isinstance(error["input"], dict) else ""
         )
     if error["type"] == "extra_forbidden":
         return "unknown key"
@@ -97,7 +104,7 @@ def _describe(error: dict[str, Any]) -> str:
         return "required field is missing"
     message = error["msg"]
     if error["type"].startswith(("literal_", "int_", "float_", "bool_", "string_", "greater", "less")):
-        message += f" (got {error['input']!r})"
+        message += f" (got {excerpt(error['input'])})"
     return message.removeprefix("Value error, ")
 
 
@@ -109,12 +116,32 @@ def format_validation_error(where: str | Path, error: ValidationError) -> str:
     return f"{where}: " + "; ".join(problems)
 
 
+def _too_many_values(content: Any) -> bool:
+    """Whether `content` holds more than MAX_YAML_VALUES values, counted as expanded (stops early)."""
+    pending, seen = [content], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            return True
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
     """Read a YAML file into `schema`; every error is one line naming the file and the field."""
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CompressError(f"{file}: no such {kind} file") from None
+    except IsADirectoryError:
+        raise CompressError(f"{file}: is a folder; expected a {kind} file") from None
+    except UnicodeDecodeError as error:
+        raise CompressError(f"{file}: not UTF-8 text (byte {error.start}); expected a YAML {kind} file") from None
     except OSError as error:
         raise CompressError(f"{file}: cannot read ({error.strerror})") from None
     try:
@@ -122,9 +149,13 @@ def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise CompressError(f"{file}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+        raise CompressError(f"{file}: not valid YAML{where}: {str(getattr(error, 'problem', error))[:200]}") from None
+    except RecursionError:
+        raise CompressError(f"{file}: nested too deeply to be a {kind}") from None
     if not isinstance(content, dict):
         raise CompressError(f"{file}: expected a mapping with {top_keys} at the top")
+    if _too_many_values(content):
+        raise CompressError(f"{file}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?); expected a {kind} a person can read")
     try:
         return schema.model_validate(content)
     except ValidationError as error:
@@ -134,7 +165,10 @@ def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys:
 def parse_recipe(file: Path) -> Recipe:
     recipe = validate_yaml_file(file, Recipe, "recipe", "model, task and stages")
     if recipe.name is None:
-        recipe.name = file.stem
+        try:
+            recipe.name = check_folder_name(file.stem, "name")
+        except ValueError as error:
+            raise CompressError(f"{file}: {error} (the run's name comes from the file name unless the recipe sets name:)") from None
     return recipe
 
 
@@ -151,8 +185,11 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
     try:
         config = load_config(recipe.model)
         layout_for(config)
-        resolve_task(recipe.task, recipe.data)
-        check_data_files(recipe.task, recipe.data)
+        check_max_length(config, recipe.max_length, "max_length")
+        check_weights(recipe.model)
+        if base_kind(recipe.model) == "torch":
+            load_tokenizer(recipe.model)
+        data = load_task_data(recipe.task, recipe.data)
     except CompressError as error:
         raise CompressError(f"{file}: {error}") from None
 
@@ -169,6 +206,8 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
             )
         if isinstance(stage, QuantizeSettings) and (reason := machine_cannot_run(stage.mode)):
             raise CompressError(f"{where}.mode: {reason}")
+        if isinstance(stage, TrainingHyperparameters) and (problem := stage.budget_problem(len(data.train))):
+            raise CompressError(f"{where}.{problem}")
         for field, ref in stage.model_references().items():
             if ref == BASE:
                 raise CompressError(f"{where}.{field}: '{BASE}' has no trained head; name a fine-tuned stage or model")
@@ -180,7 +219,7 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
                     raise CompressError(f"{where}.{field}: '{ref}' is a {kinds[ref]} model; a torch model is needed")
             else:
                 try:
-                    resolve_model(ref)
+                    check_weights(ref)
                 except CompressError as error:
                     raise CompressError(f"{where}.{field}: {str(error).removeprefix('model: ')}") from None
         count = layers_after[source]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from compress.errors import CompressError
+from compress.errors import CompressError, excerpt
 
 Strategy = Literal["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -110,12 +110,12 @@ def layers_to_drop(
         return list(range(start, start + k))
     if strategy == "contribution":
         return _by_contribution(num_layers, k, scores, metric)
-    raise CompressError(f"strategy: expected one of {', '.join(STRATEGIES)} (got '{strategy}')")
+    raise CompressError(f"strategy: expected one of {', '.join(STRATEGIES)} (got {excerpt(strategy)})")
 
 
 def _by_contribution(num_layers: int, k: int, scores: Sequence[float] | None, metric: str) -> list[int]:
     if metric not in CONTRIBUTION_METRICS:
-        raise CompressError(f"metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got '{metric}')")
+        raise CompressError(f"metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got {excerpt(metric)})")
     rule = CONTRIBUTION_METRICS[metric]
     if rule.per_block:
         return contiguous_block_to_drop(num_layers, k, scores)

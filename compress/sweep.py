@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compress.architectures import layout_for, num_layers
-from compress.data import DataSettings, check_data_files, resolve_task
-from compress.errors import CompressError
-from compress.models import load_config
+from compress.architectures import check_max_length, layout_for, num_layers
+from compress.data import DataSettings, load_task_data
+from compress.errors import CompressError, excerpt
+from compress.folders import check_folder_name
+from compress.models import check_weights, load_config
 from compress.recipe import validate_yaml_file
 from compress.stages.distill import DistillationLoss
 from compress.stages.finetune import TrainingHyperparameters
@@ -58,7 +59,7 @@ class LatencySettings(Strict):
 
 
 class Sweep(Strict):
-    name: str | None = None
+    name: str | None = Field(None, description="Default results folder: bench/runs/<name>; default: the file's name.")
     description: str | None = None
     models: list[str] = Field(min_length=1)
     tasks: dict[str, DataSettings] = Field(min_length=1, description="Task name -> its data settings.")
@@ -74,6 +75,11 @@ class Sweep(Strict):
     distillation: DistillationLoss = Field(default_factory=DistillationLoss)
     latency: LatencySettings = Field(default_factory=LatencySettings)
     grids: list[Grid] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_folder_name(name, "name")
 
 
 @dataclass(frozen=True, order=True)
@@ -135,15 +141,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise CompressError(f"--shard: expected i/n such as 2/4 (got '{text}')") from None
+        raise CompressError(f"--shard: expected i/n such as 2/4 (got {excerpt(text)})") from None
     if not 1 <= index <= count:
-        raise CompressError(f"--shard: expected 1 <= i <= n (got '{text}')")
+        raise CompressError(f"--shard: expected 1 <= i <= n (got {excerpt(text)})")
     return index, count
 
 
 def parse_sweep(file: Path) -> Sweep:
     sweep = validate_yaml_file(file, Sweep, "sweep", "models, tasks and grids")
-    sweep.name = sweep.name or file.stem
+    if sweep.name is None:
+        try:
+            sweep.name = check_folder_name(file.stem, "name")
+        except ValueError as error:
+            raise CompressError(f"{file}: {error} (the sweep's name comes from the file name unless it sets name:)") from None
     return sweep
 
 
@@ -156,14 +166,18 @@ def check_sweep(sweep: Sweep) -> list[str]:
             config = load_config(model)
             layout_for(config)
             layer_counts[model] = num_layers(config)
+            check_max_length(config, sweep.max_length, "max_length")
+            check_weights(model)
         except CompressError as error:
             problems.append(f"models: {error}")
     for task, data in sweep.tasks.items():
         try:
-            resolve_task(task, data)
-            check_data_files(task, data)
+            examples = len(load_task_data(task, data).train)
         except CompressError as error:
             problems.append(f"tasks.{task}: {error}")
+            continue
+        if problem := sweep.training.budget_problem(examples):
+            problems.append(f"training.{problem} (task {task})")
     for index, grid in enumerate(sweep.grids):
         for model, count in layer_counts.items():
             for strategy, k in itertools.product(grid.strategies, grid.k):

@@ -5,6 +5,7 @@ The Trainer is what lets `accelerate launch` or `torchrun` spread the same recip
 
 from __future__ import annotations
 
+import math
 import tempfile
 from typing import Literal
 
@@ -15,6 +16,9 @@ from transformers.trainer_utils import TrainOutput
 
 from compress.encoding import tokenize
 from compress.stages.base import StageContext, StageSettings
+
+MAX_TRAINING_STEPS = 300_000
+"""More optimizer steps than any GLUE recipe takes (MNLI, 3 epochs at batch size 8: 147k) by a wide margin."""
 
 
 class TrainingHyperparameters(BaseModel):
@@ -28,6 +32,18 @@ class TrainingHyperparameters(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
+    allow_long_training: bool = Field(
+        False, exclude=True,  # it changes no model, so it is no part of a stage's identity or record
+        description=f"Allow more than {MAX_TRAINING_STEPS:,} optimizer steps (a budget that is otherwise taken for a typo).",
+    )
+
+    def budget_problem(self, examples: int) -> str | None:
+        """Why training `examples` examples with these settings is refused before any work, if it is."""
+        steps = math.ceil(examples / self.batch_size) * self.epochs
+        if steps > MAX_TRAINING_STEPS and not self.allow_long_training:
+            return (f"epochs: {self.epochs:g} epochs of {examples:,} examples at batch size {self.batch_size} are "
+                    f"{steps:,.0f} optimizer steps, more than {MAX_TRAINING_STEPS:,}; set allow_long_training: true if you mean it")
+        return None
 
 
 class FinetuneSettings(StageSettings, TrainingHyperparameters):
