@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -25,12 +27,36 @@ from compress.strategies import STRATEGIES  # noqa: E402
 from compress.sweep import FULL  # noqa: E402
 
 RESULTS_FILE = "results.jsonl"
-HEADLINE_LATENCY = (1, "128")
-"""Batch size and sequence length of the latency column in tables and the Pareto plot."""
+PREFERRED_HEADLINE = (1, "128")
+"""Batch size and sequence length of the latency column in tables and the Pareto plot, where the rows were timed so."""
+
+log = logging.getLogger(__name__)
 
 
-def latency_of(record: dict, batch_size: int, length: str) -> dict | None:
+def latency_of(record: dict, headline: tuple[int, str] | None) -> dict | None:
+    if headline is None:
+        return None
+    batch_size, length = headline
     return next((t for t in record.get("latency", []) if t["batch_size"] == batch_size and t["sequence_length"] == length), None)
+
+
+def headline_timing(group: list[dict]) -> tuple[int, str] | None:
+    """The timing that tables and the Pareto plot show for a group of rows: batch 1 at 128 tokens where
+    the rows have it, else the one most rows have, the smallest batch at a fixed length first (a sweep may
+    time any batch sizes and length); None when no row was timed."""
+    counts = Counter((t["batch_size"], t["sequence_length"]) for r in group if r["status"] == "ok" for t in r.get("latency", []))
+    if not counts:
+        return None
+    if PREFERRED_HEADLINE in counts:
+        return PREFERRED_HEADLINE
+    return min(counts, key=lambda pair: (-counts[pair], pair[1] == "task", pair[0]))
+
+
+def describe_timing(headline: tuple[int, str] | None) -> str:
+    if headline is None:
+        return "not timed"
+    batch_size, length = headline
+    return f"batch {batch_size}, " + ("the task's own lengths" if length == "task" else f"sequence {length}")
 
 
 def merge_records(records: list[dict]) -> list[dict]:
@@ -53,6 +79,7 @@ def with_deltas(records: list[dict]) -> list[dict]:
     """Add score change (in points) against the full fine-tuned fp32 model and against plain top-K, same K."""
     ok = [r for r in records if r["status"] == "ok"]
     reference = {(r["model"], r["task"], r["strategy"], r["k"]): r for r in ok if r["training"] == "finetune" and r["precision"] == "torch-fp32"}
+    headlines = {key: headline_timing(group) for key, group in _grouped(records).items()}
     rows = []
     for r in records:
         row = dict(r)
@@ -61,8 +88,8 @@ def with_deltas(records: list[dict]) -> list[dict]:
             top = reference.get((r["model"], r["task"], "top", r["k"]))
             row["delta_vs_full"] = round(100 * (r["score"] - full["score"]), 2) if full else None
             row["delta_vs_top"] = round(100 * (r["score"] - top["score"]), 2) if top and r["k"] else None
-            headline = latency_of(r, *HEADLINE_LATENCY)
-            base_latency = latency_of(full, *HEADLINE_LATENCY) if full else None
+            headline = latency_of(r, headlines[r["model"], r["task"]])
+            base_latency = latency_of(full, headlines[r["model"], r["task"]]) if full else None
             # a speed-up only between timings on the same device and thread count (merged shards may
             # come from other machines; ONNX rows of a GPU machine run on its CPU)
             comparable = headline and base_latency and all(headline[f] == base_latency[f] for f in ("device", "threads"))
@@ -149,7 +176,8 @@ def markdown_table(rows: list[dict]) -> str:
         group = list(group)
         metric = next((r["primary_metric"] for r in group if r["status"] == "ok"), "score")
         sample = next((r for r in group if r["status"] == "ok"), {})
-        lines += [f"### {model} on {task} ({metric}{_majority_note(group)}; latency: batch 1, sequence 128, "
+        headline = headline_timing(group)
+        lines += [f"### {model} on {task} ({metric}{_majority_note(group)}; latency: {describe_timing(headline)}, "
                   f"{sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
                   f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -158,7 +186,7 @@ def markdown_table(rows: list[dict]) -> str:
             if r["status"] != "ok":
                 lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
                 continue
-            t = latency_of(r, *HEADLINE_LATENCY) or {}
+            t = latency_of(r, headline) or {}
             busy = "†" if contended(t.get("other_cpu_load")) else ""  # records from before it was measured have none
             any_busy = any_busy or bool(busy)
             busy_training = "‡" if contended(r.get("train_other_cpu_load")) else ""
@@ -232,10 +260,15 @@ def _panels(groups: dict, title: str):
 
 def plot_pareto(rows: list[dict], path: Path) -> None:
     groups = _grouped(rows)
-    figure, axes = _panels(groups, "Score against latency (batch 1, seq 128); Pareto front in red")
+    figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red")
     for axis, ((model, task), group) in zip(axes, groups.items()):
-        timed = [(r, latency_of(r, *HEADLINE_LATENCY)) for r in group]
-        timed = [(r, t) for r, t in timed if t]
+        headline = headline_timing(group)
+        timed = [(r, latency_of(r, headline)) for r in group]
+        timed = [(r, t) for r, t in timed if t and t["p50_ms"] > 0]
+        axis.set(title=f"{model} on {task} ({describe_timing(headline)})")
+        if not timed:
+            axis.text(0.5, 0.5, "no timed rows", ha="center", va="center", transform=axis.transAxes)
+            continue
         points = [(t["p50_ms"], r["score"]) for r, t in timed]
         axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
         front = pareto_front(points)
@@ -246,7 +279,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
                     expand=(1.2, 1.6), force_text=(0.3, 0.6), min_arrow_len=0, arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.4))
         _mark_majority(axis, group)
         _mark_full_model_noise(axis, group)
-        axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}", xscale="log")
+        axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], xscale="log")
         axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, 50 ms ... in plain numbers
         axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         axis.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -322,9 +355,12 @@ def write_report(records: list[dict], out_dir: Path, command: str | None = None)
     header = [f"Command: `{command}`", ""] if command else []
     (out_dir / "results.md").write_text("\n".join(header) + strategy_table(rows) + "\n" + markdown_table(rows) + "\n")
     if any(r["status"] == "ok" for r in rows):
-        plot_pareto(rows, out_dir / "pareto.png")
-        plot_layers_dropped(rows, out_dir / "layers_dropped.png")
-        plot_size(rows, out_dir / "size.png")
+        for plot, name in ((plot_pareto, "pareto.png"), (plot_layers_dropped, "layers_dropped.png"), (plot_size, "size.png")):
+            try:
+                plot(rows, out_dir / name)
+            except Exception as error:  # a picture that cannot be drawn never turns finished results into a failed run
+                plt.close("all")
+                log.warning("could not draw %s (%s: %s); the records and tables are complete", out_dir / name, type(error).__name__, error)
     return rows
 
 
