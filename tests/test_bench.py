@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 from compress.bench import BUILD_FILE, SweepRunner
 from compress.cli import app
-from compress.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas
+from compress.folders import MARKER
+from compress.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas, write_report
 from compress.sweep import FULL, Grid, Sweep, expand, shard
+from tests.helpers import assert_scored_on
 
 TINY = {
     "name": "tiny",
@@ -150,7 +152,8 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     assert top["parameters"] < full["parameters"] and int8["parameters"] == full["parameters"]
     assert int8["size_mb"] < 0.35 * full["size_mb"]
     for r in records:
-        assert 0 <= r["score"] <= 1 and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
+        assert_scored_on(r["metrics"], TINY["tasks"]["rotten-tomatoes"]["max_eval_examples"])
+        assert r["score"] == r["metrics"]["accuracy"] and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
         load = r["latency"][0]["other_cpu_load"]  # None when the timed calls took too short a time to tell
         assert load is None or load >= 0
         assert r["peak_memory_mb"] > 0
@@ -328,7 +331,7 @@ def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
     fresh = tmp_path / "out"  # as in a new clone: records and settings are committed, work/ is not
     fresh.mkdir()
-    for name in ("results.jsonl", "sweep-settings.json"):
+    for name in ("results.jsonl", "sweep-settings.json", MARKER):
         shutil.copy(folder / "out" / name, fresh / name)
     lines = (fresh / "results.jsonl").read_text()
     result = invoke(sweep, "--out", fresh, "--retime")
@@ -470,23 +473,47 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
 
 
 def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_sweep, tmp_path):
-    import json
-    import socket
-
-    from compress.bench import RUNNING_FILE
-
     folder, sweep, _ = finished_sweep
     copy = tmp_path / "out"
     shutil.copytree(folder / "out", copy, ignore=shutil.ignore_patterns("work"))
-    marker = copy / RUNNING_FILE
-    marker.write_text(json.dumps({"pid": 1, "host": socket.gethostname()}))  # pid 1 is always alive
-    for args in (("clean", copy), (sweep, "--out", copy)):
-        result = invoke(*args)
-        assert result.exit_code == 2 and "is writing to this folder" in result.output, result.output
-    marker.write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))  # above Linux's pid limit: gone
-    result = invoke(sweep, "--out", copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from compress.folders import holding\n"
+         "with holding(Path(sys.argv[1])): print('held', flush=True); time.sleep(120)", str(copy)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != ".compress-lock"}
+        for args in (("clean", copy), (sweep, "--out", copy)):
+            result = invoke(*args)
+            assert result.exit_code == 2 and f"process {holder.pid}" in result.output and "is writing to this folder" in result.output, result.output
+        assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != ".compress-lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    result = invoke(sweep, "--out", copy)  # the claim died with its process
     assert result.exit_code == 0 and "6 already done" in result.output, result.output
-    assert not marker.exists(), "a finished run leaves no marker"
+
+
+def test_tables_and_plots_use_the_timings_the_sweep_has(finished_sweep, tmp_path):
+    """A sweep timed at another batch size and length (or not timed at all) still gets its tables and plots."""
+    folder, _, _ = finished_sweep
+    records = read_records(folder / "out")
+    for r in records:
+        r["latency"] = [{**t, "batch_size": 4, "sequence_length": "64"} for t in r["latency"]]
+    (tmp_path / "b4s64").mkdir()
+    rows = write_report(records, tmp_path / "b4s64")
+    table = (tmp_path / "b4s64" / "results.md").read_text()
+    assert "latency: batch 4, sequence 64," in table
+    assert all(r["speedup_vs_full"] is not None for r in rows), "speed-ups come from the timings there are"
+    for r in records:
+        r["latency"] = []
+    (tmp_path / "untimed").mkdir()
+    write_report(records, tmp_path / "untimed")
+    assert "latency: not timed," in (tmp_path / "untimed" / "results.md").read_text()
+    for name in ("b4s64", "untimed"):
+        for plot in ("pareto.png", "layers_dropped.png", "size.png"):
+            assert (tmp_path / name / plot).stat().st_size > 10_000, (name, plot)
 
 
 def test_classifier_token_script_drops_each_student_as_the_sweep_did(finished_sweep, tmp_path):

@@ -85,9 +85,10 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
     assert reference > 0.6, "the fine-tuned reference should be well above chance on 200 reviews"
     assert stages["onnx"]["metrics"]["accuracy"] == pytest.approx(reference, abs=0.005)
     assert stages["onnx"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
-    # Stated bound: int8 within 3 points of fp32 on 200 dev reviews.
+    # Stated bound: int8 within 3 points (6 of the 200 dev reviews) of fp32.
     for name in ("dynamic", "static", "torch-int8"):
-        assert abs(stages[name]["metrics"]["accuracy"] - reference) <= 0.03, name
+        changed = abs(stages[name]["metrics"]["accuracy"] - reference) * 200
+        assert round(changed) <= 6, (name, changed)
     assert stages["dynamic"]["size_mb"] <= 0.3 * stages["onnx"]["size_mb"]
     assert [stages[n]["kind"] for n in ("onnx", "dynamic", "torch-int8")] == ["onnx", "onnx", "torch-int8"]
     for column in ("kind", "size", "accuracy", "dynamic", "static"):

@@ -1,0 +1,61 @@
+"""Helpers the test modules share: running the CLI in-process, writing recipes, checking one-line errors,
+and fingerprinting a folder to prove nothing in it changed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from compress.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def write_recipe(folder: Path, name: str, recipe: dict) -> Path:
+    file = folder / f"{name}.yaml"
+    file.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return file
+
+
+def assert_one_line_error(result, *expected: str) -> str:
+    """Exit 2, nothing on stdout, one line on stderr holding every expected piece; returns the line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for piece in expected:
+        assert piece in line, f"{piece!r} not in {line!r}"
+    return line
+
+
+def folder_checksum(folder: Path) -> dict[str, str]:
+    """Every file and folder below `folder` (hidden ones too) with a digest of its bytes and its mtime:
+    equal before and after means not a byte, a name nor a timestamp changed."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_file():
+            entries[key] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {path.stat().st_mtime_ns}"
+        else:
+            entries[key] = "folder"
+    return entries
+
+
+def assert_scored_on(metrics: dict, examples: int) -> None:
+    """An accuracy counted over `examples` dev examples: a whole number of them right, with the bootstrap
+    standard error present (zero only for a score of 0 or 1)."""
+    accuracy = metrics["accuracy"]
+    assert abs(accuracy * examples - round(accuracy * examples)) < 1e-6, (accuracy, examples)
+    assert (metrics["accuracy_stderr"] > 0) == (0 < accuracy < 1), metrics
