@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.latency import timed_calls
+from exporters import onnx_file
 from exporters.onnx_runtime import ort_session
 
 TOKEN_IDS = (1000, 2000)
@@ -76,15 +77,15 @@ def profile_by_operator(path: Path, threads: int, batch: int, length: int, calls
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="an .onnx file, or a folder holding model.onnx")
+    parser.add_argument("model", type=Path, help="an .onnx file, or a model folder (its onnx/*.onnx)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--calls", type=int, default=30)
     args = parser.parse_args()
-    path = args.model / "model.onnx" if args.model.is_dir() else args.model
-    if not path.is_file():
-        parser.exit(2, f"error: {path}: no ONNX model there (expected an .onnx file or a folder with model.onnx)\n")
+    path = onnx_file(args.model) if args.model.is_dir() else args.model
+    if path is None or not path.is_file():
+        parser.exit(2, f"error: {args.model}: no ONNX model there (expected an .onnx file or a model folder with onnx/*.onnx)\n")
     profile = profile_by_operator(path, args.threads, args.batch, args.length, args.calls)
     print(f"{path}: batch {args.batch}, length {args.length}, {args.threads} threads, {args.calls} calls; "
           f"a call takes {profile['call_ms']:.2f} ms (median), {profile['profiled_call_ms']:.2f} ms with the profiler on, "

@@ -1,7 +1,8 @@
 """The three kinds of model a stage can hand on, and how each is saved, loaded and scored.
 
 - `torch`: a `PreTrainedModel` saved with `save_pretrained` (also bitsandbytes and fp16 models);
-- `onnx`: a folder with `model.onnx`, `config.json` and the tokenizer (`OnnxModel`);
+- `onnx`: a folder with `onnx/model.onnx` (or `onnx/model_quantized.onnx`), `config.json` and the
+  tokenizer (`OnnxModel`): the layout optimum's ORTModel and transformers.js load as it is;
 - `torch-int8`: a PyTorch model whose Linear layers were dynamically quantized; its packed
   weights do not fit `save_pretrained`, so the whole module is pickled to `model_int8.pt`.
 """
@@ -17,7 +18,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from compress.models import count_parameters, load_saved
-from exporters import ONNX_FILE
+from exporters import onnx_file
 
 Kind = Literal["torch", "onnx", "torch-int8"]
 
@@ -31,7 +32,7 @@ class OnnxModel:
 
     @property
     def path(self) -> Path:
-        return self.folder / ONNX_FILE
+        return onnx_file(self.folder)
 
     @cached_property
     def config(self) -> PretrainedConfig:
@@ -67,7 +68,7 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
 def load_artifact(folder: Path, device: str | None = None) -> Artifact:
     """The model saved in `folder`; a PyTorch model is loaded onto `device` (default: the CPU) when it can
     move (a torch-int8 model runs on the CPU only), in the precision it was saved in (fp16 stays fp16)."""
-    if (folder / ONNX_FILE).exists():
+    if onnx_file(folder) is not None:
         return OnnxModel(folder)
     if (folder / TORCH_INT8_FILE).exists():
         # Our own file, written by save_artifact: the quantized module is pickled whole.
@@ -80,7 +81,7 @@ def base_kind(ref: str) -> Kind:
     """The kind of model a recipe's `model:` names: an ONNX folder, or anything from_pretrained loads."""
     from compress.models import MODEL_ALIASES
 
-    return "onnx" if ref not in MODEL_ALIASES and (Path(ref).expanduser() / ONNX_FILE).exists() else "torch"
+    return "onnx" if ref not in MODEL_ALIASES and Path(ref).expanduser().is_dir() and onnx_file(Path(ref).expanduser()) else "torch"
 
 
 def onnx_parameter_count(model: OnnxModel) -> int:
@@ -93,8 +94,8 @@ def onnx_parameter_count(model: OnnxModel) -> int:
 
 
 def size_on_disk(folder: Path) -> int:
-    """Bytes of weight files in a model folder (tokenizer and config files not counted)."""
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    """Bytes of weight files in a model folder, `onnx/` included (tokenizer and config files not counted)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
 
 
 def parameter_count(artifact: Artifact) -> int | None:

@@ -99,7 +99,7 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-                "model.onnx", "model_int8.pt")
+                "onnx/model.onnx", "onnx/model_quantized.onnx", "model.onnx", "model_int8.pt")
 """Files one of which a model folder needs: PyTorch weights (whole or a sharded index), an ONNX graph, a
 pickled PyTorch int8 model."""
 

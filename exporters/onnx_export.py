@@ -1,25 +1,26 @@
-"""Exporting a sequence-classification model to one ONNX file, with its config and tokenizer beside it.
+"""Exporting a sequence-classification model to ONNX, with its config and tokenizer beside it, in the
+layout that optimum's ORTModel and transformers.js both load as it is (`onnx/model.onnx`).
 
-optimum's exporter serves every architecture it has an export config for; the others (XLNet)
-go through `torch.onnx.export` with the TorchScript tracer and eager attention.
+Every architecture goes through `torch.onnx.export` (the TorchScript exporter) with eager attention:
+that is the graph onnxruntime's transformer optimizer recognises, so `optimization: O2` can fuse
+attention, LayerNorm and GELU where the architecture's attention has the standard pattern.
 """
 
 from __future__ import annotations
 
 import inspect
-import shutil
-import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
 import torch
-from optimum.exporters.onnx import onnx_export_from_model
-from optimum.exporters.tasks import TasksManager
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from exporters import ONNX_FILE
+from exporters import FP32_FILE, ONNX_DIR
 
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
+"""O1: onnxruntime's basic graph optimizations; O2: and the transformer fusions (attention, LayerNorm,
+GELU, embeddings); O3: and GELU approximated by tanh (optimum's levels of the same names)."""
 PROTOBUF_LIMIT = 2**31 - 1
 
 
@@ -27,40 +28,41 @@ class ExportError(Exception):
     """An export that cannot be done as asked (unsupported architecture, file too large, ...)."""
 
 
-def optimum_supports(model_type: str) -> bool:
-    try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
-    except KeyError:
-        return False
-    return "text-classification" in tasks
+class _Logits(torch.nn.Module):
+    """The model with positional inputs and the logits alone as output: what the exporter traces."""
+
+    def __init__(self, model: PreTrainedModel, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs))).logits
+
+
+def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The tokenizer outputs the model takes, in the order transformers.js and optimum feed them."""
+    accepted = inspect.signature(model.forward).parameters
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in tokenizer.model_input_names]
 
 
 def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int) -> None:
-    accepted = inspect.signature(model.forward).parameters
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in tokenizer.model_input_names]
+    names = input_names(model, tokenizer)
     # Two rows of different lengths, so the traced graph sees padding and a real attention mask.
     dummy = tokenizer(["a short one", "a somewhat longer example, with padding in the other row"], padding=True, return_tensors="pt")
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).logits
-
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
-    torch.onnx.export(
-        Logits().eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
-        tuple(dummy[n] for n in names),
-        str(path),
-        input_names=names,
-        output_names=["logits"],
-        dynamic_axes={**axes, "logits": {0: "batch_size"}},
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python branches it fixes for padded batches
+        torch.onnx.export(
+            _Logits(model, names).eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
+            tuple(dummy[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch_size"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,  # the TorchScript exporter: its graph is the one onnxruntime's fusions match
+        )
 
 
 def _inline_external_data(path: Path) -> None:
@@ -68,12 +70,7 @@ def _inline_external_data(path: Path) -> None:
     proto = onnx.load(str(path), load_external_data=True)
     if proto.ByteSize() > PROTOBUF_LIMIT:
         raise ExportError(f"{path}: {proto.ByteSize() / 1e9:.1f} GB does not fit one ONNX file (2 GB limit); use single_file: false")
-    external = {
-        entry.value
-        for tensor in proto.graph.initializer
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
+    external = {entry.value for tensor in proto.graph.initializer for entry in tensor.external_data if entry.key == "location"}
     onnx.save_model(proto, str(path), save_as_external_data=False)
     for name in external:
         (path.parent / name).unlink(missing_ok=True)
@@ -86,16 +83,18 @@ def export_onnx(
     opset: int = 18,
     single_file: bool = True,
 ) -> Path:
-    """Write `model.onnx` (inputs: token ids, attention mask[, token types]; output: logits),
+    """Write `onnx/model.onnx` (inputs: token ids, attention mask[, token types]; output: logits),
     `config.json` and the tokenizer into `output_dir`; returns the ONNX file's path."""
     model = model.eval().to("cpu")
-    path = output_dir / ONNX_FILE
-    if optimum_supports(model.config.model_type):
-        onnx_export_from_model(model, output_dir, opset=opset, task="text-classification", do_validation=False)
-    else:
-        if hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation("eager")
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    path = output_dir / ONNX_DIR / FP32_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
         _torch_export(model, tokenizer, path, opset)
+    except Exception as error:  # the exporter fails in many ways on code it cannot trace; each is one line
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"torch.onnx.export cannot export {model.config.model_type} ({reason})") from None
     if single_file:
         _inline_external_data(path)
     model.config.save_pretrained(output_dir)
@@ -103,18 +102,34 @@ def export_onnx(
     return path
 
 
-def optimize_onnx(folder: Path, level: str) -> None:
-    """Fuse the graph in place with optimum's ORTOptimizer at level O1, O2 or O3 (O3 adds GELU approximation)."""
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+def optimize_onnx(path: Path, level: str, config: PretrainedConfig, model_type: str) -> None:
+    """Fuse the graph in place with onnxruntime's transformer optimizer at level O1, O2 or O3, told the
+    model's head count and width (its attention fusion needs both); `model_type` is the optimizer's name
+    for the architecture's family ("bert" for the BERT-like encoders)."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
 
     if level not in OPTIMIZATION_LEVELS:
         raise ExportError(f"optimization: expected one of {', '.join(OPTIMIZATION_LEVELS)} (got '{level}')")
+    options = FusionOptions(model_type)
+    options.enable_gelu_approximation = level == "O3"
     try:
-        optimizer = ORTOptimizer.from_pretrained(folder, file_names=[ONNX_FILE])
-        with tempfile.TemporaryDirectory() as scratch:
-            optimizer.optimize(save_dir=scratch, optimization_config=AutoOptimizationConfig.with_optimization_level(level))
-            optimized = next(Path(scratch).glob("*.onnx"))
-            shutil.move(optimized, folder / ONNX_FILE)
-    except (NotImplementedError, KeyError, ValueError) as error:
-        raise ExportError(f"optimization: onnxruntime's transformer optimizer cannot optimize this model ({error})") from None
+        optimized = optimize_model(
+            str(path), model_type=model_type, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
+            optimization_options=options, opt_level=1 if level == "O1" else 2, only_onnxruntime=level == "O1", use_gpu=False,
+        )
+        optimized.save_model_to_file(str(path), use_external_data_format=False)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"optimization: onnxruntime's transformer optimizer cannot optimize this model ({reason})") from None
+
+
+def fused_operators(path: Path) -> dict[str, int]:
+    """How many nodes of each onnxruntime fused kind (Attention, SkipLayerNormalization, ...) a graph holds."""
+    fused = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "LayerNormalization",
+             "BiasGelu", "FastGelu", "Gelu", "QAttention")
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in fused:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -8,12 +8,13 @@ import numpy as np
 from pydantic import Field
 from transformers import PreTrainedModel
 
+from compress.architectures import layout_for
 from compress.artifacts import Kind, OnnxModel
 from compress.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.evaluate import onnx_predictor, torch_predictor
 from compress.stages.base import StageContext, StageSettings
-from exporters.onnx_export import ExportError, export_onnx, optimize_onnx
+from exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
 
 
 class ExportSettings(StageSettings):
@@ -21,7 +22,8 @@ class ExportSettings(StageSettings):
     opset: int = Field(18, ge=14, le=23)
     single_file: bool = Field(True, description="One self-contained .onnx file (no external data).")
     optimization: Literal["none", "O1", "O2", "O3"] = Field(
-        "none", description="onnxruntime transformer graph fusions (optimum's ORTOptimizer levels)."
+        "none", description="onnxruntime's transformer optimizer: O1 basic graph optimizations, O2 and the transformer "
+        "fusions (attention, LayerNorm, GELU), O3 and GELU approximation (optimum's levels of the same names).",
     )
     tolerance: float = Field(1e-3, gt=0, description="Largest allowed |ONNX logit - PyTorch logit|.")
     parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
@@ -41,13 +43,18 @@ def parity_batch(context: StageContext, count: int) -> dict:
 
 
 def export(model: PreTrainedModel, settings: ExportSettings, context: StageContext) -> OnnxModel:
+    optimizer = layout_for(model.config).onnx_optimizer
+    if settings.optimization != "none" and optimizer is None:
+        raise CompressError(f"export.optimization: onnxruntime's transformer optimizer has no fusions for {model.config.model_type}; "
+                            "use optimization: none")
     try:
-        export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file)
+        path = export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file)
         if settings.optimization != "none":
-            optimize_onnx(context.output_dir, settings.optimization)
+            optimize_onnx(path, settings.optimization, model.config, optimizer)
     except ExportError as error:
         raise CompressError(f"export: {error}") from None
     exported = OnnxModel(context.output_dir)
+    context.notes["fused_operators"] = fused_operators(path)
 
     batch = parity_batch(context, settings.parity_examples)
     difference = float(np.abs(onnx_predictor(exported)(batch) - torch_predictor(model)(batch)).max())

@@ -16,7 +16,7 @@ from compress.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
 from compress.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import StageContext, StageSettings
-from exporters import ONNX_FILE
+from exporters import ONNX_DIR, QUANTIZED_FILE
 from exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
 
 Mode = Literal["dynamic-int8", "static-int8", "torch-dynamic-int8", "bnb-8bit", "bnb-4bit", "fp16"]
@@ -56,9 +56,21 @@ def machine_cannot_run(mode: str) -> str | None:
     return None
 
 
+TRANSFORMERS_JS_CONFIG = "transformers.js_config"
+
+
+def _quantized_path(context: StageContext) -> Path:
+    path = context.output_dir / ONNX_DIR / QUANTIZED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _write_onnx_config(source: OnnxModel, settings: QuantizeSettings, folder: Path) -> None:
+    """The source's config, with how it was quantized, and (as only the int8 graph ships) the dtype
+    transformers.js should load by default: q8, its name for `model_quantized.onnx`."""
     config = AutoConfig.from_pretrained(source.folder)
     setattr(config, QUANTIZATION_FIELD, settings.record())
+    setattr(config, TRANSFORMERS_JS_CONFIG, {"dtype": "q8"})
     config.save_pretrained(folder)
 
 
@@ -70,7 +82,7 @@ def _calibration_feeds(context: StageContext, settings: QuantizeSettings, inputs
 
 
 def _onnx_dynamic(model: OnnxModel, settings: QuantizeSettings, context: StageContext) -> OnnxModel:
-    quantize_dynamic_int8(model.path, context.output_dir / ONNX_FILE, settings.per_channel, settings.reduce_range)
+    quantize_dynamic_int8(model.path, _quantized_path(context), settings.per_channel, settings.reduce_range)
     _write_onnx_config(model, settings, context.output_dir)
     return OnnxModel(context.output_dir)
 
@@ -81,7 +93,7 @@ def _onnx_static(model: OnnxModel, settings: QuantizeSettings, context: StageCon
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
     feeds = _calibration_feeds(context, settings, inputs)
     quantize_static_int8(
-        model.path, context.output_dir / ONNX_FILE, feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
+        model.path, _quantized_path(context), feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
     )
     _write_onnx_config(model, settings, context.output_dir)
     return OnnxModel(context.output_dir)
