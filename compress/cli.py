@@ -52,6 +52,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # per-call dtype notes on the CPU
     datasets.disable_progress_bars()  # per-map bars for work that takes a second; training keeps its bar
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # transformers 5's bar per weight load and save; training keeps its own
     huggingface_hub.logging.set_verbosity_error()  # hub retries are summed up in our own one-line error
 
 

@@ -5,6 +5,7 @@ The Trainer is what lets `accelerate launch` or `torchrun` spread the same recip
 
 from __future__ import annotations
 
+import inspect
 import math
 import tempfile
 from typing import Literal
@@ -50,6 +51,11 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
     stage: Literal["finetune"] = "finetune"
 
 
+# transformers 5 takes a warm-up ratio as a fraction in warmup_steps and has no warmup_ratio; 4.57 has both
+# but reads warmup_steps as a count, so the ratio goes where the installed version reads it as one.
+WARMUP_RATIO_ARGUMENT = "warmup_ratio" if "warmup_ratio" in inspect.signature(TrainingArguments).parameters else "warmup_steps"
+
+
 def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingArguments:
     """Trainer settings for a stage that keeps no checkpoints (the stage saves its final model itself)."""
     return TrainingArguments(
@@ -57,7 +63,7 @@ def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingA
         num_train_epochs=settings.epochs,
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size,
-        warmup_ratio=settings.warmup_ratio,
+        **{WARMUP_RATIO_ARGUMENT: settings.warmup_ratio},
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         data_seed=settings.seed,
