@@ -39,6 +39,12 @@ class LayerLayout:
     are relative and set no bound."""
     positions_after_padding: bool = False
     """RoBERTa-style position ids start after the padding id, so `pad_token_id + 1` positions are never used."""
+    first_layer_built_apart: bool = False
+    """The model builds its layer 0 unlike the others (ModernBERT: no attention LayerNorm, the embeddings'
+    norm serves), so a kept layer moved into place 0 would be rebuilt without its own norm: layer 0 stays."""
+    onnx_optimizer: str | None = "bert"
+    """onnxruntime transformer optimizer's model type for `optimization: O1..O3` (its fusions find what
+    matches: attention in BERT-like graphs, LayerNorm and GELU more widely); None where it has none."""
     classifier_token: Literal["first", "last"] = "first"
     """The token whose top-layer state the sequence-classification head reads: the first ([CLS], <s>),
     or the last non-padding one (XLNet, whose tokenizer pads on the left, and decoders)."""
@@ -52,14 +58,18 @@ ARCHITECTURES: dict[str, LayerLayout] = {
     "mpnet": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
     "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers", max_positions_field=None),
     "distilbert": LayerLayout("transformer.layer", "n_layers"),
+    "modernbert": LayerLayout(
+        "layers", "num_hidden_layers", per_layer_config_fields=("layer_types",), first_layer_built_apart=True
+    ),
     "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last"),
     "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
     "gpt2": LayerLayout(
-        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
+        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", onnx_optimizer="gpt2", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
     ),
-    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, classifier_token="last"),
+    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, onnx_optimizer=None, classifier_token="last"),
     "qwen2": LayerLayout(
-        "layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",), classifier_token="last"
+        "layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",), onnx_optimizer=None,
+        classifier_token="last",
     ),
 }
 

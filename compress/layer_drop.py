@@ -25,6 +25,18 @@ def original_num_layers(config: PretrainedConfig) -> int:
     return provenance["original_num_layers"] if provenance else num_layers(config)
 
 
+def check_droppable(config: PretrainedConfig, drop: Sequence[int]) -> None:
+    """Refuse drops that would make a model compute other than its kept layers did."""
+    layout = layout_for(config)
+    if 0 in drop and layout.first_layer_built_apart:
+        raise CompressError(f"layers: {config.model_type} builds its layer 0 unlike the others (no attention norm), so a model "
+                            "without it would compute differently; keep layer 0 (e.g. strategy top, or layers without 0)")
+    missing = [field for field in layout.per_layer_config_fields if getattr(config, field, None) is None]
+    if drop and missing:
+        raise CompressError(f"model: this transformers version's {config.model_type} config has no {', '.join(missing)}, so each "
+                            "layer's kind follows its index, which dropping would change; install transformers 5 to drop its layers")
+
+
 def drop_layers(model: PreTrainedModel, drop: Sequence[int], strategy: str = "layers") -> PreTrainedModel:
     """Remove the layers at the given (current, 0-based) indices and return the same model object.
 
@@ -37,6 +49,7 @@ def drop_layers(model: PreTrainedModel, drop: Sequence[int], strategy: str = "la
     drop = sorted(set(drop))
     if any(not 0 <= i < count for i in drop) or len(drop) >= count:
         raise CompressError(f"layers: cannot drop {drop} from a model with {count} layers")
+    check_droppable(model.config, drop)
     flags = [flag for flag in layout.position_dependent_flags if getattr(model.config, flag, False)]
     if drop and flags:
         raise CompressError(f"model: {', '.join(flags)} is set, so its layers compute with their own index, "

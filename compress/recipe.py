@@ -18,6 +18,7 @@ from compress.artifacts import base_kind
 from compress.data import DataSettings, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
+from compress.layer_drop import check_droppable
 from compress.models import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
 from compress.stages.drop import DropSettings
@@ -227,6 +228,8 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
             try:
                 # Contribution scores are unknown until run time; any scores check K the same way.
                 dropped = layers_to_drop(stage.strategy, count, stage.k, layers=stage.layers, scores=[0.0] * count)
+                if stage.strategy != "contribution":  # which layers contribution drops is known only at run time
+                    check_droppable(config, dropped)
             except CompressError as error:
                 raise CompressError(f"{where}.{error}") from None
             count -= len(dropped)

@@ -55,7 +55,7 @@ def test_drop_keeps_the_original_weights_and_reloads_without_missing_keys(model_
         logits = model(**batch()).logits
     model.save_pretrained(tmp_path)
     reloaded, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # lists in transformers 4, sets in 5
     assert len(layer_list(reloaded)) == 3
     assert reloaded.config.compress_layer_drop["kept_layers"] == [0, 2, 3]
     assert reloaded.config.compress_layer_drop["drops"] == [{"strategy": "layers", "dropped_layers": [1, 4, 5]}]
@@ -85,9 +85,27 @@ def test_albert_drop_means_fewer_repetitions_of_the_shared_layer(tmp_path):
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # nothing removed
     model.save_pretrained(tmp_path)
     reloaded, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert not info["missing_keys"] and not info["unexpected_keys"]
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**batch()).logits, logits)
+
+
+def test_modernbert_keeps_each_layers_attention_kind(tmp_path):
+    model = tiny_classifier("modernbert")
+    kinds = list(model.config.layer_types)
+    assert kinds == ["full_attention", "sliding_attention", "sliding_attention"] * 2
+    drop_layers(model, [1, 2], "layers")  # the kept layers 0, 3, 4, 5: full, full, sliding, sliding
+    assert model.config.layer_types == [kinds[i] for i in (0, 3, 4, 5)]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert [layer.attention_type for layer in layer_list(reloaded)] == [kinds[i] for i in (0, 3, 4, 5)]
+
+
+def test_modernbert_layer_0_is_not_dropped():
+    model = tiny_classifier("modernbert")
+    with pytest.raises(CompressError, match="layer 0 unlike the others"):
+        drop_layers(model, [0, 1], "bottom")
+    assert num_layers(model.config) == 6 and kept_original_layers(model.config) == list(range(6))
 
 
 def test_albert_with_several_weight_groups_is_refused():

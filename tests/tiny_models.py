@@ -8,6 +8,7 @@ from transformers import (
     ElectraConfig,
     GPT2Config,
     LlamaConfig,
+    ModernBertConfig,
     MPNetConfig,
     Qwen2Config,
     RobertaConfig,
@@ -27,6 +28,10 @@ def tiny_config(model_type: str, layers: int):
         "mpnet": lambda: MPNetConfig(num_hidden_layers=layers, **H),
         "deberta-v2": lambda: DebertaV2Config(num_hidden_layers=layers, **H),
         "distilbert": lambda: DistilBertConfig(n_layers=layers, dim=16, n_heads=2, hidden_dim=32, vocab_size=100),
+        # a global-attention layer every 3rd, the rest a 4-token sliding window (shorter than the test batches)
+        "modernbert": lambda: ModernBertConfig(num_hidden_layers=layers, global_attn_every_n_layers=3, local_attention=4,
+                                               max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                               cls_token_id=1, sep_token_id=2, **H),
         "xlnet": lambda: XLNetConfig(n_layer=layers, d_model=16, n_head=2, d_inner=32, vocab_size=100),
         "albert": lambda: AlbertConfig(num_hidden_layers=layers, embedding_size=8, **H),
         "gpt2": lambda: GPT2Config(n_layer=layers, n_embd=16, n_head=2, vocab_size=100, pad_token_id=0),
@@ -35,5 +40,5 @@ def tiny_config(model_type: str, layers: int):
     }[model_type]()
 
 
-ENCODERS = ["bert", "roberta", "xlm-roberta", "electra", "mpnet", "deberta-v2", "distilbert", "xlnet", "albert"]
+ENCODERS = ["bert", "roberta", "xlm-roberta", "electra", "mpnet", "deberta-v2", "modernbert", "distilbert", "xlnet", "albert"]
 DECODERS = ["gpt2", "llama", "qwen2"]
