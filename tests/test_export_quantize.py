@@ -1,6 +1,13 @@
-"""ONNX export parity on tiny random models; int8 on the real embedded model; stage-order and device errors."""
+"""ONNX export parity on tiny random models; fused and int8 graphs on the real embedded model; the folders
+in edge runtimes (transformers.js in Node, optimum where installed); stage-order and device errors.
+
+These are also the tests of the optimum stack (`make test` runs this module again in .venv-optimum)."""
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +17,10 @@ from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from compress.cli import app
+from compress.data import DataSettings, load_task_data
 from compress.errors import CompressError
 from compress.models import load_tokenizer
-from exporters.onnx_export import export_onnx, optimum_supports
+from exporters.onnx_export import export_onnx, fused_operators
 from exporters.onnx_runtime import ort_session
 from tests.tiny_models import tiny_config
 
@@ -24,7 +32,7 @@ def tokenizer():
     return load_tokenizer("minilm-l6")
 
 
-@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "mpnet", "xlnet"])
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "mpnet", "xlnet", "modernbert"])
 def test_export_matches_pytorch_on_padded_batch(model_type, tokenizer, tmp_path):
     config = tiny_config(model_type, 3)
     config.vocab_size = tokenizer.vocab_size
@@ -32,7 +40,7 @@ def test_export_matches_pytorch_on_padded_batch(model_type, tokenizer, tmp_path)
     model = AutoModelForSequenceClassification.from_config(config).eval()
     path = export_onnx(model, tokenizer, tmp_path)
 
-    assert path.name == "model.onnx" and not list(tmp_path.glob("*.onnx_data")), "one self-contained file"
+    assert path == tmp_path / "onnx" / "model.onnx" and not list(path.parent.glob("*.onnx_data")), "one self-contained file"
     assert (tmp_path / "config.json").exists() and (tmp_path / "tokenizer_config.json").exists()
     session = ort_session(path)
     inputs = {i.name for i in session.get_inputs()}
@@ -41,11 +49,6 @@ def test_export_matches_pytorch_on_padded_batch(model_type, tokenizer, tmp_path)
     with torch.no_grad():
         torch_logits = model(**{k: torch.from_numpy(batch[k]) for k in inputs}).logits.numpy()
     assert np.abs(onnx_logits - torch_logits).max() < 1e-4
-
-
-def test_xlnet_takes_the_torch_exporter_and_bert_optimum():
-    assert not optimum_supports("xlnet")
-    assert optimum_supports("bert") and optimum_supports("mpnet")
 
 
 def write_recipe(path, stages, **data):
@@ -71,6 +74,8 @@ def int8_run(tmp_path_factory):
             {"stage": "quantize", "name": "dynamic", "mode": "dynamic-int8"},
             {"stage": "quantize", "name": "static", "from": "onnx", "mode": "static-int8", "calibration_examples": 64},
             {"stage": "quantize", "name": "torch-int8", "from": "teacher", "mode": "torch-dynamic-int8"},
+            {"stage": "export", "name": "fused", "from": "teacher", "optimization": "O2"},
+            {"stage": "quantize", "name": "fused-int8", "mode": "dynamic-int8"},
         ],
     )
     result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(folder / "run")])
@@ -86,7 +91,7 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
     assert stages["onnx"]["metrics"]["accuracy"] == pytest.approx(reference, abs=0.005)
     assert stages["onnx"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
     # Stated bound: int8 within 3 points (6 of the 200 dev reviews) of fp32.
-    for name in ("dynamic", "static", "torch-int8"):
+    for name in ("dynamic", "static", "torch-int8", "fused-int8"):
         changed = abs(stages[name]["metrics"]["accuracy"] - reference) * 200
         assert round(changed) <= 6, (name, changed)
     assert stages["dynamic"]["size_mb"] <= 0.3 * stages["onnx"]["size_mb"]
@@ -95,16 +100,67 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
         assert column in output
 
 
+def test_o2_fuses_a_bert_familys_attention(int8_run):
+    """onnxruntime's optimizer, told the head count and width, fuses each of MiniLM's 6 attention blocks."""
+    run, _ = int8_run
+    fused = fused_operators(run / "fused" / "onnx" / "model.onnx")
+    assert fused.get("Attention") == 6 and fused.get("SkipLayerNormalization") == 12, fused
+    assert fused_operators(run / "onnx" / "onnx" / "model.onnx").get("Attention") is None  # none without O2
+    stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
+    assert stages["fused"]["notes"]["fused_operators"] == fused
+    assert stages["fused"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
+
+
+def _onnx_probabilities(folder: Path, sentences: list[str], length: int) -> np.ndarray:
+    """What a Python user gets from the folder with onnxruntime: softmax of the logits, one sentence at a time."""
+    tokenizer = load_tokenizer(str(folder))
+    graph = next((folder / "onnx").glob("*.onnx"))
+    session = ort_session(graph)
+    rows = []
+    for sentence in sentences:
+        batch = tokenizer(sentence, truncation=True, max_length=length, return_tensors="np")
+        (logits,) = session.run(["logits"], {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()})
+        exp = np.exp(logits[0] - logits[0].max())
+        rows.append(exp / exp.sum())
+    return np.array(rows)
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_transformers_js_runs_the_int8_folder_as_it_is(int8_run, tmp_path):
+    assert (JS / "node_modules" / "@huggingface" / "transformers").is_dir(), "make test installs tests/js (npm ci)"
+    run, _ = int8_run
+    dev = load_task_data("rotten-tomatoes", DataSettings(source="embedded", max_eval_examples=200)).dev["validation"]
+    sentences = list(dev["text_a"])
+    (tmp_path / "sentences.json").write_text(json.dumps(sentences))
+    node = subprocess.run(["node", JS / "classify.mjs", run / "dynamic", tmp_path / "sentences.json"],
+                          capture_output=True, text=True, cwd=JS, timeout=300, env={**os.environ, "NODE_NO_WARNINGS": "1"})
+    assert node.returncode == 0, node.stderr
+    in_node = np.array(json.loads(node.stdout))
+    in_python = _onnx_probabilities(run / "dynamic", sentences, 128)
+    assert len(sentences) == 200 and in_node.shape == in_python.shape == (200, 2)
+    assert (in_node.argmax(axis=1) == in_python.argmax(axis=1)).all()
+    assert np.abs(in_node - in_python).max() < 1e-4
+
+
 def test_final_int8_folder_loads_with_optimum(int8_run):
-    from optimum.onnxruntime import ORTModelForSequenceClassification
+    """Under the optimum stack (compress[optimum]); skipped where optimum-onnx is not installed."""
+    onnxruntime_models = pytest.importorskip("optimum.onnxruntime")
 
     run, _ = int8_run
-    onnx_folder = run / "dynamic"
-    model = ORTModelForSequenceClassification.from_pretrained(onnx_folder)
-    tokenizer = load_tokenizer(str(onnx_folder))
-    logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
-    assert logits.shape == (len(TEXTS), 2)
-    assert model.config.id2label == {0: "rotten", 1: "fresh"}
+    for name in ("onnx", "dynamic", "fused-int8"):
+        folder = run / name
+        model = onnxruntime_models.ORTModelForSequenceClassification.from_pretrained(folder)
+        tokenizer = load_tokenizer(str(folder))
+        logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.detach().numpy()
+        assert logits.shape == (len(TEXTS), 2)
+        assert model.config.id2label == {0: "rotten", 1: "fresh"}
+        session = ort_session(next((folder / "onnx").glob("*.onnx")))
+        batch = tokenizer(TEXTS, padding=True, return_tensors="np")
+        (expected,) = session.run(["logits"], {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()})
+        assert np.abs(logits - expected).max() < 1e-5, name
     assert model.config.compress_quantization["mode"] == "dynamic-int8"
 
 
@@ -142,7 +198,6 @@ def test_a_saved_model_loads_in_the_precision_it_was_saved_in(dtype, tmp_path):
 
 
 def test_parity_failure_is_a_clear_error(tmp_path):
-    from compress.data import DataSettings, load_task_data
     from compress.stages.base import StageContext
     from compress.stages.export import ExportSettings, export
 
@@ -161,7 +216,7 @@ def test_stages_run_alone_from_the_command_line(int8_run, tmp_path):
     data = ["--task", "rotten-tomatoes", "--data", "source=embedded", "--data", "max_eval_examples=200", "--max-length", "64"]
     exported = CliRunner().invoke(app, ["stage", "export", str(run / "teacher"), *data, "-o", str(tmp_path / "export")])
     assert exported.exit_code == 0, exported.output
-    assert (tmp_path / "export" / "final" / "model.onnx").exists()
+    assert (tmp_path / "export" / "final" / "onnx" / "model.onnx").exists()
 
     quantized = CliRunner().invoke(
         app, ["stage", "quantize", str(tmp_path / "export" / "final"), *data, "--set", "mode=dynamic-int8", "-o", str(tmp_path / "int8")]
