@@ -150,6 +150,9 @@ def holding(folder: Path) -> Iterator[None]:
         owner = os.pread(handle, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(handle)
         raise CompressError(f"{folder}: {owner} is writing to this folder; wait for it to end, or use another --out") from None
+    except OSError as error:  # a file system without flock (some network mounts)
+        os.close(handle)
+        raise CompressError(f"{folder}: cannot lock {LOCK} there ({error.strerror}); use a folder on a local disk") from None
     os.ftruncate(handle, 0)
     os.pwrite(handle, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
     scratch = folder / SCRATCH

@@ -1,0 +1,85 @@
+"""Time several ONNX model folders (or .onnx files) side by side, in turns, on one host: the figure to
+compare two exporters, optimizer levels or quantizations of the same model by.
+
+    .venv/bin/python bench/onnx_in_turns.py A_FOLDER B_FOLDER ... --threads 2 --rounds 15 --calls 20
+
+Each round times every model on the same batches (batch 1 at `--length` tokens, and real dev
+sentences at their own lengths), one model after another, with a pause and two untimed calls between
+models (onnxruntime's spinning threads slow whatever runs right after them); the figure per model is
+the median over rounds of each round's median, and the ratio to the first model is taken round by
+round, so a slow spell of the host moves every model alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress.data import DataSettings, load_task_data
+from compress.latency import describe_environment, fixed_length_batch, timed_calls, timing_environment
+from compress.models import load_tokenizer
+from exporters import onnx_file
+from exporters.onnx_runtime import ort_session
+
+PAUSE_S = 0.15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="model folders (onnx/*.onnx or model.onnx) or .onnx files; the first is the reference")
+    parser.add_argument("--tokenizer", default=None, help="folder or alias of the tokenizer (default: the first model folder)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=20)
+    args = parser.parse_args()
+
+    graphs = [onnx_file(m) if m.is_dir() else m for m in args.models]
+    missing = [str(m) for m, g in zip(args.models, graphs) if g is None or not g.is_file()]
+    if missing:
+        parser.exit(2, f"error: no ONNX model in {', '.join(missing)}\n")
+    tokenizer = load_tokenizer(args.tokenizer or str(args.models[0]))
+    dev = load_task_data("rotten-tomatoes", DataSettings(source="embedded")).dev["validation"]
+    texts = list(dev["text_a"])
+    fixed = {k: v.numpy().astype(np.int64) for k, v in fixed_length_batch(texts, tokenizer, 1, args.length).items()}
+    rng = np.random.default_rng(0)
+    real = [{k: np.asarray(v, dtype=np.int64)[None] for k, v in tokenizer(texts[i], truncation=True, max_length=args.length).items()}
+            for i in rng.choice(len(texts), size=args.calls, replace=False)]
+    sessions = [ort_session(g, args.threads) for g in graphs]
+    inputs = [{i.name for i in s.get_inputs()} for s in sessions]
+
+    def feed(index: int, batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k in inputs[index]}
+
+    per_round = {shape: [[] for _ in graphs] for shape in ("fixed", "real")}
+    for _ in range(args.rounds):
+        for index, session in enumerate(sessions):
+            time.sleep(PAUSE_S)
+            for shape, batches in (("fixed", [fixed] * args.calls), ("real", real)):
+                turn = iter(batches)
+                session.run(["logits"], feed(index, batches[0]))
+                session.run(["logits"], feed(index, batches[-1]))
+                seconds = timed_calls(lambda: session.run(["logits"], feed(index, next(turn))), 0, len(batches))
+                per_round[shape][index].append(float(np.median(seconds)) * 1000)
+
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
+          f"{args.rounds} rounds of {args.calls} calls per model.\n")
+    print(f"| model | batch 1, {args.length} tokens: p50 ms | speed-up over the first | real dev sentences: p50 ms | speed-up over the first |")
+    print("|---|---|---|---|---|")
+    for index, model in enumerate(args.models):
+        cells = []
+        for shape in ("fixed", "real"):
+            times = np.array(per_round[shape][index])
+            ratio = np.median(np.array(per_round[shape][0]) / times)
+            cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x"]
+        print(f"| {model} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
