@@ -21,7 +21,7 @@ from compress.architectures import layer_list
 from compress.errors import CompressError
 from compress.layer_drop import drop_layers
 from compress.strategies import contiguous_block_to_drop, layers_to_drop
-from tests.test_contribution import Scale
+from tests.test_contribution import Scale, layer_output
 from tests.test_layer_drop import batch, tiny_classifier
 from tests.test_recipe_errors import QUICKSTART, assert_one_line_error, invoke, write_recipe
 from tests.tiny_models import tiny_config
@@ -36,10 +36,10 @@ REVIEWS = ("--task", "rotten-tomatoes", "--data-source", "embedded", "--max-leng
 def test_identity_and_negation_layers(model_type):
     model = tiny_classifier(model_type, layers=5)
     layers = layer_list(model)
-    second_stream = model_type == "xlnet"  # XLNet layers also return their query stream
-    layers[1] = Scale(1.0, second_stream)
-    layers[2] = Scale(1.0, second_stream)
-    layers[3] = Scale(-1.0, second_stream)
+    replaced = layer_output(model, 1)  # XLNet layers also return their query stream
+    layers[1] = Scale(1.0, replaced)
+    layers[2] = Scale(1.0, replaced)
+    layers[3] = Scale(-1.0, replaced)
 
     single = analyze_layers(model, [batch()], block=1)
     assert single[1].cosine == pytest.approx(1.0, abs=1e-9)

@@ -15,25 +15,40 @@ from tests.test_layer_drop import batch, tiny_classifier
 
 
 class Scale(nn.Module):
-    """Stands in for a Transformer layer: returns its input times a constant, as layers return tuples."""
+    """Stands in for a Transformer layer: returns its input times a constant, in the form the layer it
+    replaces returns (a tensor in transformers 5's encoders, a tuple in 4.x and in XLNet)."""
 
-    def __init__(self, factor: float, second_stream: bool):
+    def __init__(self, factor: float, replaced: object):
         super().__init__()
         self.factor = factor
-        self.second_stream = second_stream
+        self.returns_tuple = isinstance(replaced, tuple)
+        self.second_stream = self.returns_tuple and len(replaced) > 1
 
     def forward(self, hidden_states, *args, **kwargs):
+        if not self.returns_tuple:
+            return hidden_states * self.factor
         if self.second_stream:  # XLNet layers also return their query stream (None here)
             return (hidden_states * self.factor, args[0])
         return (hidden_states * self.factor,)
+
+
+def layer_output(model, index: int) -> object:
+    """What layer `index` of the model returns, as the installed transformers version has it."""
+    seen = []
+    handle = layer_list(model)[index].register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        model(**batch())
+    handle.remove()
+    return seen[0]
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "xlnet"])
 def test_identity_scores_one_and_negation_minus_one(model_type):
     model = tiny_classifier(model_type, layers=4)
     layers = layer_list(model)
-    layers[1] = Scale(1.0, second_stream=model_type == "xlnet")
-    layers[2] = Scale(-1.0, second_stream=model_type == "xlnet")
+    replaced = layer_output(model, 1)
+    layers[1] = Scale(1.0, replaced)
+    layers[2] = Scale(-1.0, replaced)
     scores = [row.cosine for row in analyze_layers(model, [batch()], block=None)]
     assert scores[1] == pytest.approx(1.0, abs=1e-6)
     assert scores[2] == pytest.approx(-1.0, abs=1e-6)
