@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import transformers
 import yaml
-from typer.testing import CliRunner
 
-from compress.cli import app
+from tests.helpers import assert_one_line_error, invoke, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -35,31 +34,6 @@ def tiny_quickstart() -> dict:
         if stage["stage"] in ("finetune", "distill"):
             stage["epochs"] = 1
     return recipe
-
-
-def write_recipe(folder: Path, name: str, recipe: dict) -> Path:
-    file = folder / f"{name}.yaml"
-    file.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return file
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def assert_one_line_error(result, *expected: str) -> str:
-    """Exit 2, nothing on stdout, one line on stderr holding every expected piece; returns the line."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for piece in expected:
-        assert piece in line, f"{piece!r} not in {line!r}"
-    return line
 
 
 # --- shape errors: what pydantic catches --------------------------------------------------------
