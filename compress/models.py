@@ -151,6 +151,10 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except Exception as error:
         raise _load_failure(str(ref), "tokenizer", error) from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        # transformers 5 builds a tokenizer even from a folder without tokenizer files: special tokens only
+        raise CompressError(f"model: '{ref}' has no tokenizer vocabulary (no tokenizer.json, vocab.txt or the like); "
+                            "its tokenizer would turn every word into an unknown token")
     if tokenizer.pad_token is None:  # GPT-2 and Llama tokenizers have none; batches need one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

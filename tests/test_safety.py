@@ -237,7 +237,8 @@ def _model_copy(folder: Path, leave_out: tuple[str, ...]) -> Path:
 def test_a_model_folder_without_weights_or_tokenizer(tmp_path):
     no_weights = _model_copy(tmp_path / "no-weights", ("*.safetensors", "*.bin", "*.onnx", "*.h5", "*.msgpack", "*.ot"))
     no_tokenizer = _model_copy(tmp_path / "no-tokenizer", ("tokenizer*", "vocab.txt", "special_tokens_map.json"))
-    for folder, piece in ((no_weights, "has no weights"), (no_tokenizer, "cannot load the tokenizer")):
+    # transformers 4 cannot load a tokenizer there; transformers 5 builds one of special tokens only
+    for folder, piece in ((no_weights, "has no weights"), (no_tokenizer, "tokenizer")):
         file = write_recipe(tmp_path, folder.name, drop_only(model=str(folder)))
         assert_one_line_error(invoke("check", file), f"{folder.name}.yaml", "model", piece)
 
