@@ -136,12 +136,13 @@ def copy_folder(source: Path, target: Path) -> None:
 
 @contextmanager
 def holding(folder: Path) -> Iterator[None]:
-    """Write into `folder` as its only writer, with temporary files inside it.
+    """Write into `folder`, a folder of ours, as its only writer, with temporary files inside it.
 
     The claim is an exclusive flock on `folder/.compress-lock`, taken atomically, so two processes
     started together cannot both pass, and freed by the kernel when the holder dies (kill -9 included),
     so no stale claim outlives it. While held, Python's and child processes' temporary files go to
     `folder/.scratch/`, which is removed at the end and, if a killed run left it, at the next start."""
+    require_ours(folder, "write into")  # its .scratch is removed below: only in a folder compress made
     lock_path = folder / LOCK
     handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -24,6 +24,7 @@ from transformers import (
 
 from compress.errors import CompressError
 from compress.tasks import TaskSpec
+from exporters import onnx_file
 
 
 def cache_dir() -> Path:
@@ -99,9 +100,9 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-                "onnx/model.onnx", "onnx/model_quantized.onnx", "model.onnx", "model_int8.pt")
-"""Files one of which a model folder needs: PyTorch weights (whole or a sharded index), an ONNX graph, a
-pickled PyTorch int8 model."""
+                "model_int8.pt")
+"""Files one of which a PyTorch model folder needs: weights (whole or a sharded index), or a pickled int8
+model; an ONNX folder needs its graph instead (exporters.onnx_file)."""
 
 
 def resolve_model(ref: str | Path) -> str:
@@ -122,8 +123,8 @@ def resolve_model(ref: str | Path) -> str:
 def check_weights(ref: str | Path) -> None:
     """A local model folder must hold weights (a hub id's are checked when they are downloaded)."""
     path = Path(resolve_model(ref))
-    if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise CompressError(f"model: folder '{ref}' has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    if path.is_dir() and not any((path / name).is_file() for name in WEIGHT_FILES) and onnx_file(path) is None:
+        raise CompressError(f"model: folder '{ref}' has no weights (expected one of {', '.join(WEIGHT_FILES)}, or an ONNX graph in onnx/)")
 
 
 def _load_failure(ref: str, what: str, error: Exception) -> CompressError:

@@ -185,7 +185,7 @@ def _run_stages(recipe: Recipe, recipe_text: str, data, tokenizer, run_folder: P
             result = reuse_stage(linked, folder, settings, source)
             console.print(f"{settings.name}: the same stage as {linked}, linked in, not run again")
         else:
-            result = _build_stage(recipe, recipe_text, index, data, tokenizer, folder, stage_folders, parameters, trained)
+            result = _build_stage(recipe, recipe_text, index, identity, data, tokenizer, folder, stage_folders, parameters, trained)
             scores = ", ".join(f"{name} {text}" for name, text in metric_texts(result.metrics).items())
             console.print(f"{settings.name}: {result.layers} layers, {result.parameters:,} parameters" + (f", {scores}" if scores else ""))
         trained[settings.name] = STAGES[settings.stage].trains or trained[source]
@@ -211,8 +211,8 @@ def _run_stages(recipe: Recipe, recipe_text: str, data, tokenizer, run_folder: P
     return summary
 
 
-def _build_stage(recipe: Recipe, recipe_text: str, index: int, data, tokenizer, folder: Path, stage_folders: dict[str, Path],
-                 parameters: dict[str, int], trained: dict[str, bool]) -> StageResult:
+def _build_stage(recipe: Recipe, recipe_text: str, index: int, identity: str, data, tokenizer, folder: Path,
+                 stage_folders: dict[str, Path], parameters: dict[str, int], trained: dict[str, bool]) -> StageResult:
     """Run stage `index` into `folder` (through `folder.partial`), evaluate its model, write stage.json and its card."""
     settings, source = recipe.stages[index], recipe.source_of(index)
     started = time.perf_counter()
@@ -245,7 +245,7 @@ def _build_stage(recipe: Recipe, recipe_text: str, index: int, data, tokenizer, 
             seconds=round(time.perf_counter() - started, 1),
             metrics=metrics,
             notes=context.notes,
-            identity=stage_identities(recipe)[settings.name],
+            identity=identity,
         )
         (partial / STAGE_FILE).write_text(_stage_record(settings, result))
         card = render_model_card(model.config, result.parameters, recipe.model, recipe.task, data.source, metrics, recipe_text)

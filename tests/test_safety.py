@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from compress.errors import CompressError
-from compress.folders import MARKER, SCRATCH, holding
+from compress.folders import MARKER, SCRATCH, claim, holding
 from compress.models import resolve_model
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
@@ -327,7 +327,7 @@ def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
 
 def test_temporary_files_live_in_the_folder_being_written(tmp_path):
     folder = tmp_path / "run"
-    folder.mkdir()
+    claim(folder, overwrite=False, what="run folder")
     (folder / SCRATCH).mkdir()
     (folder / SCRATCH / "left-by-a-killed-run").write_text("x")
     with holding(folder):
@@ -338,6 +338,12 @@ def test_temporary_files_live_in_the_folder_being_written(tmp_path):
         assert Path(child.stdout.strip()) == folder / SCRATCH
     assert not (folder / SCRATCH).exists()
     assert Path(tempfile.gettempdir()) != folder / SCRATCH
+    users = users_project(tmp_path / "project")
+    (users / SCRATCH).mkdir()
+    with pytest.raises(CompressError, match="not made by compress"):  # its .scratch is never removed
+        with holding(users):
+            pass
+    assert (users / SCRATCH).is_dir()
 
 
 # --- 8. one writer per folder, claimed atomically ---------------------------------------------------
@@ -357,6 +363,7 @@ except CompressError as error:
 
 
 def test_processes_started_together_cannot_both_write(tmp_path):
+    claim(tmp_path, overwrite=False, what="run folder")
     processes = [subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "3"], stdout=subprocess.PIPE, text=True)
                  for _ in range(4)]
     outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
@@ -365,6 +372,7 @@ def test_processes_started_together_cannot_both_write(tmp_path):
 
 
 def test_a_killed_writer_leaves_no_claim_behind(tmp_path):
+    claim(tmp_path, overwrite=False, what="run folder")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "60"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(CompressError, match=f"process {holder.pid} on .* is writing to this folder"):
