@@ -6,7 +6,7 @@ that token nearly the same for every input below their top layer, so a student w
 is such a layer starts from a classifier input that carries almost nothing; on a task with few
 training steps its fine-tune can stay at the majority class. For every (model, task, strategy, K) of
 a sweep this drops the layers as the sweep does (nothing is saved or trained) and measures the
-classifier token's mean cosine between inputs at the student's top layer (compress/analysis.py).
+classifier token's mean cosine between inputs at the student's top layer (compress/analysis/layers.py).
 With --results, each row also shows the sweep's dev score and training loss for that student.
 
     .venv/bin/python bench/classifier_token.py bench/sweeps/mpnet_rte.yaml --results bench/results/mpnet_rte
@@ -24,17 +24,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compress.analysis import analyze_layers, metric_scores
-from compress.architectures import num_layers
-from compress.contribution import scoring_batches
-from compress.data import load_task_data
+from compress.analysis.contribution import scoring_batches
+from compress.analysis.layers import analyze_layers, metric_scores
+from compress.benchmarking.report import merge_records, read_records
+from compress.benchmarking.sweep import FULL, expand, load_sweep
+from compress.data.loading import load_task_data
 from compress.errors import CompressError
-from compress.layer_drop import drop_layers, kept_original_layers
-from compress.models import load_saved, load_tokenizer
-from compress.report import merge_records, read_records
+from compress.pipeline.models import load_saved, load_tokenizer
 from compress.stages.drop import DropSettings
-from compress.strategies import layers_to_drop
-from compress.sweep import FULL, expand, load_sweep
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import drop_layers, kept_original_layers
+from compress.surgery.strategies import layers_to_drop
 
 MARKDOWN_FILE, JSON_FILE = "classifier_token.md", "classifier_token.json"
 SWEEP_METRIC = DropSettings.model_fields["metric"].default

@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.latency import timed_calls
+from compress.benchmarking.latency import timed_calls
 
 ROWS, DEPTH, COLUMNS = 128, 768, 3072
 WEIGHT_SCALE = 0.01

@@ -53,13 +53,13 @@ def main() -> None:
     from rich.console import Console
     from transformers import AutoModelForSequenceClassification
 
-    from compress.artifacts import load_artifact
-    from compress.data import DataSettings, load_task_data
-    from compress.latency import describe_environment, fixed_length_batch, measure, timing_environment
-    from compress.metrics import metric_texts
-    from compress.models import load_tokenizer
-    from compress.recipe import recipe_from_mapping
-    from compress.runner import run_recipe
+    from compress.benchmarking.latency import describe_environment, fixed_length_batch, measure, timing_environment
+    from compress.data.loading import DataSettings, load_task_data
+    from compress.evaluation.metrics import metric_texts
+    from compress.pipeline.artifacts import load_artifact
+    from compress.pipeline.models import load_tokenizer
+    from compress.pipeline.recipe import recipe_from_mapping
+    from compress.pipeline.runner import run_recipe
 
     console = Console()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -21,22 +21,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compress.artifacts import load_artifact
-from compress.data import load_task_data
+from compress.benchmarking.latency import fixed_length_batch, measure
+from compress.data.loading import load_task_data
+from compress.data.tasks import get_task
 from compress.errors import CompressError
-from compress.latency import fixed_length_batch, measure
-from compress.models import load_for_task, load_tokenizer
-from compress.recipe import load_recipe, parse_recipe
-from compress.runner import run_recipe
-from compress.tasks import get_task
+from compress.pipeline.artifacts import load_artifact
+from compress.pipeline.models import load_for_task, load_tokenizer
+from compress.pipeline.recipe import load_recipe, parse_recipe
+from compress.pipeline.runner import run_recipe
 
 HERE = Path(__file__).parent
 
 
 def export_time_12_layers(model_ref: str, scratch: Path) -> dict:
     """Seconds to export a 12-layer model to ONNX and quantize it to dynamic int8."""
-    from exporters.onnx_export import export_onnx
-    from exporters.onnx_quantize import quantize_dynamic_int8
+    from compress.exporters.onnx_export import export_onnx
+    from compress.exporters.onnx_quantize import quantize_dynamic_int8
 
     tokenizer = load_tokenizer(model_ref)
     model = load_for_task(model_ref, get_task("sst2"), tokenizer)

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from compress.exporters import onnx_file
+from compress.exporters.onnx_runtime import ort_session
 
-from compress.data import DataSettings, load_task_data
-from compress.latency import describe_environment, fixed_length_batch, timed_calls, timing_environment
-from compress.models import load_tokenizer
-from exporters import onnx_file
-from exporters.onnx_runtime import ort_session
+from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_calls, timing_environment
+from compress.data.loading import DataSettings, load_task_data
+from compress.pipeline.models import load_tokenizer
 
 PAUSE_S = 0.15
 

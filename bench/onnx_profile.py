@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from compress.exporters import onnx_file
+from compress.exporters.onnx_runtime import ort_session
 
-from compress.latency import timed_calls
-from exporters import onnx_file
-from exporters.onnx_runtime import ort_session
+from compress.benchmarking.latency import timed_calls
 
 TOKEN_IDS = (1000, 2000)
 """Random ids are drawn from here: ordinary word pieces in every vocabulary of 2,000 or more."""

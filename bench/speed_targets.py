@@ -27,10 +27,8 @@ import numpy as np
 from gemm_throughput import describe_throughput, gemm_throughput  # beside this script
 from rich.console import Console
 
-from compress.artifacts import load_artifact
-from compress.bench import TRAINING_STAGES, SweepRunner
-from compress.errors import CompressError
-from compress.latency import (
+from compress.benchmarking.bench import TRAINING_STAGES, SweepRunner
+from compress.benchmarking.latency import (
     LoadElsewhere,
     contended,
     describe_environment,
@@ -40,8 +38,10 @@ from compress.latency import (
     timed_calls,
     timing_environment,
 )
-from compress.report import merge_records, read_records
-from compress.sweep import FULL, Combination, load_sweep
+from compress.benchmarking.report import merge_records, read_records
+from compress.benchmarking.sweep import FULL, Combination, load_sweep
+from compress.errors import CompressError
+from compress.pipeline.artifacts import load_artifact
 
 INT8_PRECISIONS = ("onnx-int8-dynamic", "onnx-int8-dynamic-o2")
 """Dynamic int8 ONNX as exported, and with onnxruntime's fused graph (O2); each is compared like with like."""

@@ -66,8 +66,8 @@ def run(
     """Run every stage of a recipe; writes one folder per stage, final/ and results.json.
 
     Run again into the same folder, it resumes: stages finished with the same settings from the same start are reused."""
-    from compress.recipe import load_recipe
-    from compress.runner import run_recipe
+    from compress.pipeline.recipe import load_recipe
+    from compress.pipeline.runner import run_recipe
 
     _quiet_libraries()
     recipe = load_recipe(recipe_file)
@@ -103,8 +103,8 @@ def stage(
     `compress stage quantize runs/x/onnx --task sst2 --data source=glue-dir --data path=../shared/glue --set mode=dynamic-int8 -o int8`."""
     import yaml
 
-    from compress.recipe import check_recipe, recipe_from_mapping
-    from compress.runner import run_recipe
+    from compress.pipeline.recipe import check_recipe, recipe_from_mapping
+    from compress.pipeline.runner import run_recipe
 
     _quiet_libraries()
     where = "command line"
@@ -125,7 +125,7 @@ def stage(
 @user_errors
 def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to validate.")]) -> None:
     """Validate a recipe (schema, model, layer counts, data files) without running it."""
-    from compress.recipe import load_recipe
+    from compress.pipeline.recipe import load_recipe
 
     _quiet_libraries()
     recipe = load_recipe(recipe_file)
@@ -155,12 +155,12 @@ def bench(
     import shlex
     import sys
 
-    from compress.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
-    from compress.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
+    from compress.benchmarking.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
+    from compress.benchmarking.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
+    from compress.benchmarking.report import read_records, write_report
+    from compress.benchmarking.sweep import LatencySettings, expand, load_sweep, parse_shard
+    from compress.benchmarking.sweep import shard as take_shard
     from compress.folders import claim, holding, remove_ours, require_ours
-    from compress.report import read_records, write_report
-    from compress.sweep import LatencySettings, expand, load_sweep, parse_shard
-    from compress.sweep import shard as take_shard
 
     _quiet_libraries()
     command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -249,8 +249,8 @@ def _training_examples(task: str, data_source: str, data_path: Optional[Path], t
     """The task's training examples from the data options, or a one-line error naming the option."""
     from pydantic import ValidationError
 
-    from compress.data import DataSettings, load_task_data
-    from compress.recipe import format_validation_error
+    from compress.data.loading import DataSettings, load_task_data
+    from compress.pipeline.recipe import format_validation_error
 
     try:
         data_settings = DataSettings(
@@ -286,13 +286,13 @@ def drop(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
 ) -> None:
     """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
-    from compress.architectures import check_max_length, num_layers
     from compress.folders import check_writable, writing
-    from compress.layer_drop import drop_layers, kept_original_layers
-    from compress.model_card import CARD_FILE, render_model_card
-    from compress.models import count_parameters, load_saved, load_tokenizer
+    from compress.pipeline.model_card import CARD_FILE, render_model_card
+    from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
     from compress.stages.drop import score_layers_for_drop
-    from compress.strategies import CONTRIBUTION_METRICS, STRATEGIES, layers_to_drop
+    from compress.surgery.architectures import check_max_length, num_layers
+    from compress.surgery.layer_drop import drop_layers, kept_original_layers
+    from compress.surgery.strategies import CONTRIBUTION_METRICS, STRATEGIES, layers_to_drop
 
     _quiet_libraries()
     if strategy not in STRATEGIES:
@@ -367,12 +367,12 @@ def analyze(
 
     import torch
 
-    from compress.analysis import CKA_TOKENS, analyze_layers, matched_layers
-    from compress.analysis_report import statistics_table, write_analysis
-    from compress.architectures import check_max_length, layout_for, num_layers
-    from compress.contribution import scoring_batches
+    from compress.analysis.contribution import scoring_batches
+    from compress.analysis.layers import CKA_TOKENS, analyze_layers, matched_layers
+    from compress.analysis.report import statistics_table, write_analysis
     from compress.folders import check_writable
-    from compress.models import load_config, load_saved, load_tokenizer
+    from compress.pipeline.models import load_config, load_saved, load_tokenizer
+    from compress.surgery.architectures import check_max_length, layout_for, num_layers
 
     _quiet_libraries()
     if task is None:

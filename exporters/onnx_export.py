@@ -14,9 +14,8 @@ from pathlib import Path
 
 import onnx
 import torch
+from compress.exporters import FP32_FILE, ONNX_DIR
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
-
-from exporters import FP32_FILE, ONNX_DIR
 
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 """O1: onnxruntime's basic graph optimizations; O2: and the transformer fusions (attention, LayerNorm,

@@ -16,11 +16,11 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from compress.analysis import analyze_layers, linear_cka, matched_layers, mean_pairwise_cosine, metric_scores
-from compress.architectures import layer_list
+from compress.analysis.layers import analyze_layers, linear_cka, matched_layers, mean_pairwise_cosine, metric_scores
 from compress.errors import CompressError
-from compress.layer_drop import drop_layers
-from compress.strategies import contiguous_block_to_drop, layers_to_drop
+from compress.surgery.architectures import layer_list
+from compress.surgery.layer_drop import drop_layers
+from compress.surgery.strategies import contiguous_block_to_drop, layers_to_drop
 from tests.test_contribution import Scale, layer_output
 from tests.test_layer_drop import batch, tiny_classifier
 from tests.test_recipe_errors import QUICKSTART, assert_one_line_error, invoke, write_recipe

@@ -13,11 +13,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from compress.bench import BUILD_FILE, SweepRunner
+from compress.benchmarking.bench import BUILD_FILE, SweepRunner
+from compress.benchmarking.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas, write_report
+from compress.benchmarking.sweep import FULL, Grid, Sweep, expand, shard
 from compress.cli import app
 from compress.folders import MARKER
-from compress.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas, write_report
-from compress.sweep import FULL, Grid, Sweep, expand, shard
 from tests.helpers import assert_scored_on
 
 TINY = {
@@ -406,10 +406,10 @@ def test_rows_timed_with_other_software_are_flagged_in_the_table():
 
 
 def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_sweep):
-    from compress.artifacts import size_on_disk
-    from compress.latency import fixed_length_batch
-    from compress.memory import serving_peak_mb
-    from compress.models import load_tokenizer
+    from compress.benchmarking.latency import fixed_length_batch
+    from compress.benchmarking.memory import serving_peak_mb
+    from compress.pipeline.artifacts import size_on_disk
+    from compress.pipeline.models import load_tokenizer
 
     folder, _, _ = finished_sweep
     full = folder / "out" / "work" / "minilm-l6" / "rotten-tomatoes" / FULL / "finetune" / "torch-fp32"

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from compress.bench_recipes import baseline_recipe, describe
+from compress.benchmarking.bench_recipes import baseline_recipe, describe
+from compress.benchmarking.report import read_records
 from compress.cli import app
-from compress.recipe import parse_recipe, recipe_from_mapping
-from compress.report import read_records
-from compress.runner import stage_identities
+from compress.pipeline.recipe import parse_recipe, recipe_from_mapping
+from compress.pipeline.runner import stage_identities
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -1,16 +1,16 @@
-"""Contribution scores (the `cosine` of compress.analysis, which the drop stage ranks by): exact on
+"""Contribution scores (the `cosine` of compress.analysis.layers, which the drop stage ranks by): exact on
 constructed layers, and cross-checked on the real MiniLM."""
 
 import pytest
 import torch
 from torch import nn
 
-from compress.analysis import analyze_layers
-from compress.architectures import layer_list
-from compress.contribution import scoring_batches
-from compress.data import DataSettings, load_task_data
-from compress.encoding import padded_batches, tokenize
-from compress.models import load_for_task, load_tokenizer
+from compress.analysis.contribution import scoring_batches
+from compress.analysis.layers import analyze_layers
+from compress.data.encoding import padded_batches, tokenize
+from compress.data.loading import DataSettings, load_task_data
+from compress.pipeline.models import load_for_task, load_tokenizer
+from compress.surgery.architectures import layer_list
 from tests.test_layer_drop import batch, tiny_classifier
 
 

@@ -22,11 +22,11 @@ from transformers import BertForSequenceClassification
 from typer.testing import CliRunner
 
 from compress.cli import app
-from compress.data import DataSettings, TaskData, load_task_data
-from compress.encoding import padded_batches, tokenize
+from compress.data.encoding import padded_batches, tokenize
+from compress.data.loading import DataSettings, TaskData, load_task_data
+from compress.data.tasks import TaskSpec
 from compress.errors import CompressError
-from compress.layer_drop import drop_layers
-from compress.models import load_tokenizer
+from compress.pipeline.models import load_tokenizer
 from compress.stages import STAGES
 from compress.stages.base import StageContext
 from compress.stages.distill import (
@@ -37,7 +37,7 @@ from compress.stages.distill import (
     output_loss,
     teacher_layer_map,
 )
-from compress.tasks import TaskSpec
+from compress.surgery.layer_drop import drop_layers
 from tests.helpers import assert_scored_on
 from tests.tiny_models import tiny_config
 

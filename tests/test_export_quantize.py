@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from compress.exporters.onnx_export import export_onnx, fused_operators
+from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from compress.cli import app
-from compress.data import DataSettings, load_task_data
+from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
-from compress.models import load_tokenizer
-from exporters.onnx_export import export_onnx, fused_operators
-from exporters.onnx_runtime import ort_session
+from compress.pipeline.models import load_tokenizer
 from tests.tiny_models import tiny_config
 
 TEXTS = ["ok", "a film that is much longer, with commas and words nobody needs", "fine, really", "bad"]
@@ -191,7 +191,7 @@ def test_fp16_fails_cleanly_without_cuda(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_a_saved_model_loads_in_the_precision_it_was_saved_in(dtype, tmp_path):
-    from compress.artifacts import load_artifact
+    from compress.pipeline.artifacts import load_artifact
 
     AutoModelForSequenceClassification.from_config(tiny_config("bert", 2)).to(dtype).save_pretrained(tmp_path)
     assert load_artifact(tmp_path).dtype == dtype

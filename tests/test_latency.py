@@ -10,8 +10,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from compress.latency import LoadElsewhere
-from compress.report import markdown_table
+from compress.benchmarking.latency import LoadElsewhere
+from compress.benchmarking.report import markdown_table
 
 
 def spin(seconds: float) -> None:

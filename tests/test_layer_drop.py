@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, T5Config
 
-from compress.architectures import ARCHITECTURES, layer_list, layout_for, num_layers
 from compress.errors import CompressError
-from compress.layer_drop import drop_layers, kept_original_layers
+from compress.surgery.architectures import ARCHITECTURES, layer_list, layout_for, num_layers
+from compress.surgery.layer_drop import drop_layers, kept_original_layers
 from tests.tiny_models import DECODERS, ENCODERS, tiny_config
 
 

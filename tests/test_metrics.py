@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from compress.metrics import compute_metrics, majority_class_metrics, metric_texts, standard_errors
-from compress.tasks import get_task
+from compress.data.tasks import get_task
+from compress.evaluation.metrics import compute_metrics, majority_class_metrics, metric_texts, standard_errors
 
 
 def logits_for(class_ids: list[int], num_labels: int = 2) -> np.ndarray:

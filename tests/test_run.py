@@ -137,9 +137,8 @@ def test_quickstart_distilled_model_loads_whole(quickstart_run):
 
 
 def test_quickstart_final_is_an_edge_ready_int8_onnx_folder(quickstart_run):
+    from compress.exporters.onnx_runtime import ort_session
     from transformers import AutoTokenizer
-
-    from exporters.onnx_runtime import ort_session
 
     _, run = quickstart_run
     # final/ is the int8 stage, the graph byte for byte where transformers.js and optimum look for it
@@ -325,7 +324,7 @@ def test_top_strategy_recipe_on_sst2_from_a_glue_folder(tmp_path):
 @pytest.mark.parametrize("file", sorted(RECIPES.rglob("*.yaml")), ids=lambda f: str(f.relative_to(RECIPES)))
 def test_every_shipped_recipe_is_valid(file):
     """Schema for all; the full check (model, K, data columns) for those that run offline here."""
-    from compress.recipe import check_recipe, parse_recipe
+    from compress.pipeline.recipe import check_recipe, parse_recipe
 
     recipe = parse_recipe(file)
     offline = recipe.model == "minilm-l6" and recipe.data.source != "hub"

@@ -29,7 +29,7 @@ import yaml
 
 from compress.errors import CompressError
 from compress.folders import MARKER, SCRATCH, claim, holding
-from compress.models import resolve_model
+from compress.pipeline.models import resolve_model
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
 TINY_DATA = {"source": "embedded", "max_train_examples": 48, "max_eval_examples": 48}
@@ -304,8 +304,8 @@ def test_a_huge_value_is_quoted_short(tmp_path):
 def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
     parent_code = textwrap.dedent("""
         from pathlib import Path
-        from compress.memory import serving_peak_mb
-        from compress.models import load_tokenizer, resolve_model
+        from compress.benchmarking.memory import serving_peak_mb
+        from compress.pipeline.models import load_tokenizer, resolve_model
         batch = dict(load_tokenizer("minilm-l6")(["a sentence"] * 4, return_tensors="pt"))
         print("measuring", flush=True)
         serving_peak_mb(Path(resolve_model("minilm-l6")), batch, None, 1)
@@ -316,7 +316,7 @@ def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
     deadline = time.monotonic() + 60
     children = []
     while not children and time.monotonic() < deadline:
-        children = [c for c in psutil.Process(parent.pid).children() if "compress.memory" in " ".join(c.cmdline())]
+        children = [c for c in psutil.Process(parent.pid).children() if "compress.benchmarking.memory" in " ".join(c.cmdline())]
         time.sleep(0.02)
     assert children, "the measurement process did not start"
     parent.send_signal(signal.SIGKILL)

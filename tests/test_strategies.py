@@ -3,7 +3,7 @@
 import pytest
 
 from compress.errors import CompressError
-from compress.strategies import layers_to_drop
+from compress.surgery.strategies import layers_to_drop
 
 EXPECTED = {
     # N=12, K=4

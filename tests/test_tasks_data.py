@@ -7,9 +7,9 @@ import datasets
 import pydantic
 import pytest
 
-from compress.data import DataSettings, TaskData, check_data_files, load_task_data, resolve_task
+from compress.data.loading import DataSettings, TaskData, check_data_files, load_task_data, resolve_task
+from compress.data.tasks import TASKS, get_task
 from compress.errors import CompressError
-from compress.tasks import TASKS, get_task
 
 SHARED_GLUE = Path(__file__).parents[1].parent / "shared" / "glue"
 
@@ -250,7 +250,7 @@ def test_glue_dir_reads_classic_layout(tmp_path, task):
 
 def test_glue_dir_counts_skipped_rows(tmp_path, caplog):
     write_glue_task(tmp_path, "qqp")
-    with caplog.at_level(logging.WARNING, logger="compress.data"):
+    with caplog.at_level(logging.WARNING, logger="compress.data.loading"):
         data = load_task_data("QQP", DataSettings(source="glue-dir", path=tmp_path))
     assert len(data.train) == 2
     assert "skipped 1 rows" in caplog.text and "train.tsv" in caplog.text

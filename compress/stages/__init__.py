@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compress.artifacts import Artifact, save_artifact
+from compress.pipeline.artifacts import Artifact, save_artifact
 from compress.stages.base import StageContext, StageSettings
 from compress.stages.distill import DistillSettings, distill
 from compress.stages.drop import DropSettings, drop

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.artifacts import Kind, load_artifact
-from compress.data import TaskData
-from compress.models import load_saved
+from compress.data.loading import TaskData
+from compress.pipeline.artifacts import Kind, load_artifact
+from compress.pipeline.models import load_saved
 
 
 class StageSettings(BaseModel):

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer
 
-from compress.architectures import layout_for, num_layers
-from compress.encoding import padded_batches, tokenize
+from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.layer_drop import kept_original_layers, original_num_layers
 from compress.stages.base import StageContext
 from compress.stages.finetune import FinetuneSettings, training_arguments, training_losses
+from compress.surgery.architectures import layout_for, num_layers
+from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
 NOTE_EXAMPLES = 256
 """Dev examples the before/after distance to the teacher is measured on."""

@@ -11,13 +11,13 @@ from pydantic import Field, model_validator
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.analysis import analyze_layers, metric_scores
-from compress.analysis_report import statistics_table
-from compress.architectures import num_layers
-from compress.contribution import scoring_batches
-from compress.layer_drop import drop_layers
+from compress.analysis.contribution import scoring_batches
+from compress.analysis.layers import analyze_layers, metric_scores
+from compress.analysis.report import statistics_table
 from compress.stages.base import StageContext, StageSettings
-from compress.strategies import CONTRIBUTION_METRICS, Strategy, layers_to_drop
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import drop_layers
+from compress.surgery.strategies import CONTRIBUTION_METRICS, Strategy, layers_to_drop
 
 Metric = Literal[tuple(CONTRIBUTION_METRICS)]  # cosine, block-influence, angular
 

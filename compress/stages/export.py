@@ -8,13 +8,13 @@ import numpy as np
 from pydantic import Field
 from transformers import PreTrainedModel
 
-from compress.architectures import layout_for
-from compress.artifacts import Kind, OnnxModel
-from compress.encoding import padded_batches, tokenize
+from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.evaluate import onnx_predictor, torch_predictor
+from compress.evaluation.evaluate import onnx_predictor, torch_predictor
+from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
+from compress.pipeline.artifacts import Kind, OnnxModel
 from compress.stages.base import StageContext, StageSettings
-from exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
+from compress.surgery.architectures import layout_for
 
 
 class ExportSettings(StageSettings):

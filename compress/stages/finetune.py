@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput
 
-from compress.encoding import tokenize
+from compress.data.encoding import tokenize
 from compress.stages.base import StageContext, StageSettings
 
 MAX_TRAINING_STEPS = 300_000

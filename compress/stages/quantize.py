@@ -12,12 +12,12 @@ import torch
 from pydantic import Field
 from transformers import AutoConfig, AutoModelForSequenceClassification, BitsAndBytesConfig, PreTrainedModel
 
-from compress.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
-from compress.encoding import padded_batches, tokenize
+from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
+from compress.exporters import ONNX_DIR, QUANTIZED_FILE
+from compress.exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
 from compress.stages.base import StageContext, StageSettings
-from exporters import ONNX_DIR, QUANTIZED_FILE
-from exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
 
 Mode = Literal["dynamic-int8", "static-int8", "torch-dynamic-int8", "bnb-8bit", "bnb-4bit", "fp16"]
 ONNX_MODES = ("dynamic-int8", "static-int8")
@@ -88,7 +88,7 @@ def _onnx_dynamic(model: OnnxModel, settings: QuantizeSettings, context: StageCo
 
 
 def _onnx_static(model: OnnxModel, settings: QuantizeSettings, context: StageContext) -> OnnxModel:
-    from exporters.onnx_runtime import ort_session
+    from compress.exporters.onnx_runtime import ort_session
 
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
     feeds = _calibration_feeds(context, settings, inputs)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
-from compress.architectures import num_layers
-from compress.artifacts import QUANTIZATION_FIELD
-from compress.layer_drop import PROVENANCE_FIELD, kept_original_layers, original_num_layers
-from compress.metrics import metric_texts
+from compress.evaluation.metrics import metric_texts
+from compress.pipeline.artifacts import QUANTIZATION_FIELD
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import PROVENANCE_FIELD, kept_original_layers, original_num_layers
 
 CARD_FILE = "README.md"
 """The model card's file name in a model folder (what the Hugging Face hub shows)."""

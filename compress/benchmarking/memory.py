@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from compress.artifacts import load_artifact
-from compress.latency import device_of, runner_for
+from compress.benchmarking.latency import device_of, runner_for
+from compress.pipeline.artifacts import load_artifact
 
 STATUS_FILE = Path("/proc/self/status")
 
@@ -80,7 +80,7 @@ def serving_peak_mb(folder: Path, batch: dict, device: str | None, threads: int)
     with tempfile.TemporaryDirectory() as scratch:
         batch_file = Path(scratch) / "batch.pt"
         torch.save(batch, batch_file)
-        command = [sys.executable, "-m", "compress.memory", str(os.getpid()), str(folder), str(batch_file), device or "", str(threads)]
+        command = [sys.executable, "-m", "compress.benchmarking.memory", str(os.getpid()), str(folder), str(batch_file), device or "", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     return round(float(lines[-1]), 1) if done.returncode == 0 and lines else None

@@ -25,7 +25,7 @@ class ContributionMetric:
     drop_highest: bool
     """The highest scores are dropped (else the lowest)."""
     statistic: str
-    """The field of compress.analysis.LayerStatistics that holds the score."""
+    """The field of compress.analysis.layers.LayerStatistics that holds the score."""
     meaning: str
 
 

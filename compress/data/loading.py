@@ -20,8 +20,8 @@ import datasets
 import pandas as pd
 import pydantic
 
+from compress.data.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
 from compress.errors import CompressError, excerpt
-from compress.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ two rows a user would pick instead (the full model in PyTorch fp32 and in int8 O
 reference every other row's change is counted from. Recipes that train nothing get no baseline.
 
 A stage that two recipes, or a recipe and its baseline, share (the same settings from the same
-start, compress/runner.py's `stage_identities`) runs once: the others link its folder in, and their
+start, compress/pipeline/runner.py's `stage_identities`) runs once: the others link its folder in, and their
 stage.json notes `reused_from`. A recipe's teacher that is its baseline's model is trained once.
 """
 
@@ -24,16 +24,16 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from compress.bench import CombinationRunner, NotBuilt, Scoring, model_slug
-from compress.data import TaskData, load_task_data
+from compress.benchmarking.bench import CombinationRunner, NotBuilt, Scoring, model_slug
+from compress.benchmarking.sweep import FULL, Combination, LatencySettings
+from compress.data.loading import TaskData, load_task_data
 from compress.errors import CompressError
-from compress.recipe import BASE, Recipe, load_recipe
-from compress.runner import RUN_SUMMARY_FILE, STAGE_FILE, run_recipe, stage_identities
+from compress.pipeline.recipe import BASE, Recipe, load_recipe
+from compress.pipeline.runner import RUN_SUMMARY_FILE, STAGE_FILE, run_recipe, stage_identities
 from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.stages.quantize import QuantizeSettings
-from compress.sweep import FULL, Combination, LatencySettings
 
 PRECISION_OF_MODE = {
     "dynamic-int8": "onnx-int8-dynamic",

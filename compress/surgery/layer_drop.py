@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from compress.architectures import layer_list, layout_for, num_layers, set_layer_list
 from compress.errors import CompressError
+from compress.surgery.architectures import layer_list, layout_for, num_layers, set_layer_list
 
 PROVENANCE_FIELD = "compress_layer_drop"
 """Config field (saved in config.json) that records the original layer count and the kept layers."""

@@ -9,10 +9,10 @@ import torch
 from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.artifacts import Artifact, OnnxModel
-from compress.data import TaskData
-from compress.encoding import padded_batches, tokenize
-from compress.metrics import compute_metrics, standard_errors
+from compress.data.encoding import padded_batches, tokenize
+from compress.data.loading import TaskData
+from compress.evaluation.metrics import compute_metrics, standard_errors
+from compress.pipeline.artifacts import Artifact, OnnxModel
 
 Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
 """Maps one padded batch of inputs to its logits; lets PyTorch and ONNX models share the evaluation."""
@@ -31,7 +31,7 @@ def torch_predictor(model: PreTrainedModel) -> Predictor:
 
 def onnx_predictor(model: OnnxModel, threads: int | None = None) -> Predictor:
     """Logits from a real onnxruntime session; inputs the graph does not take are left out."""
-    from exporters.onnx_runtime import ort_session
+    from compress.exporters.onnx_runtime import ort_session
 
     session = ort_session(model.path, threads)
     wanted = {i.name for i in session.get_inputs()}

@@ -13,18 +13,18 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.architectures import check_max_length, layout_for, num_layers
-from compress.artifacts import base_kind
-from compress.data import DataSettings, load_task_data
+from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
-from compress.layer_drop import check_droppable
-from compress.models import check_weights, load_config, load_tokenizer
+from compress.pipeline.artifacts import base_kind
+from compress.pipeline.models import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
 from compress.stages.drop import DropSettings
 from compress.stages.finetune import TrainingHyperparameters
 from compress.stages.quantize import QuantizeSettings, machine_cannot_run
-from compress.strategies import layers_to_drop
+from compress.surgery.architectures import check_max_length, layout_for, num_layers
+from compress.surgery.layer_drop import check_droppable
+from compress.surgery.strategies import layers_to_drop
 
 BASE = "base"
 """The name a stage's `from` uses for the pre-trained model itself."""

@@ -20,11 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from compress.benchmarking.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
+from compress.benchmarking.sweep import FULL  # noqa: E402
 from compress.errors import CompressError  # noqa: E402
-from compress.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
-from compress.metrics import metric_texts  # noqa: E402
-from compress.strategies import STRATEGIES  # noqa: E402
-from compress.sweep import FULL  # noqa: E402
+from compress.evaluation.metrics import metric_texts  # noqa: E402
+from compress.surgery.strategies import STRATEGIES  # noqa: E402
 
 RESULTS_FILE = "results.jsonl"
 PREFERRED_HEADLINE = (1, "128")

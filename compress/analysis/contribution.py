@@ -1,7 +1,7 @@
 """What per-layer contribution scores (Sajjad et al., section 3) are computed from.
 
 The score of a layer is the cosine similarity between its input and output hidden states,
-averaged over all non-padding tokens of the examples given (compress/analysis.py): near 1, the
+averaged over all non-padding tokens of the examples given (compress/analysis/layers.py): near 1, the
 layer barely changes its input, which makes it the first candidate to drop. `layer_states` is
 the one place that captures each layer's input and output; `scoring_batches` picks the examples.
 """
@@ -14,8 +14,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.architectures import layer_list, layout_for
-from compress.encoding import padded_batches, tokenize
+from compress.data.encoding import padded_batches, tokenize
+from compress.surgery.architectures import layer_list, layout_for
 
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
 """(input, output) hidden states of every layer, in layer order, each (batch, sequence, hidden)."""

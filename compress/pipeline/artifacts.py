@@ -17,8 +17,8 @@ from typing import Literal, Union
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
-from compress.models import count_parameters, load_saved
-from exporters import onnx_file
+from compress.exporters import onnx_file
+from compress.pipeline.models import count_parameters, load_saved
 
 Kind = Literal["torch", "onnx", "torch-int8"]
 
@@ -79,7 +79,7 @@ def load_artifact(folder: Path, device: str | None = None) -> Artifact:
 
 def base_kind(ref: str) -> Kind:
     """The kind of model a recipe's `model:` names: an ONNX folder, or anything from_pretrained loads."""
-    from compress.models import MODEL_ALIASES
+    from compress.pipeline.models import MODEL_ALIASES
 
     return "onnx" if ref not in MODEL_ALIASES and Path(ref).expanduser().is_dir() and onnx_file(Path(ref).expanduser()) else "torch"
 

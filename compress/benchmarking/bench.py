@@ -6,7 +6,7 @@ and renamed when whole: the teacher once per model and task, a dropped-and-train
 per strategy, K and training, and each export or quantization of it once.
 
 `CombinationRunner` is the loop itself (build, measure, append a record), shared with benchmarks
-of a list of recipes (compress/bench_recipes.py); `SweepRunner` builds a sweep's combinations.
+of a list of recipes (compress/benchmarking/bench_recipes.py); `SweepRunner` builds a sweep's combinations.
 """
 
 from __future__ import annotations
@@ -24,13 +24,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from compress.architectures import num_layers
-from compress.artifacts import Artifact, load_artifact, parameter_count, size_on_disk
-from compress.data import TaskData, load_task_data
-from compress.errors import CompressError
-from compress.evaluate import evaluate, predictor_for
-from compress.folders import claim, holding, writing
-from compress.latency import (
+from compress.benchmarking.latency import (
     LoadElsewhere,
     contended,
     device_name,
@@ -40,18 +34,24 @@ from compress.latency import (
     task_length_batches,
     timing_environment,
 )
-from compress.layer_drop import kept_original_layers
-from compress.memory import serving_peak_mb
-from compress.metrics import majority_class_metrics
-from compress.models import load_config, load_for_task, load_tokenizer
-from compress.report import RESULTS_FILE, drop_cut_record, merge_records, read_records
+from compress.benchmarking.memory import serving_peak_mb
+from compress.benchmarking.report import RESULTS_FILE, drop_cut_record, merge_records, read_records
+from compress.benchmarking.sweep import FULL, Combination, LatencySettings, Sweep, runnable_here
+from compress.data.loading import TaskData, load_task_data
+from compress.errors import CompressError
+from compress.evaluation.evaluate import evaluate, predictor_for
+from compress.evaluation.metrics import majority_class_metrics
+from compress.folders import claim, holding, writing
+from compress.pipeline.artifacts import Artifact, load_artifact, parameter_count, size_on_disk
+from compress.pipeline.models import load_config, load_for_task, load_tokenizer
 from compress.stages import StageContext, StageSettings, run_stage
 from compress.stages.distill import DistillSettings
 from compress.stages.drop import DropSettings
 from compress.stages.export import ExportSettings
 from compress.stages.finetune import FinetuneSettings
 from compress.stages.quantize import QuantizeSettings
-from compress.sweep import FULL, Combination, LatencySettings, Sweep, runnable_here
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import kept_original_layers
 
 BUILD_FILE = "built.json"
 MIN_TIMED_CALLS = 10

@@ -1,4 +1,4 @@
-"""Showing per-layer statistics (compress/analysis.py): a printed table, JSON, CSV and a PNG plot."""
+"""Showing per-layer statistics (compress/analysis/layers.py): a printed table, JSON, CSV and a PNG plot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from compress.analysis import LayerStatistics
+from compress.analysis.layers import LayerStatistics
 from compress.folders import claim
 
 JSON_FILE = "analysis.json"

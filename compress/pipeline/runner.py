@@ -18,8 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from compress.architectures import num_layers
-from compress.artifacts import (
+from compress.data.loading import load_task_data
+from compress.errors import CompressError
+from compress.evaluation.evaluate import evaluate, predictor_for
+from compress.evaluation.metrics import metric_texts
+from compress.folders import check_writable, claim, copy_folder, holding, writing
+from compress.pipeline.artifacts import (
     base_kind,
     kind_of,
     load_artifact,
@@ -27,16 +31,12 @@ from compress.artifacts import (
     parameter_count,
     size_on_disk,
 )
-from compress.data import load_task_data
-from compress.errors import CompressError
-from compress.evaluate import evaluate, predictor_for
-from compress.folders import check_writable, claim, copy_folder, holding, writing
-from compress.layer_drop import kept_original_layers
-from compress.metrics import metric_texts
-from compress.model_card import CARD_FILE, render_model_card
-from compress.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
-from compress.recipe import BASE, Recipe
+from compress.pipeline.model_card import CARD_FILE, render_model_card
+from compress.pipeline.models import has_task_head, load_config, load_for_task, load_tokenizer, resolve_model
+from compress.pipeline.recipe import BASE, Recipe
 from compress.stages import STAGES, StageContext, StageSettings, run_stage
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import kept_original_layers
 
 FINAL = "final"
 RUN_SUMMARY_FILE = "results.json"

@@ -10,7 +10,7 @@ from scipy.stats import bootstrap, pearsonr, spearmanr
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from compress.tasks import TaskSpec
+from compress.data.tasks import TaskSpec
 
 # name -> f(labels, predictions); predictions are class ids or regression scores
 _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {

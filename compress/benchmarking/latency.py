@@ -22,8 +22,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from compress.artifacts import Artifact, OnnxModel
-from compress.evaluate import onnx_predictor, torch_predictor
+from compress.evaluation.evaluate import onnx_predictor, torch_predictor
+from compress.pipeline.artifacts import Artifact, OnnxModel
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Latency:
 def device_of(model: Artifact) -> str:
     """Where the model runs: 'cuda' or 'cpu' (an ONNX model: where its onnxruntime session runs)."""
     if isinstance(model, OnnxModel):
-        from exporters.onnx_runtime import onnx_device
+        from compress.exporters.onnx_runtime import onnx_device
 
         return onnx_device()
     return next(model.parameters()).device.type

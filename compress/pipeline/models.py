@@ -22,9 +22,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from compress.data.tasks import TaskSpec
 from compress.errors import CompressError
-from compress.tasks import TaskSpec
-from exporters import onnx_file
+from compress.exporters import onnx_file
 
 
 def cache_dir() -> Path:
@@ -102,7 +102,7 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
                 "model_int8.pt")
 """Files one of which a PyTorch model folder needs: weights (whole or a sharded index), or a pickled int8
-model; an ONNX folder needs its graph instead (exporters.onnx_file)."""
+model; an ONNX folder needs its graph instead (compress.exporters.onnx_file)."""
 
 
 def resolve_model(ref: str | Path) -> str:

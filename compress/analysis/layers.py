@@ -28,11 +28,11 @@ import torch
 from rich.progress import track
 from transformers import PretrainedConfig, PreTrainedModel
 
-from compress.architectures import layout_for, num_layers
-from compress.contribution import layer_states, token_cosines
+from compress.analysis.contribution import layer_states, token_cosines
 from compress.errors import CompressError
-from compress.layer_drop import kept_original_layers, original_num_layers
-from compress.strategies import CONTRIBUTION_METRICS
+from compress.surgery.architectures import layout_for, num_layers
+from compress.surgery.layer_drop import kept_original_layers, original_num_layers
+from compress.surgery.strategies import CONTRIBUTION_METRICS
 
 CKA_TOKENS = 4096
 """Tokens (a seeded sample) that CKA is computed on: its cost and memory grow with the token count."""

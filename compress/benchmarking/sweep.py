@@ -16,15 +16,15 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compress.architectures import check_max_length, layout_for, num_layers
-from compress.data import DataSettings, load_task_data
+from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
-from compress.models import check_weights, load_config
-from compress.recipe import validate_yaml_file
+from compress.pipeline.models import check_weights, load_config
+from compress.pipeline.recipe import validate_yaml_file
 from compress.stages.distill import DistillationLoss
 from compress.stages.finetune import TrainingHyperparameters
-from compress.strategies import Strategy, layers_to_drop
+from compress.surgery.architectures import check_max_length, layout_for, num_layers
+from compress.surgery.strategies import Strategy, layers_to_drop
 
 Training = Literal["finetune", "distill"]
 Precision = Literal[

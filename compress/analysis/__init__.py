@@ -1,0 +1,1 @@
+"""Layer analysis: contribution hooks, per-layer statistics, and their tables and plots."""

@@ -1,0 +1,1 @@
+"""Benchmarking: sweeps, latency and memory measurement, result records, tables and plots."""

@@ -1,0 +1,1 @@
+"""Model surgery: the architecture table, the strategies that choose layers, and dropping them."""
