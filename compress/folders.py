@@ -160,7 +160,8 @@ def holding(folder: Path) -> Iterator[None]:
     shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run: only this process may write here now
     scratch.mkdir()
     before = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir, os.environ["TMPDIR"] = str(scratch), str(scratch)
+    # Absolute: a library that changes the working directory (onnxruntime's calibration does) still finds it.
+    tempfile.tempdir = os.environ["TMPDIR"] = str(scratch.resolve())
     try:
         yield
     finally:

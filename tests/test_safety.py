@@ -12,6 +12,7 @@ killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -325,7 +326,7 @@ def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
     assert not alive, f"still running after its parent was killed: {[c.pid for c in alive]}"
 
 
-def test_temporary_files_live_in_the_folder_being_written(tmp_path):
+def test_temporary_files_live_in_the_folder_being_written(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     claim(folder, overwrite=False, what="run folder")
     (folder / SCRATCH).mkdir()
@@ -338,6 +339,11 @@ def test_temporary_files_live_in_the_folder_being_written(tmp_path):
         assert Path(child.stdout.strip()) == folder / SCRATCH
     assert not (folder / SCRATCH).exists()
     assert Path(tempfile.gettempdir()) != folder / SCRATCH
+    # a folder named relative to the working directory, and a library that changes directory (as
+    # onnxruntime's static calibration does) before making a temporary file
+    monkeypatch.chdir(tmp_path)
+    with holding(Path("run")), tempfile.TemporaryDirectory() as elsewhere, contextlib.chdir(elsewhere):
+        assert Path(tempfile.mkdtemp()).parent == folder / SCRATCH
     users = users_project(tmp_path / "project")
     (users / SCRATCH).mkdir()
     with pytest.raises(CompressError, match="not made by compress"):  # its .scratch is never removed
