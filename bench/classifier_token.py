@@ -26,8 +26,9 @@ from rich.console import Console
 
 from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers, metric_scores
-from compress.benchmarking.report import merge_records, read_records
-from compress.benchmarking.sweep import FULL, expand, load_sweep
+from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.rows import FULL
+from compress.benchmarking.sweep import expand, load_sweep
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
 from compress.pipeline.models import load_saved, load_tokenizer

@@ -27,7 +27,7 @@ import numpy as np
 from gemm_throughput import describe_throughput, gemm_throughput  # beside this script
 from rich.console import Console
 
-from compress.benchmarking.bench import TRAINING_STAGES, SweepRunner
+from compress.benchmarking.bench import Benchmark
 from compress.benchmarking.latency import (
     LoadElsewhere,
     contended,
@@ -38,10 +38,14 @@ from compress.benchmarking.latency import (
     timed_calls,
     timing_environment,
 )
-from compress.benchmarking.report import merge_records, read_records
-from compress.benchmarking.sweep import FULL, Combination, load_sweep
+from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.rows import FULL, Combination
+from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
 from compress.pipeline.artifacts import load_artifact
+from compress.stages import STAGES
+
+TRAINING_STAGES = [name for name, stage in STAGES.items() if stage.trains]
 
 INT8_PRECISIONS = ("onnx-int8-dynamic", "onnx-int8-dynamic-o2")
 """Dynamic int8 ONNX as exported, and with onnxruntime's fused graph (O2); each is compared like with like."""
@@ -79,14 +83,16 @@ def compared_rows(model: str, task: str, int8_precisions: list[str]) -> list[Com
     return rows
 
 
-def time_in_turns(runner: SweepRunner, combinations: list[Combination], rounds: int, calls: int) -> dict[str, list[float]]:
+def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds: int, calls: int) -> dict[str, list[float]]:
     """Per-round median seconds of each combination, all timed in turns in this process."""
-    threads = runner.latency.threads
+    threads = benchmark.latency.threads
+    rows = {row.combination.key: row for row in sweep_rows(benchmark.sweep)}
     calls_of = {}
     for c in combinations:
-        batch = fixed_length_batch(next(iter(runner.data(c.task).dev.values()))["text_a"], runner.tokenizer(c.model),
-                                   BATCH_SIZE, SEQUENCE_LENGTH)
-        _, folder = runner.artifact(c)
+        recipe = rows[c.key].recipe
+        batch = fixed_length_batch(next(iter(benchmark.executor.data(recipe).dev.values()))["text_a"],
+                                   benchmark.executor.tokenizer(recipe.model), BATCH_SIZE, SEQUENCE_LENGTH)
+        _, folder, _ = benchmark.build(rows[c.key])
         run = runner_for(load_artifact(folder), threads)
         calls_of[c.key] = lambda run=run, batch=batch: run(batch)
         timed_calls(calls_of[c.key], warmup=3, repeats=1)
@@ -188,8 +194,8 @@ def main() -> None:
         (args.out / "overhead.md").write_text(text)
         return
     records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
-    runner = SweepRunner(sweep, args.out, Console())
-    runner.finished = records  # time the sweep's own trained models; never train here
+    benchmark = Benchmark(args.out, sweep.latency, Console(), sweep)
+    benchmark.executor.may_train = False  # time the sweep's own trained models; never train here
     environment = timing_environment("cpu")
     throughput = gemm_throughput(sweep.latency.threads)  # which kind of host: the int8/fp32 ratio bounds the speed-ups
     lines = [f"# Speed targets: {args.out}", "",
@@ -210,7 +216,7 @@ def main() -> None:
                 lines += [f"- not measured: the sweep has not finished {', '.join(missing)}", ""]
                 continue
             with LoadElsewhere() as elsewhere:
-                medians = time_in_turns(runner, rows, args.rounds, args.calls)
+                medians = time_in_turns(benchmark, rows, args.rounds, args.calls)
             lines += table(rows, records, medians)
             lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
                       + (" (busy: measure again on a quiet machine)." if contended(elsewhere.cores) else ".")]

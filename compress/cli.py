@@ -4,11 +4,12 @@ layers, and benchmark sweeps."""
 from __future__ import annotations
 
 import functools
-import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -66,12 +67,13 @@ def run(
     """Run every stage of a recipe; writes one folder per stage, final/ and results.json.
 
     Run again into the same folder, it resumes: stages finished with the same settings from the same start are reused."""
-    from compress.pipeline.recipe import load_recipe
+    from compress.pipeline.recipe import check_recipe, parse_recipe
     from compress.pipeline.runner import run_recipe
 
     _quiet_libraries()
-    recipe = load_recipe(recipe_file)
-    run_recipe(recipe, recipe_file, out or Path("runs") / recipe.name, overwrite, console)
+    recipe = parse_recipe(recipe_file)
+    data = check_recipe(recipe, recipe_file)
+    run_recipe(recipe, recipe_file, out or Path("runs") / recipe.name, overwrite, console, data=data)
 
 
 def _settings_pairs(pairs: list[str], option: str) -> dict:
@@ -117,8 +119,8 @@ def stage(
         "stages": [{"stage": name, "name": name, **_settings_pairs(settings, "--set")}],
     }
     recipe = recipe_from_mapping(content, where)
-    check_recipe(recipe, where)
-    run_recipe(recipe, where, out, overwrite, console, recipe_text=yaml.safe_dump(content, sort_keys=False))
+    data = check_recipe(recipe, where)
+    run_recipe(recipe, where, out, overwrite, console, recipe_text=yaml.safe_dump(content, sort_keys=False), data=data)
 
 
 @app.command()
@@ -132,108 +134,108 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
 
 
-@app.command()
+class _RunByDefault(typer.core.TyperGroup):
+    """`compress bench FILES...` is `compress bench run FILES...`: the group's commands, else `run`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+bench_app = typer.Typer(
+    cls=_RunByDefault,
+    no_args_is_help=True,
+    help="Measure every combination of a sweep, or every recipe of a list: score, size, latency; tables and plots. "
+    "`compress bench FILES...` is short for `compress bench run FILES...`.",
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _command_line() -> str:
+    import shlex
+    import sys
+
+    return "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+@bench_app.command("run")
 @user_errors
-def bench(
-    targets: Annotated[list[str], typer.Argument(help="SWEEP.yaml, or RECIPE.yaml..., or: merge SHARD_FOLDER... (with --out), or: clean FOLDER.")],
+def bench_run(
+    files: Annotated[list[Path], typer.Argument(help="One SWEEP.yaml, or RECIPE.yaml files.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: bench/runs/<sweep name>, or bench/runs/recipes).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
 ) -> None:
-    """Measure every combination of a sweep, or every recipe of a list: score, size, latency; tables and plots.
+    """Run (and resume) a sweep, or recipes with one row each beside the full model fine-tuned the same way (fp32 and int8).
 
-    `compress bench SWEEP.yaml` runs (and resumes) a sweep.
-
-    `compress bench A.yaml B.yaml` runs recipes, one row each, beside the full model fine-tuned the same way (fp32 and int8).
-
-    `compress bench merge A B --out C` joins the folders of several shards into one table and plots.
-
-    `compress bench clean FOLDER` frees disk: removes dropped models and intermediate exports no record measures (--dry-run lists them).
-    """
-    import shlex
-    import sys
-
-    from compress.benchmarking.bench import SETTINGS_FILE, TO_RUN, SweepRunner, plan, removable_builds, shared_settings
-    from compress.benchmarking.bench_recipes import RecipeRunner, is_recipe_file, load_recipes, recipe_rows
-    from compress.benchmarking.report import read_records, write_report
-    from compress.benchmarking.sweep import LatencySettings, expand, load_sweep, parse_shard
-    from compress.benchmarking.sweep import shard as take_shard
-    from compress.folders import claim, holding, remove_ours, require_ours
+    `compress bench FILES...` is short for `compress bench run FILES...`."""
+    from compress.benchmarking.bench import TO_RUN, Benchmark, plan
+    from compress.benchmarking.records import read_records
+    from compress.benchmarking.report import write_report
+    from compress.benchmarking.rows import is_recipe_file, load_recipes, recipe_rows
+    from compress.benchmarking.sweep import LatencySettings, load_sweep, parse_shard, shard_rows, sweep_rows
 
     _quiet_libraries()
-    command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if out is not None and out.exists() and not out.is_dir():
         raise CompressError(f"--out: {out} is a file; expected a folder for the results")
-    if targets[0] == "merge":
-        if out is None or len(targets) < 2:
-            raise CompressError("merge: name the shard folders and --out, e.g. compress bench merge a b --out merged")
-        missing = [t for t in targets[1:] if not read_records(Path(t))]
-        if missing:
-            raise CompressError(f"merge: no results.jsonl in {', '.join(missing)}")
-        settings = shared_settings([Path(t) for t in targets[1:]])
-        records = [r for t in targets[1:] for r in read_records(Path(t))]
-        if read_records(out) and out.resolve() not in {Path(t).resolve() for t in targets[1:]}:
-            raise CompressError(f"--out: {out} holds results of its own, which merging would replace; name it among the "
-                                "folders to merge, or choose another --out")
-        claim(out, overwrite=False, what="benchmark results")
-        with holding(out):
-            if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
-                (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-            (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            write_report(records, out, command)
-        console.print(f"merged {len(records)} records from {len(targets) - 1} folders into {out}")
-        return
-    if targets[0] == "clean":
-        if len(targets) != 2:
-            raise CompressError("clean: name one sweep results folder, e.g. compress bench clean bench/results/minilm_sst2")
-        if out or shard or retime or retry_failed:
-            raise CompressError("clean: takes one results folder and --dry-run, no other option")
-        folder = Path(targets[1])
-        if not (folder / SETTINGS_FILE).is_file():
-            raise CompressError(f"clean: {folder / SETTINGS_FILE} not found; expected the results folder of a sweep "
-                                "(a benchmark of recipes keeps whole runs and is not cleaned)")
-        require_ours(folder, "clean")
-        with holding(folder):
-            removable = removable_builds(folder)
-            for path in removable:  # all checked before any is removed
-                require_ours(path, "remove (nothing was removed)")
-            freed = sum(f.stat().st_size for p in removable for f in p.rglob("*") if f.is_file())
-            for path in removable:
-                console.print(f"{'would remove' if dry_run else 'removing'} {path}")
-                if not dry_run:
-                    remove_ours(path)
-        console.print(f"{len(removable)} folders, {freed / 1e9:.2f} GB {'would be freed' if dry_run else 'freed'} in {folder / 'work'}")
-        return
-    files = [Path(t) for t in targets]
     not_recipes = [str(f) for f in files if not is_recipe_file(f)]
     if len(files) == 1 and not_recipes:
         sweep = load_sweep(files[0])
-        combinations = expand(sweep)
+        rows = sweep_rows(sweep)
         folder = out or Path("bench") / "runs" / sweep.name
-        runner = SweepRunner(sweep, folder, console)
+        benchmark = Benchmark(folder, sweep.latency, console, sweep)
     else:
         if not_recipes:
             raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
         rows, notes = recipe_rows(load_recipes(files))
         for note in notes:
             console.print(f"[yellow]note:[/] {note}")
-        combinations = list(rows)
         folder = out or Path("bench") / "runs" / "recipes"
-        runner = RecipeRunner(rows, folder, LatencySettings(), console)
+        benchmark = Benchmark(folder, LatencySettings(), console)
     if shard:
-        combinations = take_shard(combinations, *parse_shard(shard))
+        rows = shard_rows(rows, *parse_shard(shard))
     if dry_run:
-        statuses = plan(combinations, read_records(folder), retry_failed, retime)
-        for c in combinations:
+        statuses = plan(rows, read_records(folder), retry_failed, retime)
+        for row in rows:
+            c = row.combination
             console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
-        console.print(f"{len(combinations)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
+        console.print(f"{len(rows)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
-    runner.run(combinations, retry_failed=retry_failed, retime=retime)
-    rows = write_report(read_records(folder), folder, command)
-    failed = sum(r["status"] != "ok" for r in rows)
-    console.print(f"{len(rows)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")
+    benchmark.run(rows, retry_failed=retry_failed, retime=retime)
+    records = write_report(read_records(folder), folder, _command_line())
+    failed = sum(r["status"] != "ok" for r in records)
+    console.print(f"{len(records)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")
+
+
+@bench_app.command("merge")
+@user_errors
+def bench_merge(
+    folders: Annotated[list[Path], typer.Argument(help="Results folders of shards of one sweep.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged records, tables and plots.")],
+) -> None:
+    """Join the folders of several shards into one table and plots."""
+    from compress.benchmarking.bench import merge_results
+
+    records = merge_results(folders, out, _command_line())
+    console.print(f"merged {len(records)} records from {len(folders)} folders into {out}")
+
+
+@bench_app.command("clean")
+@user_errors
+def bench_clean(
+    folder: Annotated[Path, typer.Argument(help="A benchmark's results folder.")],
+    dry_run: Annotated[bool, typer.Option(help="List what would be removed; remove nothing.")] = False,
+) -> None:
+    """Free disk: remove dropped models and intermediate exports no record measures (trained models stay)."""
+    from compress.benchmarking.bench import WORK, clean_builds
+
+    removable, freed = clean_builds(folder, dry_run)
+    for path in removable:
+        console.print(f"{'would remove' if dry_run else 'removed'} {path}")
+    console.print(f"{len(removable)} folders, {freed / 1e9:.2f} GB {'would be freed' if dry_run else 'freed'} in {folder / WORK}")
 
 
 # Task data options, shared by the commands that read task examples outside a recipe.
@@ -245,8 +247,8 @@ ExamplesOption = Annotated[int, typer.Option(min=1, help="Training examples to m
 MaxLengthOption = Annotated[int, typer.Option(min=8, help="Tokens per example.")]
 
 
-def _training_examples(task: str, data_source: str, data_path: Optional[Path], text_columns: Optional[str]):
-    """The task's training examples from the data options, or a one-line error naming the option."""
+def _task_data(task: str, data_source: str, data_path: Optional[Path], text_columns: Optional[str]):
+    """The task's data from the data options (with training examples), or a one-line error naming the option."""
     from pydantic import ValidationError
 
     from compress.data.loading import DataSettings, load_task_data
@@ -262,10 +264,10 @@ def _training_examples(task: str, data_source: str, data_path: Optional[Path], t
         )
     except ValidationError as error:
         raise CompressError(format_validation_error("command line (data options)", error)) from None
-    train = load_task_data(task, data_settings).train
-    if len(train) == 0:
+    data = load_task_data(task, data_settings)
+    if len(data.train) == 0:
         raise CompressError(f"--task: task '{task}' has no training examples in {data_source}")
-    return train
+    return data
 
 
 @app.command()
@@ -285,29 +287,22 @@ def drop(
     max_length: MaxLengthOption = 128,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
 ) -> None:
-    """Drop layers from a model and save it, with nothing else (no fine-tuning)."""
+    """Drop layers from a model and save it, with nothing else (no fine-tuning): the drop stage on its own."""
     from compress.folders import check_writable, writing
     from compress.pipeline.model_card import CARD_FILE, render_model_card
     from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
-    from compress.stages.drop import score_layers_for_drop
+    from compress.stages import StageContext, run_stage
+    from compress.stages.drop import DropSettings
     from compress.surgery.architectures import check_max_length, num_layers
-    from compress.surgery.layer_drop import drop_layers, kept_original_layers
-    from compress.surgery.strategies import CONTRIBUTION_METRICS, STRATEGIES, layers_to_drop
+    from compress.surgery.layer_drop import kept_original_layers
 
     _quiet_libraries()
-    if strategy not in STRATEGIES:
-        raise CompressError(f"--strategy: expected one of {', '.join(STRATEGIES)} (got {excerpt(strategy)})")
-    if metric is not None and strategy != "contribution":
-        raise CompressError(f"--metric: only used with --strategy contribution (got {excerpt(strategy)})")
-    metric = metric or "cosine"
-    if metric not in CONTRIBUTION_METRICS:
-        raise CompressError(f"--metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got {excerpt(metric)})")
     try:
         indices = [int(i) for i in layers.split(",")] if layers else None
     except ValueError:
         raise CompressError(f"--layers: expected comma-separated integers (got {excerpt(layers)})") from None
-    if (layers is None) == (strategy == "layers") or (k is None) != (strategy == "layers"):
-        raise CompressError("-k: give -k with every strategy but 'layers', and --layers only with --strategy layers")
+    given = {"k": k, "layers": indices, "metric": metric}
+    settings = _validated(DropSettings, {"strategy": strategy, "examples": examples, **{f: v for f, v in given.items() if v is not None}})
     if strategy == "contribution" and task is None:
         raise CompressError("--task: strategy contribution scores layers on task examples; name the task")
     check_writable(out)
@@ -318,26 +313,34 @@ def drop(
     network = load_saved(model)
     check_max_length(network.config, max_length, "--max-length")
     count = num_layers(network.config)
-    layers_to_drop(strategy, count, k, layers=indices, scores=[0.0] * count)  # check K before any work
+    try:
+        settings.check_chain(network.config, count, 0)
+    except CompressError as error:
+        raise CompressError(f"--{error}") from None
+    data = _task_data(task, data_source, data_path, text_columns) if strategy == "contribution" else None
     with writing(out) as partial:
-        scores = None
-        if strategy == "contribution":
-            train = _training_examples(task, data_source, data_path, text_columns)
-            scores = score_layers_for_drop(
-                network, tokenizer, train, examples=examples, max_length=max_length, seed=42,
-                metric=metric, k=k, note={"task": task}, folder=partial,
-            )
-        dropped = layers_to_drop(strategy, count, k, layers=indices, scores=scores, metric=metric)
-        drop_layers(network, dropped, strategy)
-        network.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        # The stage reads task data only to score layers (strategy contribution).
+        run_stage(settings, network, StageContext(data, tokenizer, partial, max_length, eval_batch_size=64))
         card = render_model_card(network.config, count_parameters(network), model, None, None, None, None)
         (partial / CARD_FILE).write_text(card)
     console.print(
-        f"dropped {dropped} ({strategy}); kept original layers {kept_original_layers(network.config)}; "
+        f"dropped {count - num_layers(network.config)} layers ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"
     )
 
+
+def _validated(settings_model, content: dict):
+    """Stage settings from command-line options, or one line naming the option at fault."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_model.model_validate(content)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field, message = "-".join(map(str, problem["loc"])), problem["msg"].removeprefix("Value error, ")
+        if not field and re.match(r"\w+: ", message):  # a check across fields names the field at fault first
+            field, message = message.split(": ", 1)
+        raise CompressError(f"--{field.replace('_', '-')}: {message}" if field else message) from None
 
 
 @app.command()
@@ -397,7 +400,7 @@ def analyze(
 
     if finetuned is not None:
         matched_layers(base_config, finetuned_input(load_config))
-    train = _training_examples(task, data_source, data_path, text_columns)
+    train = _task_data(task, data_source, data_path, text_columns).train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(model)

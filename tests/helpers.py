@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from compress.cli import app
+from compress.pipeline.cache import STAGE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -17,6 +18,16 @@ RECIPES = REPO / "recipes"
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def bench(*args):
+    """`compress bench ...` in-process."""
+    return invoke("bench", *args)
+
+
+def build_stamps(out: Path) -> dict[Path, int]:
+    """When each finished model under a benchmark's work/ was written: unchanged stamps prove nothing was rebuilt."""
+    return {p: p.stat().st_mtime_ns for p in (out / "work").rglob(STAGE_FILE)}
 
 
 def write_recipe(folder: Path, name: str, recipe: dict) -> Path:

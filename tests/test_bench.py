@@ -5,20 +5,22 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import onnxruntime
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from compress.benchmarking.bench import BUILD_FILE, SweepRunner
-from compress.benchmarking.report import markdown_table, pareto_front, read_records, strategy_table, with_deltas, write_report
-from compress.benchmarking.sweep import FULL, Grid, Sweep, expand, shard
-from compress.cli import app
+from compress.benchmarking.bench import Benchmark
+from compress.benchmarking.records import read_records
+from compress.benchmarking.report import markdown_table, pareto_front, strategy_table, with_deltas, write_report
+from compress.benchmarking.rows import FULL
+from compress.benchmarking.sweep import Grid, Sweep, expand, shard_rows, sweep_rows
 from compress.folders import MARKER
-from tests.helpers import assert_scored_on
+from compress.pipeline.cache import STAGE_FILE, read_stage_record
+from tests.helpers import assert_scored_on, bench, build_stamps
 
 TINY = {
     "name": "tiny",
@@ -41,8 +43,16 @@ def write_sweep(folder, content=TINY, name="sweep.yaml"):
     return path
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, ["bench", *map(str, args)])
+
+def builds(out: Path) -> dict[str, Path]:
+    """Every finished model under a benchmark's work/, by '<stage>:<kept layers>' of its record (a
+    name that says which model it is), with the folder; several folders of one name are listed once each."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((out / "work").rglob(STAGE_FILE)):
+        record = read_stage_record(path.parent)
+        found.setdefault(f"{record.stage}:{''.join(map(str, record.kept_layers))}", []).append(path.parent)
+    return found
+
 
 
 def test_expansion_is_the_union_of_grids_without_duplicates_plus_baselines():
@@ -72,8 +82,9 @@ def test_expansion_runs_baselines_first_then_grids_in_file_order():
 def test_shards_partition_the_combinations_without_splitting_a_trained_model():
     grids = [*TINY["grids"], {"strategies": ["top", "bottom"], "k": [1, 2], "training": ["finetune", "distill"],
                               "precisions": ["torch-fp32", "onnx-int8-dynamic"]}]
-    combinations = expand(Sweep.model_validate({**TINY, "models": ["a", "b", "c"], "grids": grids}))
-    slices = [shard(combinations, i, 3) for i in (1, 2, 3)]
+    rows = sweep_rows(Sweep.model_validate({**TINY, "models": ["a", "b", "c"], "grids": grids}))
+    combinations = [row.combination for row in rows]
+    slices = [[row.combination for row in shard_rows(rows, i, 3)] for i in (1, 2, 3)]
     assert sorted(c.key for s in slices for c in s) == sorted(c.key for c in combinations)
     assert all(s == [c for c in combinations if c in s] for s in slices), "each slice keeps the sweep's order"
     trained_in = {}  # the student (model, task, strategy, k, training) -> the one slice training it
@@ -89,7 +100,7 @@ def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
         "tasks": {"sst9": {"source": "embedded"}, "rotten-tomatoes": {"source": "embedded"}},
         "grids": [{"strategies": ["top", "alternate-even"], "k": [4, 6], "precisions": ["torch-fp32"]}],
     }
-    result = invoke(write_sweep(tmp_path, bad), "--out", tmp_path / "out")
+    result = bench(write_sweep(tmp_path, bad), "--out", tmp_path / "out")
     assert result.exit_code == 2
     message = result.output.strip()
     assert len(message.splitlines()) == 1 and "sweep.yaml" in message
@@ -98,7 +109,7 @@ def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
     schema = {**TINY, "grids": [{"strategies": ["middle"], "k": [1], "precisions": ["int3"]}]}
-    result = invoke(write_sweep(tmp_path, schema, "schema.yaml"), "--out", tmp_path / "out")
+    result = bench(write_sweep(tmp_path, schema, "schema.yaml"), "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert "grids[0].strategies[0]" in result.output and "grids[0].precisions[0]" in result.output
 
@@ -134,7 +145,7 @@ def test_strategy_table_has_the_papers_layout():
 def finished_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     sweep = write_sweep(folder)
-    result = invoke(sweep, "--out", folder / "out")
+    result = bench(sweep, "--out", folder / "out")
     assert result.exit_code == 0, result.output
     return folder, sweep, result.output
 
@@ -190,21 +201,23 @@ def test_tiny_sweep_end_to_end(finished_sweep):
 
 def test_teacher_is_built_once_and_shared(finished_sweep):
     folder, _, _ = finished_sweep
-    built = sorted(p.parent.relative_to(folder / "out" / "work") for p in (folder / "out" / "work").rglob(BUILD_FILE))
-    names = [str(p) for p in built]
-    assert names.count("minilm-l6/rotten-tomatoes/full/finetune/torch-fp32") == 1
-    assert "minilm-l6/rotten-tomatoes/top-k1/dropped" in names  # shared by finetune and distill
-    # alternate-even drops the same layer as top at K=1: its student is top's, not trained again
-    assert "minilm-l6/rotten-tomatoes/alternate-even-k1/dropped" in names
-    assert "minilm-l6/rotten-tomatoes/alternate-even-k1/finetune/torch-fp32" not in names
-    records = {r["strategy"]: r for r in read_records(folder / "out") if r["k"] == 1 and r["training"] == "finetune"}
-    assert records["alternate-even"]["trained_in"] == records["top"]["trained_in"] == "minilm-l6/rotten-tomatoes/top-k1/finetune/torch-fp32"
+    out = folder / "out"
+    built = {name: len(folders) for name, folders in builds(out).items()}
+    # the full model is trained once: the baseline rows and the distillation teacher share it; each
+    # student is dropped once for its finetune and distill rows; alternate-even drops the same layer as
+    # top at K=1 (layer 5), so its dropped model and student are top's, not made again
+    assert built == {"finetune:012345": 1, "export:012345": 1, "quantize:012345": 1, "drop:01234": 1, "drop:12345": 1,
+                     "finetune:01234": 1, "finetune:12345": 1, "distill:01234": 1}
+    records = {r["strategy"]: r for r in read_records(out) if r["k"] == 1 and r["training"] == "finetune"}
+    assert records["alternate-even"]["trained_in"] == records["top"]["trained_in"] == records["top"]["measured_in"]
     assert records["alternate-even"]["score"] == records["top"]["score"]
-    assert not list((folder / "out" / "work").rglob("*.partial"))
+    distilled = next(r for r in read_records(out) if r["training"] == "distill")
+    teacher = read_stage_record(out / "work" / distilled["trained_in"]).settings["teacher"]
+    assert teacher == "teacher" and not list((out / "work").rglob("*.partial"))
 
 
 def test_dry_run_lists_combinations_in_run_order_and_writes_nothing(tmp_path):
-    result = invoke(write_sweep(tmp_path), "--out", tmp_path / "out", "--dry-run")
+    result = bench(write_sweep(tmp_path), "--out", tmp_path / "out", "--dry-run")
     assert result.exit_code == 0, result.output
     listed = [line.split(":", 1)[1].strip() for line in result.output.splitlines() if "to run" in line]
     assert listed == [c.label for c in expand(Sweep.model_validate(TINY))]
@@ -213,12 +226,12 @@ def test_dry_run_lists_combinations_in_run_order_and_writes_nothing(tmp_path):
 
 def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
     folder, sweep, _ = finished_sweep
-    stamps = {p: p.stat().st_mtime_ns for p in (folder / "out" / "work").rglob(BUILD_FILE)}
+    before = build_stamps(folder / "out")
     lines = (folder / "out" / "results.jsonl").read_text()
-    result = invoke(sweep, "--out", folder / "out")
+    result = bench(sweep, "--out", folder / "out")
     assert result.exit_code == 0
     assert "6 already done" in result.output and "0 to run" in result.output
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert build_stamps(folder / "out") == before
     assert (folder / "out" / "results.jsonl").read_text() == lines
 
 
@@ -226,16 +239,12 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
     out = tmp_path / "out"
     shutil.copytree(folder / "out", out)
-    # a student of its own for alternate-even (as a folder built before students were shared has):
-    # each combination must keep measuring its own, not another strategy's equal one
-    work = out / "work" / "minilm-l6" / "rotten-tomatoes"
-    shutil.copytree(work / "top-k1" / "finetune" / "torch-fp32", work / "alternate-even-k1" / "finetune" / "torch-fp32")
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "work").rglob(BUILD_FILE)}
+    built = build_stamps(out)
     before = read_records(out)
-    result = invoke(sweep, "--out", out, "--retime")
+    result = bench(sweep, "--out", out, "--retime")
     assert result.exit_code == 0, result.output
     assert "6 finished ones to measure again" in result.output
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert build_stamps(out) == built
     after = read_records(out)
     assert after[: len(before)] == before, "earlier records are kept"
     retimed = after[len(before):]
@@ -243,16 +252,14 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     assert all(r["seconds"]["stages"] == {} and r["score"] == pytest.approx(b["score"]) for r, b in zip(
         sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
     assert (out / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
-    trained_in = {r["strategy"]: r["trained_in"] for r in retimed if r["k"] == 1 and r["training"] == "finetune"}
-    assert trained_in["alternate-even"].endswith("alternate-even-k1/finetune/torch-fp32")
-    assert trained_in["top"].endswith("top-k1/finetune/torch-fp32")
+    assert {r["key"]: r["measured_in"] for r in retimed} == {r["key"]: r["measured_in"] for r in before}
 
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
     for i in (1, 2):
-        assert invoke(sweep, "--out", tmp_path / f"shard{i}", "--shard", f"{i}/2").exit_code == 0
-    result = invoke("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "merged")
+        assert bench(sweep, "--out", tmp_path / f"shard{i}", "--shard", f"{i}/2").exit_code == 0
+    result = bench("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "merged")
     assert result.exit_code == 0, result.output
     single = {r["key"]: r["score"] for r in read_records(folder / "out")}
     merged = {r["key"]: r["score"] for r in read_records(tmp_path / "merged")}
@@ -263,42 +270,37 @@ def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
 
 def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path)
-    real_measure = SweepRunner.measure
+    real_measure = Benchmark.measure
     calls = []
 
-    def interrupt_second(self, c, trained, folder):
-        calls.append(c.key)
+    def interrupt_second(self, row, *args):
+        calls.append(row.combination.key)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_measure(self, c, trained, folder)
+        return real_measure(self, row, *args)
 
-    monkeypatch.setattr(SweepRunner, "measure", interrupt_second)
-    assert invoke(sweep, "--out", tmp_path / "out").exit_code == 130
+    monkeypatch.setattr(Benchmark, "measure", interrupt_second)
+    assert bench(sweep, "--out", tmp_path / "out").exit_code == 130
     assert len(read_records(tmp_path / "out")) == 1
-    teacher = tmp_path / "out" / "work" / "minilm-l6" / "rotten-tomatoes" / "full" / "finetune" / "torch-fp32" / BUILD_FILE
-    stamp = teacher.stat().st_mtime_ns
+    (teacher,) = builds(tmp_path / "out")["finetune:012345"]
+    stamp = (teacher / STAGE_FILE).stat().st_mtime_ns
 
-    monkeypatch.setattr(SweepRunner, "measure", real_measure)
-    result = invoke(sweep, "--out", tmp_path / "out")
+    monkeypatch.setattr(Benchmark, "measure", real_measure)
+    result = bench(sweep, "--out", tmp_path / "out")
     assert result.exit_code == 0 and "1 already done" in result.output
     keys = [r["key"] for r in read_records(tmp_path / "out")]
     assert len(keys) == len(set(keys)) == 6
-    assert teacher.stat().st_mtime_ns == stamp
+    assert (teacher / STAGE_FILE).stat().st_mtime_ns == stamp
 
 
 def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from compress import bench
+    from compress.stages import STAGES
+    from compress.stages.export import export
 
     content = {**TINY, "grids": [{"strategies": ["top"], "k": [1], "precisions": ["torch-fp32", "onnx-fp32"]}]}
-    real = bench.precision_steps
-
-    def broken_export(sweep):
-        steps = real(sweep)
-        steps["onnx-fp32"] = [("onnx-fp32", bench.ExportSettings(tolerance=1e-30))]  # parity can never pass
-        return steps
-
-    monkeypatch.setattr(bench, "precision_steps", broken_export)
-    result = invoke(write_sweep(tmp_path, content), "--out", tmp_path / "out")
+    never_parity = replace(STAGES["export"], apply=lambda model, settings, context: export(model, settings.model_copy(update={"tolerance": 1e-30}), context))
+    monkeypatch.setitem(STAGES, "export", never_parity)
+    result = bench(write_sweep(tmp_path, content), "--out", tmp_path / "out")
     assert result.exit_code == 0
     records = {r["precision"] + str(r["k"]): r for r in read_records(tmp_path / "out")}
     assert records["onnx-fp321"]["status"] == "failed" and "ONNX logits differ" in records["onnx-fp321"]["error"]
@@ -309,9 +311,9 @@ def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
 def test_a_folder_built_with_other_settings_is_not_reused(finished_sweep):
     folder, _, _ = finished_sweep
     changed = {**TINY, "training": {**TINY["training"], "learning_rate": 1e-3}}
-    result = invoke(write_sweep(folder, changed, "changed.yaml"), "--out", folder / "out")
+    result = bench(write_sweep(folder, changed, "changed.yaml"), "--out", folder / "out")
     assert result.exit_code == 2
-    assert "holds models built with other training" in result.output
+    assert "holds rows built with other training" in result.output
 
 
 def test_rows_timed_with_other_latency_settings_are_not_mixed(finished_sweep, tmp_path):
@@ -320,11 +322,11 @@ def test_rows_timed_with_other_latency_settings_are_not_mixed(finished_sweep, tm
     shutil.copytree(folder / "out", copy)
     retimed = {**TINY, "latency": {**TINY["latency"], "repeats": 4}}
     sweep = write_sweep(tmp_path, retimed)
-    result = invoke(sweep, "--out", copy)
+    result = bench(sweep, "--out", copy)
     assert result.exit_code == 2 and "other latency settings" in result.output and "--retime" in result.output
-    result = invoke(sweep, "--out", copy, "--retime")
+    result = bench(sweep, "--out", copy, "--retime")
     assert result.exit_code == 0, result.output
-    assert invoke(sweep, "--out", copy).exit_code == 0, "the folder now holds this sweep's timings"
+    assert bench(sweep, "--out", copy).exit_code == 0, "the folder now holds this sweep's timings"
 
 
 def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
@@ -334,10 +336,10 @@ def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
     for name in ("results.jsonl", "sweep-settings.json", MARKER):
         shutil.copy(folder / "out" / name, fresh / name)
     lines = (fresh / "results.jsonl").read_text()
-    result = invoke(sweep, "--out", fresh, "--retime")
+    result = bench(sweep, "--out", fresh, "--retime")
     assert result.exit_code == 0, result.output
     assert "not measured again" in result.output and "without --retime" in result.output
-    assert not list(fresh.rglob(BUILD_FILE)) and not list(fresh.rglob("*.partial"))
+    assert not list(fresh.rglob(STAGE_FILE)) and not list(fresh.rglob("*.partial"))
     assert (fresh / "results.jsonl").read_text() == lines
 
 
@@ -347,12 +349,12 @@ def test_a_record_cut_short_is_dropped_and_run_again(finished_sweep, tmp_path):
     shutil.copytree(folder / "out", copy)
     lines = (copy / "results.jsonl").read_text().splitlines(keepends=True)[:6]  # the first run's (other tests add retimes)
     (copy / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40])  # killed while appending
-    result = invoke(sweep, "--out", copy)
+    result = bench(sweep, "--out", copy)
     assert result.exit_code == 0, result.output
     assert "cut short" in result.output and "1 to run" in result.output
     assert len(read_records(copy)) == len(lines)
     (copy / "results.jsonl").write_text("".join(lines[:2]) + "{not json\n" + "".join(lines[2:]))
-    result = invoke(sweep, "--out", copy)
+    result = bench(sweep, "--out", copy)
     assert result.exit_code == 2 and "results.jsonl: line 3" in result.output
 
 
@@ -362,7 +364,7 @@ def test_merge_refuses_shards_of_other_sweeps(finished_sweep, tmp_path):
     shutil.copytree(folder / "out", other, ignore=shutil.ignore_patterns("work"))
     settings = other / "sweep-settings.json"
     settings.write_text(settings.read_text().replace('"seed": 42', '"seed": 7'))
-    result = invoke("merge", folder / "out", other, "--out", tmp_path / "merged")
+    result = bench("merge", folder / "out", other, "--out", tmp_path / "merged")
     assert result.exit_code == 2 and "other sweep settings" in result.output and "seed" in result.output
     assert not (tmp_path / "merged").exists()
 
@@ -412,7 +414,7 @@ def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_s
     from compress.pipeline.models import load_tokenizer
 
     folder, _, _ = finished_sweep
-    full = folder / "out" / "work" / "minilm-l6" / "rotten-tomatoes" / FULL / "finetune" / "torch-fp32"
+    (full,) = builds(folder / "out")["finetune:012345"]
     tokenizer = load_tokenizer("minilm-l6")
     one, many = (fixed_length_batch(["a short review"], tokenizer, size, 128) for size in (1, 64))
     small, large = (serving_peak_mb(full, batch, None, threads=2) for batch in (one, many))
@@ -427,14 +429,14 @@ def test_retime_makes_a_missing_export_of_a_trained_model(finished_sweep, tmp_pa
     folder, sweep, _ = finished_sweep
     copy = tmp_path / "out"
     shutil.copytree(folder / "out", copy)
-    full = copy / "work" / "minilm-l6" / "rotten-tomatoes" / FULL / "finetune"
-    shutil.rmtree(full / "onnx-fp32")
-    shutil.rmtree(full / "onnx-int8-dynamic")
-    trained = {p: p.stat().st_mtime_ns for p in copy.rglob(BUILD_FILE)}
-    result = invoke(sweep, "--out", copy, "--retime")
+    made = builds(copy)
+    for name in ("export:012345", "quantize:012345"):
+        shutil.rmtree(made[name][0])
+    trained = build_stamps(copy)
+    result = bench(sweep, "--out", copy, "--retime")
     assert result.exit_code == 0, result.output
     assert "not measured again" not in result.output
-    assert (full / "onnx-int8-dynamic" / BUILD_FILE).exists()
+    assert (made["quantize:012345"][0] / STAGE_FILE).exists()
     assert {p: p.stat().st_mtime_ns for p in trained} == trained, "no trained model is touched"
 
 
@@ -442,34 +444,30 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     folder, _, _ = finished_sweep
     copy = tmp_path / "out"
     shutil.copytree(folder / "out", copy)
-    trained = {p: p.stat().st_mtime_ns for p in copy.rglob(BUILD_FILE) if p.parent.name == "torch-fp32"}
-    result = invoke("clean", copy)
+    trained_stages = ("finetune", "distill")
+    trained = {p: t for p, t in build_stamps(copy).items() if read_stage_record(p.parent).stage in trained_stages}
+    result = bench("clean", copy)
     assert result.exit_code == 0, result.output
-    built = {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)}
-    assert not any(name.endswith("/dropped") for name in built)
-    full = "minilm-l6/rotten-tomatoes/full/finetune"
-    assert f"{full}/onnx-int8-dynamic" in built and f"{full}/onnx-fp32" not in built, "the measured int8 stays, its step goes"
+    left = builds(copy)
+    assert not any(name.startswith("drop:") for name in left)
+    assert "quantize:012345" in left and "export:012345" not in left, "the measured int8 stays, its step goes"
     assert {p: p.stat().st_mtime_ns for p in trained} == trained, "every trained model stays"
 
-    # measuring again needs nothing that was removed, not even for alternate-even at K=1, which reuses
-    # top's student (found by the kept layers its record holds)
+    # measuring again needs nothing that was removed, not even for alternate-even at K=1, which shares top's student
     added_rows = [{"strategies": ["bottom", "alternate-even"], "k": [1], "training": ["distill"]}]
     sweep = write_sweep(tmp_path, {**TINY, "grids": [*TINY["grids"], *added_rows]})
-    result = invoke(sweep, "--out", copy, "--retime")
+    result = bench(sweep, "--out", copy, "--retime")
     assert result.exit_code == 0 and "6 finished ones" in result.output and "not measured again" not in result.output, result.output
-    assert {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} == built, "nothing rebuilt"
-    retimed = read_records(copy)[-6:]
-    assert {r["trained_in"] for r in retimed if r["strategy"] == "alternate-even"} == {"minilm-l6/rotten-tomatoes/top-k1/finetune/torch-fp32"}
-    # new rows drop layers again and train only a student no strategy has: bottom's, not alternate-even's
-    result = invoke(sweep, "--out", copy)
+    assert builds(copy) == left, "nothing rebuilt"
+    # new rows drop layers again and train only a student no strategy has: bottom's distilled one
+    result = bench(sweep, "--out", copy)
     assert result.exit_code == 0 and "6 already done" in result.output and "2 to run" in result.output, result.output
-    added = {p.parent.relative_to(copy / "work").as_posix() for p in copy.rglob(BUILD_FILE)} - built
-    assert added == {"minilm-l6/rotten-tomatoes/bottom-k1/dropped", "minilm-l6/rotten-tomatoes/bottom-k1/distill/torch-fp32",
-                     "minilm-l6/rotten-tomatoes/alternate-even-k1/dropped"}
+    added = {name: len(folders) for name, folders in builds(copy).items() if folders != left.get(name)}
+    assert added == {"drop:12345": 1, "distill:12345": 1}, added
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
 
-    result = invoke("clean", tmp_path)
-    assert result.exit_code == 2 and "sweep-settings.json not found" in result.output
+    result = bench("clean", tmp_path)
+    assert result.exit_code == 2 and "results.jsonl not found" in result.output
 
 
 def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_sweep, tmp_path):
@@ -485,13 +483,13 @@ def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_swee
         assert holder.stdout.readline().strip() == "held"
         before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != ".compress-lock"}
         for args in (("clean", copy), (sweep, "--out", copy)):
-            result = invoke(*args)
+            result = bench(*args)
             assert result.exit_code == 2 and f"process {holder.pid}" in result.output and "is writing to this folder" in result.output, result.output
         assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != ".compress-lock"} == before
     finally:
         holder.kill()
         holder.wait()
-    result = invoke(sweep, "--out", copy)  # the claim died with its process
+    result = bench(sweep, "--out", copy)  # the claim died with its process
     assert result.exit_code == 0 and "6 already done" in result.output, result.output
 
 

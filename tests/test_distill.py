@@ -19,14 +19,11 @@ import transformers
 import yaml
 from pydantic import ValidationError
 from transformers import BertForSequenceClassification
-from typer.testing import CliRunner
 
-from compress.cli import app
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.data.tasks import TaskSpec
 from compress.errors import CompressError
-from compress.pipeline.models import load_tokenizer
 from compress.stages import STAGES
 from compress.stages.base import StageContext
 from compress.stages.distill import (
@@ -38,7 +35,7 @@ from compress.stages.distill import (
     teacher_layer_map,
 )
 from compress.surgery.layer_drop import drop_layers
-from tests.helpers import assert_scored_on
+from tests.helpers import assert_scored_on, invoke
 from tests.tiny_models import tiny_config
 
 MINILM_VOCAB = 30522
@@ -55,11 +52,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer("minilm-l6")
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +181,11 @@ def test_distillation_lowers_the_kl_to_the_teacher(reviews, tokenizer, tmp_path,
     teacher = tiny_teacher()
     student = drop_layers(copy.deepcopy(teacher), [4, 5], "top")
     context = context_with_teacher(reviews, tokenizer, teacher, tmp_path)
-    trained = distill(student, DistillSettings(teacher="teacher", alpha=0.0, **FAST), context)
+    output = distill(student, DistillSettings(teacher="teacher", alpha=0.0, **FAST), context)
+    trained = output.model
 
     assert trained.config.num_hidden_layers == 4
-    notes = context.notes
+    notes = output.facts.model_dump(exclude_none=True)
     assert notes["teacher"] == "teacher" and notes["loss"] == "kl" and notes["alpha"] == 0.0
     assert notes["note_examples"] == 32
     assert notes["kl_to_teacher_before"] > 0.01, notes
@@ -213,9 +206,9 @@ def test_hidden_term_pulls_each_layer_towards_the_layer_it_was_kept_from(reviews
         batches = dev_batches(context)
         before = distance_to_teacher(student, teacher, batches, False, pairs)["hidden_mse_to_teacher"]
         settings = DistillSettings(teacher="teacher", alpha=1.0, hidden_weight=weight, **FAST)
-        trained = distill(student, settings, context)
-        after[weight] = distance_to_teacher(trained, teacher, batches, False, pairs)["hidden_mse_to_teacher"]
-    notes = context.notes
+        output = distill(student, settings, context)
+        after[weight] = distance_to_teacher(output.model, teacher, batches, False, pairs)["hidden_mse_to_teacher"]
+    notes = output.facts.model_dump(exclude_none=True)
     assert notes["hidden_weight"] == 1.0
     assert math.isclose(notes["hidden_mse_to_teacher_before"], before, rel_tol=1e-4)
     assert math.isclose(notes["hidden_mse_to_teacher_after"], after[1.0], rel_tol=1e-4)
@@ -227,8 +220,7 @@ def test_regression_distills_with_mse(scores, tokenizer, tmp_path, one_thread):
     teacher = tiny_teacher(num_labels=1)
     student = drop_layers(copy.deepcopy(teacher), [4, 5], "top")
     context = context_with_teacher(scores, tokenizer, teacher, tmp_path)
-    distill(student, DistillSettings(teacher="teacher", alpha=0.0, **FAST), context)
-    notes = context.notes
+    notes = distill(student, DistillSettings(teacher="teacher", alpha=0.0, **FAST), context).facts.model_dump(exclude_none=True)
     assert notes["loss"] == "mse" and "kl_to_teacher_before" not in notes
     assert notes["mse_to_teacher_before"] > 0.01, notes
     assert notes["mse_to_teacher_after"] < 0.3 * notes["mse_to_teacher_before"], notes
@@ -239,7 +231,6 @@ def test_teacher_with_another_label_count_is_refused_before_training(reviews, to
     context = context_with_teacher(reviews, tokenizer, tiny_teacher(num_labels=3), tmp_path)
     with pytest.raises(CompressError, match=r"teacher: 'teacher' has 3 output\(s\), the student 2"):
         distill(student, DistillSettings(teacher="teacher", **FAST), context)
-    assert context.notes == {}
 
 
 def test_teacher_with_other_label_names_is_refused(reviews, tokenizer, tmp_path):
@@ -277,7 +268,7 @@ def test_recipe_with_a_distill_stage_runs_end_to_end(tmp_path):
     file = tmp_path / "distill.yaml"
     file.write_text(yaml.safe_dump(recipe, sort_keys=False))
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", str(file), "--out", str(run)], env={"COLUMNS": "200"})
+    result = invoke("run", file, "--out", run)
     assert result.exit_code == 0, (result.output, result.exception)
 
     results = json.loads((run / "results.json").read_text())

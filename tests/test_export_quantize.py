@@ -16,20 +16,14 @@ import yaml
 from compress.exporters.onnx_export import export_onnx, fused_operators
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoModelForSequenceClassification
-from typer.testing import CliRunner
 
-from compress.cli import app
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
 from compress.pipeline.models import load_tokenizer
+from tests.helpers import invoke
 from tests.tiny_models import tiny_config
 
 TEXTS = ["ok", "a film that is much longer, with commas and words nobody needs", "fine, really", "bad"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer("minilm-l6")
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "mpnet", "xlnet", "modernbert"])
@@ -51,7 +45,7 @@ def test_export_matches_pytorch_on_padded_batch(model_type, tokenizer, tmp_path)
     assert np.abs(onnx_logits - torch_logits).max() < 1e-4
 
 
-def write_recipe(path, stages, **data):
+def write_minilm_recipe(path, stages, **data):
     recipe = {
         "model": "minilm-l6",
         "task": "rotten-tomatoes",
@@ -66,7 +60,7 @@ def write_recipe(path, stages, **data):
 @pytest.fixture(scope="module")
 def int8_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8")
-    recipe = write_recipe(
+    recipe = write_minilm_recipe(
         folder / "int8.yaml",
         [
             {"stage": "finetune", "name": "teacher", "epochs": 1, "learning_rate": 1.0e-4, "batch_size": 16},
@@ -78,7 +72,7 @@ def int8_run(tmp_path_factory):
             {"stage": "quantize", "name": "fused-int8", "mode": "dynamic-int8"},
         ],
     )
-    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(folder / "run")])
+    result = invoke("run", recipe, "--out", folder / "run")
     assert result.exit_code == 0, result.output
     return folder / "run", result.output
 
@@ -165,26 +159,26 @@ def test_final_int8_folder_loads_with_optimum(int8_run):
 
 
 def check(recipe):
-    result = CliRunner().invoke(app, ["check", str(recipe)])
+    result = invoke("check", recipe)
     return result.exit_code, result.output.strip()
 
 
 def test_quantizing_onnx_modes_need_an_export_first(tmp_path):
-    recipe = write_recipe(tmp_path / "order.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "dynamic-int8"}])
+    recipe = write_minilm_recipe(tmp_path / "order.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "dynamic-int8"}])
     code, message = check(recipe)
     assert code == 2 and len(message.splitlines()) == 1
     assert "order.yaml: stages[1]: quantize needs a model of kind 'onnx'" in message and "add an export stage" in message
 
 
 def test_finetuning_an_onnx_model_is_refused(tmp_path):
-    recipe = write_recipe(tmp_path / "onnx.yaml", [{"stage": "export"}, {"stage": "finetune"}])
+    recipe = write_minilm_recipe(tmp_path / "onnx.yaml", [{"stage": "export"}, {"stage": "finetune"}])
     code, message = check(recipe)
     assert code == 2 and "stages[1]: finetune needs a model of kind 'torch'" in message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_fp16_fails_cleanly_without_cuda(tmp_path):
-    recipe = write_recipe(tmp_path / "fp16.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "fp16"}])
+    recipe = write_minilm_recipe(tmp_path / "fp16.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "fp16"}])
     code, message = check(recipe)
     assert code == 2 and "fp16.yaml: stages[1].mode: fp16 needs a CUDA device" in message
 
@@ -214,13 +208,11 @@ def test_parity_failure_is_a_clear_error(tmp_path):
 def test_stages_run_alone_from_the_command_line(int8_run, tmp_path):
     run, _ = int8_run
     data = ["--task", "rotten-tomatoes", "--data", "source=embedded", "--data", "max_eval_examples=200", "--max-length", "64"]
-    exported = CliRunner().invoke(app, ["stage", "export", str(run / "teacher"), *data, "-o", str(tmp_path / "export")])
+    exported = invoke("stage", "export", run / "teacher", *data, "-o", tmp_path / "export")
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "export" / "final" / "onnx" / "model.onnx").exists()
 
-    quantized = CliRunner().invoke(
-        app, ["stage", "quantize", str(tmp_path / "export" / "final"), *data, "--set", "mode=dynamic-int8", "-o", str(tmp_path / "int8")]
-    )
+    quantized = invoke("stage", "quantize", tmp_path / "export" / "final", *data, "--set", "mode=dynamic-int8", "-o", tmp_path / "int8")
     assert quantized.exit_code == 0, quantized.output
     result = json.loads((tmp_path / "int8" / "results.json").read_text())["final"]
     reference = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}["dynamic"]
@@ -237,7 +229,7 @@ def test_stages_run_alone_from_the_command_line(int8_run, tmp_path):
     ],
 )
 def test_stage_command_errors(args, expected, tmp_path):
-    result = CliRunner().invoke(app, [*args, "--task", "rotten-tomatoes", "--data", "source=embedded", "-o", str(tmp_path / "x")])
+    result = invoke(*args, "--task", "rotten-tomatoes", "--data", "source=embedded", "-o", tmp_path / "x")
     assert result.exit_code == 2 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()

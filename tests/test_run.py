@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
-from typer.testing import CliRunner
 
 import compress.stages
-from compress.cli import app
-from tests.helpers import assert_scored_on
+from tests.helpers import assert_scored_on, invoke, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -38,16 +36,6 @@ def tiny(recipe_file: Path, **data_overrides) -> dict:
         if stage.get("strategy") == "contribution":
             stage["examples"] = 16
     return recipe
-
-
-def write_recipe(folder: Path, name: str, recipe: dict) -> Path:
-    file = folder / f"{name}.yaml"
-    file.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return file
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def assert_ok(result):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -17,16 +16,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from compress.benchmarking.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
-from compress.benchmarking.sweep import FULL  # noqa: E402
-from compress.errors import CompressError  # noqa: E402
+from compress.benchmarking.precisions import PRECISIONS, Precision  # noqa: E402
+from compress.benchmarking.records import merge_records  # noqa: E402
+from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
 from compress.surgery.strategies import STRATEGIES  # noqa: E402
 
-RESULTS_FILE = "results.jsonl"
 PREFERRED_HEADLINE = (1, "128")
 """Batch size and sequence length of the latency column in tables and the Pareto plot, where the rows were timed so."""
 
@@ -57,17 +57,6 @@ def describe_timing(headline: tuple[int, str] | None) -> str:
         return "not timed"
     batch_size, length = headline
     return f"batch {batch_size}, " + ("the task's own lengths" if length == "task" else f"sequence {length}")
-
-
-def merge_records(records: list[dict]) -> list[dict]:
-    """One record per combination: a finished one wins over a failed one, the later (by the time it
-    finished, whatever folder or shard it comes from) over the earlier."""
-    chosen: dict[str, dict] = {}
-    for record in sorted(records, key=lambda r: r.get("finished") or ""):
-        previous = chosen.get(record["key"])
-        if previous is None or record["status"] == "ok" or previous["status"] != "ok":
-            chosen[record["key"]] = record
-    return list(chosen.values())
 
 
 def strategy_rank(strategy: str) -> tuple[int, str]:
@@ -170,6 +159,36 @@ def _score_cell(r: dict) -> str:
     return metric_texts({"score": r["score"], **error})["score"]
 
 
+def pipe_table(frame: pd.DataFrame) -> list[str]:
+    """A DataFrame of cell texts as the lines of a Markdown (pipe) table."""
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in frame.itertuples(index=False)]
+
+
+def _result_cells(r: dict, headline: tuple[int, str] | None) -> dict[str, str]:
+    """One row of the results table, as the texts of its cells."""
+    metric = r.get("primary_metric") or "score"
+    cells = {"strategy": _row_name(r), "K": str(r["k"]), "training": r["training"], "precision": r["precision"]}
+    if r["status"] != "ok":
+        return {**cells, metric: f"failed: {r.get('error', '')[:80]}"}
+    t = latency_of(r, headline) or {}
+    busy = "†" if contended(t.get("other_cpu_load")) else ""  # records from before it was measured have none
+    busy_training = "‡" if contended(r.get("train_other_cpu_load")) else ""
+    return {
+        **cells,
+        metric: _score_cell(r),
+        "Δ vs full": _fmt(r["delta_vs_full"], "+.2f"),
+        "Δ vs top-K": _fmt(r["delta_vs_top"], "+.2f"),
+        "layers": str(r["layers"]),
+        "params (M)": _fmt(r["parameters"] and r["parameters"] / 1e6, ".1f"),
+        "size (MB)": f"{r['size_mb']:.1f}",
+        "p50 ms": f"{_fmt(t.get('p50_ms'), '.2f')}{busy}",
+        "p95 ms": _fmt(t.get("p95_ms"), ".2f"),
+        "speed-up": f"{_fmt(r['speedup_vs_full'], '.2f')}x",
+        "train s": f"{_fmt(r.get('train_seconds'), '.0f')}{busy_training}",
+    }
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = []
     for (model, task), group in itertools.groupby(rows, key=lambda r: (r["model"], r["task"])):
@@ -177,29 +196,15 @@ def markdown_table(rows: list[dict]) -> str:
         metric = next((r["primary_metric"] for r in group if r["status"] == "ok"), "score")
         sample = next((r for r in group if r["status"] == "ok"), {})
         headline = headline_timing(group)
+        columns = ["strategy", "K", "training", "precision", metric, "Δ vs full", "Δ vs top-K", "layers", "params (M)",
+                   "size (MB)", "p50 ms", "p95 ms", "speed-up", "train s"]
+        frame = pd.DataFrame([_result_cells({**r, "primary_metric": metric}, headline) for r in group], columns=columns).fillna("")
         lines += [f"### {model} on {task} ({metric}{_majority_note(group)}; latency: {describe_timing(headline)}, "
-                  f"{sample.get('threads', '?')} threads, {sample.get('device', '?')})", "",
-                  f"| strategy | K | training | precision | {metric} | Δ vs full | Δ vs top-K | layers | params (M) | size (MB) | p50 ms | p95 ms | speed-up | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        any_busy = any_busy_training = False
-        for r in group:
-            if r["status"] != "ok":
-                lines.append(f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | failed: {r.get('error', '')[:80]} |||||||||||")
-                continue
-            t = latency_of(r, headline) or {}
-            busy = "†" if contended(t.get("other_cpu_load")) else ""  # records from before it was measured have none
-            any_busy = any_busy or bool(busy)
-            busy_training = "‡" if contended(r.get("train_other_cpu_load")) else ""
-            any_busy_training = any_busy_training or bool(busy_training)
-            lines.append(
-                f"| {_row_name(r)} | {r['k']} | {r['training']} | {r['precision']} | {_score_cell(r)} | {_fmt(r['delta_vs_full'], '+.2f')} | "
-                f"{_fmt(r['delta_vs_top'], '+.2f')} | {r['layers']} | {_fmt(r['parameters'] and r['parameters'] / 1e6, '.1f')} | {r['size_mb']:.1f} | "
-                f"{_fmt(t.get('p50_ms'), '.2f')}{busy} | {_fmt(t.get('p95_ms'), '.2f')} | {_fmt(r['speedup_vs_full'], '.2f')}x | {_fmt(r.get('train_seconds'), '.0f')}{busy_training} |"
-            )
-        if any_busy:
+                  f"{sample.get('threads', '?')} threads, {sample.get('device', '?')})", "", *pipe_table(frame)]
+        if frame["p50 ms"].str.endswith("†").any():
             lines += ["", f"† timed while other work used at least {CONTENDED_LOAD} CPU cores: slower than on a quiet machine "
                       "(`compress bench ... --retime` measures again)."]
-        if any_busy_training:
+        if frame["train s"].str.endswith("‡").any():
             lines += ["", f"‡ trained while other work used at least {CONTENDED_LOAD} CPU cores: a longer training time than on a quiet machine."]
         environment = _environment_lines(group)
         lines += ["", *environment] if environment else []
@@ -227,14 +232,15 @@ def strategy_table(rows: list[dict]) -> str:
         full = plain.get((FULL, 0, "finetune"))
         if not ks or not full:
             continue
-        lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f}{_majority_note(group)})", "",
-                  "| strategy | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", strategy_rank(st[0])))
-        for strategy, training in names:
-            cells = [plain.get((strategy, k, training)) for k in ks]
-            text = [f"{r['score']:.4f} ({r['delta_vs_full']:+.1f})" if r else "" for r in cells]
-            lines.append(f"| {strategy}{' + distill' if training == 'distill' else ''} | " + " | ".join(text) + " |")
-        lines.append("")
+        frame = pd.DataFrame(
+            [[f"{strategy}{' + distill' if training == 'distill' else ''}",
+              *(f"{r['score']:.4f} ({r['delta_vs_full']:+.1f})" if (r := plain.get((strategy, k, training))) else "" for k in ks)]
+             for strategy, training in names],
+            columns=["strategy", *(f"K={k}" for k in ks)],
+        )
+        lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f}{_majority_note(group)})", "",
+                  *pipe_table(frame), ""]
     return "\n".join(lines)
 
 
@@ -314,11 +320,10 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
 def plot_size(rows: list[dict], path: Path) -> None:
     groups = _grouped(rows)
     figure, axes = _panels(groups, "Size on disk against score")
-    markers = {"torch-fp32": "o", "onnx-fp32": "^", "onnx-int8-dynamic": "s", "onnx-int8-static": "D", "torch-int8": "v"}
     for axis, ((model, task), group) in zip(axes, groups.items()):
         for precision in sorted({r["precision"] for r in group}):
             chosen = [r for r in group if r["precision"] == precision]
-            axis.scatter([r["size_mb"] for r in chosen], [r["score"] for r in chosen], label=precision, marker=markers.get(precision, "x"))
+            axis.scatter([r["size_mb"] for r in chosen], [r["score"] for r in chosen], label=precision, marker=_precision(precision).plot_marker)
         axis.set(xlabel="size on disk (MB)", ylabel=group[0]["primary_metric"], title=f"{model} on {task}")
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
@@ -340,9 +345,13 @@ def _grouped(rows: list[dict]) -> dict:
     return groups
 
 
+def _precision(name: str) -> Precision:
+    """The precision a record names (records of a recipe list may name one no sweep can, e.g. an O1 graph quantized)."""
+    return PRECISIONS.get(name) or Precision(name, None, None)
+
+
 def _short_label(r: dict) -> str:
-    precision = {"torch-fp32": "", "onnx-fp32": " onnx", "onnx-int8-dynamic": " int8", "onnx-int8-static": " int8s",
-                 "onnx-fp32-o2": " onnx O2", "onnx-int8-dynamic-o2": " int8 O2"}.get(r["precision"], " " + r["precision"])
+    precision = _precision(r["precision"]).plot_label or ("" if r["precision"] in PRECISIONS else f" {r['precision']}")
     if r["strategy"] == FULL:
         return f"full{precision}"
     return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}"
@@ -362,30 +371,3 @@ def write_report(records: list[dict], out_dir: Path, command: str | None = None)
                 plt.close("all")
                 log.warning("could not draw %s (%s: %s); the records and tables are complete", out_dir / name, type(error).__name__, error)
     return rows
-
-
-def read_records(path: Path) -> list[dict]:
-    """Records of a results.jsonl file, or of the one inside a sweep folder; none if it is missing."""
-    path = path / RESULTS_FILE if path.is_dir() else path
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise CompressError(f"{path}: line {number}: expected one JSON record per line") from None
-    return records
-
-
-def drop_cut_record(path: Path) -> bool:
-    """Remove a last line that a killed run left half-written (every record ends with a newline), so
-    the next record starts on a line of its own; True if there was one."""
-    if not path.exists():
-        return False
-    text = path.read_text()
-    if not text or text.endswith("\n"):
-        return False
-    path.write_text(text[: text.rfind("\n") + 1])
-    return True

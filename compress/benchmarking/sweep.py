@@ -4,37 +4,35 @@ training x precision, validated whole (every problem listed at once) before any 
 A sweep lists one or more grids; the combinations are the union of the grids' cross products,
 de-duplicated, plus for every model and task the two rows a user would pick instead of
 compressing: the full fine-tuned model in PyTorch fp32 and exported to dynamic int8 ONNX.
+
+A sweep is a compact way to write recipes: `sweep_rows` turns each combination into the recipe that
+makes its model, and the benchmark runs those as it runs any list of recipes.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.rows import FULL, BenchRow, Combination
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.pipeline.models import check_weights, load_config
-from compress.pipeline.recipe import validate_yaml_file
-from compress.stages.distill import DistillationLoss
-from compress.stages.finetune import TrainingHyperparameters
+from compress.pipeline.recipe import BASE, Recipe, validate_yaml_file
+from compress.stages.distill import DistillationLoss, DistillSettings
+from compress.stages.drop import DropSettings
+from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
 from compress.surgery.strategies import Strategy, layers_to_drop
 
 Training = Literal["finetune", "distill"]
-Precision = Literal[
-    "torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-fp32-o2", "onnx-int8-dynamic-o2", "onnx-int8-static",
-    "torch-int8", "bnb-8bit", "bnb-4bit", "fp16",
-]
-"""How a trained model is run: `-o2` ONNX graphs are fused by onnxruntime's transformer optimizer (O2) before quantizing."""
-CUDA_ONLY_PRECISIONS = ("fp16",)
-FULL = "full"
-"""Strategy name of the undropped reference rows (K = 0)."""
 BASELINE_PRECISIONS = ("torch-fp32", "onnx-int8-dynamic")
 
 
@@ -42,11 +40,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _known_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise ValueError(f"expected one of {', '.join(PRECISIONS)} (got {excerpt(name)})")
+    return name
+
+
 class Grid(Strict):
     strategies: list[Strategy] = Field(min_length=1)
     k: list[int] = Field(min_length=1)
     training: list[Training] = Field(["finetune"], min_length=1)
-    precisions: list[Precision] = Field(["torch-fp32"], min_length=1)
+    precisions: list[Annotated[str, AfterValidator(_known_precision)]] = Field(["torch-fp32"], min_length=1)
 
 
 class LatencySettings(Strict):
@@ -82,35 +86,6 @@ class Sweep(Strict):
         return None if name is None else check_folder_name(name, "name")
 
 
-@dataclass(frozen=True, order=True)
-class Combination:
-    model: str
-    task: str
-    strategy: str
-    k: int
-    training: str
-    precision: str
-    recipe: str = ""
-    """The recipe that makes this model, when a benchmark runs a list of recipes."""
-
-    @property
-    def key(self) -> str:
-        key = f"{self.model}|{self.task}|{self.strategy}|k{self.k}|{self.training}|{self.precision}"
-        return f"{key}|recipe={self.recipe}" if self.recipe else key
-
-    def record_fields(self) -> dict:
-        """The fields a results record carries; `recipe` only when set, so sweep records keep their shape."""
-        fields = dict(self.__dict__)
-        if not self.recipe:
-            del fields["recipe"]
-        return fields
-
-    @property
-    def label(self) -> str:
-        label = f"full {self.precision}" if self.strategy == FULL else f"{self.strategy} k={self.k} {self.training} {self.precision}"
-        return f"{self.recipe}: {label}" if self.recipe else label
-
-
 def expand(sweep: Sweep) -> list[Combination]:
     """Every combination the sweep names, once each: per model and task the baselines first, then the
     grids in the order the file lists them, so a sweep's author decides what finishes first."""
@@ -123,18 +98,19 @@ def expand(sweep: Sweep) -> list[Combination]:
     return list(found)
 
 
-def shard(combinations: list[Combination], index: int, count: int) -> list[Combination]:
+def shard_rows(rows: list[BenchRow], index: int, count: int) -> list[BenchRow]:
     """Slice `index` (1-based) of `count`. The rows of one trained model (its precisions) stay in one
     slice, so no model is trained in two; each group goes to the slice with the fewest rows so far,
     which keeps slices within a group's size of one another. The order of the list is kept."""
-    groups: dict[tuple, list[Combination]] = {}
-    for c in combinations:
-        groups.setdefault((c.model, c.task, c.strategy, c.k, c.training, c.recipe), []).append(c)
-    slices: list[list[Combination]] = [[] for _ in range(count)]
+    groups: dict[tuple, list[BenchRow]] = {}
+    for row in rows:
+        c = row.combination
+        groups.setdefault((c.model, c.task, c.strategy, c.k, c.training, c.recipe), []).append(row)
+    slices: list[list[BenchRow]] = [[] for _ in range(count)]
     for group in groups.values():
         min(slices, key=len).extend(group)
-    chosen = {c.key for c in slices[index - 1]}
-    return [c for c in combinations if c.key in chosen]
+    chosen = {row.combination.key for row in slices[index - 1]}
+    return [row for row in rows if row.combination.key in chosen]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -199,5 +175,29 @@ def load_sweep(file: Path) -> Sweep:
     return sweep
 
 
-def runnable_here(combination: Combination) -> bool:
-    return combination.precision not in CUDA_ONLY_PRECISIONS or torch.cuda.is_available()
+def combination_recipe(sweep: Sweep, c: Combination) -> Recipe:
+    """The recipe that makes combination `c`'s model: fine-tune (the full model), or drop layers and
+    fine-tune or distil from the full fine-tuned model; then the stages of its precision."""
+    training = sweep.training.model_dump()
+    if c.strategy == FULL:
+        stages = [FinetuneSettings(name="finetune", **training)]
+    else:
+        teacher = [FinetuneSettings(name="teacher", **training)] if c.training == "distill" else []
+        drop = DropSettings(name="drop", source=BASE, strategy=c.strategy, k=c.k, examples=sweep.contribution_examples, seed=sweep.seed)
+        student = (DistillSettings(name="distill", **training, **sweep.distillation.model_dump(), teacher="teacher")
+                   if c.training == "distill" else FinetuneSettings(name="finetune", **training))
+        stages = [*teacher, drop, student]
+    stages += PRECISIONS[c.precision].stages(sweep.seed, sweep.calibration_examples)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{c.model}-{c.task}-{c.strategy}-k{c.k}-{c.training}-{c.precision}").strip(".-")
+    return Recipe(name=name, model=c.model, task=c.task, data=sweep.tasks[c.task], max_length=sweep.max_length,
+                  eval_batch_size=sweep.eval_batch_size, seed=sweep.seed, stages=stages)
+
+
+def sweep_rows(sweep: Sweep) -> list[BenchRow]:
+    """Every combination of the sweep as the recipe that makes it, in the sweep's order."""
+    rows = []
+    for c in expand(sweep):
+        recipe = combination_recipe(sweep, c)
+        text = yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+        rows.append(BenchRow(c, recipe, text, f"sweep {sweep.name}", recipe.stages[-1].name))
+    return rows

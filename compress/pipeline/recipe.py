@@ -13,18 +13,14 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.data.loading import DataSettings, load_task_data
+from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.pipeline.artifacts import base_kind
 from compress.pipeline.models import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
-from compress.stages.drop import DropSettings
-from compress.stages.finetune import TrainingHyperparameters
-from compress.stages.quantize import QuantizeSettings, machine_cannot_run
+from compress.stages.quantize import METHODS
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
-from compress.surgery.layer_drop import check_droppable
-from compress.surgery.strategies import layers_to_drop
 
 BASE = "base"
 """The name a stage's `from` uses for the pre-trained model itself."""
@@ -71,6 +67,16 @@ class Recipe(BaseModel):
             seen.append(stage.name)
         return self
 
+    def chain(self, last: str) -> list:
+        """The stages that lead from the model to stage `last`, in order (following `from`; a stage read,
+        such as a teacher, is not on the chain)."""
+        index_of = {stage.name: i for i, stage in enumerate(self.stages)}
+        stages, name = [], last
+        while name != BASE:
+            stages.append(self.stages[index_of[name]])
+            name = self.source_of(index_of[name])
+        return stages[::-1]
+
     def source_of(self, index: int) -> str:
         """Name of the model stage `index` starts from: 'base' or an earlier stage."""
         stage = self.stages[index]
@@ -79,25 +85,34 @@ class Recipe(BaseModel):
         return BASE if index == 0 else self.stages[index - 1].name
 
 
+TAGS = {"stage": list(STAGES), "mode": list(METHODS)}
+"""Fields whose value picks a settings model (a stage; a quantization method), and the values they take."""
+
+
 def _field_path(location: tuple[Any, ...]) -> str:
     path = ""
     for index, part in enumerate(location):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif index >= 2 and location[0] == "stages" and index == 2 and part in STAGES:
-            continue  # the discriminator tag pydantic inserts into a stage's location
+        elif location[0] == "stages" and index >= 2 and (part in STAGES or part in METHODS):
+            continue  # the tags pydantic inserts into a stage's location: its stage, a quantize stage's mode
         else:
             path += f".{part}" if path else str(part)
     return path
 
 
-UNKNOWN_STAGE_ERRORS = ("union_tag_invalid", "union_tag_not_found")
+UNKNOWN_TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
+
+
+def _tag_field(error: dict[str, Any]) -> str:
+    return error["ctx"]["discriminator"].strip("'")
 
 
 def _describe(error: dict[str, Any]) -> str:
-    if error["type"] in UNKNOWN_STAGE_ERRORS:
-        return f"expected one of {', '.join(STAGES)}" + (
-            f" (got {excerpt(error['input'].get('stage'))})" if isinstance(error["input"], dict) else ""
+    if error["type"] in UNKNOWN_TAG_ERRORS:
+        tag = _tag_field(error)
+        return f"expected one of {', '.join(TAGS[tag])}" + (
+            f" (got {excerpt(error['input'].get(tag))})" if isinstance(error["input"], dict) else ""
         )
     if error["type"] == "extra_forbidden":
         return "unknown key"
@@ -112,7 +127,7 @@ def _describe(error: dict[str, Any]) -> str:
 def format_validation_error(where: str | Path, error: ValidationError) -> str:
     problems = []
     for e in error.errors():
-        path = _field_path(e["loc"]) + (".stage" if e["type"] in UNKNOWN_STAGE_ERRORS else "")
+        path = _field_path(e["loc"]) + (f".{_tag_field(e)}" if e["type"] in UNKNOWN_TAG_ERRORS else "")
         problems.append(": ".join(filter(None, (path, _describe(e)))))
     return f"{where}: " + "; ".join(problems)
 
@@ -181,8 +196,8 @@ def recipe_from_mapping(content: dict, where: str) -> Recipe:
         raise CompressError(format_validation_error(where, error)) from None
 
 
-def check_recipe(recipe: Recipe, file: Path | str) -> None:
-    """The checks that need the model's config and the data: all before any work starts."""
+def check_recipe(recipe: Recipe, file: Path | str) -> TaskData:
+    """The checks that need the model's config and the data: all before any work starts. Returns the data."""
     try:
         config = load_config(recipe.model)
         layout_for(config)
@@ -205,10 +220,10 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
                 f"{where}: {stage.stage} needs a model of kind '{stage.input_kind()}', "
                 f"but '{source}' is of kind '{kinds[source]}'{hint}"
             )
-        if isinstance(stage, QuantizeSettings) and (reason := machine_cannot_run(stage.mode)):
-            raise CompressError(f"{where}.mode: {reason}")
-        if isinstance(stage, TrainingHyperparameters) and (problem := stage.budget_problem(len(data.train))):
-            raise CompressError(f"{where}.{problem}")
+        try:
+            stage.check_chain(config, layers_after[source], len(data.train))
+        except CompressError as error:
+            raise CompressError(f"{where}.{error}") from None
         for field, ref in stage.model_references().items():
             if ref == BASE:
                 raise CompressError(f"{where}.{field}: '{BASE}' has no trained head; name a fine-tuned stage or model")
@@ -223,18 +238,9 @@ def check_recipe(recipe: Recipe, file: Path | str) -> None:
                     check_weights(ref)
                 except CompressError as error:
                     raise CompressError(f"{where}.{field}: {str(error).removeprefix('model: ')}") from None
-        count = layers_after[source]
-        if isinstance(stage, DropSettings):
-            try:
-                # Contribution scores are unknown until run time; any scores check K the same way.
-                dropped = layers_to_drop(stage.strategy, count, stage.k, layers=stage.layers, scores=[0.0] * count)
-                if stage.strategy != "contribution":  # which layers contribution drops is known only at run time
-                    check_droppable(config, dropped)
-            except CompressError as error:
-                raise CompressError(f"{where}.{error}") from None
-            count -= len(dropped)
-        layers_after[stage.name] = count
+        layers_after[stage.name] = stage.layers_after(layers_after[source])
         kinds[stage.name] = stage.output_kind()
+    return data
 
 
 def load_recipe(file: Path) -> Recipe:

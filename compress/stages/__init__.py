@@ -1,25 +1,28 @@
 """The stage registry: recipe name -> settings model and the function that applies it.
 
-Every stage function has the same shape: `apply(model, settings, context) -> model`.
+Every stage function has the same shape: `apply(model, settings, context) -> StageOutput` (the model and
+the facts the stage measured while making it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from compress.pipeline.artifacts import Artifact, save_artifact
-from compress.stages.base import StageContext, StageSettings
+from compress.stages.base import StageContext, StageOutput, StageSettings
 from compress.stages.distill import DistillSettings, distill
 from compress.stages.drop import DropSettings, drop
 from compress.stages.export import ExportSettings, export
 from compress.stages.finetune import FinetuneSettings, finetune
-from compress.stages.quantize import QuantizeSettings, quantize
+from compress.stages.quantize import AnyQuantizeSettings, quantize
 
 
 @dataclass(frozen=True)
 class Stage:
-    settings: type[StageSettings]
+    settings: Any
+    """The settings model, or a union of them told apart by a field (quantize: one per method, by `mode`)."""
     apply: Callable
     trains: bool
     """Whether the output has been trained on the task (and so is worth evaluating)."""
@@ -30,17 +33,17 @@ STAGES: dict[str, Stage] = {
     "finetune": Stage(FinetuneSettings, finetune, trains=True),
     "distill": Stage(DistillSettings, distill, trains=True),
     "export": Stage(ExportSettings, export, trains=False),
-    "quantize": Stage(QuantizeSettings, quantize, trains=False),
+    "quantize": Stage(AnyQuantizeSettings, quantize, trains=False),
 }
 
 
 
-def run_stage(settings: StageSettings, model: Artifact, context: StageContext) -> Artifact:
+def run_stage(settings: StageSettings, model: Artifact, context: StageContext) -> StageOutput:
     """Apply a stage and save its model, with the tokenizer, into `context.output_dir`."""
-    built = STAGES[settings.stage].apply(model, settings, context)
-    save_artifact(built, context.output_dir)
+    output = STAGES[settings.stage].apply(model, settings, context)
+    save_artifact(output.model, context.output_dir)
     context.tokenizer.save_pretrained(context.output_dir)
-    return built
+    return output
 
 
-__all__ = ["STAGES", "Stage", "StageContext", "StageSettings", "run_stage"]
+__all__ = ["STAGES", "Stage", "StageContext", "StageOutput", "StageSettings", "run_stage"]

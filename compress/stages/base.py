@@ -1,16 +1,16 @@
-"""What every stage shares: the recipe fields common to all stages, and the context a stage runs in."""
+"""What every stage shares: the recipe fields common to all stages, the context a stage runs in, and what it
+hands back (its model and the facts it measured while making it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.data.loading import TaskData
-from compress.pipeline.artifacts import Kind, load_artifact
+from compress.pipeline.artifacts import Artifact, Kind, load_artifact
 from compress.pipeline.models import load_saved
 
 
@@ -38,6 +38,32 @@ class StageSettings(BaseModel):
         """Other models this stage reads (field -> stage name or model), e.g. a distillation teacher."""
         return {}
 
+    def identity_settings(self, layers_before: int) -> dict:
+        """What of the settings decides the model the stage makes from a model of `layers_before` layers."""
+        return self.model_dump(mode="json", exclude={"name", "source", *self.model_references()})
+
+    def layers_after(self, layers_before: int) -> int:
+        return layers_before
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        """Refuse, before any work, what this stage cannot do at its place in a recipe (a CompressError
+        whose text starts with the field at fault)."""
+
+    def describe(self, described: ModelDescription) -> None:
+        """Add what this stage does to the description of the model a chain of stages makes."""
+
+
+@dataclass
+class ModelDescription:
+    """How a benchmark row names the model a chain of stages makes: what a sweep varies."""
+
+    strategies: list[str] = field(default_factory=list)
+    k: int = 0
+    training: str = "none"
+    optimization: str = "none"
+    """The ONNX optimizer level of the export the chain made, if any."""
+    precision: str = "torch-fp32"
+
 
 @dataclass
 class StageContext:
@@ -49,12 +75,22 @@ class StageContext:
     max_length: int
     eval_batch_size: int
     stage_folders: dict[str, Path] = field(default_factory=dict)
-    """Completed stages of this run, by name."""
-    notes: dict[str, Any] = field(default_factory=dict)
-    """Facts a stage measured (e.g. export parity) that the run reports beside its metrics."""
+    """Finished stages this stage reads, by the name its settings give them."""
 
     def load_model(self, ref: str) -> PreTrainedModel:
-        """An earlier stage of this run by name, else a model alias, folder or hub id."""
+        """A stage this stage reads by name, else a model alias, folder or hub id."""
         if ref in self.stage_folders:
             return load_artifact(self.stage_folders[ref])
         return load_saved(ref)
+
+
+class StageFacts(BaseModel):
+    """What a stage measured while making its model (e.g. export parity), reported beside its metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageOutput:
+    model: Artifact
+    facts: StageFacts | None = None

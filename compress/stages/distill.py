@@ -26,8 +26,8 @@ from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedMo
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.stages.base import StageContext
-from compress.stages.finetune import FinetuneSettings, training_arguments, training_losses
+from compress.stages.base import ModelDescription, StageContext, StageOutput
+from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_losses
 from compress.surgery.architectures import layout_for, num_layers
 from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
@@ -56,9 +56,30 @@ class DistillSettings(FinetuneSettings, DistillationLoss):
     def model_references(self) -> dict[str, str]:
         return {"teacher": self.teacher}
 
+    def describe(self, described: ModelDescription) -> None:
+        described.training = self.stage
+
     def loss_note(self) -> dict:
         return {"teacher": self.teacher, "alpha": self.alpha, "temperature": self.temperature,
                 "hidden_weight": self.hidden_weight}
+
+
+class DistillFacts(TrainingFacts):
+    """The loss settings, and how far the student's outputs (and hidden states, with hidden_weight) were
+    from the teacher's on dev examples before and after training."""
+
+    teacher: str
+    alpha: float
+    temperature: float
+    hidden_weight: float
+    loss: Literal["kl", "mse"]
+    note_examples: int
+    kl_to_teacher_before: float | None = None
+    kl_to_teacher_after: float | None = None
+    mse_to_teacher_before: float | None = None
+    mse_to_teacher_after: float | None = None
+    hidden_mse_to_teacher_before: float | None = None
+    hidden_mse_to_teacher_after: float | None = None
 
 
 # --- the loss --------------------------------------------------------------------------------------
@@ -298,7 +319,7 @@ def _note_batches(context: StageContext) -> list[dict[str, torch.Tensor]]:
     return list(padded_batches(tokenized, context.tokenizer, context.eval_batch_size))
 
 
-def distill(model: PreTrainedModel, settings: DistillSettings, context: StageContext) -> PreTrainedModel:
+def distill(model: PreTrainedModel, settings: DistillSettings, context: StageContext) -> StageOutput:
     regression = context.data.task.is_regression
     teacher = context.load_model(settings.teacher)
     check_teacher(teacher, model, settings, regression)
@@ -337,8 +358,8 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         model = trainer.model
         after = measure("after")
 
-    context.notes.update(
-        {**settings.loss_note(), "loss": "mse" if regression else "kl", **before, **after,
-         "note_examples": sum(len(b["input_ids"]) for b in note_batches), **training_losses(trainer, output)}
+    facts = DistillFacts(
+        **settings.loss_note(), loss="mse" if regression else "kl", **before, **after,
+        note_examples=sum(len(b["input_ids"]) for b in note_batches), **training_losses(trainer, output),
     )
-    return model
+    return StageOutput(model, facts)

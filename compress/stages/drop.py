@@ -9,14 +9,14 @@ from typing import Literal
 from datasets import Dataset
 from pydantic import Field, model_validator
 from rich.console import Console
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers, metric_scores
 from compress.analysis.report import statistics_table
-from compress.stages.base import StageContext, StageSettings
+from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
 from compress.surgery.architectures import num_layers
-from compress.surgery.layer_drop import drop_layers
+from compress.surgery.layer_drop import check_droppable, drop_layers
 from compress.surgery.strategies import CONTRIBUTION_METRICS, Strategy, layers_to_drop
 
 Metric = Literal[tuple(CONTRIBUTION_METRICS)]  # cosine, block-influence, angular
@@ -46,6 +46,30 @@ class DropSettings(StageSettings):
         if "metric" in self.model_fields_set and self.strategy != "contribution":
             raise ValueError(f"metric: only used with strategy 'contribution' (got strategy '{self.strategy}')")
         return self
+
+    def _static_drop(self, layers_before: int) -> list[int] | None:
+        """The layers a strategy other than contribution drops from `layers_before` (None: known only at run time)."""
+        if self.strategy == "contribution":
+            return None
+        return layers_to_drop(self.strategy, layers_before, self.k, layers=self.layers)
+
+    def identity_settings(self, layers_before: int) -> dict:
+        # Two strategies that drop the same layers (top and alternate-even at K=1) make the same model.
+        static = self._static_drop(layers_before)
+        return super().identity_settings(layers_before) if static is None else {"stage": "drop", "drop": static}
+
+    def layers_after(self, layers_before: int) -> int:
+        return layers_before - (self.k if self.k is not None else len(self.layers))
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        # Contribution scores are unknown until run time; any scores check K the same way.
+        dropped = layers_to_drop(self.strategy, layers_before, self.k, layers=self.layers, scores=[0.0] * layers_before)
+        if self.strategy != "contribution":  # which layers contribution drops is known only at run time
+            check_droppable(config, dropped)
+
+    def describe(self, described: ModelDescription) -> None:
+        described.strategies.append(self.strategy)
+        described.k += self.k if self.k is not None else len(self.layers)
 
 
 def score_layers_for_drop(
@@ -77,7 +101,7 @@ def score_layers_for_drop(
     return metric_scores(statistics, metric)
 
 
-def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) -> PreTrainedModel:
+def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) -> StageOutput:
     scores = None
     if settings.strategy == "contribution":
         scores = score_layers_for_drop(
@@ -89,4 +113,4 @@ def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) 
         settings.strategy, num_layers(model.config), settings.k, layers=settings.layers, scores=scores,
         metric=settings.metric,
     )
-    return drop_layers(model, indices, settings.strategy)
+    return StageOutput(drop_layers(model, indices, settings.strategy))

@@ -13,7 +13,7 @@ from compress.errors import CompressError
 from compress.evaluation.evaluate import onnx_predictor, torch_predictor
 from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.pipeline.artifacts import Kind, OnnxModel
-from compress.stages.base import StageContext, StageSettings
+from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
 
 
@@ -31,6 +31,22 @@ class ExportSettings(StageSettings):
     def output_kind(self) -> Kind:
         return "onnx"
 
+    def describe(self, described: ModelDescription) -> None:
+        described.optimization = self.optimization
+        described.precision = onnx_precision("onnx-fp32", self.optimization)
+
+
+def onnx_precision(name: str, optimization: str) -> str:
+    """A precision's name for an ONNX graph the transformer optimizer fused at `optimization` first."""
+    return name if optimization == "none" else f"{name}-{optimization.lower()}"
+
+
+class ExportFacts(StageFacts):
+    fused_operators: dict[str, int]
+    """Fused nodes by operator (Attention, SkipLayerNormalization, ...); none without optimization."""
+    parity_max_abs_logit_diff: float
+    parity_examples: int
+
 
 def parity_batch(context: StageContext, count: int) -> dict:
     """One padded batch of real dev examples whose lengths span the shortest to the longest."""
@@ -42,7 +58,7 @@ def parity_batch(context: StageContext, count: int) -> dict:
     return batch
 
 
-def export(model: PreTrainedModel, settings: ExportSettings, context: StageContext) -> OnnxModel:
+def export(model: PreTrainedModel, settings: ExportSettings, context: StageContext) -> StageOutput:
     optimizer = layout_for(model.config).onnx_optimizer
     if settings.optimization != "none" and optimizer is None:
         raise CompressError(f"export.optimization: onnxruntime's transformer optimizer has no fusions for {model.config.model_type}; "
@@ -54,16 +70,14 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     except ExportError as error:
         raise CompressError(f"export: {error}") from None
     exported = OnnxModel(context.output_dir)
-    context.notes["fused_operators"] = fused_operators(path)
 
     batch = parity_batch(context, settings.parity_examples)
     difference = float(np.abs(onnx_predictor(exported)(batch) - torch_predictor(model)(batch)).max())
     lengths = batch["attention_mask"].sum(dim=1)
-    context.notes["parity_max_abs_logit_diff"] = difference
-    context.notes["parity_examples"] = int(len(lengths))
     if difference > settings.tolerance:
         raise CompressError(
             f"export: ONNX logits differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
             f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
         )
-    return exported
+    return StageOutput(exported, ExportFacts(fused_operators=fused_operators(path), parity_max_abs_logit_diff=difference,
+                                             parity_examples=int(len(lengths))))

@@ -12,11 +12,12 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import TrainOutput
 
 from compress.data.encoding import tokenize
-from compress.stages.base import StageContext, StageSettings
+from compress.errors import CompressError
+from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 
 MAX_TRAINING_STEPS = 300_000
 """More optimizer steps than any GLUE recipe takes (MNLI, 3 epochs at batch size 8: 147k) by a wide margin."""
@@ -50,6 +51,22 @@ class TrainingHyperparameters(BaseModel):
 class FinetuneSettings(StageSettings, TrainingHyperparameters):
     stage: Literal["finetune"] = "finetune"
 
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        if problem := self.budget_problem(train_examples):
+            raise CompressError(problem)
+
+    def describe(self, described: ModelDescription) -> None:
+        if described.training != "distill":
+            described.training = self.stage
+
+
+class TrainingFacts(StageFacts):
+    """The training loss over the whole run and as logged along it (by step): whether the model learnt
+    the task at all, or sat at the loss of a constant guess (log 2 = 0.69 for two balanced classes)."""
+
+    train_loss_mean: float
+    train_loss_by_step: dict[str, float]
+
 
 # transformers 5 takes a warm-up ratio as a fraction in warmup_steps and has no warmup_ratio; 4.57 has both
 # but reads warmup_steps as a count, so the ratio goes where the installed version reads it as one.
@@ -76,7 +93,7 @@ def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingA
     )
 
 
-def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> PreTrainedModel:
+def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> StageOutput:
     train = tokenize(context.data.train, context.tokenizer, context.max_length)
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(
@@ -87,12 +104,10 @@ def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageC
             processing_class=context.tokenizer,
         )
         output = trainer.train()
-    context.notes.update(training_losses(trainer, output))
-    return trainer.model
+    return StageOutput(trainer.model, TrainingFacts(**training_losses(trainer, output)))
 
 
 def training_losses(trainer: Trainer, output: TrainOutput) -> dict:
-    """The training loss over the whole run and as logged along it (by step): whether the model learnt
-    the task at all, or sat at the loss of a constant guess (log 2 = 0.69 for two balanced classes)."""
+    """The fields of TrainingFacts, from a finished Trainer."""
     logged = {str(entry["step"]): round(entry["loss"], 4) for entry in trainer.state.log_history if "loss" in entry}
     return {"train_loss_mean": round(output.training_loss, 4), "train_loss_by_step": logged}

@@ -1,60 +1,117 @@
-"""The `quantize` stage: int8 with onnxruntime (dynamic or static), PyTorch, or bitsandbytes; fp16 on CUDA."""
+"""The `quantize` stage and its registry of methods: int8 with onnxruntime (dynamic or static), PyTorch or
+bitsandbytes, and fp16 on CUDA.
+
+A method is one entry of `METHODS`, in the manner of torchao's `quantize_(model, config)`: a settings
+class (the recipe's `mode` picks it, and only its fields are accepted), the kinds of model it takes
+and makes, what the machine needs for it, its name in sweeps, tables and plots, and the function
+that applies it. Everything else (recipe checks, sweeps, report labels) reads these entries.
+"""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import numpy as np
 import torch
 from pydantic import Field
-from transformers import AutoConfig, AutoModelForSequenceClassification, BitsAndBytesConfig, PreTrainedModel
+from transformers import AutoConfig, PretrainedConfig
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters import ONNX_DIR, QUANTIZED_FILE
 from compress.exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
+from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
-from compress.stages.base import StageContext, StageSettings
-
-Mode = Literal["dynamic-int8", "static-int8", "torch-dynamic-int8", "bnb-8bit", "bnb-4bit", "fp16"]
-ONNX_MODES = ("dynamic-int8", "static-int8")
+from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
+from compress.stages.export import onnx_precision
 
 
 class QuantizeSettings(StageSettings):
+    """Fields every quantization method takes."""
+
     stage: Literal["quantize"] = "quantize"
-    mode: Mode
-    per_channel: bool = Field(True, description="ONNX int8: one weight scale per output channel.")
-    reduce_range: bool = Field(False, description="ONNX int8: 7-bit weights, for CPUs without VNNI.")
-    calibration_examples: int = Field(300, ge=1, description="static-int8: training examples to calibrate on.")
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_batch_size: int = Field(8, ge=1)
-    bnb_4bit_type: Literal["nf4", "fp4"] = "nf4"
-    seed: int = 42
+    mode: str
+    seed: int = Field(42, description="Which training examples calibration draws (static-int8).")
+
+    @property
+    def method(self) -> QuantizationMethod:
+        return METHODS[self.mode]
 
     def input_kind(self) -> Kind:
-        return "onnx" if self.mode in ONNX_MODES else "torch"
+        return self.method.takes
 
     def output_kind(self) -> Kind:
-        return {"dynamic-int8": "onnx", "static-int8": "onnx", "torch-dynamic-int8": "torch-int8"}.get(self.mode, "torch")
+        return self.method.makes
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        if reason := self.method.cannot_run():
+            raise CompressError(f"mode: {reason}")
+
+    def describe(self, described: ModelDescription) -> None:
+        onnx = self.method.takes == "onnx"
+        described.precision = onnx_precision(self.method.precision, described.optimization) if onnx else self.method.precision
 
     def record(self) -> dict:
+        """How the model was quantized, kept in its config for model cards and loading."""
         return {"mode": self.mode, **self.model_dump(exclude={"stage", "name", "source", "mode"})}
 
 
-def machine_cannot_run(mode: str) -> str | None:
-    """Why this machine cannot run `mode`, or None; checked before a run starts."""
-    if mode == "fp16" and not torch.cuda.is_available():
-        return "fp16 needs a CUDA device and this machine has none (use dynamic-int8 on a CPU)"
-    if mode.startswith("bnb-"):
-        try:
-            import bitsandbytes  # noqa: F401
-        except Exception as error:  # a broken native library raises more than ImportError
-            return f"{mode} needs bitsandbytes, which does not load here ({error})"
+class OnnxInt8Settings(QuantizeSettings):
+    per_channel: bool = Field(True, description="One weight scale per output channel.")
+    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI.")
+
+
+class DynamicInt8Settings(OnnxInt8Settings):
+    mode: Literal["dynamic-int8"]
+
+
+class StaticInt8Settings(OnnxInt8Settings):
+    mode: Literal["static-int8"]
+    calibration_examples: int = Field(300, ge=1, description="Training examples to calibrate on.")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_batch_size: int = Field(8, ge=1)
+
+
+class TorchDynamicInt8Settings(QuantizeSettings):
+    mode: Literal["torch-dynamic-int8"]
+
+
+class Bnb8bitSettings(QuantizeSettings):
+    mode: Literal["bnb-8bit"]
+
+
+class Bnb4bitSettings(QuantizeSettings):
+    mode: Literal["bnb-4bit"]
+    bnb_4bit_type: Literal["nf4", "fp4"] = "nf4"
+
+
+class Fp16Settings(QuantizeSettings):
+    mode: Literal["fp16"]
+
+
+# --- what each method needs ------------------------------------------------------------------------
+
+
+def _needs_cuda() -> str | None:
+    return None if torch.cuda.is_available() else "fp16 needs a CUDA device and this machine has none (use dynamic-int8 on a CPU)"
+
+
+def _needs_bitsandbytes() -> str | None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as error:  # a broken native library raises more than ImportError
+        return f"bitsandbytes does not load here ({error})"
     return None
 
+
+def _runs_anywhere() -> str | None:
+    return None
+
+
+# --- how each method is applied --------------------------------------------------------------------
 
 TRANSFORMERS_JS_CONFIG = "transformers.js_config"
 
@@ -65,29 +122,29 @@ def _quantized_path(context: StageContext) -> Path:
     return path
 
 
-def _write_onnx_config(source: OnnxModel, settings: QuantizeSettings, folder: Path) -> None:
+def _onnx_output(source: OnnxModel, settings: QuantizeSettings, context: StageContext) -> OnnxModel:
     """The source's config, with how it was quantized, and (as only the int8 graph ships) the dtype
     transformers.js should load by default: q8, its name for `model_quantized.onnx`."""
     config = AutoConfig.from_pretrained(source.folder)
     setattr(config, QUANTIZATION_FIELD, settings.record())
     setattr(config, TRANSFORMERS_JS_CONFIG, {"dtype": "q8"})
-    config.save_pretrained(folder)
+    config.save_pretrained(context.output_dir)
+    return OnnxModel(context.output_dir)
 
 
-def _calibration_feeds(context: StageContext, settings: QuantizeSettings, inputs: set[str]) -> Iterator[dict]:
+def _calibration_feeds(context: StageContext, settings: StaticInt8Settings, inputs: set[str]) -> Iterator[dict]:
     train = context.data.train.shuffle(seed=settings.seed)
     chosen = train.select(range(min(settings.calibration_examples, len(train))))
     for batch in padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size):
         yield {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs}
 
 
-def _onnx_dynamic(model: OnnxModel, settings: QuantizeSettings, context: StageContext) -> OnnxModel:
+def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: StageContext) -> OnnxModel:
     quantize_dynamic_int8(model.path, _quantized_path(context), settings.per_channel, settings.reduce_range)
-    _write_onnx_config(model, settings, context.output_dir)
-    return OnnxModel(context.output_dir)
+    return _onnx_output(model, settings, context)
 
 
-def _onnx_static(model: OnnxModel, settings: QuantizeSettings, context: StageContext) -> OnnxModel:
+def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageContext) -> OnnxModel:
     from compress.exporters.onnx_runtime import ort_session
 
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
@@ -95,58 +152,53 @@ def _onnx_static(model: OnnxModel, settings: QuantizeSettings, context: StageCon
     quantize_static_int8(
         model.path, _quantized_path(context), feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
     )
-    _write_onnx_config(model, settings, context.output_dir)
-    return OnnxModel(context.output_dir)
+    return _onnx_output(model, settings, context)
 
 
-def _torch_dynamic(model: PreTrainedModel, settings: QuantizeSettings, context: StageContext) -> PreTrainedModel:
-    quantized = torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
-    setattr(quantized.config, QUANTIZATION_FIELD, settings.record())
-    return quantized
+def _in_torch(convert: Callable) -> Callable:
+    """A method that converts a PyTorch model, with how it was quantized kept in its config."""
 
-
-def _bitsandbytes(model: PreTrainedModel, settings: QuantizeSettings, context: StageContext) -> PreTrainedModel:
-    """Reload through BitsAndBytesConfig, keeping the task head (everything outside the encoder) in full precision."""
-    head = [name for name, _ in model.named_children() if name != model.base_model_prefix]
-    cuda = torch.cuda.is_available()
-    if settings.mode == "bnb-8bit":
-        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=head)
-    else:
-        compute = torch.float16 if cuda else torch.float32
-        config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=settings.bnb_4bit_type, bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=head
-        )
-    with tempfile.TemporaryDirectory() as scratch:
-        model.save_pretrained(scratch)
+    def apply(model, settings: QuantizeSettings, context: StageContext):
         try:
-            quantized = AutoModelForSequenceClassification.from_pretrained(
-                scratch, quantization_config=config, device_map="cuda" if cuda else "cpu",
-                dtype=torch.float16 if cuda else torch.float32,
-            )
-        except (RuntimeError, ImportError, ValueError, NotImplementedError) as error:
-            where = "this CUDA device" if cuda else "the CPU (it may need a CUDA device)"
-            raise CompressError(f"quantize: bitsandbytes cannot run {settings.mode} on {where}: {error}") from None
-    setattr(quantized.config, QUANTIZATION_FIELD, settings.record())
-    return quantized
+            converted = convert(model, settings)
+        except QuantizationError as error:
+            raise CompressError(f"quantize: {error}") from None
+        setattr(converted.config, QUANTIZATION_FIELD, settings.record())
+        return converted
+
+    return apply
 
 
-def _fp16(model: PreTrainedModel, settings: QuantizeSettings, context: StageContext) -> PreTrainedModel:
-    if not torch.cuda.is_available():
-        raise CompressError(f"quantize: {machine_cannot_run('fp16')}")
-    half = model.half().to("cuda")
-    setattr(half.config, QUANTIZATION_FIELD, settings.record())
-    return half
+@dataclass(frozen=True)
+class QuantizationMethod:
+    settings: type[QuantizeSettings]
+    takes: Kind
+    makes: Kind
+    cannot_run: Callable[[], str | None]
+    """Why this machine cannot run the method, or None; asked before any work."""
+    precision: str
+    """Its name in sweeps, tables and plots (an ONNX method's gets the optimizer level of its export appended)."""
+    plot_label: str
+    """Beside a point in the Pareto plot."""
+    plot_marker: str
+    apply: Callable[[Artifact, QuantizeSettings, StageContext], Artifact]
 
 
-MODES: dict[str, Callable[[Artifact, QuantizeSettings, StageContext], Artifact]] = {
-    "dynamic-int8": _onnx_dynamic,
-    "static-int8": _onnx_static,
-    "torch-dynamic-int8": _torch_dynamic,
-    "bnb-8bit": _bitsandbytes,
-    "bnb-4bit": _bitsandbytes,
-    "fp16": _fp16,
+METHODS: dict[str, QuantizationMethod] = {
+    "dynamic-int8": QuantizationMethod(DynamicInt8Settings, "onnx", "onnx", _runs_anywhere, "onnx-int8-dynamic", "int8", "s", _onnx_dynamic),
+    "static-int8": QuantizationMethod(StaticInt8Settings, "onnx", "onnx", _runs_anywhere, "onnx-int8-static", "int8s", "D", _onnx_static),
+    "torch-dynamic-int8": QuantizationMethod(TorchDynamicInt8Settings, "torch", "torch-int8", _runs_anywhere, "torch-int8", "torch-int8", "v",
+                                             _in_torch(lambda model, settings: torch_dynamic_int8(model))),
+    "bnb-8bit": QuantizationMethod(Bnb8bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-8bit", "bnb-8bit", "P",
+                                   _in_torch(lambda model, settings: bitsandbytes(model, 8))),
+    "bnb-4bit": QuantizationMethod(Bnb4bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-4bit", "bnb-4bit", "X",
+                                   _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type))),
+    "fp16": QuantizationMethod(Fp16Settings, "torch", "torch", _needs_cuda, "fp16", "fp16", "*",
+                               _in_torch(lambda model, settings: fp16(model))),
 }
 
+AnyQuantizeSettings = Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]
 
-def quantize(model: Artifact, settings: QuantizeSettings, context: StageContext) -> Artifact:
-    return MODES[settings.mode](model, settings, context)
+
+def quantize(model: Artifact, settings: QuantizeSettings, context: StageContext) -> StageOutput:
+    return StageOutput(settings.method.apply(model, settings, context))

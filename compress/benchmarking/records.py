@@ -1,0 +1,143 @@
+"""Benchmark records: one JSON line per measured (or failed) combination in `results.jsonl`.
+
+`BenchRecord` is the one shape records are written in and read back as. Older files still load:
+records from before the schema version was written (version 1) hold the same fields, fewer of them,
+and are migrated on read, so every committed table can be drawn again from its records unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from compress.errors import CompressError
+
+RESULTS_FILE = "results.jsonl"
+RECORD_VERSION = 2
+"""1: records written before the version was (no `measured_in`, `schema_version`); 2: since the one executor."""
+
+
+class Timing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int
+    sequence_length: str
+    """A number of tokens, or "task": batches of real dev examples at their own lengths."""
+    p50_ms: float
+    p95_ms: float
+    throughput: float
+    """Examples per second at the median."""
+    threads: int
+    device: str
+    other_cpu_load: float | None = None
+    """CPU cores' worth of work done elsewhere during the timed calls (None: too short to tell, or not measured)."""
+
+
+class BenchRecord(BaseModel):
+    """A combination (model, task, strategy, K, training, precision; a recipe's name when a list of recipes
+    was benchmarked), its status, and what was measured of its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RECORD_VERSION
+    key: str
+    model: str
+    task: str
+    strategy: str
+    k: int
+    training: str
+    precision: str
+    recipe: str | None = None
+    finished: str | None = None
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    seconds_total: float | None = None
+    # Only finished ("ok") records have these.
+    metrics: dict[str, float] | None = None
+    primary_metric: str | None = None
+    score: float | None = None
+    score_stderr: float | None = None
+    """Standard error over the choice of dev examples."""
+    majority_score: float | None = None
+    """What always predicting the majority training label scores (None for regression tasks)."""
+    layers: int | None = None
+    kept_layers: list[int] | None = None
+    parameters: int | None = None
+    size_mb: float | None = None
+    latency: list[Timing] | None = None
+    peak_memory_mb: float | None = None
+    threads: int | None = None
+    device: str | None = None
+    environment: dict | None = None
+    """Libraries and processor features the timings depend on."""
+    train_seconds: float | None = None
+    train_other_cpu_load: float | None = None
+    trained_in: str | None = None
+    """The trained model's folder under work/ (rows that share a student share it)."""
+    measured_in: str | None = None
+    """The measured model's folder under work/."""
+    identity: str | None = None
+    """The measured model's stage identity: a row whose recipe changed makes another model."""
+    seconds: dict | None = None
+    """Where the combination's time went: load, evaluate, timing, memory, build, stages by name, overhead."""
+    notes: dict | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data):
+        if isinstance(data, dict) and "schema_version" not in data:
+            data = {**data, "schema_version": RECORD_VERSION}  # version 1: the same fields, fewer of them
+        return data
+
+    def line(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_none=True)) + "\n"
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records of a results.jsonl file, or of the one inside a results folder (none if it is missing),
+    checked and migrated, as the dicts the report reads."""
+    path = path / RESULTS_FILE if path.is_dir() else path
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                record = BenchRecord.model_validate_json(line)
+            except ValidationError as error:
+                problem = error.errors()[0]
+                where = ".".join(map(str, problem["loc"])) or "record"
+                raise CompressError(f"{path}: line {number}: {where}: {problem['msg']}; expected one benchmark record per line") from None
+            records.append(record.model_dump(mode="json", exclude_none=True))
+    return records
+
+
+def append_record(path: Path, record: BenchRecord) -> None:
+    with path.open("a") as out:
+        out.write(record.line())
+
+
+def merge_records(records: list[dict]) -> list[dict]:
+    """One record per combination: a finished one wins over a failed one, the later (by the time it
+    finished, whatever folder or shard it comes from) over the earlier."""
+    chosen: dict[str, dict] = {}
+    for record in sorted(records, key=lambda r: r.get("finished") or ""):
+        previous = chosen.get(record["key"])
+        if previous is None or record["status"] == "ok" or previous["status"] != "ok":
+            chosen[record["key"]] = record
+    return list(chosen.values())
+
+
+def drop_cut_record(path: Path) -> bool:
+    """Remove a last line that a killed run left half-written (every record ends with a newline), so
+    the next record starts on a line of its own; True if there was one."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if not text or text.endswith("\n"):
+        return False
+    path.write_text(text[: text.rfind("\n") + 1])
+    return True

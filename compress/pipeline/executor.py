@@ -1,0 +1,124 @@
+"""The executor: the one code path that builds models. It takes stage nodes (of one recipe or of
+many, compress/pipeline/graph.py), builds each into the stage cache once, and finds it there
+afterwards, whichever recipe asks, in this run or a later one.
+
+Every build is written into `<folder>.partial/` and renamed when whole, with its `stage.json`
+written last, so an interrupted build is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from compress.benchmarking.latency import LoadElsewhere
+from compress.data.loading import TaskData, load_task_data
+from compress.errors import CompressError
+from compress.evaluation.evaluate import evaluate, predictor_for
+from compress.evaluation.metrics import metric_texts
+from compress.folders import writing
+from compress.pipeline.artifacts import base_kind, kind_of, load_artifact, onnx_parameter_count, parameter_count, size_on_disk
+from compress.pipeline.cache import StageCache, StageRecord
+from compress.pipeline.graph import StageNode
+from compress.pipeline.model_card import CARD_FILE, render_model_card
+from compress.pipeline.models import load_for_task, load_tokenizer, resolve_model
+from compress.pipeline.recipe import Recipe
+from compress.stages import StageContext, run_stage
+from compress.surgery.architectures import num_layers
+from compress.surgery.layer_drop import kept_original_layers
+
+
+class NotBuilt(CompressError):
+    """A trained model that is not in the cache while training is not allowed (measuring again)."""
+
+
+class Executor:
+    def __init__(self, cache: StageCache, console: Console, may_train: bool = True):
+        self.cache = cache
+        self.console = console
+        self.may_train = may_train
+        """False while measuring again: a model that needs training and is missing is an error, never trained."""
+        self.built: list[StageRecord] = []
+        """Every stage built (not found) by this executor, in order."""
+        self._data: dict[str, TaskData] = {}
+        self._tokenizers: dict = {}
+
+    def data(self, recipe: Recipe, loaded: TaskData | None = None) -> TaskData:
+        """The recipe's task data, loaded once (`loaded`: where validating the recipe loaded them already)."""
+        key = recipe.task + recipe.data.model_dump_json()
+        if key not in self._data:
+            self._data[key] = loaded or load_task_data(recipe.task, recipe.data)
+        return self._data[key]
+
+    def tokenizer(self, model: str):
+        if model not in self._tokenizers:
+            self._tokenizers[model] = load_tokenizer(model)
+        return self._tokenizers[model]
+
+    def ensure(self, node: StageNode) -> tuple[Path, StageRecord]:
+        """The folder and record of `node`'s model: found in the cache, linked in, or built (its sources first)."""
+        found = self.cache.find(node)
+        if found is not None:
+            folder, record = found
+            if folder == self.cache.folder(node):
+                return folder, record
+            linked = self.cache.link(folder, record, node)
+            self.console.print(f"{node.name}: the same stage as {folder}, linked in, not built again")
+            return self.cache.folder(node), linked
+        if node.trains and not self.may_train:
+            raise NotBuilt(f"{self.cache.folder(node)} is not trained in this folder; run without --retime to train it")
+        source = self.ensure(node.source) if node.source else None
+        reads = {name: self.ensure(read)[0] for name, read in node.reads.items()}
+        return self._build(node, source, reads)
+
+    def _base_model(self, recipe: Recipe):
+        """The recipe's model and its weight count."""
+        if base_kind(recipe.model) == "onnx":
+            model = load_artifact(Path(resolve_model(recipe.model)))
+            return model, onnx_parameter_count(model)
+        model = load_for_task(recipe.model, self.data(recipe).task, self.tokenizer(recipe.model), recipe.seed)
+        return model, parameter_count(model)
+
+    def _build(self, node: StageNode, source: tuple[Path, StageRecord] | None, reads: dict[str, Path]) -> tuple[Path, StageRecord]:
+        recipe, folder = node.recipe, self.cache.folder(node)
+        self.console.rule(f"[bold]{node.name}[/]: {node.settings.stage} from {node.source_name}")
+        started = time.perf_counter()
+        if source is None:
+            model, source_parameters = self._base_model(recipe)
+        else:
+            model, source_parameters = load_artifact(source[0]), source[1].parameters
+        data, tokenizer = self.data(recipe), self.tokenizer(recipe.model)
+        with writing(folder) as partial:
+            context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=reads)
+            with LoadElsewhere() as elsewhere:
+                output = run_stage(node.settings, model, context)
+            model = output.model
+            metrics = evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size) if node.trained else {}
+            record = StageRecord(
+                identity=node.identity,
+                name=node.name,
+                stage=node.settings.stage,
+                settings=node.settings.model_dump(by_alias=True),
+                source=node.source_name,
+                folder=str(folder.relative_to(self.cache.root)),
+                kind=kind_of(model),
+                layers=num_layers(model.config),
+                kept_layers=kept_original_layers(model.config),
+                # Export and quantization keep the weight count of the model they start from.
+                parameters=parameter_count(model) or source_parameters,
+                size_mb=round(size_on_disk(partial) / 1e6, 2),
+                seconds=round(time.perf_counter() - started, 1),
+                metrics=metrics,
+                notes=output.facts.model_dump(exclude_none=True) if output.facts else {},
+                other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
+            )
+            record.write(partial)
+            card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)
+            (partial / CARD_FILE).write_text(card)
+        self.cache.add(folder, record)
+        self.built.append(record)
+        scores = ", ".join(f"{name} {text}" for name, text in metric_texts(metrics).items())
+        self.console.print(f"{node.name}: {record.layers} layers, {record.parameters:,} parameters" + (f", {scores}" if scores else ""))
+        return folder, record

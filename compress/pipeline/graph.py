@@ -1,0 +1,76 @@
+"""The stage graph: each stage of a recipe as a node, identified by what decides the model it makes.
+
+A node's identity is a digest of the run's model, task, data, length and seed, of the stage's
+settings (not its name), and of the identities of the nodes it starts from and reads (a
+distillation teacher). Training is seeded, so two nodes with one identity make the same model:
+recipes that share a stage share its node, and the executor builds it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+
+from transformers import PretrainedConfig
+
+from compress.pipeline.models import has_task_head, load_config
+from compress.pipeline.recipe import BASE, Recipe
+from compress.stages import STAGES, StageSettings
+from compress.surgery.architectures import num_layers
+
+
+@dataclass(frozen=True, eq=False)
+class StageNode:
+    identity: str
+    name: str
+    """The stage's name in the recipe that named it."""
+    settings: StageSettings
+    recipe: Recipe
+    """What the stage runs with: the model, task, data, max_length, eval batch size and seed."""
+    recipe_text: str
+    """The recipe as written, for the model card."""
+    source: StageNode | None
+    """The node whose model this stage starts from; None: the recipe's model itself."""
+    reads: dict[str, StageNode] = field(default_factory=dict)
+    """Stage names this stage's settings name (e.g. its teacher) -> their nodes; a model folder named there is no node."""
+    trained: bool = False
+    """Whether the model it makes has been trained on the task (and so is worth scoring)."""
+
+    @property
+    def source_name(self) -> str:
+        return self.source.name if self.source else BASE
+
+    @property
+    def trains(self) -> bool:
+        return STAGES[self.settings.stage].trains
+
+
+@cache
+def _config(model: str) -> PretrainedConfig:
+    return load_config(model)
+
+
+def recipe_graph(recipe: Recipe, recipe_text: str) -> dict[str, StageNode]:
+    """Stage name -> node, in the recipe's order."""
+    config = _config(recipe.model)
+    run = {key: getattr(recipe, key) for key in ("model", "task", "max_length", "eval_batch_size", "seed")}
+    base_identity = json.dumps({**run, "data": recipe.data.model_dump(mode="json")}, sort_keys=True)
+    nodes: dict[str, StageNode] = {}
+    layers = {BASE: num_layers(config)}
+    for index, settings in enumerate(recipe.stages):
+        source = recipe.source_of(index)
+        references = settings.model_references()
+        reads = {ref: nodes[ref] for ref in references.values() if ref in nodes}
+        described = {
+            "from": nodes[source].identity if source in nodes else base_identity,
+            "settings": settings.identity_settings(layers[source]),
+            "reads": {name: nodes[ref].identity if ref in nodes else ref for name, ref in references.items()},
+        }
+        identity = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+        trained = STAGES[settings.stage].trains or (nodes[source].trained if source in nodes else has_task_head(config))
+        nodes[settings.name] = StageNode(identity, settings.name, settings, recipe, recipe_text, nodes.get(source), reads, trained)
+        layers[settings.name] = settings.layers_after(layers[source])
+    return nodes
+

@@ -1,0 +1,27 @@
+"""What every test module shares: the `slow` marker and the fixtures several modules use.
+
+A test is slow when it trains a model, runs a whole recipe or sweep, or starts another runtime: it
+uses one of SLOW_FIXTURES (each builds real models once per module) or is marked itself.
+`pytest -m "not slow"` runs the rest, the unit tests of the engine and every bad-input check, in
+a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from compress.pipeline.models import load_tokenizer
+
+SLOW_FIXTURES = {"finished_sweep", "recipe_bench", "int8_run", "quickstart_run", "dropped_minilm", "minilm_on_reviews", "reviews"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded MiniLM's tokenizer."""
+    return load_tokenizer("minilm-l6")

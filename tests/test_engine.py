@@ -1,0 +1,163 @@
+"""The engine without training: stage identities and how recipes merge into one graph, the cache's
+decisions (find, reuse, refuse to train while measuring again), sweeps written as recipes, the
+precision and quantization registries, and records of every committed results folder read back and
+drawn into the same tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.records import BenchRecord, read_records
+from compress.benchmarking.report import write_report
+from compress.benchmarking.rows import describe
+from compress.benchmarking.sweep import Sweep, sweep_rows
+from compress.errors import CompressError
+from compress.folders import PARTIAL
+from compress.pipeline.cache import STAGE_FILE, StageCache, read_stage_record
+from compress.pipeline.executor import Executor, NotBuilt
+from compress.pipeline.graph import recipe_graph
+from compress.pipeline.recipe import recipe_from_mapping
+from compress.stages.quantize import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = {"source": "embedded", "max_train_examples": 32, "max_eval_examples": 32}
+
+
+def recipe(*stages, **fields):
+    content = {"name": "r", "model": "minilm-l6", "task": "rotten-tomatoes", "data": DATA, "max_length": 32, "stages": list(stages), **fields}
+    return recipe_from_mapping(content, "test")
+
+
+def nodes(*stages, **fields):
+    return recipe_graph(recipe(*stages, **fields), "")
+
+
+# --- identities and the graph ---------------------------------------------------------------------
+
+
+def test_strategies_that_drop_the_same_layers_are_one_node():
+    top = nodes({"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", "epochs": 1})
+    alternate = nodes({"stage": "drop", "strategy": "alternate-even", "k": 1}, {"stage": "finetune", "epochs": 1})
+    bottom = nodes({"stage": "drop", "strategy": "bottom", "k": 1}, {"stage": "finetune", "epochs": 1})
+    explicit = nodes({"stage": "drop", "strategy": "layers", "layers": [5]}, {"stage": "finetune", "epochs": 1})
+    assert top["02-finetune"].identity == alternate["02-finetune"].identity == explicit["02-finetune"].identity
+    assert top["02-finetune"].identity != bottom["02-finetune"].identity
+    # which layers contribution drops is known only when it runs: its settings identify it
+    one, other = (nodes({"stage": "drop", "strategy": "contribution", "k": 1, "examples": n})["01-drop"] for n in (16, 32))
+    assert one.identity != other.identity
+
+
+def test_a_node_is_named_by_its_recipe_but_identified_by_what_makes_its_model():
+    teacher = {"stage": "finetune", "epochs": 1}
+    drop = {"stage": "drop", "from": "base", "strategy": "top", "k": 2}
+    a = nodes({**teacher, "name": "teacher"}, drop, {"stage": "distill", "teacher": "teacher", "epochs": 1})
+    b = nodes({**teacher, "name": "big"}, drop, {"stage": "distill", "teacher": "big", "epochs": 1})
+    assert a["03-distill"].identity == b["03-distill"].identity
+    assert a["03-distill"].reads["teacher"] is a["teacher"] and a["03-distill"].source is a["02-drop"]
+    assert [s.name for s in a["03-distill"].recipe.chain("03-distill")] == ["02-drop", "03-distill"], "the teacher is read, not started from"
+    assert a["teacher"].trained and a["03-distill"].trained and not a["02-drop"].trained
+    assert nodes(teacher, seed=7)["01-finetune"].identity != nodes(teacher)["01-finetune"].identity
+    # a flag that changes no model is no part of the identity
+    assert nodes({**teacher, "allow_long_training": True})["01-finetune"].identity == nodes(teacher)["01-finetune"].identity
+
+
+def test_a_sweep_is_a_list_of_recipes_whose_shared_stages_are_one_node():
+    sweep = Sweep.model_validate({
+        "models": ["minilm-l6"], "tasks": {"rotten-tomatoes": DATA}, "max_length": 32, "training": {"epochs": 1},
+        "grids": [{"strategies": ["top"], "k": [2], "training": ["finetune", "distill"],
+                   "precisions": ["torch-fp32", "onnx-int8-dynamic-o2", "onnx-int8-static", "torch-int8"]}],
+    })
+    rows = {row.combination.label: row for row in sweep_rows(sweep)}
+    full, teacher = rows["full torch-fp32"].node, rows["top k=2 distill torch-fp32"].node.reads["teacher"]
+    assert teacher.identity == full.identity, "the distillation teacher is the full model's row"
+    fp32, o2 = rows["top k=2 finetune torch-fp32"].node, rows["top k=2 finetune onnx-int8-dynamic-o2"].node
+    assert o2.source.source.identity == fp32.identity and o2.source.settings.optimization == "O2"
+    for label, row in rows.items():  # each row's recipe is named back to its combination
+        c = row.combination
+        assert describe(row.recipe.chain(row.measured)) == (c.strategy, c.k, c.training, c.precision), label
+    static = rows["top k=2 finetune onnx-int8-static"].node.settings
+    assert static.calibration_examples == sweep.calibration_examples and static.seed == sweep.seed
+
+
+def test_every_quantization_method_is_a_precision_and_checks_its_fields():
+    for mode, method in METHODS.items():
+        assert method.precision in PRECISIONS
+        assert PRECISIONS[method.precision].method == mode
+    assert PRECISIONS["onnx-int8-dynamic-o2"].optimization == "O2"
+    with pytest.raises(CompressError, match=r"stages\[1\].calibration_examples: unknown key"):
+        recipe({"stage": "export"}, {"stage": "quantize", "mode": "dynamic-int8", "calibration_examples": 10})
+    with pytest.raises(CompressError, match=r"stages\[1\].mode: expected one of dynamic-int8, static-int8"):
+        recipe({"stage": "export"}, {"stage": "quantize", "mode": "int4"})
+
+
+# --- the cache and the executor's decisions -------------------------------------------------------
+
+
+def test_the_executor_builds_a_node_once_and_finds_it_by_identity(tmp_path):
+    drop = {"stage": "drop", "strategy": "top", "k": 4}
+    console = Console(quiet=True)
+    cache = StageCache(tmp_path / "work", lambda node: f"{node.settings.stage}-{node.identity[:8]}")
+    executor = Executor(cache, console)
+    first = nodes({**drop, "name": "a"})["a"]
+    folder, record = executor.ensure(first)
+    assert record.layers == 2 and record.identity == first.identity and len(executor.built) == 1
+    # another recipe naming the same stage otherwise, and a later process, find it: nothing is built again
+    again = Executor(StageCache(tmp_path / "work", cache.folder_name), console)
+    assert again.ensure(nodes({**drop, "name": "b"})["b"])[0] == folder and again.built == []
+    # a folder cut short is never taken for a finished one
+    partial = folder.with_name(folder.name + PARTIAL)
+    shutil.copytree(folder, partial)
+    (folder / STAGE_FILE).unlink()
+    assert StageCache(tmp_path / "work", cache.folder_name).find(first) is None
+
+
+def test_a_run_folder_links_a_second_stage_of_the_same_model_under_its_own_name(tmp_path):
+    executor = Executor(StageCache(tmp_path, lambda node: node.name), Console(quiet=True))
+    graph = nodes({"stage": "drop", "strategy": "top", "k": 1, "name": "top1"},
+                  {"stage": "drop", "from": "base", "strategy": "alternate-even", "k": 1, "name": "even1"})
+    executor.ensure(graph["top1"])
+    folder, record = executor.ensure(graph["even1"])
+    assert folder == tmp_path / "even1" and record.notes["reused_from"] == str(tmp_path / "top1") and len(executor.built) == 1
+    assert (folder / "model.safetensors").stat().st_ino == (tmp_path / "top1" / "model.safetensors").stat().st_ino
+
+
+def test_measuring_again_never_trains(tmp_path):
+    executor = Executor(StageCache(tmp_path, lambda node: node.name), Console(quiet=True), may_train=False)
+    graph = nodes({"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", "epochs": 1})
+    with pytest.raises(NotBuilt, match="not trained in this folder"):
+        executor.ensure(graph["02-finetune"])
+    assert executor.built == [], "not even the drop before it is made"
+
+
+def test_a_stage_record_of_the_first_version_still_reads(tmp_path):
+    record = {"name": "x", "stage": "drop", "source": "base", "folder": "x", "kind": "torch", "layers": 5, "kept_layers": [0, 1, 2, 3, 4],
+              "parameters": 1, "size_mb": 1.0, "seconds": 1.0, "metrics": {}, "notes": {}, "identity": "abc", "settings": {}}
+    (tmp_path / STAGE_FILE).write_text(json.dumps(record))
+    assert read_stage_record(tmp_path).schema_version == 2 and read_stage_record(tmp_path).other_cpu_load is None
+
+
+# --- records --------------------------------------------------------------------------------------
+
+RESULTS = sorted(path.parent for path in (REPO / "bench" / "results").glob("*/results.jsonl"))
+
+
+@pytest.mark.parametrize("folder", RESULTS, ids=[folder.name for folder in RESULTS])
+def test_every_committed_results_folder_redraws_the_same_tables(folder, tmp_path):
+    first = (folder / "results.md").read_text().splitlines()[0]
+    command = first.removeprefix("Command: `").removesuffix("`") if first.startswith("Command: `") else None
+    write_report(read_records(folder), tmp_path, command)
+    for table in ("results.md", "results.csv"):
+        assert (tmp_path / table).read_bytes() == (folder / table).read_bytes(), table
+
+
+def test_a_record_that_is_not_one_is_refused_with_its_line(tmp_path):
+    good = BenchRecord(key="k", model="m", task="t", strategy="top", k=1, training="finetune", precision="torch-fp32", status="failed", error="x")
+    (tmp_path / "results.jsonl").write_text(good.line() + json.dumps({**good.model_dump(), "status": "maybe"}) + "\n")
+    with pytest.raises(CompressError, match=r"results.jsonl: line 2: status: Input should be 'ok' or 'failed'"):
+        read_records(tmp_path)
