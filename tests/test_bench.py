@@ -18,7 +18,7 @@ from compress.benchmarking.records import read_records
 from compress.benchmarking.report import markdown_table, pareto_front, strategy_table, with_deltas, write_report
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import Grid, Sweep, expand, shard_rows, sweep_rows
-from compress.folders import MARKER
+from compress.folders import MARKER, claim
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from tests.helpers import assert_scored_on, bench, build_stamps
 
@@ -268,6 +268,7 @@ def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     assert (tmp_path / "merged" / "pareto.png").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     sweep = write_sweep(tmp_path)
     real_measure = Benchmark.measure
@@ -293,6 +294,7 @@ def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     assert (teacher / STAGE_FILE).stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     from compress.stages import STAGES
     from compress.stages.export import export
@@ -467,6 +469,9 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     assert {p: p.stat().st_mtime_ns for p in trained} == trained
 
     result = bench("clean", tmp_path)
+    assert result.exit_code == 2 and "not made by compress" in result.output
+    claim(tmp_path / "empty", overwrite=False, what="benchmark results")
+    result = bench("clean", tmp_path / "empty")
     assert result.exit_code == 2 and "results.jsonl not found" in result.output
 
 

@@ -167,6 +167,7 @@ def test_a_stage_is_identified_by_what_makes_its_model_not_by_its_name():
     assert after["02-drop"] != one["02-drop"]
 
 
+@pytest.mark.slow
 def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
     teacher = {"stage": "finetune", "name": "teacher", **TRAIN}
     files = [

@@ -253,6 +253,7 @@ def test_hidden_term_with_a_teacher_lacking_a_layer_is_refused_before_training(r
 # --- end to end: fine-tune a teacher, drop, distill ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_recipe_with_a_distill_stage_runs_end_to_end(tmp_path):
     recipe = {
         "model": "minilm-l6",

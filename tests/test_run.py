@@ -175,6 +175,7 @@ def test_quickstart_stage_folders(quickstart_run):
 # --- the other order: fine-tune, drop, fine-tune -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_finetune_drop_finetune_evaluates_the_dropped_stage(tmp_path):
     recipe = tiny(RECIPES / "finetune_drop_finetune.yaml")
     assert [s["stage"] for s in recipe["stages"]] == ["finetune", "drop", "finetune"]
@@ -197,6 +198,7 @@ def test_finetune_drop_finetune_evaluates_the_dropped_stage(tmp_path):
 # --- an interrupted run --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_completed_stages(tmp_path, monkeypatch):
     real = compress.stages.STAGES["finetune"]
     calls = []
@@ -288,6 +290,7 @@ def test_drop_contribution_scores_and_drops_the_highest(tmp_path):
 # --- a real GLUE folder --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (GLUE / "SST-2" / "train.tsv").is_file(), reason=f"no GLUE folder at {GLUE}")
 def test_top_strategy_recipe_on_sst2_from_a_glue_folder(tmp_path):
     recipe = tiny(RECIPES / "strategies" / "top.yaml", path=str(GLUE))

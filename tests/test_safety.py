@@ -28,6 +28,7 @@ import psutil
 import pytest
 import yaml
 
+from compress.benchmarking.records import BenchRecord
 from compress.errors import CompressError
 from compress.folders import MARKER, SCRATCH, claim, holding
 from compress.pipeline.models import resolve_model
@@ -95,16 +96,22 @@ def test_analyze_overwrite_refuses_a_users_folder(tmp_path):
     assert folder_checksum(project) == before
 
 
+def record(key: str) -> str:
+    """A results.jsonl line of a failed row."""
+    return BenchRecord(key=key, model="m", task="t", strategy="top", k=1, training="finetune", precision="torch-fp32",
+                       status="failed", error="x").line()
+
+
 def test_bench_clean_and_merge_refuse_a_users_folder(tmp_path):
     project = users_project(tmp_path / "project")
     (project / "sweep-settings.json").write_text("{}\n")
-    (project / "results.jsonl").write_text(json.dumps({"key": "mine", "status": "ok"}) + "\n")
+    (project / "results.jsonl").write_text(record("mine"))
     before = folder_checksum(project)
     assert_one_line_error(invoke("bench", "clean", project), str(project), "not made by compress")
     assert_one_line_error(invoke("bench", "merge", project, "--out", project), str(project), "not made by compress")
     other = tmp_path / "other"
     other.mkdir()
-    (other / "results.jsonl").write_text(json.dumps({"key": "theirs", "status": "ok"}) + "\n")
+    (other / "results.jsonl").write_text(record("theirs"))
     assert_one_line_error(invoke("bench", "merge", other, "--out", project), "--out", "results of its own")
     assert folder_checksum(project) == before
 
@@ -160,6 +167,7 @@ def _modified(folder: Path) -> int:
     return (folder / "model.safetensors").stat().st_mtime_ns
 
 
+@pytest.mark.slow
 def test_run_killed_during_distillation_resumes_after_the_teacher(tmp_path):
     file = write_recipe(tmp_path, "r", tiny_recipe())
     run = tmp_path / "run"
@@ -292,6 +300,7 @@ def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
     assert len(line) < 700 and time.monotonic() - started < 30
 
 
+@pytest.mark.slow
 def test_a_huge_value_is_quoted_short(tmp_path):
     recipe = drop_only()
     recipe["stages"][0]["k"] = "x" * 5_000_000
@@ -302,6 +311,7 @@ def test_a_huge_value_is_quoted_short(tmp_path):
 # --- 7. a killed run leaves no process and no temporary file behind ---------------------------------
 
 
+@pytest.mark.slow
 def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
     parent_code = textwrap.dedent("""
         from pathlib import Path

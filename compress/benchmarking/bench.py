@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -164,21 +165,26 @@ class Benchmark:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("benchmark", total=len(todo))
-            for row in todo:
-                c = row.combination
-                progress.update(bar, description=f"{c.model} {c.task}: {c.label}")
-                record = self._measured_row(row)
-                if record is not None:
+            for record in self.records(todo, lambda text: progress.update(bar, description=text)):
+                if record is not None:  # only this process appends, one whole line per row
                     append_record(results_path, record)
                     written.append(record)
                 progress.advance(bar)
         return written
 
+    def records(self, todo: list[BenchRow], announce: Callable[[str], None]) -> Iterator[BenchRecord | None]:
+        """Each row's record as it finishes (None: measuring again found its trained model missing).
+        Here one row after another in this process; compress/benchmarking/ray_executor.py spreads them over a cluster."""
+        for row in todo:
+            c = row.combination
+            announce(f"{c.model} {c.task}: {c.label}")
+            yield self.measured_row(row)
+
     def build(self, row: BenchRow) -> tuple[StageNode, Path, StageRecord]:
         """The node of the row's measured model, its folder and record: built if the cache lacks it."""
         return row.node, *self.executor.ensure(row.node)
 
-    def _measured_row(self, row: BenchRow) -> BenchRecord | None:
+    def measured_row(self, row: BenchRow) -> BenchRecord | None:
         """The record of one row: built and measured, or failed; None when measuring again finds its trained model missing."""
         c = row.combination
         started = time.perf_counter()
@@ -197,7 +203,7 @@ class Benchmark:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             self.console.print(f"[red]failed[/] {c.key}: {type(error).__name__}: {message}")
             return BenchRecord(**fields, status="failed", error=f"{type(error).__name__}: {message}",
-                               seconds_total=round(time.perf_counter() - started, 1), finished=_now())
+                               seconds_total=round(time.perf_counter() - started, 1), finished=now_utc())
         total = round(time.perf_counter() - started, 1)
         stages: dict[str, float] = {}
         for record in self.executor.built[built_before:]:  # each stage's time is charged to the row that built it
@@ -206,7 +212,7 @@ class Benchmark:
         spent = sum(stages.values()) + seconds["evaluate"] + seconds["timing"] + seconds["memory"]
         # the harness's own time; max(): each part is rounded to 0.1 s, so their sum can pass the total by 0.1
         seconds["overhead"] = max(0.0, round(total - spent, 1))
-        return BenchRecord(**fields, status="ok", **measured, seconds=seconds, seconds_total=total, finished=_now())
+        return BenchRecord(**fields, status="ok", **measured, seconds=seconds, seconds_total=total, finished=now_utc())
 
     def measure(self, row: BenchRow, node: StageNode, folder: Path, built: StageRecord,
                 trained_folder: Path | None, trained: StageRecord | None) -> dict:
@@ -268,7 +274,7 @@ class Benchmark:
         }
 
 
-def _now() -> str:
+def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -288,9 +294,9 @@ def removable_builds(out_dir: Path) -> list[Path]:
 
 def clean_builds(folder: Path, dry_run: bool) -> tuple[list[Path], int]:
     """Remove (or with `dry_run` only list) `removable_builds` of a benchmark folder; returns them and the bytes freed."""
+    require_ours(folder, "clean")
     if not (folder / RESULTS_FILE).is_file():
         raise CompressError(f"clean: {folder / RESULTS_FILE} not found; expected the results folder of a benchmark")
-    require_ours(folder, "clean")
     with holding(folder):
         removable = removable_builds(folder)
         for path in removable:  # all checked before any is removed

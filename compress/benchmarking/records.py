@@ -93,7 +93,8 @@ class BenchRecord(BaseModel):
         return data
 
     def line(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude_none=True)) + "\n"
+        """The record as one JSON line: fields a row does not have (a failed row's scores) are left out."""
+        return json.dumps({k: v for k, v in self.model_dump(mode="json").items() if v is not None}) + "\n"
 
 
 def read_records(path: Path) -> list[dict]:
@@ -111,7 +112,7 @@ def read_records(path: Path) -> list[dict]:
                 problem = error.errors()[0]
                 where = ".".join(map(str, problem["loc"])) or "record"
                 raise CompressError(f"{path}: line {number}: {where}: {problem['msg']}; expected one benchmark record per line") from None
-            records.append(record.model_dump(mode="json", exclude_none=True))
+            records.append({k: v for k, v in record.model_dump(mode="json").items() if v is not None})
     return records
 
 

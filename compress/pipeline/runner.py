@@ -72,7 +72,11 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
             left = [name for name in nodes if name not in done]
             console.print(f"resuming {run_folder}: reusing {', '.join(done)} (finished with the same settings from the same start)"
                           + (f"; running {', '.join(left)}" if left else "; nothing left to run"))
-        records = [executor.ensure(node)[1] for node in nodes.values()]
+        records = []
+        for name, node in nodes.items():
+            if name in done:
+                console.print(f"{name}: finished in an earlier run, reused")
+            records.append(executor.ensure(node)[1])
 
         with writing(run_folder / FINAL) as partial:
             copy_folder(run_folder / records[-1].folder, partial)
