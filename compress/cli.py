@@ -168,11 +168,15 @@ def bench_run(
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
+    executor: Annotated[str, typer.Option(help="local: one model after another in this process; ray: the stage graph as Ray tasks.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster to join (e.g. ray://head:10001, or auto); "
+                                                   "default: a local Ray instance on this machine's CPUs.")] = None,
 ) -> None:
     """Run (and resume) a sweep, or recipes with one row each beside the full model fine-tuned the same way (fp32 and int8).
 
     `compress bench FILES...` is short for `compress bench run FILES...`."""
-    from compress.benchmarking.bench import TO_RUN, Benchmark, plan
+    from compress.benchmarking.bench import TO_RUN, plan
+    from compress.benchmarking.executors import EXECUTORS
     from compress.benchmarking.records import read_records
     from compress.benchmarking.report import write_report
     from compress.benchmarking.rows import is_recipe_file, load_recipes, recipe_rows
@@ -181,12 +185,17 @@ def bench_run(
     _quiet_libraries()
     if out is not None and out.exists() and not out.is_dir():
         raise CompressError(f"--out: {out} is a file; expected a folder for the results")
+    if executor not in EXECUTORS:
+        raise CompressError(f"--executor: expected one of {', '.join(EXECUTORS)} (got {excerpt(executor)})")
+    if address and executor != "ray":
+        raise CompressError("--address: only used with --executor ray")
+    engine = {"address": address} if executor == "ray" else {}
     not_recipes = [str(f) for f in files if not is_recipe_file(f)]
     if len(files) == 1 and not_recipes:
         sweep = load_sweep(files[0])
         rows = sweep_rows(sweep)
         folder = out or Path("bench") / "runs" / sweep.name
-        benchmark = Benchmark(folder, sweep.latency, console, sweep)
+        benchmark = EXECUTORS[executor](folder, sweep.latency, console, sweep, **engine)
     else:
         if not_recipes:
             raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
@@ -194,7 +203,7 @@ def bench_run(
         for note in notes:
             console.print(f"[yellow]note:[/] {note}")
         folder = out or Path("bench") / "runs" / "recipes"
-        benchmark = Benchmark(folder, LatencySettings(), console)
+        benchmark = EXECUTORS[executor](folder, LatencySettings(), console, **engine)
     if shard:
         rows = shard_rows(rows, *parse_shard(shard))
     if dry_run:

@@ -45,6 +45,10 @@ class StageSettings(BaseModel):
     def layers_after(self, layers_before: int) -> int:
         return layers_before
 
+    def wants_gpu(self) -> bool:
+        """Whether the stage runs on a GPU where there is one (a cluster gives its task one)."""
+        return False
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         """Refuse, before any work, what this stage cannot do at its place in a recipe (a CompressError
         whose text starts with the field at fault)."""

@@ -51,6 +51,9 @@ class TrainingHyperparameters(BaseModel):
 class FinetuneSettings(StageSettings, TrainingHyperparameters):
     stage: Literal["finetune"] = "finetune"
 
+    def wants_gpu(self) -> bool:
+        return True
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if problem := self.budget_problem(train_examples):
             raise CompressError(problem)

@@ -46,6 +46,9 @@ class QuantizeSettings(StageSettings):
     def output_kind(self) -> Kind:
         return self.method.makes
 
+    def wants_gpu(self) -> bool:
+        return self.method.wants_gpu
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if reason := self.method.cannot_run():
             raise CompressError(f"mode: {reason}")
@@ -182,6 +185,8 @@ class QuantizationMethod:
     """Beside a point in the Pareto plot."""
     plot_marker: str
     apply: Callable[[Artifact, QuantizeSettings, StageContext], Artifact]
+    wants_gpu: bool = False
+    """Runs on a CUDA device where there is one."""
 
 
 METHODS: dict[str, QuantizationMethod] = {
@@ -190,11 +195,11 @@ METHODS: dict[str, QuantizationMethod] = {
     "torch-dynamic-int8": QuantizationMethod(TorchDynamicInt8Settings, "torch", "torch-int8", _runs_anywhere, "torch-int8", "torch-int8", "v",
                                              _in_torch(lambda model, settings: torch_dynamic_int8(model))),
     "bnb-8bit": QuantizationMethod(Bnb8bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-8bit", "bnb-8bit", "P",
-                                   _in_torch(lambda model, settings: bitsandbytes(model, 8))),
+                                   _in_torch(lambda model, settings: bitsandbytes(model, 8)), wants_gpu=True),
     "bnb-4bit": QuantizationMethod(Bnb4bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-4bit", "bnb-4bit", "X",
-                                   _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type))),
+                                   _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type)), wants_gpu=True),
     "fp16": QuantizationMethod(Fp16Settings, "torch", "torch", _needs_cuda, "fp16", "fp16", "*",
-                               _in_torch(lambda model, settings: fp16(model))),
+                               _in_torch(lambda model, settings: fp16(model)), wants_gpu=True),
 }
 
 AnyQuantizeSettings = Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]

@@ -1,0 +1,190 @@
+"""A benchmark's stage graph on a Ray cluster, or on a local Ray instance: `compress bench ... --executor ray`.
+
+Each node the rows need and the cache lacks is one Ray task, submitted once for the whole cluster and
+started when the tasks of the nodes it starts from and reads have finished (their results are its
+arguments); each row's measurement is a task after its model's. A training task asks for a GPU where
+the cluster has one, else for as many CPUs as the driver's machine trains with, and trains with that
+many threads (so a seeded model is the one the local executor makes); a conversion asks for one CPU;
+a measurement asks for the sweep's timing threads and the one `compress_timing` resource each
+machine has, so no two timings on a machine share its cores. Tasks write models into `<out>/work/`,
+which every machine must see at the same path; only this process appends to results.jsonl, as each
+row's record arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from compress.benchmarking.bench import Benchmark, now_utc, work_folder_name
+from compress.benchmarking.records import BenchRecord
+from compress.benchmarking.rows import BenchRow, trained_node
+from compress.benchmarking.sweep import LatencySettings
+from compress.errors import CompressError
+from compress.pipeline.cache import StageCache, StageRecord
+from compress.pipeline.executor import Executor, NotBuilt
+from compress.pipeline.graph import StageNode
+
+TIMING_RESOURCE = "compress_timing"
+"""One per machine: a measurement holds it, so timings on one machine never overlap."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise CompressError("--executor ray: Ray is not installed; pip install 'compress[ray]'") from None
+    return ray
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at `address`, or start a local Ray instance with this machine's CPUs; True if
+    this process started Ray (and so shuts it down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise CompressError(f"--address: cannot join the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
+        if not ray.cluster_resources().get(TIMING_RESOURCE):
+            ray.shutdown()
+            raise CompressError(f"--address: the cluster's machines have no '{TIMING_RESOURCE}' resource; start each with "
+                                f"ray start ... --resources='{{\"{TIMING_RESOURCE}\": 1}}'")
+    else:
+        ray.init(num_cpus=os.cpu_count(), resources={TIMING_RESOURCE: 1}, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    return not address
+
+
+def _build_node(work: str, cwd: str, threads: int, may_train: bool, node: StageNode, *inputs) -> tuple[StageRecord, bool]:
+    """Build one node (the ones it needs are built: `inputs` are their tasks' results); its record, and
+    whether this task built it (False: another task or an earlier run had)."""
+    _enter(cwd, threads)
+    executor = Executor(StageCache(Path(work), work_folder_name), Console(quiet=True), may_train=may_train)
+    _, record = executor.ensure(node)
+    return record, bool(executor.built)
+
+
+def _measure_row(out_dir: str, cwd: str, threads: int, latency: LatencySettings, may_train: bool, row: BenchRow,
+                 *inputs) -> BenchRecord | None:
+    """Measure one row whose models are built (`inputs` are their tasks' results); its record, as the local loop makes it."""
+    _enter(cwd, threads)
+    benchmark = Benchmark(Path(out_dir), latency, Console(quiet=True))
+    benchmark.executor.may_train = may_train
+    return benchmark.measured_row(row)
+
+
+def _enter(cwd: str, threads: int) -> None:
+    """Relative paths of recipes (data folders) mean what they mean to the driver."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    torch.set_num_threads(threads)
+
+
+class RayBenchmark(Benchmark):
+    def __init__(self, *args, address: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.address = address
+        self.submitted: list[str] = []
+        """The identity of each node a build task was submitted for, in order."""
+
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False) -> list[dict]:
+        # Ray's processes start before the results folder is held: they keep the machine's own temporary folder.
+        started_here = connect(self.address)
+        try:
+            return super().run(rows, retry_failed, retime)
+        finally:
+            if started_here:
+                _import_ray().shutdown()
+
+    def records(self, todo: list[BenchRow], announce: Callable[[str], None]) -> Iterator[BenchRecord | None]:
+        ray = _import_ray()
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        cwd, train_threads = os.getcwd(), torch.get_num_threads()
+        work, out_dir = str(self.work.resolve()), str(self.out_dir.resolve())
+        build = ray.remote(_build_node)
+        measure = ray.remote(_measure_row)
+        tasks: dict[str, object] = {}  # node identity -> its build task (absent: already in the cache)
+
+        def submit(node: StageNode):
+            if node.identity not in tasks:
+                if self.executor.cache.find(node):
+                    tasks[node.identity] = None
+                else:
+                    needs = [submit(n) for n in (node.source, *node.reads.values()) if n is not None]
+                    if node.trains:
+                        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": train_threads}
+                    else:
+                        options = {"num_gpus": 1 if gpus and node.settings.wants_gpu() else 0, "num_cpus": 1}
+                    # every build computes with the driver's thread count, as the local executor does: the same model
+                    self.submitted.append(node.identity)
+                    tasks[node.identity] = build.options(**options, name=f"build {node.name}").remote(
+                        work, cwd, train_threads, self.executor.may_train, node, *(t for t in needs if t is not None))
+            return tasks[node.identity]
+
+        timing = {"num_cpus": self.latency.threads, "num_gpus": 1 if gpus else 0, "resources": {TIMING_RESOURCE: 1}}
+        pending = {}
+        for row in todo:
+            needs = [submit(row.node)]
+            if (trained := trained_node(row.node)) is not None:
+                needs.append(submit(trained))
+            ref = measure.options(**timing, name=f"measure {row.combination.label}").remote(
+                out_dir, cwd, train_threads, self.latency, self.executor.may_train, row, *(t for t in needs if t is not None))
+            pending[ref] = (row, time.perf_counter())
+        announce(f"{len(pending)} rows, {sum(t is not None for t in tasks.values())} models to build on Ray")
+        charged: set[str] = set()
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            row, submitted = pending.pop(ready)
+            announce(f"{row.combination.model} {row.combination.task}: {row.combination.label} done")
+            yield self._settled(ray, ready, row, tasks, charged, submitted)
+
+    def _settled(self, ray, ready, row: BenchRow, tasks: dict, charged: set[str], submitted: float) -> BenchRecord | None:
+        """A row's record from its finished measurement task: its build times charged to it (each
+        stage's time to the first row that needed it), or the error of whichever task failed."""
+        c = row.combination
+        try:
+            record = ray.get(ready)
+        except ray.exceptions.RayTaskError as error:
+            cause = error.cause if isinstance(error.cause, BaseException) else error
+            if isinstance(cause, NotBuilt):  # measuring again: its finished record stays the one that counts
+                self.console.print(f"[yellow]not measured again[/] {c.label}: {cause}")
+                return None
+            message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            self.console.print(f"[red]failed[/] {c.key}: {type(cause).__name__}: {message}")
+            return BenchRecord(key=c.key, **c.record_fields(), status="failed", error=f"{type(cause).__name__}: {message}",
+                               seconds_total=round(time.perf_counter() - submitted, 1), finished=now_utc())
+        if record is None:
+            return None
+        stages: dict[str, float] = {}
+        for node in _needed(row.node):
+            task = tasks.get(node.identity)
+            if task is not None and node.identity not in charged:
+                built, made_here = ray.get(task)
+                if made_here:
+                    stages[built.stage] = round(stages.get(built.stage, 0.0) + built.seconds, 1)
+                charged.add(node.identity)
+        seconds = {**record.seconds, "stages": stages, "build": round(sum(stages.values()), 1)}
+        total = round(time.perf_counter() - submitted, 1)  # from submission: waiting for a free machine counts
+        spent = sum(stages.values()) + seconds["evaluate"] + seconds["timing"] + seconds["memory"]
+        seconds["overhead"] = max(0.0, round(total - spent, 1))
+        return record.model_copy(update={"seconds": seconds, "seconds_total": total})
+
+
+def _needed(node: StageNode) -> list[StageNode]:
+    """`node` and every node it starts from or reads, each once."""
+    found: dict[str, StageNode] = {}
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if current.identity not in found:
+            found[current.identity] = current
+            pending += [n for n in (current.source, *current.reads.values()) if n is not None]
+    return list(found.values())
