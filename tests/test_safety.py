@@ -145,7 +145,7 @@ def test_stage_names_are_plain_and_free(tmp_path, name):
 
 def test_a_file_name_that_is_no_plain_name_needs_a_name_field(tmp_path):
     file = write_recipe(tmp_path, ".hidden", drop_only())
-    assert_one_line_error(invoke("check", file), ".hidden.yaml", "name", "unless the recipe sets name:")
+    assert_one_line_error(invoke("check", file), ".hidden.yaml", "name", "unless the file sets name:")
 
 
 def test_overwrite_empties_only_a_folder_compress_made(tmp_path):

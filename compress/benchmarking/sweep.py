@@ -25,7 +25,7 @@ from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.pipeline.models import check_weights, load_config
-from compress.pipeline.recipe import BASE, Recipe, validate_yaml_file
+from compress.pipeline.recipe import BASE, Recipe, named_after_file, validate_yaml_file
 from compress.stages.distill import DistillationLoss, DistillSettings
 from compress.stages.drop import DropSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
@@ -124,13 +124,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def parse_sweep(file: Path) -> Sweep:
-    sweep = validate_yaml_file(file, Sweep, "sweep", "models, tasks and grids")
-    if sweep.name is None:
-        try:
-            sweep.name = check_folder_name(file.stem, "name")
-        except ValueError as error:
-            raise CompressError(f"{file}: {error} (the sweep's name comes from the file name unless it sets name:)") from None
-    return sweep
+    return named_after_file(validate_yaml_file(file, Sweep, "sweep", "models, tasks and grids"), file)
 
 
 def check_sweep(sweep: Sweep) -> list[str]:

@@ -178,14 +178,18 @@ def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys:
         raise CompressError(format_validation_error(file, error)) from None
 
 
-def parse_recipe(file: Path) -> Recipe:
-    recipe = validate_yaml_file(file, Recipe, "recipe", "model, task and stages")
-    if recipe.name is None:
+def named_after_file(document, file: Path):
+    """A recipe or sweep without `name:` takes its file's name (which must then be a plain folder name)."""
+    if document.name is None:
         try:
-            recipe.name = check_folder_name(file.stem, "name")
+            document.name = check_folder_name(file.stem, "name")
         except ValueError as error:
-            raise CompressError(f"{file}: {error} (the run's name comes from the file name unless the recipe sets name:)") from None
-    return recipe
+            raise CompressError(f"{file}: {error} (the name comes from the file name unless the file sets name:)") from None
+    return document
+
+
+def parse_recipe(file: Path) -> Recipe:
+    return named_after_file(validate_yaml_file(file, Recipe, "recipe", "model, task and stages"), file)
 
 
 def recipe_from_mapping(content: dict, where: str) -> Recipe:
