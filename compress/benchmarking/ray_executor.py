@@ -21,17 +21,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from compress.benchmarking.bench import Benchmark, now_utc, work_folder_name
+from compress.benchmarking.bench import Benchmark, now_utc
 from compress.benchmarking.records import BenchRecord
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings
 from compress.errors import CompressError
-from compress.pipeline.cache import StageCache, StageRecord
-from compress.pipeline.executor import Executor, NotBuilt
+from compress.pipeline.cache import StageRecord
+from compress.pipeline.executor import NotBuilt
 from compress.pipeline.graph import StageNode
 
 TIMING_RESOURCE = "compress_timing"
 """One per machine: a measurement holds it, so timings on one machine never overlap."""
+KEEP_IDLE_WORKERS_MS = 3_600_000
+"""How long a local Ray instance keeps an idle worker (and what it has loaded) for the next task."""
 
 
 def _import_ray():
@@ -58,27 +60,42 @@ def connect(address: str | None) -> bool:
             raise CompressError(f"--address: the cluster's machines have no '{TIMING_RESOURCE}' resource; start each with "
                                 f"ray start ... --resources='{{\"{TIMING_RESOURCE}\": 1}}'")
     else:
+        # A worker that has run a task holds torch, transformers and the task's data (seconds to load again);
+        # Ray would end idle workers after a second and start cold ones for the next tasks.
         ray.init(num_cpus=os.cpu_count(), resources={TIMING_RESOURCE: 1}, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, _system_config={"idle_worker_killing_time_threshold_ms": KEEP_IDLE_WORKERS_MS})
     return not address
 
 
-def _build_node(work: str, cwd: str, threads: int, may_train: bool, node: StageNode, *inputs) -> tuple[StageRecord, bool]:
+def _build_node(out_dir: str, cwd: str, threads: int, may_train: bool, node: StageNode, *inputs) -> tuple[StageRecord, bool]:
     """Build one node (the ones it needs are built: `inputs` are their tasks' results); its record, and
     whether this task built it (False: another task or an earlier run had)."""
-    _enter(cwd, threads)
-    executor = Executor(StageCache(Path(work), work_folder_name), Console(quiet=True), may_train=may_train)
+    executor = _worker_benchmark(out_dir, cwd, threads, may_train).executor
+    built_before = len(executor.built)
     _, record = executor.ensure(node)
-    return record, bool(executor.built)
+    return record, len(executor.built) > built_before
 
 
 def _measure_row(out_dir: str, cwd: str, threads: int, latency: LatencySettings, may_train: bool, row: BenchRow,
                  *inputs) -> BenchRecord | None:
     """Measure one row whose models are built (`inputs` are their tasks' results); its record, as the local loop makes it."""
-    _enter(cwd, threads)
-    benchmark = Benchmark(Path(out_dir), latency, Console(quiet=True))
-    benchmark.executor.may_train = may_train
+    benchmark = _worker_benchmark(out_dir, cwd, threads, may_train)
+    benchmark.latency = latency
     return benchmark.measured_row(row)
+
+
+_worker_benchmarks: dict[str, Benchmark] = {}
+"""This worker process's benchmark per results folder: its executor keeps the data and tokenizers it
+loaded for the tasks that come after."""
+
+
+def _worker_benchmark(out_dir: str, cwd: str, threads: int, may_train: bool) -> Benchmark:
+    _enter(cwd, threads)
+    if out_dir not in _worker_benchmarks:
+        _worker_benchmarks[out_dir] = Benchmark(Path(out_dir), LatencySettings(), Console(quiet=True))
+    benchmark = _worker_benchmarks[out_dir]
+    benchmark.executor.may_train = may_train
+    return benchmark
 
 
 def _enter(cwd: str, threads: int) -> None:
@@ -108,7 +125,7 @@ class RayBenchmark(Benchmark):
         ray = _import_ray()
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         cwd, train_threads = os.getcwd(), torch.get_num_threads()
-        work, out_dir = str(self.work.resolve()), str(self.out_dir.resolve())
+        out_dir = str(self.out_dir.resolve())
         build = ray.remote(_build_node)
         measure = ray.remote(_measure_row)
         tasks: dict[str, object] = {}  # node identity -> its build task (absent: already in the cache)
@@ -126,7 +143,7 @@ class RayBenchmark(Benchmark):
                     # every build computes with the driver's thread count, as the local executor does: the same model
                     self.submitted.append(node.identity)
                     tasks[node.identity] = build.options(**options, name=f"build {node.name}").remote(
-                        work, cwd, train_threads, self.executor.may_train, node, *(t for t in needs if t is not None))
+                        out_dir, cwd, train_threads, self.executor.may_train, node, *(t for t in needs if t is not None))
             return tasks[node.identity]
 
         timing = {"num_cpus": self.latency.threads, "num_gpus": 1 if gpus else 0, "resources": {TIMING_RESOURCE: 1}}
