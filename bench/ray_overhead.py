@@ -1,6 +1,6 @@
 """What running a sweep on Ray costs over running it in one process, on this machine.
 
-    .venv/bin/python bench/ray_overhead.py --out bench/results/ray        # about 8 minutes on 2 CPU cores
+    .venv/bin/python bench/ray_overhead.py --out bench/results/ray --rounds 3     # about 25 minutes on 2 CPU cores
 
 Runs one small sweep (the embedded MiniLM on 200 Rotten Tomatoes reviews: the two baselines, top,
 bottom and alternate-even at K = 2 fine-tuned, top-2 distilled, and top-2 in dynamic int8: 7 rows,
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     walls: dict[str, list[float]] = {"local": [], "ray": []}
-    starts: dict[str, list[float]] = {"Ray": [], "worker imports": []}
+    starts: dict[str, list[float]] = {"starting Ray": [], "a cold worker's first imports": []}
     same_scores = True
     with tempfile.TemporaryDirectory() as scratch:
         sweep = Path(scratch) / "sweep.yaml"
@@ -103,7 +103,7 @@ def main() -> None:
         f"{args.rounds} rounds, the two executors in turns, each into a fresh folder.", "",
         "| executor | wall s (each round) | median s |", "|---|---|---|",
         *(f"| {name} | {', '.join(f'{w:.1f}' for w in values)} | {statistics.median(values):.1f} |" for name, values in walls.items()),
-        *(f"| starting {name} (by itself) | {', '.join(f'{w:.1f}' for w in values)} | {statistics.median(values):.1f} |"
+        *(f"| {name}, timed by itself | {', '.join(f'{w:.1f}' for w in values)} | {statistics.median(values):.1f} |"
           for name, values in starts.items()),
         "",
         f"{rows} rows: Ray adds {ray - local:+.1f} s to the sweep: {once:.1f} s once, to start Ray and a worker's first imports, "
