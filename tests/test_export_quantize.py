@@ -70,6 +70,8 @@ def int8_run(tmp_path_factory):
             {"stage": "quantize", "name": "torch-int8", "from": "teacher", "mode": "torch-dynamic-int8"},
             {"stage": "export", "name": "fused", "from": "teacher", "optimization": "O2"},
             {"stage": "quantize", "name": "fused-int8", "mode": "dynamic-int8"},
+            {"stage": "quantize", "name": "ov-fp32", "from": "onnx", "mode": "openvino-fp32"},
+            {"stage": "quantize", "name": "ov-int8", "from": "onnx", "mode": "openvino-int8", "calibration_examples": 64},
         ],
     )
     result = invoke("run", recipe, "--out", folder / "run")
@@ -85,11 +87,11 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
     assert stages["onnx"]["metrics"]["accuracy"] == pytest.approx(reference, abs=0.005)
     assert stages["onnx"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
     # Stated bound: int8 within 3 points (6 of the 200 dev reviews) of fp32.
-    for name in ("dynamic", "static", "torch-int8", "fused-int8"):
+    for name in ("dynamic", "static", "torch-int8", "fused-int8", "ov-int8"):
         changed = abs(stages[name]["metrics"]["accuracy"] - reference) * 200
         assert round(changed) <= 6, (name, changed)
     assert stages["dynamic"]["size_mb"] <= 0.3 * stages["onnx"]["size_mb"]
-    assert [stages[n]["kind"] for n in ("onnx", "dynamic", "torch-int8")] == ["onnx", "onnx", "torch-int8"]
+    assert [stages[n]["kind"] for n in ("onnx", "dynamic", "torch-int8", "ov-int8")] == ["onnx", "onnx", "torch-int8", "openvino"]
     for column in ("kind", "size", "accuracy", "dynamic", "static"):
         assert column in output
 
@@ -103,6 +105,41 @@ def test_o2_fuses_a_bert_familys_attention(int8_run):
     stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
     assert stages["fused"]["notes"]["fused_operators"] == fused
     assert stages["fused"]["notes"]["parity_max_abs_logit_diff"] < 1e-3
+
+
+def test_openvino_runs_what_onnx_runs(int8_run):
+    """OpenVINO's fp32 IR gives the ONNX graph's logits; its NNCF int8 IR keeps the predictions and is
+    about a quarter of the size; both folders run as they are in a plain OpenVINO runtime."""
+    import openvino as ov
+
+    run, _ = int8_run
+    stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
+    fp32, int8 = stages["ov-fp32"], stages["ov-int8"]
+    assert fp32["metrics"]["accuracy"] == pytest.approx(stages["onnx"]["metrics"]["accuracy"], abs=0.005)
+    assert fp32["notes"]["parity_max_abs_logit_diff"] < 1e-3 and fp32["notes"]["computed_precision"] == "f32"
+    assert int8["notes"]["parity_label_agreement"] >= 0.9 and int8["notes"]["parity_examples"] == 32
+    assert int8["size_mb"] <= 0.35 * fp32["size_mb"]
+    tokenizer = load_tokenizer(str(run / "ov-int8"))
+    batch = tokenizer(TEXTS, padding=True, return_tensors="np")
+    session = ort_session(run / "onnx" / "onnx" / "model.onnx")
+    (expected,) = session.run(["logits"], {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()})
+    for name, tolerance in (("ov-fp32", 1e-4), ("ov-int8", None)):
+        # OpenVINO computes in bf16 by default where the CPU can: fp32 is asked for, as compress asks
+        hint = {"INFERENCE_PRECISION_HINT": "f32"} if tolerance else {}
+        compiled = ov.Core().compile_model(str(run / name / "openvino_model.xml"), "CPU", hint)
+        logits = compiled({i.any_name: batch[i.any_name].astype(np.int64) for i in compiled.inputs})[0]
+        if tolerance:
+            assert np.abs(logits - expected).max() < tolerance, name
+        else:
+            assert (logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.75, name
+
+
+def test_openvino_refuses_a_graph_that_is_already_quantized(int8_run, tmp_path):
+    run, _ = int8_run
+    result = invoke("stage", "quantize", run / "dynamic", "--task", "rotten-tomatoes", "--data", "source=embedded",
+                    "--set", "mode=openvino-fp32", "-o", tmp_path / "ov")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "openvino-fp32: starts from an fp32 ONNX export, and its source is already quantized (dynamic-int8)" in result.output
 
 
 def _onnx_probabilities(folder: Path, sentences: list[str], length: int) -> np.ndarray:
@@ -181,6 +218,17 @@ def test_fp16_fails_cleanly_without_cuda(tmp_path):
     recipe = write_minilm_recipe(tmp_path / "fp16.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "fp16"}])
     code, message = check(recipe)
     assert code == 2 and "fp16.yaml: stages[1].mode: fp16 needs a CUDA device" in message
+
+
+def test_openvino_bf16_is_refused_on_a_cpu_without_bf16(tmp_path):
+    from compress.exporters.openvino_convert import cpu_capabilities
+
+    if "BF16" in cpu_capabilities():
+        pytest.skip("this CPU computes in bf16")
+    recipe = write_minilm_recipe(tmp_path / "bf16.yaml", [{"stage": "finetune"}, {"stage": "export"}, {"stage": "quantize", "mode": "openvino-bf16"}])
+    code, message = check(recipe)
+    assert code == 2 and "bf16.yaml: stages[2].mode: openvino-bf16 needs a CPU that computes in bf16" in message
+    assert len(message.splitlines()) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -22,8 +22,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from compress.evaluation.evaluate import onnx_predictor, torch_predictor
-from compress.pipeline.artifacts import Artifact, OnnxModel
+from compress.evaluation.evaluate import predictor_for
+from compress.pipeline.artifacts import Artifact, RuntimeModel
 
 
 @dataclass
@@ -42,11 +42,9 @@ class Latency:
 
 
 def device_of(model: Artifact) -> str:
-    """Where the model runs: 'cuda' or 'cpu' (an ONNX model: where its onnxruntime session runs)."""
-    if isinstance(model, OnnxModel):
-        from compress.exporters.onnx_runtime import onnx_device
-
-        return onnx_device()
+    """Where the model runs: 'cuda' or 'cpu' (a runtime model: where its engine runs it)."""
+    if isinstance(model, RuntimeModel):
+        return model.device()
     return next(model.parameters()).device.type
 
 
@@ -70,7 +68,7 @@ def _cpuinfo() -> dict[str, str]:
     return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
 
 
-TIMING_LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "optimum", "optimum-onnx", "numpy")
+TIMING_LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "optimum", "optimum-onnx", "openvino", "numpy")
 """Libraries whose kernels or exported graphs a timing depends on (those installed are recorded)."""
 KERNEL_CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
                        "asimddot", "i8mm", "sve")
@@ -191,10 +189,9 @@ def task_length_batches(
 
 def runner_for(model: Artifact, threads: int) -> Callable[[dict], object]:
     """A function running one batch through the model, with its thread count fixed."""
-    if isinstance(model, OnnxModel):
-        return onnx_predictor(model, threads)
-    torch.set_num_threads(threads)
-    return torch_predictor(model)
+    if not isinstance(model, RuntimeModel):
+        torch.set_num_threads(threads)
+    return predictor_for(model, threads)
 
 
 def measure(

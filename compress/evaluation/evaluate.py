@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from rich.progress import track
@@ -12,10 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import TaskData
 from compress.evaluation.metrics import compute_metrics, standard_errors
-from compress.pipeline.artifacts import Artifact, OnnxModel
-
-Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
-"""Maps one padded batch of inputs to its logits; lets PyTorch and ONNX models share the evaluation."""
+from compress.pipeline.artifacts import Artifact, Predictor, RuntimeModel
 
 
 def torch_predictor(model: PreTrainedModel) -> Predictor:
@@ -29,22 +24,9 @@ def torch_predictor(model: PreTrainedModel) -> Predictor:
     return predict
 
 
-def onnx_predictor(model: OnnxModel, threads: int | None = None) -> Predictor:
-    """Logits from a real onnxruntime session; inputs the graph does not take are left out."""
-    from compress.exporters.onnx_runtime import ort_session
-
-    session = ort_session(model.path, threads)
-    wanted = {i.name for i in session.get_inputs()}
-
-    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feed = {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in wanted}
-        return session.run(["logits"], feed)[0]
-
-    return predict
-
-
-def predictor_for(model: Artifact) -> Predictor:
-    return onnx_predictor(model) if isinstance(model, OnnxModel) else torch_predictor(model)
+def predictor_for(model: Artifact, threads: int | None = None) -> Predictor:
+    """Logits from the model's own engine; `threads` fixes a runtime model's compute threads."""
+    return model.predictor(threads) if isinstance(model, RuntimeModel) else torch_predictor(model)
 
 
 def evaluate(

@@ -1,63 +1,144 @@
-"""The three kinds of model a stage can hand on, and how each is saved, loaded and scored.
+"""The kinds of model a stage can hand on, and how each is saved, loaded and run.
 
 - `torch`: a `PreTrainedModel` saved with `save_pretrained` (also bitsandbytes and fp16 models);
-- `onnx`: a folder with `onnx/model.onnx` (or `onnx/model_quantized.onnx`), `config.json` and the
-  tokenizer (`OnnxModel`): the layout optimum's ORTModel and transformers.js load as it is;
 - `torch-int8`: a PyTorch model whose Linear layers were dynamically quantized; its packed
-  weights do not fit `save_pretrained`, so the whole module is pickled to `model_int8.pt`.
+  weights do not fit `save_pretrained`, so the whole module is pickled to `model_int8.pt`;
+- a runtime model (`RUNTIMES`): a folder of files another engine runs, beside `config.json` and the
+  tokenizer, that its stage wrote there:
+  - `onnx` (`OnnxModel`): `onnx/model.onnx` (or `onnx/model_quantized.onnx`), the layout optimum's
+    ORTModel and transformers.js load as it is, run by onnxruntime;
+  - `openvino` (`OpenVinoModel`): `openvino_model.xml` and `.bin`, the layout optimum-intel's
+    OVModelForSequenceClassification loads, run by OpenVINO.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
+import numpy as np
 import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from compress.exporters import onnx_file
+from compress.exporters.openvino_convert import IR_FILE
 from compress.pipeline.models import count_parameters, load_saved
 
-Kind = Literal["torch", "onnx", "torch-int8"]
+Kind = Literal["torch", "onnx", "torch-int8", "openvino"]
 
 TORCH_INT8_FILE = "model_int8.pt"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")
 
 
-@dataclass
-class OnnxModel:
-    folder: Path
-
-    @property
-    def path(self) -> Path:
-        return onnx_file(self.folder)
-
-    @cached_property
-    def config(self) -> PretrainedConfig:
-        return AutoConfig.from_pretrained(self.folder)
-
-
-Artifact = Union[PreTrainedModel, OnnxModel]
+Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
+"""Maps one padded batch of inputs to its logits; lets every kind of model share evaluation and timing."""
 
 QUANTIZATION_FIELD = "compress_quantization"
 """Config field recording how a model was quantized (mode and settings), for cards and loading."""
 
 
+@dataclass
+class RuntimeModel(ABC):
+    """A model folder that another engine than PyTorch runs."""
+
+    folder: Path
+    kind: ClassVar[Kind]
+
+    @classmethod
+    @abstractmethod
+    def found_in(cls, folder: Path) -> bool:
+        """Whether `folder` holds this kind's files."""
+
+    @cached_property
+    def config(self) -> PretrainedConfig:
+        return AutoConfig.from_pretrained(self.folder)
+
+    @abstractmethod
+    def predictor(self, threads: int | None = None) -> Predictor:
+        """Logits from the engine, with `threads` compute threads (None: the engine's default)."""
+
+    def device(self) -> str:
+        """Where the engine runs it: 'cuda' or 'cpu'."""
+        return "cpu"
+
+
+def _numpy_feed(batch: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, np.ndarray]:
+    """The batch as the int64 arrays a graph takes; inputs it does not take are left out."""
+    return {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in wanted}
+
+
+class OnnxModel(RuntimeModel):
+    kind = "onnx"
+
+    @classmethod
+    def found_in(cls, folder: Path) -> bool:
+        return onnx_file(folder) is not None
+
+    @property
+    def path(self) -> Path:
+        return onnx_file(self.folder)
+
+    def predictor(self, threads: int | None = None) -> Predictor:
+        from compress.exporters.onnx_runtime import ort_session
+
+        session = ort_session(self.path, threads)
+        wanted = {i.name for i in session.get_inputs()}
+        return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
+
+    def device(self) -> str:
+        from compress.exporters.onnx_runtime import onnx_device
+
+        return onnx_device()
+
+
+class OpenVinoModel(RuntimeModel):
+    kind = "openvino"
+
+    @classmethod
+    def found_in(cls, folder: Path) -> bool:
+        return (folder / IR_FILE).is_file()
+
+    @property
+    def path(self) -> Path:
+        return self.folder / IR_FILE
+
+    @property
+    def precision(self) -> str | None:
+        """What its quantization method asks OpenVINO to compute in ('fp32', 'bf16'), None: OpenVINO's choice."""
+        return (getattr(self.config, QUANTIZATION_FIELD, None) or {}).get("compute_precision")
+
+    def predictor(self, threads: int | None = None) -> Predictor:
+        from compress.exporters.openvino_convert import compile_ir
+
+        compiled = compile_ir(self.path, threads, self.precision)
+        wanted = {i.any_name for i in compiled.inputs}
+        logits = compiled.output(0)
+        return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
+
+
+RUNTIMES: dict[Kind, type[RuntimeModel]] = {"onnx": OnnxModel, "openvino": OpenVinoModel}
+"""Each kind of runtime model; a folder is loaded as the first whose files it holds."""
+
+Artifact = Union[PreTrainedModel, RuntimeModel]
+
+
 def kind_of(artifact: Artifact) -> Kind:
-    if isinstance(artifact, OnnxModel):
-        return "onnx"
+    if isinstance(artifact, RuntimeModel):
+        return artifact.kind
     quantization = getattr(artifact.config, QUANTIZATION_FIELD, None) or {}
     return "torch-int8" if quantization.get("mode") == "torch-dynamic-int8" else "torch"
 
 
 def save_artifact(artifact: Artifact, folder: Path) -> None:
-    """Write the model into `folder` (an ONNX model is already there: its stage wrote it)."""
+    """Write the model into `folder` (a runtime model is already there: its stage wrote it)."""
     kind = kind_of(artifact)
-    if kind == "onnx":
+    if isinstance(artifact, RuntimeModel):
         if artifact.folder != folder:
-            raise ValueError(f"ONNX stage wrote to {artifact.folder}, expected {folder}")
+            raise ValueError(f"{kind} stage wrote to {artifact.folder}, expected {folder}")
     elif kind == "torch-int8":
         artifact.config.save_pretrained(folder)
         torch.save(artifact, folder / TORCH_INT8_FILE)
@@ -68,8 +149,9 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
 def load_artifact(folder: Path, device: str | None = None) -> Artifact:
     """The model saved in `folder`; a PyTorch model is loaded onto `device` (default: the CPU) when it can
     move (a torch-int8 model runs on the CPU only), in the precision it was saved in (fp16 stays fp16)."""
-    if onnx_file(folder) is not None:
-        return OnnxModel(folder)
+    for runtime in RUNTIMES.values():
+        if runtime.found_in(folder):
+            return runtime(folder)
     if (folder / TORCH_INT8_FILE).exists():
         # Our own file, written by save_artifact: the quantized module is pickled whole.
         return torch.load(folder / TORCH_INT8_FILE, weights_only=False)
@@ -101,6 +183,6 @@ def size_on_disk(folder: Path) -> int:
 def parameter_count(artifact: Artifact) -> int | None:
     """Weights of an unquantized PyTorch model; None for exported or quantized models, whose packed
     weights do not count the same: they keep the count of the model they were made from."""
-    if isinstance(artifact, OnnxModel) or getattr(artifact.config, QUANTIZATION_FIELD, None):
+    if isinstance(artifact, RuntimeModel) or getattr(artifact.config, QUANTIZATION_FIELD, None):
         return None
     return count_parameters(artifact)

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.evaluation.evaluate import onnx_predictor, torch_predictor
+from compress.evaluation.evaluate import torch_predictor
 from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.pipeline.artifacts import Kind, OnnxModel
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
@@ -72,7 +72,7 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     exported = OnnxModel(context.output_dir)
 
     batch = parity_batch(context, settings.parity_examples)
-    difference = float(np.abs(onnx_predictor(exported)(batch) - torch_predictor(model)(batch)).max())
+    difference = float(np.abs(exported.predictor()(batch) - torch_predictor(model)(batch)).max())
     lengths = batch["attention_mask"].sum(dim=1)
     if difference > settings.tolerance:
         raise CompressError(

@@ -1,5 +1,5 @@
 """The `quantize` stage and its registry of methods: int8 with onnxruntime (dynamic or static), PyTorch or
-bitsandbytes, and fp16 on CUDA.
+bitsandbytes, fp16 on CUDA, and OpenVINO (fp32, bf16, or int8 calibrated by NNCF).
 
 A method is one entry of `METHODS`, in the manner of torchao's `quantize_(model, config)`: a settings
 class (the recipe's `mode` picks it, and only its fields are accepted), the kinds of model it takes
@@ -23,10 +23,13 @@ from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters import ONNX_DIR, QUANTIZED_FILE
 from compress.exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
+from compress.exporters.onnx_runtime import ort_session
+from compress.exporters.openvino_convert import IR_FILE, compile_ir, computed_precision, convert_onnx
+from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel
-from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
-from compress.stages.export import onnx_precision
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
+from compress.stages.export import onnx_precision, parity_batch
 
 
 class QuantizeSettings(StageSettings):
@@ -71,11 +74,37 @@ class DynamicInt8Settings(OnnxInt8Settings):
     mode: Literal["dynamic-int8"]
 
 
-class StaticInt8Settings(OnnxInt8Settings):
-    mode: Literal["static-int8"]
+class CalibratedSettings(QuantizeSettings):
+    """A method that fixes activation ranges on training examples before it runs."""
+
     calibration_examples: int = Field(300, ge=1, description="Training examples to calibrate on.")
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_batch_size: int = Field(8, ge=1)
+
+
+class StaticInt8Settings(OnnxInt8Settings, CalibratedSettings):
+    mode: Literal["static-int8"]
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class OpenVinoSettings(QuantizeSettings):
+    """The ONNX graph converted to OpenVINO IR and run by OpenVINO's CPU plugin."""
+
+    tolerance: float = Field(1e-3, gt=0, description="Largest allowed |OpenVINO logit - ONNX logit| (fp32 only: "
+                             "bf16 and int8 change logits by design; their difference and label agreement are reported).")
+    parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
+
+
+class OpenVinoFp32Settings(OpenVinoSettings):
+    mode: Literal["openvino-fp32"]
+
+
+class OpenVinoBf16Settings(OpenVinoSettings):
+    mode: Literal["openvino-bf16"]
+
+
+class OpenVinoInt8Settings(OpenVinoSettings, CalibratedSettings):
+    mode: Literal["openvino-int8"]
+    calibration_batch_size: int = Field(1, ge=1)
 
 
 class TorchDynamicInt8Settings(QuantizeSettings):
@@ -114,6 +143,24 @@ def _runs_anywhere() -> str | None:
     return None
 
 
+def _needs_openvino() -> str | None:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as error:
+        return f"OpenVINO is not installed here ({error}); pip install openvino nncf"
+    return None
+
+
+def _needs_bf16_cpu() -> str | None:
+    from compress.exporters.openvino_convert import cpu_capabilities
+
+    if reason := _needs_openvino():
+        return reason
+    found = cpu_capabilities()
+    return None if "BF16" in found else f"openvino-bf16 needs a CPU that computes in bf16 (AVX512-BF16 or AMX); this one offers {', '.join(found)}"
+
+
 # --- how each method is applied --------------------------------------------------------------------
 
 TRANSFORMERS_JS_CONFIG = "transformers.js_config"
@@ -135,39 +182,80 @@ def _onnx_output(source: OnnxModel, settings: QuantizeSettings, context: StageCo
     return OnnxModel(context.output_dir)
 
 
-def _calibration_feeds(context: StageContext, settings: StaticInt8Settings, inputs: set[str]) -> Iterator[dict]:
+def _calibration_feeds(context: StageContext, settings: CalibratedSettings, inputs: set[str]) -> Iterator[dict]:
     train = context.data.train.shuffle(seed=settings.seed)
     chosen = train.select(range(min(settings.calibration_examples, len(train))))
     for batch in padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size):
         yield {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs}
 
 
-def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: StageContext) -> OnnxModel:
+def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: StageContext) -> StageOutput:
     quantize_dynamic_int8(model.path, _quantized_path(context), settings.per_channel, settings.reduce_range)
-    return _onnx_output(model, settings, context)
+    return StageOutput(_onnx_output(model, settings, context))
 
 
-def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageContext) -> OnnxModel:
-    from compress.exporters.onnx_runtime import ort_session
-
+def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageContext) -> StageOutput:
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
     feeds = _calibration_feeds(context, settings, inputs)
     quantize_static_int8(
         model.path, _quantized_path(context), feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
     )
-    return _onnx_output(model, settings, context)
+    return StageOutput(_onnx_output(model, settings, context))
+
+
+class OpenVinoFacts(StageFacts):
+    computed_precision: str
+    """What OpenVINO's CPU plugin computed the float operations in (f32, bf16)."""
+    parity_max_abs_logit_diff: float
+    """Against the ONNX graph it was made from (itself checked against PyTorch when exported)."""
+    parity_label_agreement: float
+    parity_examples: int
+
+
+def _openvino(precision: str | None) -> Callable:
+    """A method that converts the ONNX graph to OpenVINO IR (int8: calibrated by NNCF on training
+    examples), computing in `precision` ('fp32', 'bf16'; None: OpenVINO's choice for what int8 leaves)."""
+
+    def apply(model: OnnxModel, settings: OpenVinoSettings, context: StageContext) -> StageOutput:
+        if getattr(model.config, QUANTIZATION_FIELD, None):
+            raise CompressError(f"{settings.mode}: starts from an fp32 ONNX export, and its source is already quantized "
+                                f"({getattr(model.config, QUANTIZATION_FIELD)['mode']})")
+        ir_path = context.output_dir / IR_FILE
+        if isinstance(settings, OpenVinoInt8Settings):
+            inputs = {i.name for i in ort_session(model.path).get_inputs()}
+            batches = _calibration_feeds(context, settings, inputs)
+            quantize_openvino_int8(model.path, ir_path, batches, subset_size=-(-settings.calibration_examples // settings.calibration_batch_size))
+        else:
+            convert_onnx(model.path, ir_path)
+        config = AutoConfig.from_pretrained(model.folder)
+        setattr(config, QUANTIZATION_FIELD, {**settings.record(), "compute_precision": precision})
+        config.save_pretrained(context.output_dir)
+        converted = OpenVinoModel(context.output_dir)
+
+        batch = parity_batch(context, settings.parity_examples)
+        ours, reference = converted.predictor()(batch), model.predictor()(batch)
+        difference = float(np.abs(ours - reference).max())
+        if precision == "fp32" and difference > settings.tolerance:
+            raise CompressError(f"{settings.mode}: OpenVINO logits differ from the ONNX graph's by {difference:.2e} on "
+                                f"{len(ours)} dev examples (tolerance {settings.tolerance:g})")
+        computed = computed_precision(compile_ir(converted.path, precision=precision))
+        agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if ours.shape[-1] > 1 else 1.0
+        return StageOutput(converted, OpenVinoFacts(computed_precision=computed, parity_max_abs_logit_diff=difference,
+                                                    parity_label_agreement=agreement, parity_examples=len(ours)))
+
+    return apply
 
 
 def _in_torch(convert: Callable) -> Callable:
     """A method that converts a PyTorch model, with how it was quantized kept in its config."""
 
-    def apply(model, settings: QuantizeSettings, context: StageContext):
+    def apply(model, settings: QuantizeSettings, context: StageContext) -> StageOutput:
         try:
             converted = convert(model, settings)
         except QuantizationError as error:
             raise CompressError(f"quantize: {error}") from None
         setattr(converted.config, QUANTIZATION_FIELD, settings.record())
-        return converted
+        return StageOutput(converted)
 
     return apply
 
@@ -184,7 +272,7 @@ class QuantizationMethod:
     plot_label: str
     """Beside a point in the Pareto plot."""
     plot_marker: str
-    apply: Callable[[Artifact, QuantizeSettings, StageContext], Artifact]
+    apply: Callable[[Artifact, QuantizeSettings, StageContext], StageOutput]
     wants_gpu: bool = False
     """Runs on a CUDA device where there is one."""
 
@@ -200,10 +288,16 @@ METHODS: dict[str, QuantizationMethod] = {
                                    _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type)), wants_gpu=True),
     "fp16": QuantizationMethod(Fp16Settings, "torch", "torch", _needs_cuda, "fp16", "fp16", "*",
                                _in_torch(lambda model, settings: fp16(model)), wants_gpu=True),
+    "openvino-fp32": QuantizationMethod(OpenVinoFp32Settings, "onnx", "openvino", _needs_openvino, "openvino-fp32", "ov", "h",
+                                        _openvino("fp32")),
+    "openvino-bf16": QuantizationMethod(OpenVinoBf16Settings, "onnx", "openvino", _needs_bf16_cpu, "openvino-bf16", "ov-bf16", "p",
+                                        _openvino("bf16")),
+    "openvino-int8": QuantizationMethod(OpenVinoInt8Settings, "onnx", "openvino", _needs_openvino, "openvino-int8", "ov-int8", "d",
+                                        _openvino(None)),
 }
 
 AnyQuantizeSettings = Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]
 
 
 def quantize(model: Artifact, settings: QuantizeSettings, context: StageContext) -> StageOutput:
-    return StageOutput(settings.method.apply(model, settings, context))
+    return settings.method.apply(model, settings, context)
