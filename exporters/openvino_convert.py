@@ -61,4 +61,4 @@ def compile_ir(ir_path: Path, threads: int | None = None, precision: str | None 
 
 def computed_precision(compiled) -> str:
     """The precision a compiled model computes its float operations in (f32, bf16)."""
-    return str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
