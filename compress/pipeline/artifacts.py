@@ -111,13 +111,21 @@ class OpenVinoModel(RuntimeModel):
         """What its quantization method asks OpenVINO to compute in ('fp32', 'bf16'), None: OpenVINO's choice."""
         return (getattr(self.config, QUANTIZATION_FIELD, None) or {}).get("compute_precision")
 
-    def predictor(self, threads: int | None = None) -> Predictor:
+    def compiled(self, threads: int | None = None):
+        """The IR compiled by OpenVINO's CPU plugin in the precision its method asks for."""
         from compress.exporters.openvino_convert import compile_ir
 
-        compiled = compile_ir(self.path, threads, self.precision)
-        wanted = {i.any_name for i in compiled.inputs}
-        logits = compiled.output(0)
-        return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
+        return compile_ir(self.path, threads, self.precision)
+
+    def predictor(self, threads: int | None = None) -> Predictor:
+        return compiled_predictor(self.compiled(threads))
+
+
+def compiled_predictor(compiled) -> Predictor:
+    """Logits from a model OpenVINO compiled; inputs it does not take are left out."""
+    wanted = {i.any_name for i in compiled.inputs}
+    logits = compiled.output(0)
+    return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
 
 
 RUNTIMES: dict[Kind, type[RuntimeModel]] = {"onnx": OnnxModel, "openvino": OpenVinoModel}

@@ -24,10 +24,10 @@ from compress.errors import CompressError
 from compress.exporters import ONNX_DIR, QUANTIZED_FILE
 from compress.exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
 from compress.exporters.onnx_runtime import ort_session
-from compress.exporters.openvino_convert import IR_FILE, compile_ir, computed_precision, convert_onnx
+from compress.exporters.openvino_convert import IR_FILE, computed_precision, convert_onnx
 from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel, compiled_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import onnx_precision, parity_batch
 
@@ -182,7 +182,9 @@ def _onnx_output(source: OnnxModel, settings: QuantizeSettings, context: StageCo
     return OnnxModel(context.output_dir)
 
 
-def _calibration_feeds(context: StageContext, settings: CalibratedSettings, inputs: set[str]) -> Iterator[dict]:
+def _calibration_feeds(model: OnnxModel, context: StageContext, settings: CalibratedSettings) -> Iterator[dict]:
+    """Padded batches of seeded training examples, as the graph's inputs take them."""
+    inputs = {i.name for i in ort_session(model.path).get_inputs()}
     train = context.data.train.shuffle(seed=settings.seed)
     chosen = train.select(range(min(settings.calibration_examples, len(train))))
     for batch in padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size):
@@ -195,8 +197,7 @@ def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: Stag
 
 
 def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageContext) -> StageOutput:
-    inputs = {i.name for i in ort_session(model.path).get_inputs()}
-    feeds = _calibration_feeds(context, settings, inputs)
+    feeds = _calibration_feeds(model, context, settings)
     quantize_static_int8(
         model.path, _quantized_path(context), feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
     )
@@ -208,7 +209,8 @@ class OpenVinoFacts(StageFacts):
     """What OpenVINO's CPU plugin computed the float operations in (f32, bf16)."""
     parity_max_abs_logit_diff: float
     """Against the ONNX graph it was made from (itself checked against PyTorch when exported)."""
-    parity_label_agreement: float
+    parity_label_agreement: float | None
+    """Share of parity examples whose predicted label stayed the same (None for regression)."""
     parity_examples: int
 
 
@@ -217,13 +219,12 @@ def _openvino(precision: str | None) -> Callable:
     examples), computing in `precision` ('fp32', 'bf16'; None: OpenVINO's choice for what int8 leaves)."""
 
     def apply(model: OnnxModel, settings: OpenVinoSettings, context: StageContext) -> StageOutput:
-        if getattr(model.config, QUANTIZATION_FIELD, None):
+        if quantized := getattr(model.config, QUANTIZATION_FIELD, None):
             raise CompressError(f"{settings.mode}: starts from an fp32 ONNX export, and its source is already quantized "
-                                f"({getattr(model.config, QUANTIZATION_FIELD)['mode']})")
+                                f"({quantized['mode']})")
         ir_path = context.output_dir / IR_FILE
         if isinstance(settings, OpenVinoInt8Settings):
-            inputs = {i.name for i in ort_session(model.path).get_inputs()}
-            batches = _calibration_feeds(context, settings, inputs)
+            batches = _calibration_feeds(model, context, settings)
             quantize_openvino_int8(model.path, ir_path, batches, subset_size=-(-settings.calibration_examples // settings.calibration_batch_size))
         else:
             convert_onnx(model.path, ir_path)
@@ -233,13 +234,15 @@ def _openvino(precision: str | None) -> Callable:
         converted = OpenVinoModel(context.output_dir)
 
         batch = parity_batch(context, settings.parity_examples)
-        ours, reference = converted.predictor()(batch), model.predictor()(batch)
+        compiled = converted.compiled()
+        ours, reference = compiled_predictor(compiled)(batch), model.predictor()(batch)
         difference = float(np.abs(ours - reference).max())
         if precision == "fp32" and difference > settings.tolerance:
             raise CompressError(f"{settings.mode}: OpenVINO logits differ from the ONNX graph's by {difference:.2e} on "
                                 f"{len(ours)} dev examples (tolerance {settings.tolerance:g})")
-        computed = computed_precision(compile_ir(converted.path, precision=precision))
-        agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if ours.shape[-1] > 1 else 1.0
+        computed = computed_precision(compiled)
+        # a regression head's one output has no label to agree on
+        agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if ours.shape[-1] > 1 else None
         return StageOutput(converted, OpenVinoFacts(computed_precision=computed, parity_max_abs_logit_diff=difference,
                                                     parity_label_agreement=agreement, parity_examples=len(ours)))
 
