@@ -43,7 +43,7 @@ def training_steps_per_second(model, batch: dict, steps: int, bf16: bool) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu")
-    parser.add_argument("--train-examples", type=int, default=1600)
+    parser.add_argument("--train-examples", type=int, default=None, help="default: all of them")
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per precision")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -54,44 +54,46 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification
 
     from compress.benchmarking.latency import describe_environment, fixed_length_batch, measure, timing_environment
-    from compress.data.loading import DataSettings, load_task_data
     from compress.evaluation.metrics import metric_texts
     from compress.pipeline.artifacts import load_artifact
-    from compress.pipeline.models import load_tokenizer
+    from compress.pipeline.cache import StageCache
+    from compress.pipeline.executor import Executor
+    from compress.pipeline.graph import recipe_graph
     from compress.pipeline.recipe import recipe_from_mapping
-    from compress.pipeline.runner import run_recipe
 
     console = Console()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    base = {"model": "minilm-l6", "task": "rotten-tomatoes", "max_length": 128,
-            "data": {"source": "embedded", "max_train_examples": args.train_examples}}
-    teacher = {"stage": "finetune", "name": "teacher", "epochs": 2, "learning_rate": 5e-5}
-    finished: dict[str, Path] = {}  # the teacher is trained once and linked into every other run
-    scores: dict[str, dict] = {}
+    data_settings = {"source": "embedded"} | ({"max_train_examples": args.train_examples} if args.train_examples else {})
+    base = {"model": "minilm-l6", "task": "rotten-tomatoes", "max_length": 128, "data": data_settings}
+    teacher = {"stage": "finetune", "name": "fp32", "epochs": 2, "learning_rate": 5e-5}
+    # One executor and cache for every recipe: the fp32 model is trained once and read by the rest.
+    executor = Executor(StageCache(args.out / "work", lambda node: node.name), console)
     recipes = {
         "fp32": [teacher],
+        "bf16-training": [{**teacher, "name": "bf16-training", "precision": "bf16"}],
         "fp16": [teacher, {"stage": "quantize", "name": "fp16", "mode": "fp16"}],
         "bnb-8bit": [teacher, {"stage": "quantize", "name": "bnb-8bit", "mode": "bnb-8bit"}],
         "bnb-4bit": [teacher, {"stage": "quantize", "name": "bnb-4bit", "mode": "bnb-4bit"}],
         "onnx": [teacher, {"stage": "export", "name": "onnx"}],
     }
+    built: dict[str, tuple[Path, object]] = {}
+    errors: dict[str, str] = {}
     for name, stages in recipes.items():
-        recipe = recipe_from_mapping({**base, "name": name, "stages": stages}, f"gpu check ({name})")
-        try:
-            summary = run_recipe(recipe, "gpu check", args.out / "work" / name, overwrite=False, console=console,
-                                 recipe_text=json.dumps(stages), finished_stages=finished)
-            scores[name] = summary["final"]
-        except Exception as error:  # a mode this GPU or its libraries cannot run is a row, not the end
-            scores[name] = {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"}
+        try:  # a mode this GPU or its libraries cannot run is a row, not the end
+            recipe = recipe_from_mapping({**base, "name": name, "stages": stages}, f"gpu check ({name})")
+            built[name] = executor.ensure(recipe_graph(recipe, json.dumps(stages))[name])
+        except Exception as error:
+            text = str(error).strip()
+            errors[name] = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
-    tokenizer = load_tokenizer("minilm-l6")
-    data = load_task_data("rotten-tomatoes", DataSettings(**base["data"]))
+    tokenizer = executor.tokenizer("minilm-l6")
+    data = executor.data(recipe)
     texts = list(data.dev["validation"]["text_a"])
     timings = []
     for name in ("fp32", "fp16", "onnx"):
-        if "error" in scores[name]:
+        if name not in built:
             continue
-        model = load_artifact(args.out / "work" / name / "final", "cuda")
+        model = load_artifact(built[name][0], "cuda")
         for batch_size in (1, 32):
             batch = fixed_length_batch(texts, tokenizer, batch_size, 128)
             timings.append((name, measure(model, [batch], threads=1, label_length="128", warmup=10, repeats=50)))
@@ -99,9 +101,10 @@ def main() -> None:
     train_batch = {k: v.to("cuda") for k, v in fixed_length_batch(texts, tokenizer, 32, 128).items()}
     train_batch["labels"] = torch.tensor(data.dev["validation"]["label"][:32], device="cuda")
     speed = {}
-    for precision, bf16 in (("fp32", False), ("bf16 autocast", True)):
-        model = AutoModelForSequenceClassification.from_pretrained(args.out / "work" / "fp32" / "final").to("cuda")
-        speed[precision] = training_steps_per_second(model, train_batch, args.steps, bf16)
+    if "fp32" in built:
+        for precision, bf16 in (("fp32", False), ("bf16 autocast", True)):
+            model = AutoModelForSequenceClassification.from_pretrained(built["fp32"][0]).to("cuda")
+            speed[precision] = training_steps_per_second(model, train_batch, args.steps, bf16)
 
     environment = timing_environment("cuda")
     lines = [f"# compress on {torch.cuda.get_device_name(0)}", "", f"Command: `{command}`", "",
@@ -109,21 +112,31 @@ def main() -> None:
              f"## Fine-tuning MiniLM (batch 32, sequence 128, {args.steps} timed AdamW steps)", "",
              "| precision | steps per second | vs fp32 |", "|---|---|---|"]
     lines += [f"| {p} | {s:.2f} | {s / speed['fp32']:.2f}x |" for p, s in speed.items()]
-    lines += ["", f"## Quantize stages of the fine-tuned MiniLM ({args.train_examples} training reviews, "
-              f"{len(texts)} dev reviews)", "", "| model | accuracy | size MB | note |", "|---|---|---|---|"]
-    for name, final in scores.items():
-        if "error" in final:
-            lines.append(f"| {name} | – | – | failed: {final['error'][:160]} |")
+    lines += ["", f"## The finetune stage in each training precision (same seed; {len(data.train)} training reviews, "
+              f"{len(texts)} dev reviews, 2 epochs)", "", "| precision | accuracy | steps per second (Trainer) | stage seconds |",
+              "|---|---|---|---|"]
+    for name in ("fp32", "bf16-training"):
+        if name in built:
+            record = built[name][1]
+            lines.append(f"| {record.notes.get('precision', '?')} | {metric_texts(record.metrics).get('accuracy', '–')} | "
+                         f"{record.notes.get('train_steps_per_second', '–')} | {record.seconds:.1f} |")
         else:
-            accuracy = metric_texts(final["metrics"]).get("accuracy", "–")
-            lines.append(f"| {name} | {accuracy} | {final['size_mb']:.1f} | {final['kind']} |")
+            lines.append(f"| {name} | – | – | failed: {errors[name][:160]} |")
+    lines += ["", "## Quantize stages of the fp32 fine-tuned MiniLM", "", "| model | accuracy | size MB | note |", "|---|---|---|---|"]
+    for name in (name for name in recipes if name != "bf16-training"):
+        if name in errors:
+            lines.append(f"| {name} | – | – | failed: {errors[name][:160]} |")
+        else:
+            record = built[name][1]
+            lines.append(f"| {name} | {metric_texts(record.metrics).get('accuracy', '–')} | {record.size_mb:.1f} | {record.kind} |")
     lines += ["", "## Latency (sequence 128, median of 50 calls after 10 warm-up calls)", "",
               "| model | batch | p50 ms | p95 ms | examples per second | device |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {t.batch_size} | {t.p50_ms:.2f} | {t.p95_ms:.2f} | {t.throughput:.0f} | {t.device} |" for name, t in timings]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     (args.out / "gpu_check.json").write_text(json.dumps(
-        {"command": command, "environment": environment, "training_steps_per_second": speed, "stages": scores,
+        {"command": command, "environment": environment, "training_steps_per_second": speed,
+         "stages": {name: record.model_dump() for name, (_, record) in built.items()}, "errors": errors,
          "latency": [{"model": name, **t.as_dict()} for name, t in timings]}, indent=2, default=str) + "\n")
     console.print("\n".join(lines))
 

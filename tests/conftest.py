@@ -9,7 +9,9 @@ a couple of minutes.
 from __future__ import annotations
 
 import pytest
+import torch
 
+from compress.data.loading import DataSettings, load_task_data
 from compress.pipeline.models import load_tokenizer
 
 SLOW_FIXTURES = {"finished_sweep", "recipe_bench", "int8_run", "quickstart_run", "dropped_minilm", "minilm_on_reviews", "reviews"}
@@ -25,3 +27,19 @@ def pytest_collection_modifyitems(items):
 def tokenizer():
     """The embedded MiniLM's tokenizer."""
     return load_tokenizer("minilm-l6")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train many times faster on one thread than on two shared with other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    """64 training and 32 dev reviews of the embedded Rotten Tomatoes data."""
+    settings = DataSettings(source="embedded", max_train_examples=64, max_eval_examples=32)
+    return load_task_data("rotten-tomatoes", settings)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from transformers import BertForSequenceClassification
 
 from compress.data.encoding import padded_batches, tokenize
-from compress.data.loading import DataSettings, TaskData, load_task_data
+from compress.data.loading import TaskData
 from compress.data.tasks import TaskSpec
 from compress.errors import CompressError
 from compress.stages import STAGES
@@ -43,21 +43,6 @@ REGRESSION = TaskSpec("toy-score", None, ("pearson", "spearman"), None, (), {}, 
 
 # A few dozen optimizer steps on 64 examples: enough to move a tiny model, seconds on a CPU.
 FAST = dict(epochs=8, learning_rate=1e-3, batch_size=16, warmup_ratio=0.0, seed=0)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models train many times faster on one thread than on two shared with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def reviews():
-    settings = DataSettings(source="embedded", max_train_examples=64, max_eval_examples=32)
-    return load_task_data("rotten-tomatoes", settings)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedMo
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import ModelDescription, StageContext, StageOutput
-from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_losses
+from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_record
 from compress.surgery.architectures import layout_for, num_layers
 from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
@@ -360,6 +360,6 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
 
     facts = DistillFacts(
         **settings.loss_note(), loss="mse" if regression else "kl", **before, **after,
-        note_examples=sum(len(b["input_ids"]) for b in note_batches), **training_losses(trainer, output),
+        note_examples=sum(len(b["input_ids"]) for b in note_batches), **training_record(trainer, output),
     )
     return StageOutput(model, facts)

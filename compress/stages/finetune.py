@@ -34,6 +34,11 @@ class TrainingHyperparameters(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 42
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="What the forward and backward passes compute in: bf16 autocast (weights and optimizer "
+        "stay fp32), fp32, or auto (bf16 where the device computes it natively: a CUDA GPU with bf16, or a CPU with "
+        "AVX512-BF16 or AMX).",
+    )
     allow_long_training: bool = Field(
         False, exclude=True,  # it changes no model, so it is no part of a stage's identity or record
         description=f"Allow more than {MAX_TRAINING_STEPS:,} optimizer steps (a budget that is otherwise taken for a typo).",
@@ -47,6 +52,24 @@ class TrainingHyperparameters(BaseModel):
                     f"{steps:,.0f} optimizer steps, more than {MAX_TRAINING_STEPS:,}; set allow_long_training: true if you mean it")
         return None
 
+    def training_precision(self) -> str:
+        """What this machine trains in under these settings ('bf16' or 'fp32')."""
+        if self.precision == "auto":
+            return "fp32" if bf16_training_problem() else "bf16"
+        return self.precision
+
+
+def bf16_training_problem() -> str | None:
+    """Why this machine cannot train in bf16 at full speed (None: it can). Training runs on the GPU where
+    there is one (the Trainer's choice), else on the CPU, which without bf16 units would only emulate it."""
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return None
+        return f"{torch.cuda.get_device_name(0)} does not compute in bf16"
+    native = [name for name, check in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+              if getattr(torch.cpu, check, lambda: False)()]
+    return None if native else "this CPU has neither AVX512-BF16 nor AMX and there is no CUDA GPU"
+
 
 class FinetuneSettings(StageSettings, TrainingHyperparameters):
     stage: Literal["finetune"] = "finetune"
@@ -57,6 +80,15 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if problem := self.budget_problem(train_examples):
             raise CompressError(problem)
+        if self.precision == "bf16" and (problem := bf16_training_problem()):
+            raise CompressError(f"precision: bf16 needs a device that computes in bf16, and {problem}; "
+                                "use precision: auto (bf16 only where it is native) or fp32")
+
+    def identity_settings(self, layers_before: int) -> dict:
+        settings = super().identity_settings(layers_before)
+        if settings["precision"] == "fp32":
+            del settings["precision"]  # every stage trained in fp32 before the field existed: their caches stay valid
+        return settings
 
     def describe(self, described: ModelDescription) -> None:
         if described.training != "distill":
@@ -69,6 +101,10 @@ class TrainingFacts(StageFacts):
 
     train_loss_mean: float
     train_loss_by_step: dict[str, float]
+    precision: str
+    """What the passes computed in ('bf16' autocast or 'fp32'), after `auto` was resolved on this machine."""
+    train_steps_per_second: float
+    """Optimizer steps per second over the whole run, as the Trainer timed it."""
 
 
 # transformers 5 takes a warm-up ratio as a fraction in warmup_steps and has no warmup_ratio; 4.57 has both
@@ -92,6 +128,7 @@ def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingA
         logging_steps=0.1,  # a tenth of the steps: ten points of the loss curve however long the training
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(),
+        bf16=settings.training_precision() == "bf16",
         dataloader_num_workers=0,
     )
 
@@ -107,10 +144,12 @@ def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageC
             processing_class=context.tokenizer,
         )
         output = trainer.train()
-    return StageOutput(trainer.model, TrainingFacts(**training_losses(trainer, output)))
+    return StageOutput(trainer.model, TrainingFacts(**training_record(trainer, output)))
 
 
-def training_losses(trainer: Trainer, output: TrainOutput) -> dict:
+def training_record(trainer: Trainer, output: TrainOutput) -> dict:
     """The fields of TrainingFacts, from a finished Trainer."""
     logged = {str(entry["step"]): round(entry["loss"], 4) for entry in trainer.state.log_history if "loss" in entry}
-    return {"train_loss_mean": round(output.training_loss, 4), "train_loss_by_step": logged}
+    return {"train_loss_mean": round(output.training_loss, 4), "train_loss_by_step": logged,
+            "precision": "bf16" if trainer.args.bf16 else "fp32",
+            "train_steps_per_second": round(output.metrics["train_steps_per_second"], 3)}
