@@ -1,7 +1,8 @@
 """What compress does on one CUDA GPU, written as a Markdown report: fine-tuning steps per second in fp32
-and under bf16 autocast, the fp16, bnb-8bit and bnb-4bit quantize stages of a fine-tuned MiniLM with
-their dev scores, PyTorch fp32 and fp16 latency at batch 1 and 32 (sequence 128), and the ONNX model
-on onnxruntime's CUDA provider where onnxruntime-gpu is installed.
+and under bf16 autocast, the finetune stage in both training precisions, the fp16, bnb-8bit and bnb-4bit
+quantize stages of a fine-tuned MiniLM with their dev scores and whether each gives a batch the logits
+it gives one example at a time, PyTorch fp32 and fp16 latency at batch 1 and 32 (sequence 128), and the
+ONNX model on onnxruntime (its CUDA provider where onnxruntime-gpu is installed, else the CPU).
 
     python bench/gpu_check.py --out bench/results/gpu
 
@@ -38,6 +39,17 @@ def training_steps_per_second(model, batch: dict, steps: int, bf16: bool) -> flo
         optimizer.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     return steps / (time.perf_counter() - started)
+
+
+def batch_consistency(model, tokenizer, texts: list[str]) -> tuple[float, float]:
+    """Largest logit difference and label agreement between `texts` run as one padded batch and one at a
+    time: a kernel that mixes up the rows of a batch shows here, where a single-example check passes."""
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to("cuda")
+        together = model(**batch).logits.float()
+        alone = torch.cat([model(**tokenizer([text], truncation=True, max_length=128, return_tensors="pt").to("cuda")).logits.float()
+                           for text in texts])
+    return (together - alone).abs().max().item(), (together.argmax(-1) == alone.argmax(-1)).float().mean().item()
 
 
 def main() -> None:
@@ -98,6 +110,9 @@ def main() -> None:
             batch = fixed_length_batch(texts, tokenizer, batch_size, 128)
             timings.append((name, measure(model, [batch], threads=1, label_length="128", warmup=10, repeats=50)))
 
+    consistency = {name: batch_consistency(load_artifact(built[name][0], "cuda"), tokenizer, texts[:16])
+                   for name in ("fp32", "fp16", "bnb-8bit", "bnb-4bit") if name in built}
+
     train_batch = {k: v.to("cuda") for k, v in fixed_length_batch(texts, tokenizer, 32, 128).items()}
     train_batch["labels"] = torch.tensor(data.dev["validation"]["label"][:32], device="cuda")
     speed = {}
@@ -129,6 +144,9 @@ def main() -> None:
         else:
             record = built[name][1]
             lines.append(f"| {name} | {metric_texts(record.metrics).get('accuracy', '–')} | {record.size_mb:.1f} | {record.kind} |")
+    lines += ["", "## One padded batch of 16 dev reviews against each review alone", "",
+              "| model | max abs logit difference | label agreement |", "|---|---|---|"]
+    lines += [f"| {name} | {difference:.4f} | {agreement:.2f} |" for name, (difference, agreement) in consistency.items()]
     lines += ["", "## Latency (sequence 128, median of 50 calls after 10 warm-up calls)", "",
               "| model | batch | p50 ms | p95 ms | examples per second | device |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {t.batch_size} | {t.p50_ms:.2f} | {t.p95_ms:.2f} | {t.throughput:.0f} | {t.device} |" for name, t in timings]
@@ -137,6 +155,7 @@ def main() -> None:
     (args.out / "gpu_check.json").write_text(json.dumps(
         {"command": command, "environment": environment, "training_steps_per_second": speed,
          "stages": {name: record.model_dump() for name, (_, record) in built.items()}, "errors": errors,
+         "batch_consistency": {name: {"max_abs_logit_diff": d, "label_agreement": a} for name, (d, a) in consistency.items()},
          "latency": [{"model": name, **t.as_dict()} for name, t in timings]}, indent=2, default=str) + "\n")
     console.print("\n".join(lines))
 

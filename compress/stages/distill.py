@@ -22,12 +22,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer
+from transformers import PretrainedConfig, PreTrainedModel, Trainer
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import ModelDescription, StageContext, StageOutput
-from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_record
+from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_collator, training_record
 from compress.surgery.architectures import layout_for, num_layers
 from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
@@ -347,7 +347,7 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
             model=model,
             args=args,
             train_dataset=train,
-            data_collator=DataCollatorWithPadding(context.tokenizer),
+            data_collator=training_collator(settings, context.tokenizer),
             processing_class=context.tokenizer,
             teacher=teacher,
             settings=settings,
