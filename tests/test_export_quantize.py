@@ -15,11 +15,13 @@ import torch
 import yaml
 from compress.exporters.onnx_export import export_onnx, fused_operators
 from compress.exporters.onnx_runtime import ort_session
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
 from compress.pipeline.models import load_tokenizer
+from compress.stages.base import StageContext
+from compress.stages.quantize import METHODS
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
 
@@ -92,6 +94,9 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
         assert round(changed) <= 6, (name, changed)
     assert stages["dynamic"]["size_mb"] <= 0.3 * stages["onnx"]["size_mb"]
     assert [stages[n]["kind"] for n in ("onnx", "dynamic", "torch-int8", "ov-int8")] == ["onnx", "onnx", "torch-int8", "openvino"]
+    # PyTorch int8 scales activations over the whole batch, so a batch and its examples alone may differ a little
+    batch = stages["torch-int8"]["notes"]
+    assert batch["batch_examples"] == 16 and batch["batch_label_agreement"] >= 0.9 and 0 < batch["batch_max_abs_logit_diff"] < 0.5, batch
     for column in ("kind", "size", "accuracy", "dynamic", "static"):
         assert column in output
 
@@ -216,6 +221,33 @@ def test_finetuning_an_onnx_model_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+class BatchBreakingBert(BertForSequenceClassification):
+    """Stands in for a faulty kernel that is right for one example but wrong for every row of a batch after
+    the first, as bitsandbytes 0.50.2's int8 was on an H200 (bench/results/gpu); the real one needs that GPU."""
+
+    def forward(self, **inputs):
+        output = super().forward(**inputs)
+        output.logits = torch.cat([output.logits[:1], -output.logits[1:]])
+        return output
+
+
+def test_a_torch_quantization_that_answers_a_batch_otherwise_is_refused(reviews, tokenizer, tmp_path):
+    method = METHODS["torch-dynamic-int8"]
+    settings = method.settings(mode="torch-dynamic-int8")
+    context = StageContext(reviews, tokenizer, tmp_path, max_length=32, eval_batch_size=32)
+    config = tiny_config("bert", 2)
+    config.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(0)
+    good = BertForSequenceClassification(config).eval()
+    facts = method.apply(good, settings, context).facts
+    assert facts.batch_examples == 16 and facts.batch_label_agreement >= 0.9 and facts.batch_max_abs_logit_diff < 0.5, facts
+
+    breaking = BatchBreakingBert(config).eval()
+    with pytest.raises(CompressError, match=r"quantize: torch-dynamic-int8 on this machine gives a batch other answers than one "
+                                            r"example at a time \(labels agree on \d+% of 16 dev examples"):
+        method.apply(breaking, settings, context)
+
+
 def test_fp16_fails_cleanly_without_cuda(tmp_path):
     recipe = write_minilm_recipe(tmp_path / "fp16.yaml", [{"stage": "finetune"}, {"stage": "quantize", "mode": "fp16"}])
     code, message = check(recipe)

@@ -139,7 +139,7 @@ BF16_PAD_MULTIPLE = 16
 def training_collator(settings: FinetuneSettings, tokenizer) -> DataCollatorWithPadding:
     """Pads each batch to its longest example, and under bf16 up to a multiple of 16 as well: bf16 autocast on
     a CUDA GPU pays for every new batch shape (bench/results/gpu/diagnose.txt: MiniLM trained at 0.17x the
-    fp32 speed on 43 shapes, 0.87x on 5). fp32 batches are padded as before, so fp32 models do not change."""
+    fp32 speed on 43 shapes, 0.80x on 5). fp32 batches are padded as before, so fp32 models do not change."""
     multiple = BF16_PAD_MULTIPLE if settings.training_precision() == "bf16" else None
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
 

@@ -249,8 +249,39 @@ def _openvino(precision: str | None) -> Callable:
     return apply
 
 
+BATCH_CHECK_EXAMPLES = 16
+MIN_BATCH_AGREEMENT = 0.9
+"""Share of dev examples whose label must not change between a padded batch and the example alone: int8
+activation scales taken over a whole batch move a borderline label at most, a kernel that mixes up rows
+moves half of them (bitsandbytes 0.50.2's int8 on an H200: 0.56, bench/results/gpu/gpu_check.md)."""
+
+
+class BatchConsistencyFacts(StageFacts):
+    """How far the quantized model's answers for a padded batch of dev examples are from its answers for
+    each example alone (an fp32 model: float noise)."""
+
+    batch_max_abs_logit_diff: float
+    batch_label_agreement: float | None
+    """None for a regression head, whose one output has no label."""
+    batch_examples: int
+
+
+def batch_consistency(model, batch: dict) -> BatchConsistencyFacts:
+    """Runs `batch` (padded) at once and each of its examples alone, without padding."""
+    device = next(model.parameters()).device
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        together = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        alone = torch.cat([model(**{k: v[i : i + 1, mask[i]].to(device) for k, v in batch.items()}).logits.float().cpu()
+                           for i in range(len(mask))])
+    agreement = float((together.argmax(-1) == alone.argmax(-1)).float().mean()) if together.shape[-1] > 1 else None
+    return BatchConsistencyFacts(batch_max_abs_logit_diff=float((together - alone).abs().max()), batch_label_agreement=agreement,
+                                 batch_examples=len(mask))
+
+
 def _in_torch(convert: Callable) -> Callable:
-    """A method that converts a PyTorch model, with how it was quantized kept in its config."""
+    """A method that converts a PyTorch model, with how it was quantized kept in its config; refused when
+    the converted model answers a batch otherwise than its examples one by one."""
 
     def apply(model, settings: QuantizeSettings, context: StageContext) -> StageOutput:
         try:
@@ -258,7 +289,13 @@ def _in_torch(convert: Callable) -> Callable:
         except QuantizationError as error:
             raise CompressError(f"quantize: {error}") from None
         setattr(converted.config, QUANTIZATION_FIELD, settings.record())
-        return StageOutput(converted)
+        facts = batch_consistency(converted, parity_batch(context, BATCH_CHECK_EXAMPLES))
+        if facts.batch_label_agreement is not None and facts.batch_label_agreement < MIN_BATCH_AGREEMENT:
+            raise CompressError(
+                f"quantize: {settings.mode} on this machine gives a batch other answers than one example at a time "
+                f"(labels agree on {facts.batch_label_agreement:.0%} of {facts.batch_examples} dev examples, logits differ by up to "
+                f"{facts.batch_max_abs_logit_diff:.2f}): its kernels are wrong here; choose another mode")
+        return StageOutput(converted, facts)
 
     return apply
 
