@@ -3,6 +3,10 @@ compare two exporters, optimizer levels or quantizations of the same model by.
 
     .venv/bin/python bench/onnx_in_turns.py A_FOLDER B_FOLDER ... --threads 2 --rounds 15 --calls 20
 
+A model given as `FOLDER::key=value,key=value` is timed with those onnxruntime session configuration
+entries (e.g. `FOLDER::session.intra_op.allow_spinning=0`), so one graph can be compared with itself
+under other session settings.
+
 Each round times every model on the same batches (batch 1 at `--length` tokens, and real dev
 sentences at their own lengths), one model after another, with a pause and two untimed calls between
 models (onnxruntime's spinning threads slow whatever runs right after them); the figure per model is
@@ -31,7 +35,8 @@ PAUSE_S = 0.15
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="model folders (onnx/*.onnx or model.onnx) or .onnx files; the first is the reference")
+    parser.add_argument("models", nargs="+", help="model folders (onnx/*.onnx or model.onnx) or .onnx files, each optionally with "
+                        "::key=value,... session entries; the first is the reference")
     parser.add_argument("--tokenizer", default=None, help="folder or alias of the tokenizer (default: the first model folder)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--length", type=int, default=128)
@@ -39,18 +44,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args()
 
-    graphs = [onnx_file(m) if m.is_dir() else m for m in args.models]
-    missing = [str(m) for m, g in zip(args.models, graphs) if g is None or not g.is_file()]
+    configs = [dict(entry.split("=", 1) for entry in str(m).partition("::")[2].split(",") if entry) for m in args.models]
+    folders = [Path(str(m).partition("::")[0]) for m in args.models]
+    graphs = [onnx_file(m) if m.is_dir() else m for m in folders]
+    missing = [str(m) for m, g in zip(folders, graphs) if g is None or not g.is_file()]
     if missing:
         parser.exit(2, f"error: no ONNX model in {', '.join(missing)}\n")
-    tokenizer = load_tokenizer(args.tokenizer or str(args.models[0]))
+    tokenizer = load_tokenizer(args.tokenizer or str(folders[0]))
     dev = load_task_data("rotten-tomatoes", DataSettings(source="embedded")).dev["validation"]
     texts = list(dev["text_a"])
     fixed = {k: v.numpy().astype(np.int64) for k, v in fixed_length_batch(texts, tokenizer, 1, args.length).items()}
     rng = np.random.default_rng(0)
     real = [{k: np.asarray(v, dtype=np.int64)[None] for k, v in tokenizer(texts[i], truncation=True, max_length=args.length).items()}
             for i in rng.choice(len(texts), size=args.calls, replace=False)]
-    sessions = [ort_session(g, args.threads) for g in graphs]
+    sessions = [ort_session(g, args.threads, config=c) for g, c in zip(graphs, configs)]
     inputs = [{i.name for i in s.get_inputs()} for s in sessions]
 
     def feed(index: int, batch: dict) -> dict:

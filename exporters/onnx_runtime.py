@@ -7,10 +7,14 @@ from pathlib import Path
 import onnxruntime as ort
 
 
-def ort_session(path: Path, threads: int | None = None, profile_prefix: Path | None = None) -> ort.InferenceSession:
+def ort_session(path: Path, threads: int | None = None, profile_prefix: Path | None = None,
+                config: dict[str, str] | None = None) -> ort.InferenceSession:
     """A CPU session (CUDA first when onnxruntime-gpu sees a device); `threads` fixes intra-op threads;
-    with `profile_prefix`, onnxruntime's profiler records every node's time (`end_profiling` writes it)."""
+    with `profile_prefix`, onnxruntime's profiler records every node's time (`end_profiling` writes it);
+    `config`: session configuration entries (e.g. {"session.intra_op.allow_spinning": "0"})."""
     options = ort.SessionOptions()
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
