@@ -13,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from compress.benchmarking.bench import Benchmark
+from compress.benchmarking.bench import SETTINGS_FILE, Benchmark, guard_settings
 from compress.benchmarking.records import read_records
 from compress.benchmarking.report import markdown_table, pareto_front, strategy_table, with_deltas, write_report
 from compress.benchmarking.rows import FULL
-from compress.benchmarking.sweep import Grid, Sweep, expand, shard_rows, sweep_rows
+from compress.benchmarking.sweep import Grid, Sweep, expand, load_sweep, shard_rows, sweep_rows
+from compress.errors import CompressError
 from compress.folders import MARKER, claim
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from tests.helpers import assert_scored_on, bench, build_stamps
@@ -316,6 +317,22 @@ def test_a_folder_built_with_other_settings_is_not_reused(finished_sweep):
     result = bench(write_sweep(folder, changed, "changed.yaml"), "--out", folder / "out")
     assert result.exit_code == 2
     assert "holds rows built with other training" in result.output
+
+
+def test_a_folder_of_an_older_version_is_reused_when_only_a_new_settings_default_differs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    guard_settings(load_sweep(write_sweep(tmp_path)), out)
+    recorded = json.loads((out / SETTINGS_FILE).read_text())
+    del recorded["training"]["precision"]  # what versions before the training precision setting wrote
+    (out / SETTINGS_FILE).write_text(json.dumps(recorded))
+    guard_settings(load_sweep(write_sweep(tmp_path)), out)
+    assert json.loads((out / SETTINGS_FILE).read_text())["training"]["precision"] == "fp32"
+
+    (out / SETTINGS_FILE).write_text(json.dumps(recorded))
+    bf16 = load_sweep(write_sweep(tmp_path, {**TINY, "training": {**TINY["training"], "precision": "auto"}}, "auto.yaml"))
+    with pytest.raises(CompressError, match="holds rows built with other training"):
+        guard_settings(bf16, out)
 
 
 def test_rows_timed_with_other_latency_settings_are_not_mixed(finished_sweep, tmp_path):

@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
+from compress.pipeline.artifacts import OnnxModel
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
 from compress.stages.quantize import METHODS
@@ -221,6 +222,21 @@ def test_finetuning_an_onnx_model_is_refused(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_static_int8_of_a_model_in_a_relative_folder(reviews, tokenizer, tmp_path, monkeypatch):
+    """onnxruntime's quantizer reads the calibration feeds from a scratch working directory; a model
+    folder given relative to the user's (as `--out bench/results/...` makes them) must still be found."""
+    config = tiny_config("bert", 2)
+    config.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(0)
+    export_onnx(AutoModelForSequenceClassification.from_config(config).eval(), tokenizer, tmp_path / "exported")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    method = METHODS["static-int8"]
+    context = StageContext(reviews, tokenizer, Path("out"), max_length=32, eval_batch_size=32)
+    output = method.apply(OnnxModel(Path("exported")), method.settings(mode="static-int8", calibration_examples=16), context)
+    assert (tmp_path / "out" / "onnx" / "model_quantized.onnx").is_file() and output.model.path.is_file()
+
+
 class BatchBreakingBert(BertForSequenceClassification):
     """Stands in for a faulty kernel that is right for one example but wrong for every row of a batch after
     the first, as bitsandbytes 0.50.2's int8 was on an H200 (bench/results/gpu); the real one needs that GPU."""

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -60,7 +61,7 @@ def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
     latency settings (measuring every finished row again, `retime`, may change those); then record them."""
     current = json.loads(sweep.model_dump_json(include={*BUILD_SETTINGS, TIMING_SETTINGS}))
     path = out_dir / SETTINGS_FILE
-    previous = read_settings(path) if path.exists() else {}
+    previous = {field: with_defaults(field, value) for field, value in (read_settings(path) if path.exists() else {}).items()}
     changed = [field for field in BUILD_SETTINGS if field in previous and previous[field] != current[field]]
     if changed:
         raise CompressError(f"{out_dir}: holds rows built with other {', '.join(changed)}; use another --out for this sweep")
@@ -73,6 +74,18 @@ def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
     path.write_text(json.dumps(current, indent=2) + "\n")
 
 
+def with_defaults(field: str, value):
+    """A recorded sweep setting as this version writes it: a field added since (training's `precision`, say)
+    takes its default, so a folder of an older version is not taken for one built otherwise."""
+    if field not in Sweep.model_fields:
+        return value
+    adapter = TypeAdapter(Sweep.model_fields[field].annotation)
+    try:
+        return adapter.dump_python(adapter.validate_python(value), mode="json", exclude_none=False)
+    except ValidationError:
+        return value
+
+
 def read_settings(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -83,7 +96,8 @@ def read_settings(path: Path) -> dict:
 def shared_settings(folders: list[Path]) -> dict | None:
     """The sweep settings that shard folders have in common (None for folders of recipe benchmarks);
     folders of sweeps run with other settings cannot go into one table."""
-    found = {folder: read_settings(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).exists() else None for folder in folders}
+    found = {folder: {field: with_defaults(field, value) for field, value in read_settings(folder / SETTINGS_FILE).items()}
+             if (folder / SETTINGS_FILE).exists() else None for folder in folders}
     first, settings = next(iter(found.items()))
     for folder, other in found.items():
         if other != settings:

@@ -183,12 +183,14 @@ def _onnx_output(source: OnnxModel, settings: QuantizeSettings, context: StageCo
 
 
 def _calibration_feeds(model: OnnxModel, context: StageContext, settings: CalibratedSettings) -> Iterator[dict]:
-    """Padded batches of seeded training examples, as the graph's inputs take them."""
+    """Padded batches of seeded training examples, as the graph's inputs take them. The graph is read now,
+    not at the first feed: onnxruntime's quantizer draws the feeds from a scratch working directory, where
+    a relative model path would not resolve."""
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
     train = context.data.train.shuffle(seed=settings.seed)
     chosen = train.select(range(min(settings.calibration_examples, len(train))))
-    for batch in padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size):
-        yield {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs}
+    batches = padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size)
+    return ({name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs} for batch in batches)
 
 
 def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: StageContext) -> StageOutput:
