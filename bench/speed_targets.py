@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gemm_throughput import describe_throughput, gemm_throughput  # beside this script
 from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark
@@ -39,6 +38,7 @@ from compress.benchmarking.latency import (
     timing_environment,
 )
 from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.roofline import describe_peaks, matmul_peaks
 from compress.benchmarking.rows import FULL, Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
@@ -197,12 +197,12 @@ def main() -> None:
     benchmark = Benchmark(args.out, sweep.latency, Console(), sweep)
     benchmark.executor.may_train = False  # time the sweep's own trained models; never train here
     environment = timing_environment("cpu")
-    throughput = gemm_throughput(sweep.latency.threads)  # which kind of host: the int8/fp32 ratio bounds the speed-ups
+    throughput = matmul_peaks(sweep.latency.threads)  # which kind of host: the int8/fp32 ratio bounds the speed-ups
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
              f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", "",
              f"Timed with {describe_environment(environment)}.", "",
-             f"This machine's {describe_throughput(throughput, sweep.latency.threads)} (`bench/gemm_throughput.py`).", ""]
+             f"This machine's {describe_peaks(throughput, sweep.latency.threads)} (`bench/gemm_throughput.py`).", ""]
     figures = {}
     for model in sweep.models:
         for task in sweep.tasks:

@@ -16,11 +16,13 @@ import yaml
 from compress.benchmarking.bench import SETTINGS_FILE, Benchmark, guard_settings
 from compress.benchmarking.records import read_records
 from compress.benchmarking.report import markdown_table, pareto_front, strategy_table, with_deltas, write_report
+from compress.benchmarking.roofline import matmul_gop
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import Grid, Sweep, expand, load_sweep, shard_rows, sweep_rows
 from compress.errors import CompressError
 from compress.folders import MARKER, claim
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
+from compress.pipeline.models import load_config
 from tests.helpers import assert_scored_on, bench, build_stamps
 
 TINY = {
@@ -170,6 +172,13 @@ def test_tiny_sweep_end_to_end(finished_sweep):
         assert load is None or load >= 0
         assert r["peak_memory_mb"] > 0
         assert r["train_other_cpu_load"] is None or r["train_other_cpu_load"] >= 0  # None: trained too briefly to tell
+        # the roofline: MatMul work per call (5 or 6 MiniLM layers, batch 1 at 128 tokens) against this run's measured peaks
+        timing = r["latency"][0]
+        assert timing["sequence_length"] == "128"
+        assert timing["matmul_gop"] == pytest.approx(matmul_gop(load_config("minilm-l6"), [(1, 128)]) * r["layers"] / 6, rel=1e-3)
+        assert r["matmul_peaks_gops"]["int8"] > 0 and r["matmul_peaks_gops"]["fp32"] > 0
+        achieved = timing["matmul_gop"] / (timing["p50_ms"] / 1000)
+        assert timing["fraction_of_fp32_peak"] == pytest.approx(achieved / r["matmul_peaks_gops"]["fp32"], abs=1e-3)
     assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
     # each stage's time is charged to the combination that built it, and only once
     assert full["seconds"]["stages"]["finetune"] > 0 and int8["seconds"]["stages"].keys() == {"export", "quantize"}
@@ -198,6 +207,8 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     libraries = full["environment"]["libraries"]
     assert libraries["torch"] == torch.__version__ and libraries["onnxruntime"] == onnxruntime.__version__
     assert f"Timed with Python {full['environment']['python']}, torch {torch.__version__}, " in table
+    assert "| MatMul GOP | of peak |" in table and f"{full['latency'][0]['fraction_of_fp32_peak']:.0%} fp32 |" in table
+    assert f"{int8['latency'][0]['fraction_of_int8_peak']:.0%} int8 |" in table and "measured with onnxruntime in the same run" in table
 
 
 def test_teacher_is_built_once_and_shared(finished_sweep):

@@ -4,14 +4,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 from compress.benchmarking.latency import LoadElsewhere
 from compress.benchmarking.report import markdown_table
+from compress.benchmarking.roofline import PEAK_DEPTH, PEAK_ROWS, peak_models
 
 
 def spin(seconds: float) -> None:
@@ -47,30 +46,11 @@ def load_bench_script(name: str):
     return module
 
 
-def test_gemm_throughput_script_times_graphs_that_multiply_correctly():
-    gemm = load_bench_script("gemm_throughput")
-    x = np.random.default_rng(2).standard_normal((gemm.ROWS, gemm.DEPTH)).astype(np.float32)
-    for name, model in gemm.gemm_models().items():
-        weights = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "W")).astype(np.float32)
-        expected = x @ (weights * gemm.WEIGHT_SCALE if name == "int8" else weights)
-        (result,) = gemm.gemm_session(model, threads=1).run(None, {"X": x})
-        if name == "fp32":
-            assert np.abs(result - expected).max() < 1e-3 * np.abs(expected).max()
-        else:
-            # the inputs are quantized on the fly to 8 bits, and on CPUs without VNNI onnxruntime's u8s8
-            # dot products saturate (up to 13% of the output's spread on a Zen 1), so agreement is
-            # checked as correlation: a wrong graph (other weights, scales or layout) gives about 0
-            assert np.corrcoef(result.ravel(), expected.ravel())[0, 1] > 0.99
-    figures = gemm.gemm_throughput(threads=1, calls=5, warmup=1)
-    assert figures["int8"] > 0 and figures["fp32"] > 0
-    assert "int8" in gemm.describe_throughput(figures, 1)
-
-
 def test_onnx_profile_script_shares_the_time_among_the_graphs_operators(tmp_path):
-    gemm, profiler = load_bench_script("gemm_throughput"), load_bench_script("onnx_profile")
+    profiler = load_bench_script("onnx_profile")
     path = tmp_path / "int8.onnx"
-    onnx.save(gemm.gemm_models()["int8"], path)
-    profile = profiler.profile_by_operator(path, threads=1, batch=gemm.ROWS, length=gemm.DEPTH, calls=3, warmup=1)
+    onnx.save(peak_models()["int8"], path)
+    profile = profiler.profile_by_operator(path, threads=1, batch=PEAK_ROWS, length=PEAK_DEPTH, calls=3, warmup=1)
     assert list(profile["operators"]) == ["DynamicQuantizeMatMul"]
     row = profile["operators"]["DynamicQuantizeMatMul"]
     assert row["share"] == 1.0 and row["nodes_per_call"] == 1 and row["ms_per_call"] > 0 and profile["call_ms"] > 0

@@ -14,6 +14,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from compress.benchmarking.latency import (
+    Latency,
     contended,
     device_name,
     device_of,
@@ -35,6 +37,7 @@ from compress.benchmarking.memory import serving_peak_mb
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import write_report
+from compress.benchmarking.roofline import matmul_gop, matmul_peaks, peak_fractions
 from compress.benchmarking.rows import BenchRow, model_slug, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.errors import CompressError
@@ -241,14 +244,24 @@ class Benchmark:
         evaluated = time.perf_counter()
 
         dev = next(iter(data.dev.values()))
+        # The host's MatMul peaks, measured once per run before the first timing (CPU timings only).
+        peaks = None if device else matmul_peaks(latency.threads)
+
+        def timed_with_work(batches: list[dict], label: str, repeats: int) -> Latency:
+            timing = measure(model, batches, latency.threads, label, latency.warmup, repeats)
+            gop = matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in batches])
+            fractions = peak_fractions(gop, timing.p50_ms, peaks) if peaks else {}
+            return replace(timing, matmul_gop=round(gop, 3), fraction_of_int8_peak=fractions.get("int8"),
+                           fraction_of_fp32_peak=fractions.get("fp32"))
+
         timings = []
         fixed = {size: fixed_length_batch(dev["text_a"], tokenizer, size, latency.sequence_length) for size in latency.batch_sizes}
         for batch_size in latency.batch_sizes:
             repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
-            timings.append(measure(model, [fixed[batch_size]], latency.threads, str(latency.sequence_length), latency.warmup, repeats))
+            timings.append(timed_with_work([fixed[batch_size]], str(latency.sequence_length), repeats))
             if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
                 real = task_length_batches(dev, tokenizer, batch_size, recipe.max_length, count=repeats, seed=recipe.seed)
-                timings.append(measure(model, real, latency.threads, "task", latency.warmup, repeats))
+                timings.append(timed_with_work(real, "task", repeats))
         timed = time.perf_counter()
         peak_memory = serving_peak_mb(folder, fixed[max(latency.batch_sizes)], device, latency.threads)
         measured_memory = time.perf_counter()
@@ -273,6 +286,7 @@ class Benchmark:
             "threads": latency.threads,
             "device": device_name(device_of(model)),
             "environment": timing_environment(device_of(model)),
+            "matmul_peaks_gops": peaks,
             "train_seconds": trained and trained.seconds,
             "train_other_cpu_load": trained and trained.other_cpu_load,
             "trained_in": str(trained_folder.relative_to(self.work)) if trained_folder else None,

@@ -36,6 +36,9 @@ class Latency:
     threads: int
     device: str
     other_cpu_load: float | None  # CPU cores' worth of work done elsewhere during the timed calls (None: too short to tell)
+    matmul_gop: float | None = None  # the layers' MatMul work per call (compress/benchmarking/roofline.py)
+    fraction_of_int8_peak: float | None = None  # that work over p50, against this host's measured MatMul peaks (CPU only)
+    fraction_of_fp32_peak: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -32,6 +32,11 @@ class Precision:
     def quantization(self) -> QuantizationMethod | None:
         return METHODS[self.method] if self.method else None
 
+    @property
+    def matmul_dtype(self) -> str:
+        """What the model's matrix products compute in (fp32 where nothing quantized it)."""
+        return self.quantization.matmul_dtype if self.quantization else "fp32"
+
     def cannot_run(self) -> str | None:
         return self.quantization.cannot_run() if self.quantization else None
 

@@ -34,6 +34,11 @@ class Timing(BaseModel):
     device: str
     other_cpu_load: float | None = None
     """CPU cores' worth of work done elsewhere during the timed calls (None: too short to tell, or not measured)."""
+    matmul_gop: float | None = None
+    """The layers' MatMul work per call in billions of operations (records from before it was counted: None)."""
+    fraction_of_int8_peak: float | None = None
+    """`matmul_gop` over p50, as a share of this host's int8 MatMul peak measured in the same run (CPU timings)."""
+    fraction_of_fp32_peak: float | None = None
 
 
 class BenchRecord(BaseModel):
@@ -73,6 +78,8 @@ class BenchRecord(BaseModel):
     device: str | None = None
     environment: dict | None = None
     """Libraries and processor features the timings depend on."""
+    matmul_peaks_gops: dict[str, float] | None = None
+    """This host's int8 and fp32 MatMul throughput on the timing's threads, measured in the run (CPU timings)."""
     train_seconds: float | None = None
     train_other_cpu_load: float | None = None
     trained_in: str | None = None

@@ -98,6 +98,8 @@ def _flat(row: dict) -> dict:
         prefix = f"b{t['batch_size']}_s{t['sequence_length']}"
         flat[f"{prefix}_p50_ms"], flat[f"{prefix}_p95_ms"], flat[f"{prefix}_per_s"] = t["p50_ms"], t["p95_ms"], t["throughput"]
         flat[f"{prefix}_other_cpu_load"] = t.get("other_cpu_load")  # absent in records from before it was measured
+        for field in ("matmul_gop", "fraction_of_int8_peak", "fraction_of_fp32_peak"):  # absent before the roofline was measured
+            flat[f"{prefix}_{field}"] = t.get(field)
     return flat
 
 
@@ -184,6 +186,8 @@ def _result_cells(r: dict, headline: tuple[int, str] | None) -> dict[str, str]:
         "size (MB)": f"{r['size_mb']:.1f}",
         "p50 ms": f"{_fmt(t.get('p50_ms'), '.2f')}{busy}",
         "p95 ms": _fmt(t.get("p95_ms"), ".2f"),
+        "MatMul GOP": _fmt(t.get("matmul_gop"), ".2f"),
+        "of peak": peak_text(r, t),
         "speed-up": f"{_fmt(r['speedup_vs_full'], '.2f')}x",
         "train s": f"{_fmt(r.get('train_seconds'), '.0f')}{busy_training}",
     }
@@ -197,7 +201,7 @@ def markdown_table(rows: list[dict]) -> str:
         sample = next((r for r in group if r["status"] == "ok"), {})
         headline = headline_timing(group)
         columns = ["strategy", "K", "training", "precision", metric, "Δ vs full", "Δ vs top-K", "layers", "params (M)",
-                   "size (MB)", "p50 ms", "p95 ms", "speed-up", "train s"]
+                   "size (MB)", "p50 ms", "p95 ms", "MatMul GOP", "of peak", "speed-up", "train s"]
         frame = pd.DataFrame([_result_cells({**r, "primary_metric": metric}, headline) for r in group], columns=columns).fillna("")
         lines += [f"### {model} on {task} ({metric}{_majority_note(group)}; latency: {describe_timing(headline)}, "
                   f"{sample.get('threads', '?')} threads, {sample.get('device', '?')})", "", *pipe_table(frame)]
@@ -206,10 +210,30 @@ def markdown_table(rows: list[dict]) -> str:
                       "(`compress bench ... --retime` measures again)."]
         if frame["train s"].str.endswith("‡").any():
             lines += ["", f"‡ trained while other work used at least {CONTENDED_LOAD} CPU cores: a longer training time than on a quiet machine."]
+        lines += _peak_lines(group)
         environment = _environment_lines(group)
         lines += ["", *environment] if environment else []
         lines.append("")
     return "\n".join(lines)
+
+
+def peak_text(r: dict, timing: dict) -> str:
+    """The share of the host's MatMul peak a timing reached, against the peak of the type the row's
+    matrix products compute in ('' where that peak was not measured)."""
+    dtype = _precision(r["precision"]).matmul_dtype
+    fraction = timing.get(f"fraction_of_{dtype}_peak")
+    return f"{fraction:.0%} {dtype}" if fraction is not None else ""
+
+
+def _peak_lines(group: list[dict]) -> list[str]:
+    """What "of peak" is set against: the host's MatMul peaks measured in the run(s) of these rows."""
+    peaks = {(p["int8"], p["fp32"]): None for r in group if r["status"] == "ok" and (p := r.get("matmul_peaks_gops"))}
+    if not peaks:
+        return []
+    measured = "; ".join(f"int8 {int8:.0f} GOPS, fp32 {fp32:.0f} GFLOPS" for int8, fp32 in peaks)
+    return ["", f"MatMul GOP: the layers' matrix products per call (billions of operations). Of peak: that work over p50, as a "
+            f"share of this host's MatMul throughput in the type the row computes in, measured with onnxruntime in the same run "
+            f"({measured})."]
 
 
 def _environment_lines(group: list[dict]) -> list[str]:
@@ -266,7 +290,7 @@ def _panels(groups: dict, title: str):
 
 def plot_pareto(rows: list[dict], path: Path) -> None:
     groups = _grouped(rows)
-    figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red")
+    figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red; (n%): share of the host's MatMul peak reached")
     for axis, ((model, task), group) in zip(axes, groups.items()):
         headline = headline_timing(group)
         timed = [(r, latency_of(r, headline)) for r in group]
@@ -279,7 +303,7 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
         front = pareto_front(points)
         axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", markersize=6)
-        labels = [axis.text(x, y, _short_label(r), fontsize=6) for (r, _), (x, y) in zip(timed, points)]
+        labels = [axis.text(x, y, _short_label(r, t), fontsize=6) for (r, t), (x, y) in zip(timed, points)]
         # clustered rows (the int8 models, the students of one K) would print over each other
         adjust_text(labels, x=[p[0] for p in points], y=[p[1] for p in points], ax=axis,
                     expand=(1.2, 1.6), force_text=(0.3, 0.6), min_arrow_len=0, arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.4))
@@ -350,11 +374,12 @@ def _precision(name: str) -> Precision:
     return PRECISIONS.get(name) or Precision(name, None, None)
 
 
-def _short_label(r: dict) -> str:
+def _short_label(r: dict, timing: dict | None = None) -> str:
     precision = _precision(r["precision"]).plot_label or ("" if r["precision"] in PRECISIONS else f" {r['precision']}")
+    peak = f" ({text.split()[0]})" if timing and (text := peak_text(r, timing)) else ""
     if r["strategy"] == FULL:
-        return f"full{precision}"
-    return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}"
+        return f"full{precision}{peak}"
+    return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}{peak}"
 
 
 def write_report(records: list[dict], out_dir: Path, command: str | None = None) -> list[dict]:

@@ -48,6 +48,10 @@ class LayerLayout:
     classifier_token: Literal["first", "last"] = "first"
     """The token whose top-layer state the sequence-classification head reads: the first ([CLS], <s>),
     or the last non-padding one (XLNet, whose tokenizer pads on the left, and decoders)."""
+    ffn_size_field: str = "intermediate_size"
+    """Config field with the feed-forward width (unset: 4 x hidden), for the MatMul work of a call."""
+    ffn_matrices: int = 2
+    """Weight matrices of that width in a feed-forward block: 2, or 3 where it is gated (GLU)."""
 
 
 ARCHITECTURES: dict[str, LayerLayout] = {
@@ -57,19 +61,20 @@ ARCHITECTURES: dict[str, LayerLayout] = {
     "electra": LayerLayout("encoder.layer", "num_hidden_layers"),
     "mpnet": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
     "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers", max_positions_field=None),
-    "distilbert": LayerLayout("transformer.layer", "n_layers"),
+    "distilbert": LayerLayout("transformer.layer", "n_layers", ffn_size_field="hidden_dim"),
     "modernbert": LayerLayout(
-        "layers", "num_hidden_layers", per_layer_config_fields=("layer_types",), first_layer_built_apart=True
+        "layers", "num_hidden_layers", per_layer_config_fields=("layer_types",), first_layer_built_apart=True, ffn_matrices=3
     ),
-    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last"),
+    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last", ffn_size_field="d_inner"),
     "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
     "gpt2": LayerLayout(
-        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", onnx_optimizer="gpt2", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last"
+        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", onnx_optimizer="gpt2", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last",
+        ffn_size_field="n_inner",
     ),
-    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, onnx_optimizer=None, classifier_token="last"),
+    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, onnx_optimizer=None, classifier_token="last", ffn_matrices=3),
     "qwen2": LayerLayout(
         "layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",), onnx_optimizer=None,
-        classifier_token="last",
+        classifier_token="last", ffn_matrices=3,
     ),
 }
 

@@ -1,0 +1,91 @@
+"""How far a timing is from what the processor can do: the model's MatMul work per call, and this host's
+int8 and fp32 MatMul peaks measured with onnxruntime on the same thread count.
+
+The work counts every matrix product of the Transformer layers on the padded batch: the four attention
+projections and the feed-forward matrices per token, and the two attention products (scores and
+context) per pair of tokens, as 2 operations per multiply-add. Embeddings, softmax, normalisation and the
+classification head are left out (they are small beside these). Grouped-query attention is counted as
+full attention.
+
+The peak is one large MatMul (a BERT-base feed-forward product: 128 x 768 by 768 x 3072) timed in int8
+(`DynamicQuantizeMatMul`, what dynamic int8 leaves) and fp32. A processor's int8 to fp32 ratio differs
+between processors of one family name, so a fraction of the measured peak travels between hosts where
+a latency does not.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from transformers import PretrainedConfig
+
+from compress.benchmarking.latency import timed_calls
+from compress.surgery.architectures import layout_for, num_layers
+
+PEAK_ROWS, PEAK_DEPTH, PEAK_COLUMNS = 128, 768, 3072
+PEAK_WEIGHT_SCALE = 0.01
+
+
+def matmul_gop(config: PretrainedConfig, batch_shapes: list[tuple[int, int]]) -> float:
+    """Billions of operations (2 per multiply-add) in the layers' matrix products per call, averaged over
+    calls on padded batches of the given (batch size, length) shapes."""
+    layout = layout_for(config)
+    hidden = config.hidden_size
+    feed_forward = getattr(config, layout.ffn_size_field, None) or 4 * hidden
+    per_token = 4 * hidden * hidden + layout.ffn_matrices * hidden * feed_forward
+    macs = [size * (length * per_token + 2 * length * length * hidden) for size, length in batch_shapes]
+    return 2 * num_layers(config) * float(np.mean(macs)) / 1e9
+
+
+def peak_models() -> dict:
+    """One-node graphs: dynamic int8 (what `quantize_dynamic` leaves after onnxruntime's fusion) and fp32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    int8_weights = numpy_helper.from_array(rng.integers(-127, 128, (PEAK_DEPTH, PEAK_COLUMNS)).astype(np.int8), "W")
+    scales = numpy_helper.from_array(np.full((PEAK_COLUMNS,), PEAK_WEIGHT_SCALE, np.float32), "scale")
+    fp32_weights = numpy_helper.from_array(rng.standard_normal((PEAK_DEPTH, PEAK_COLUMNS)).astype(np.float32), "W")
+    nodes = {
+        "int8": (helper.make_node("DynamicQuantizeMatMul", ["X", "W", "scale"], ["Y"], domain="com.microsoft"), [int8_weights, scales]),
+        "fp32": (helper.make_node("MatMul", ["X", "W"], ["Y"]), [fp32_weights]),
+    }
+    models = {}
+    for name, (node, weights) in nodes.items():
+        graph = helper.make_graph([node], name, [helper.make_tensor_value_info("X", TensorProto.FLOAT, [PEAK_ROWS, PEAK_DEPTH])],
+                                  [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [PEAK_ROWS, PEAK_COLUMNS])], weights)
+        models[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return models
+
+
+def peak_session(model, threads: int):
+    """On the CPU always (not `ort_session`, which takes CUDA first): the figures describe the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache  # measured once per run and thread count: every row of a sweep is set against the same peaks
+def matmul_peaks(threads: int, calls: int = 200, warmup: int = 20) -> dict[str, float]:
+    """This CPU's MatMul throughput in GOPS (billions of operations per second, at the median call) for
+    `int8` and `fp32`, with onnxruntime on `threads` threads."""
+    x = np.random.default_rng(1).standard_normal((PEAK_ROWS, PEAK_DEPTH)).astype(np.float32)
+    peaks = {}
+    for name, model in peak_models().items():
+        session = peak_session(model, threads)
+        seconds = timed_calls(lambda: session.run(None, {"X": x}), warmup, calls)
+        peaks[name] = round(2 * PEAK_ROWS * PEAK_DEPTH * PEAK_COLUMNS / float(np.median(seconds)) / 1e9, 1)
+    return peaks
+
+
+def describe_peaks(peaks: dict[str, float], threads: int) -> str:
+    return (f"onnxruntime {PEAK_ROWS}x{PEAK_DEPTH} by {PEAK_DEPTH}x{PEAK_COLUMNS} MatMul on {threads} thread{'s' if threads != 1 else ''}: "
+            f"int8 {peaks['int8']:.0f} GOPS, fp32 {peaks['fp32']:.0f} GFLOPS (ratio {peaks['int8'] / peaks['fp32']:.1f})")
+
+
+def peak_fractions(gop: float, p50_ms: float, peaks: dict[str, float]) -> dict[str, float]:
+    """The share of each peak that `gop` operations in `p50_ms` milliseconds reach."""
+    achieved = gop / (p50_ms / 1000)
+    return {name: round(achieved / peak, 3) for name, peak in peaks.items()}
