@@ -290,7 +290,7 @@ def _panels(groups: dict, title: str):
 
 def plot_pareto(rows: list[dict], path: Path) -> None:
     groups = _grouped(rows)
-    figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red; (n%): share of the host's MatMul peak reached")
+    figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red\n(n%): share of the host's MatMul peak reached")
     for axis, ((model, task), group) in zip(axes, groups.items()):
         headline = headline_timing(group)
         timed = [(r, latency_of(r, headline)) for r in group]
