@@ -268,6 +268,41 @@ def strategy_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SCORE_BUDGET_POINTS = 0.5
+"""How far below its own PyTorch fp32 score a trained model's engine or precision may score and still count
+as the same model when the fastest one is picked."""
+
+
+def fastest_table(rows: list[dict], budget: float = SCORE_BUDGET_POINTS) -> str:
+    """For each trained model (strategy, K, training) and each timing its rows share (batch size and
+    length), the fastest precision or engine that scores at most `budget` points below the model's
+    PyTorch fp32 row, timed on the same device and threads."""
+    lines = []
+    for (model, task), group in _grouped(rows).items():
+        cells = []
+        trained_models: dict[tuple, list[dict]] = {}
+        for r in group:  # in the order of the rows (the full model first)
+            trained_models.setdefault((r["strategy"], r["k"], r["training"]), []).append(r)
+        for trained, variants in trained_models.items():
+            fp32 = next((r for r in variants if r["precision"] == "torch-fp32"), None)
+            if fp32 is None or len(variants) < 2:
+                continue
+            allowed = [r for r in variants if 100 * (fp32["score"] - r["score"]) <= budget]
+            for reference in fp32.get("latency", []):
+                shape = (reference["batch_size"], reference["sequence_length"])
+                timed = [(t["p50_ms"], r) for r in allowed for t in r.get("latency", [])
+                         if (t["batch_size"], t["sequence_length"]) == shape and t["device"] == reference["device"] and t["threads"] == reference["threads"]]
+                best_ms, best = min(timed, key=lambda pair: pair[0])
+                cells.append([f"{trained[0]}{trained[1] or ''}{' + distill' if trained[2] == 'distill' else ''}", describe_timing(shape),
+                              best["precision"], f"{best['score']:.4f} ({100 * (best['score'] - fp32['score']):+.2f})",
+                              f"{best_ms:.2f}", f"{reference['p50_ms'] / best_ms:.2f}x"])
+        if cells:
+            frame = pd.DataFrame(cells, columns=["model", "timing", "fastest", "score (Δ vs its fp32)", "p50 ms", "speed-up over PyTorch fp32"])
+            lines += [f"### {model} on {task}: the fastest engine and precision per timing, at most {budget:g} points below PyTorch fp32",
+                      "", *pipe_table(frame), ""]
+    return "\n".join(lines)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points no other point beats on both lower latency and higher score."""
     front = []
@@ -387,7 +422,7 @@ def write_report(records: list[dict], out_dir: Path, command: str | None = None)
     rows = with_deltas(merge_records(records))
     write_csv(rows, out_dir / "results.csv")
     header = [f"Command: `{command}`", ""] if command else []
-    (out_dir / "results.md").write_text("\n".join(header) + strategy_table(rows) + "\n" + markdown_table(rows) + "\n")
+    (out_dir / "results.md").write_text("\n".join(header) + strategy_table(rows) + "\n" + fastest_table(rows) + "\n" + markdown_table(rows) + "\n")
     if any(r["status"] == "ok" for r in rows):
         for plot, name in ((plot_pareto, "pareto.png"), (plot_layers_dropped, "layers_dropped.png"), (plot_size, "size.png")):
             try:
