@@ -32,6 +32,8 @@ def test_minilm_at_128_tokens_does_the_work_counted_by_hand():
     assert matmul_gop(config, [(1, 128)]) == pytest.approx(2 * 4 * (128 * (4 * 384**2 + 2 * 384 * 1536) + 2 * 128**2 * 384) / 1e9)
     assert matmul_gop(config, [(1, 128)]) == pytest.approx(1.913, abs=1e-3)
     assert matmul_gop(config, [(2, 64), (1, 32)]) == pytest.approx((matmul_gop(config, [(2, 64)]) + matmul_gop(config, [(1, 32)])) / 2)
+    config.model_type = "an-architecture-the-table-lacks"
+    assert matmul_gop(config, [(1, 128)]) is None, "unknown work is not guessed; the timing stands without it"
 
 
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "mpnet", "modernbert", "electra", "llama", "qwen2"])

@@ -250,8 +250,8 @@ class Benchmark:
         def timed_with_work(batches: list[dict], label: str, repeats: int) -> Latency:
             timing = measure(model, batches, latency.threads, label, latency.warmup, repeats)
             gop = matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in batches])
-            fractions = peak_fractions(gop, timing.p50_ms, peaks) if peaks else {}
-            return replace(timing, matmul_gop=round(gop, 3), fraction_of_int8_peak=fractions.get("int8"),
+            fractions = peak_fractions(gop, timing.p50_ms, peaks) if peaks and gop else {}
+            return replace(timing, matmul_gop=gop and round(gop, 3), fraction_of_int8_peak=fractions.get("int8"),
                            fraction_of_fp32_peak=fractions.get("fp32"))
 
         timings = []

@@ -21,15 +21,18 @@ import numpy as np
 from transformers import PretrainedConfig
 
 from compress.benchmarking.latency import timed_calls
-from compress.surgery.architectures import layout_for, num_layers
+from compress.surgery.architectures import ARCHITECTURES, layout_for, num_layers
 
 PEAK_ROWS, PEAK_DEPTH, PEAK_COLUMNS = 128, 768, 3072
 PEAK_WEIGHT_SCALE = 0.01
 
 
-def matmul_gop(config: PretrainedConfig, batch_shapes: list[tuple[int, int]]) -> float:
+def matmul_gop(config: PretrainedConfig, batch_shapes: list[tuple[int, int]]) -> float | None:
     """Billions of operations (2 per multiply-add) in the layers' matrix products per call, averaged over
-    calls on padded batches of the given (batch size, length) shapes."""
+    calls on padded batches of the given (batch size, length) shapes; None for an architecture the
+    table does not know (its timing is still taken)."""
+    if config.model_type not in ARCHITECTURES:
+        return None
     layout = layout_for(config)
     hidden = config.hidden_size
     feed_forward = getattr(config, layout.ffn_size_field, None) or 4 * hidden
