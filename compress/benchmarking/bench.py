@@ -64,7 +64,7 @@ def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
     latency settings (measuring every finished row again, `retime`, may change those); then record them."""
     current = json.loads(sweep.model_dump_json(include={*BUILD_SETTINGS, TIMING_SETTINGS}))
     path = out_dir / SETTINGS_FILE
-    previous = {field: with_defaults(field, value) for field, value in (read_settings(path) if path.exists() else {}).items()}
+    previous = read_settings(path) if path.exists() else {}
     changed = [field for field in BUILD_SETTINGS if field in previous and previous[field] != current[field]]
     if changed:
         raise CompressError(f"{out_dir}: holds rows built with other {', '.join(changed)}; use another --out for this sweep")
@@ -90,8 +90,9 @@ def with_defaults(field: str, value):
 
 
 def read_settings(path: Path) -> dict:
+    """A sweep's recorded settings, with the defaults of fields added since it was written."""
     try:
-        return json.loads(path.read_text())
+        return {field: with_defaults(field, value) for field, value in json.loads(path.read_text()).items()}
     except json.JSONDecodeError:
         raise CompressError(f"{path}: not a JSON object; restore it from the sweep's first run, or use another --out") from None
 
@@ -99,8 +100,7 @@ def read_settings(path: Path) -> dict:
 def shared_settings(folders: list[Path]) -> dict | None:
     """The sweep settings that shard folders have in common (None for folders of recipe benchmarks);
     folders of sweeps run with other settings cannot go into one table."""
-    found = {folder: {field: with_defaults(field, value) for field, value in read_settings(folder / SETTINGS_FILE).items()}
-             if (folder / SETTINGS_FILE).exists() else None for folder in folders}
+    found = {folder: read_settings(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).exists() else None for folder in folders}
     first, settings = next(iter(found.items()))
     for folder, other in found.items():
         if other != settings:
