@@ -19,18 +19,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from compress.exporters import onnx_file
 from compress.exporters.onnx_runtime import ort_session
 
-from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_calls, timing_environment
+from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_in_turns, timing_environment
 from compress.data.loading import DataSettings, load_task_data
 from compress.pipeline.models import load_tokenizer
-
-PAUSE_S = 0.15
 
 
 def main() -> None:
@@ -63,16 +60,9 @@ def main() -> None:
     def feed(index: int, batch: dict) -> dict:
         return {k: v for k, v in batch.items() if k in inputs[index]}
 
-    per_round = {shape: [[] for _ in graphs] for shape in ("fixed", "real")}
-    for _ in range(args.rounds):
-        for index, session in enumerate(sessions):
-            time.sleep(PAUSE_S)
-            for shape, batches in (("fixed", [fixed] * args.calls), ("real", real)):
-                turn = iter(batches)
-                session.run(["logits"], feed(index, batches[0]))
-                session.run(["logits"], feed(index, batches[-1]))
-                seconds = timed_calls(lambda: session.run(["logits"], feed(index, next(turn))), 0, len(batches))
-                per_round[shape][index].append(float(np.median(seconds)) * 1000)
+    runners = {str(index): (lambda batch, index=index, session=session: session.run(["logits"], feed(index, batch)))
+               for index, session in enumerate(sessions)}
+    per_round = timed_in_turns(runners, {"fixed": [fixed] * args.calls, "real": real}, args.rounds)
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
@@ -82,8 +72,8 @@ def main() -> None:
     for index, model in enumerate(args.models):
         cells = []
         for shape in ("fixed", "real"):
-            times = np.array(per_round[shape][index])
-            ratio = np.median(np.array(per_round[shape][0]) / times)
+            times = np.array(per_round[str(index)][shape])
+            ratio = np.median(np.array(per_round["0"][shape]) / times)
             cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x"]
         print(f"| {model} | " + " | ".join(cells) + " |")
 

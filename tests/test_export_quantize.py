@@ -22,7 +22,7 @@ from compress.errors import CompressError
 from compress.pipeline.artifacts import OnnxModel
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
-from compress.stages.quantize import METHODS
+from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, candidate_methods
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
 
@@ -75,6 +75,8 @@ def int8_run(tmp_path_factory):
             {"stage": "quantize", "name": "fused-int8", "mode": "dynamic-int8"},
             {"stage": "quantize", "name": "ov-fp32", "from": "onnx", "mode": "openvino-fp32"},
             {"stage": "quantize", "name": "ov-int8", "from": "onnx", "mode": "openvino-int8", "calibration_examples": 64},
+            {"stage": "quantize", "name": "best", "from": "onnx", "mode": "best", "candidates": ["none", "dynamic-int8", "openvino-fp32"],
+             "lengths": [32, "task"], "rounds": 2, "calls": 5},
         ],
     )
     result = invoke("run", recipe, "--out", folder / "run")
@@ -138,6 +140,66 @@ def test_openvino_runs_what_onnx_runs(int8_run):
             assert np.abs(logits - expected).max() < tolerance, name
         else:
             assert (logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.75, name
+
+
+def test_best_tries_by_default_the_export_and_every_onnx_method_this_machine_runs():
+    modes, not_run_here = BestSettings(mode="best").chosen_candidates()
+    assert modes[0] == KEEP_EXPORT and {*modes[1:], *not_run_here} == candidate_methods().keys() and not set(modes) & not_run_here.keys()
+    assert all(METHODS[mode].cannot_run() is None for mode in modes[1:])
+    assert all(METHODS[mode].cannot_run() == why for mode, why in not_run_here.items())
+    assert BestSettings(mode="best", candidates=["dynamic-int8"]).chosen_candidates() == (["dynamic-int8"], {})
+
+
+def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
+    """Each candidate is built, scored and timed; the one kept is the fastest at the chosen length of those
+    within half a point of the export, and its folder holds only that candidate's model."""
+    run, output = int8_run
+    stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
+    best = stages["best"]
+    facts = best["notes"]
+    candidates = {c["mode"]: c for c in facts["candidates"]}
+    assert list(candidates) == [KEEP_EXPORT, "dynamic-int8", "openvino-fp32"] and facts["not_run_here"] == {}
+    assert facts["export_score"] == pytest.approx(stages["onnx"]["metrics"]["accuracy"])
+    for mode, candidate in candidates.items():
+        assert "error" not in candidate and set(candidate["p50_ms"]) == {"32", "task"}, candidate
+        assert candidate["within_budget"] == (100 * (facts["export_score"] - candidate["score"]) <= 0.5), candidate
+    assert candidates[KEEP_EXPORT]["score"] == facts["export_score"]
+    assert candidates[KEEP_EXPORT]["speedup_over_export"] == {"32": 1.0, "task": 1.0}
+    allowed = [mode for mode, candidate in candidates.items() if candidate["within_budget"]]
+    for length, winner in facts["fastest_by_length"].items():
+        assert winner == min(allowed, key=lambda mode: candidates[mode]["p50_ms"][length])
+    chosen = facts["chosen"]
+    assert chosen == facts["fastest_by_length"]["task"] and facts["choose_by"] == "task"
+    assert best["metrics"]["accuracy"] == pytest.approx(candidates[chosen]["score"])
+    assert best["kind"] == ("openvino" if chosen.startswith("openvino") else "onnx")
+    folder = run / "best"
+    assert not (folder / ".candidates").exists()
+    recorded = json.loads((folder / "config.json").read_text()).get("compress_quantization", {"mode": KEEP_EXPORT})
+    assert recorded["mode"] == chosen
+    assert f"best: {chosen} chosen" in output
+
+
+@pytest.mark.parametrize(
+    "best, expected",
+    [
+        ({"candidates": ["torch-dynamic-int8"]}, "stages[2].candidates: expected 'none' or a method that starts from an ONNX export"),
+        ({"candidates": ["none", "none"]}, "stages[2].candidates: a candidate is named twice"),
+        ({"lengths": [64], "choose_by": "task"}, "stages[2]: choose_by: expected one of lengths [64], got 'task'"),
+        ({"lengths": [4096, "task"]}, "stages[2].lengths: at most 512 tokens for this model"),
+    ],
+)
+def test_best_settings_are_checked_before_any_work(best, expected, tmp_path):
+    recipe = write_minilm_recipe(tmp_path / "best.yaml", [{"stage": "finetune"}, {"stage": "export"}, {"stage": "quantize", "mode": "best", **best}])
+    code, message = check(recipe)
+    assert code == 2 and len(message.splitlines()) == 1 and f"best.yaml: {expected}" in message, message
+
+
+def test_nothing_quantizes_what_best_chose(tmp_path):
+    """Its output is ONNX or OpenVINO, whichever won: no later stage can count on either."""
+    recipe = write_minilm_recipe(tmp_path / "after.yaml", [{"stage": "finetune"}, {"stage": "export"}, {"stage": "quantize", "mode": "best"},
+                                                           {"stage": "quantize", "mode": "dynamic-int8"}])
+    code, message = check(recipe)
+    assert code == 2 and "stages[3]: quantize needs a model of kind 'onnx', but '03-quantize' is of kind 'runtime'" in message, message
 
 
 def test_openvino_refuses_a_graph_that_is_already_quantized(int8_run, tmp_path):

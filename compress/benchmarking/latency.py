@@ -169,6 +169,28 @@ def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.nda
     return np.array(seconds)
 
 
+TURN_PAUSE_S = 0.15
+"""Seconds between engines timed in turns: onnxruntime's spinning threads slow whatever runs right after them."""
+
+
+def timed_in_turns(runners: dict[str, Callable[[dict], object]], batch_sets: dict[str, list[dict]], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Each runner's median milliseconds per round on each set of batches (its calls take the set's batches
+    in turn). Every round times one runner after another, with a pause and two untimed calls between them,
+    so a slow spell of the host moves every runner alike: compare them by the median over rounds, or by
+    their ratio round by round."""
+    per_round = {name: {label: [] for label in batch_sets} for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            time.sleep(TURN_PAUSE_S)
+            for label, batches in batch_sets.items():
+                run(batches[0])
+                run(batches[-1])
+                turn = iter(batches)
+                seconds = timed_calls(lambda: run(next(turn)), 0, len(batches))
+                per_round[name][label].append(float(np.median(seconds)) * 1000)
+    return per_round
+
+
 def fixed_length_batch(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, batch_size: int, length: int) -> dict:
     """Real task text, padded or cut to exactly `length` tokens (repeated if the texts run out)."""
     rows = [texts[i % len(texts)] for i in range(batch_size)]

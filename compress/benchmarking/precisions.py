@@ -69,6 +69,8 @@ def _precisions() -> dict[str, Precision]:
         name = onnx_precision(EXPORTED, level)
         found[name] = Precision(name, level, None)
     for mode, method in METHODS.items():
+        if method.chooses:
+            continue
         for level in LEVELS if method.takes == "onnx" else (None,):
             name = onnx_precision(method.precision, level) if level else method.precision
             found[name] = Precision(name, level, mode)

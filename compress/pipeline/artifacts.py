@@ -28,7 +28,8 @@ from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
 from compress.pipeline.models import count_parameters, load_saved
 
-Kind = Literal["torch", "onnx", "torch-int8", "openvino"]
+Kind = Literal["torch", "onnx", "torch-int8", "openvino", "runtime"]
+"""What a stage takes and makes; 'runtime': ONNX or OpenVINO, whichever a stage chose as it ran."""
 
 TORCH_INT8_FILE = "model_int8.pt"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")

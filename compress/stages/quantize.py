@@ -1,5 +1,6 @@
 """The `quantize` stage and its registry of methods: int8 with onnxruntime (dynamic or static), PyTorch or
-bitsandbytes, fp16 on CUDA, and OpenVINO (fp32, bf16, or int8 calibrated by NNCF).
+bitsandbytes, fp16 on CUDA, OpenVINO (fp32, bf16, or int8 calibrated by NNCF), and `best`: the fastest of
+those that run here within a score budget, chosen by timing them on this machine.
 
 A method is one entry of `METHODS`, in the manner of torchao's `quantize_(model, config)`: a settings
 class (the recipe's `mode` picks it, and only its fields are accepted), the kinds of model it takes
@@ -16,7 +17,7 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from transformers import AutoConfig, PretrainedConfig
 
 from compress.data.encoding import padded_batches, tokenize
@@ -30,6 +31,8 @@ from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, f
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel, compiled_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import onnx_precision, parity_batch
+from compress.stages.fastest import pick_fastest
+from compress.surgery.architectures import check_max_length
 
 
 class QuantizeSettings(StageSettings):
@@ -122,6 +125,62 @@ class Bnb4bitSettings(QuantizeSettings):
 
 class Fp16Settings(QuantizeSettings):
     mode: Literal["fp16"]
+
+
+KEEP_EXPORT = "none"
+"""The candidate of `mode: best` that is the fp32 export as it is."""
+
+
+class BestSettings(QuantizeSettings):
+    """Every candidate method applied to the ONNX export, each scored on the dev set and timed in turns on
+    this machine; the fastest whose score is within `score_budget` of the export's is kept."""
+
+    mode: Literal["best"]
+    candidates: list[str] | None = Field(
+        None, min_length=1, description=f"Methods to try ('{KEEP_EXPORT}': the fp32 export as it is); default: "
+        f"'{KEEP_EXPORT}' and every method that starts from an ONNX export and runs on this machine.")
+    score_budget: float = Field(0.5, ge=0, description="Points (the task's primary metric x 100) a candidate may score below the export.")
+    lengths: list[PositiveInt | Literal["task"]] = Field(
+        [128, "task"], min_length=1, description="Timed sequence lengths: a number of tokens, or 'task' (dev examples at their own lengths).")
+    choose_by: PositiveInt | Literal["task"] = Field("task", description="Which of `lengths` the fastest is chosen at (the others are reported).")
+    batch_size: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="CPU threads of every timed call; default: this machine's physical cores.")
+    rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
+    calls: int = Field(20, ge=3, description="Timed calls per candidate, length and round.")
+    calibration_examples: int = Field(300, ge=1, description="Training examples the calibrated candidates calibrate on.")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, candidates: list[str] | None) -> list[str] | None:
+        for mode in candidates or []:
+            if mode != KEEP_EXPORT and mode not in candidate_methods():
+                raise ValueError(f"expected '{KEEP_EXPORT}' or a method that starts from an ONNX export "
+                                 f"({', '.join(candidate_methods())}); got {mode!r}")
+        if candidates and len(set(candidates)) < len(candidates):
+            raise ValueError("a candidate is named twice")
+        return candidates
+
+    @model_validator(mode="after")
+    def _chosen_at_a_timed_length(self) -> BestSettings:
+        if self.choose_by not in self.lengths:
+            raise ValueError(f"choose_by: expected one of lengths {self.lengths}, got {self.choose_by!r}")
+        return self
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        for length in self.lengths:
+            if length != "task":
+                check_max_length(config, length, "lengths")
+        for mode in self.candidates or []:
+            if mode != KEEP_EXPORT and (reason := METHODS[mode].cannot_run()):
+                raise CompressError(f"candidates: {mode}: {reason}")
+
+    def chosen_candidates(self) -> tuple[list[str], dict[str, str]]:
+        """The candidates to build, and those of the default list this machine cannot run, with why."""
+        if self.candidates is not None:
+            return self.candidates, {}
+        methods = candidate_methods()
+        cannot = {mode: reason for mode, method in methods.items() if (reason := method.cannot_run())}
+        return [KEEP_EXPORT, *(mode for mode in methods if mode not in cannot)], cannot
 
 
 # --- what each method needs ------------------------------------------------------------------------
@@ -319,6 +378,8 @@ class QuantizationMethod:
     """Runs on a CUDA device where there is one."""
     matmul_dtype: str = "fp32"
     """What its matrix products compute in: which of the host's MatMul peaks a timing is set against."""
+    chooses: bool = False
+    """Picks one of the other methods on this machine (`best`): neither a candidate itself nor a sweep precision."""
 
 
 METHODS: dict[str, QuantizationMethod] = {
@@ -341,7 +402,15 @@ METHODS: dict[str, QuantizationMethod] = {
                                         _openvino("bf16"), matmul_dtype="bf16"),
     "openvino-int8": QuantizationMethod(OpenVinoInt8Settings, "onnx", "openvino", _needs_openvino, "openvino-int8", "ov-int8", "d",
                                         _openvino(None), matmul_dtype="int8"),
+    "best": QuantizationMethod(BestSettings, "onnx", "runtime", _runs_anywhere, "best", "best", "*",
+                               lambda model, settings, context: pick_fastest(model, settings, context, METHODS), chooses=True),
 }
+
+
+def candidate_methods() -> dict[str, QuantizationMethod]:
+    """The methods `best` may choose from: those that start from an ONNX export."""
+    return {mode: method for mode, method in METHODS.items() if method.takes == "onnx" and not method.chooses}
+
 
 AnyQuantizeSettings = Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]
 
