@@ -171,16 +171,23 @@ def bench_run(
     executor: Annotated[str, typer.Option(help="local: one model after another in this process; ray: the stage graph as Ray tasks.")] = "local",
     address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster to join (e.g. ray://head:10001, or auto); "
                                                    "default: a local Ray instance on this machine's CPUs.")] = None,
+    latency: Annotated[list[str], typer.Option("--latency", help="For recipes: a timing setting key=value, as in a sweep's latency: "
+                                               "section (repeatable), e.g. --latency batch_sizes=[1]; a sweep sets them in its file.")] = [],  # noqa: B006
+    peak_memory: Annotated[bool, typer.Option("--peak-memory/--no-peak-memory", help="Measure each row's serving peak memory in a fresh "
+                                              "process (seconds a row: it imports the libraries first).")] = True,
 ) -> None:
     """Run (and resume) a sweep, or recipes with one row each beside the full model fine-tuned the same way (fp32 and int8).
 
     `compress bench FILES...` is short for `compress bench run FILES...`."""
+    from pydantic import ValidationError
+
     from compress.benchmarking.bench import TO_RUN, plan
     from compress.benchmarking.executors import EXECUTORS
     from compress.benchmarking.records import read_records
     from compress.benchmarking.report import write_report
     from compress.benchmarking.rows import is_recipe_file, load_recipes, recipe_rows
     from compress.benchmarking.sweep import LatencySettings, load_sweep, parse_shard, shard_rows, sweep_rows
+    from compress.pipeline.recipe import format_validation_error
 
     _quiet_libraries()
     if out is not None and out.exists() and not out.is_dir():
@@ -192,10 +199,12 @@ def bench_run(
     engine = {"address": address} if executor == "ray" else {}
     not_recipes = [str(f) for f in files if not is_recipe_file(f)]
     if len(files) == 1 and not_recipes:
+        if latency:
+            raise CompressError(f"--latency: {files[0]} is a sweep; set its timing in the file's latency: section")
         sweep = load_sweep(files[0])
         rows = sweep_rows(sweep)
         folder = out or Path("bench") / "runs" / sweep.name
-        benchmark = EXECUTORS[executor](folder, sweep.latency, console, sweep, **engine)
+        benchmark = EXECUTORS[executor](folder, sweep.latency, console, sweep, peak_memory=peak_memory, **engine)
     else:
         if not_recipes:
             raise CompressError(f"bench: {', '.join(not_recipes)}: not a recipe (no 'stages'); give one sweep file, or recipes only")
@@ -203,7 +212,11 @@ def bench_run(
         for note in notes:
             console.print(f"[yellow]note:[/] {note}")
         folder = out or Path("bench") / "runs" / "recipes"
-        benchmark = EXECUTORS[executor](folder, LatencySettings(), console, **engine)
+        try:
+            timing = LatencySettings.model_validate(_settings_pairs(latency, "--latency"))
+        except ValidationError as error:
+            raise CompressError(format_validation_error("--latency", error)) from None
+        benchmark = EXECUTORS[executor](folder, timing, console, peak_memory=peak_memory, **engine)
     if shard:
         rows = shard_rows(rows, *parse_shard(shard))
     if dry_run:

@@ -20,6 +20,12 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
+QUICK_TIMING = ("--no-peak-memory", "--latency", "batch_sizes=[1]", "--latency", "repeats=3", "--latency", "warmup=0",
+                "--latency", "task_lengths=false")
+"""`compress bench` options that time recipes' rows in a few calls, without the fresh process per row that
+measures memory (the tests of the figures themselves time and measure in full)."""
+
+
 def bench(*args):
     """`compress bench ...` in-process."""
     return invoke("bench", *args)

@@ -254,7 +254,7 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     shutil.copytree(folder / "out", out)
     built = build_stamps(out)
     before = read_records(out)
-    result = bench(sweep, "--out", out, "--retime")
+    result = bench(sweep, "--no-peak-memory", "--out", out, "--retime")
     assert result.exit_code == 0, result.output
     assert "6 finished ones to measure again" in result.output
     assert build_stamps(out) == built
@@ -270,8 +270,13 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
-    for i in (1, 2):
-        assert bench(sweep, "--out", tmp_path / f"shard{i}", "--shard", f"{i}/2").exit_code == 0
+    for i in (1, 2):  # each shard on a machine that holds the trained models already: it measures its rows
+        shard = tmp_path / f"shard{i}"
+        shutil.copytree(folder / "out" / "work", shard / "work")
+        for name in (MARKER, SETTINGS_FILE):
+            shutil.copy(folder / "out" / name, shard / name)
+        result = bench(sweep, "--no-peak-memory", "--out", shard, "--shard", f"{i}/2")
+        assert result.exit_code == 0 and "3 to run" in result.output, result.output
     result = bench("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "merged")
     assert result.exit_code == 0, result.output
     single = {r["key"]: r["score"] for r in read_records(folder / "out")}
@@ -279,11 +284,12 @@ def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     assert merged.keys() == single.keys()
     assert all(merged[k] == pytest.approx(single[k], abs=1e-6) for k in single)
     assert (tmp_path / "merged" / "pareto.png").exists()
+    assert all(r.get("peak_memory_mb") is None for r in read_records(tmp_path / "merged")), "--no-peak-memory measures none"
 
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
-    sweep = write_sweep(tmp_path)
+    sweep = write_sweep(tmp_path, {**TINY, "grids": [{"strategies": ["top"], "k": [1], "precisions": ["torch-fp32"]}]})
     real_measure = Benchmark.measure
     calls = []
 
@@ -294,16 +300,16 @@ def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
         return real_measure(self, row, *args)
 
     monkeypatch.setattr(Benchmark, "measure", interrupt_second)
-    assert bench(sweep, "--out", tmp_path / "out").exit_code == 130
+    assert bench(sweep, "--no-peak-memory", "--out", tmp_path / "out").exit_code == 130
     assert len(read_records(tmp_path / "out")) == 1
     (teacher,) = builds(tmp_path / "out")["finetune:012345"]
     stamp = (teacher / STAGE_FILE).stat().st_mtime_ns
 
     monkeypatch.setattr(Benchmark, "measure", real_measure)
-    result = bench(sweep, "--out", tmp_path / "out")
+    result = bench(sweep, "--no-peak-memory", "--out", tmp_path / "out")
     assert result.exit_code == 0 and "1 already done" in result.output
     keys = [r["key"] for r in read_records(tmp_path / "out")]
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys)) == 3, "the two baseline rows and top k=1"
     assert (teacher / STAGE_FILE).stat().st_mtime_ns == stamp
 
 
@@ -315,7 +321,7 @@ def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     content = {**TINY, "grids": [{"strategies": ["top"], "k": [1], "precisions": ["torch-fp32", "onnx-fp32"]}]}
     never_parity = replace(STAGES["export"], apply=lambda model, settings, context: export(model, settings.model_copy(update={"tolerance": 1e-30}), context))
     monkeypatch.setitem(STAGES, "export", never_parity)
-    result = bench(write_sweep(tmp_path, content), "--out", tmp_path / "out")
+    result = bench(write_sweep(tmp_path, content), "--no-peak-memory", "--out", tmp_path / "out")
     assert result.exit_code == 0
     records = {r["precision"] + str(r["k"]): r for r in read_records(tmp_path / "out")}
     assert records["onnx-fp321"]["status"] == "failed" and "ONNX logits differ" in records["onnx-fp321"]["error"]
@@ -353,11 +359,11 @@ def test_rows_timed_with_other_latency_settings_are_not_mixed(finished_sweep, tm
     shutil.copytree(folder / "out", copy)
     retimed = {**TINY, "latency": {**TINY["latency"], "repeats": 4}}
     sweep = write_sweep(tmp_path, retimed)
-    result = bench(sweep, "--out", copy)
+    result = bench(sweep, "--no-peak-memory", "--out", copy)
     assert result.exit_code == 2 and "other latency settings" in result.output and "--retime" in result.output
-    result = bench(sweep, "--out", copy, "--retime")
+    result = bench(sweep, "--no-peak-memory", "--out", copy, "--retime")
     assert result.exit_code == 0, result.output
-    assert bench(sweep, "--out", copy).exit_code == 0, "the folder now holds this sweep's timings"
+    assert bench(sweep, "--no-peak-memory", "--out", copy).exit_code == 0, "the folder now holds this sweep's timings"
 
 
 def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
@@ -367,7 +373,7 @@ def test_retime_without_builds_trains_nothing(finished_sweep, tmp_path):
     for name in ("results.jsonl", "sweep-settings.json", MARKER):
         shutil.copy(folder / "out" / name, fresh / name)
     lines = (fresh / "results.jsonl").read_text()
-    result = bench(sweep, "--out", fresh, "--retime")
+    result = bench(sweep, "--no-peak-memory", "--out", fresh, "--retime")
     assert result.exit_code == 0, result.output
     assert "not measured again" in result.output and "without --retime" in result.output
     assert not list(fresh.rglob(STAGE_FILE)) and not list(fresh.rglob("*.partial"))
@@ -380,12 +386,12 @@ def test_a_record_cut_short_is_dropped_and_run_again(finished_sweep, tmp_path):
     shutil.copytree(folder / "out", copy)
     lines = (copy / "results.jsonl").read_text().splitlines(keepends=True)[:6]  # the first run's (other tests add retimes)
     (copy / "results.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40])  # killed while appending
-    result = bench(sweep, "--out", copy)
+    result = bench(sweep, "--no-peak-memory", "--out", copy)
     assert result.exit_code == 0, result.output
     assert "cut short" in result.output and "1 to run" in result.output
     assert len(read_records(copy)) == len(lines)
     (copy / "results.jsonl").write_text("".join(lines[:2]) + "{not json\n" + "".join(lines[2:]))
-    result = bench(sweep, "--out", copy)
+    result = bench(sweep, "--no-peak-memory", "--out", copy)
     assert result.exit_code == 2 and "results.jsonl: line 3" in result.output
 
 
@@ -480,7 +486,7 @@ def test_retime_makes_a_missing_export_of_a_trained_model(finished_sweep, tmp_pa
     for name in ("export:012345", "quantize:012345"):
         shutil.rmtree(made[name][0])
     trained = build_stamps(copy)
-    result = bench(sweep, "--out", copy, "--retime")
+    result = bench(sweep, "--no-peak-memory", "--out", copy, "--retime")
     assert result.exit_code == 0, result.output
     assert "not measured again" not in result.output
     assert (made["quantize:012345"][0] / STAGE_FILE).exists()
@@ -503,11 +509,11 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     # measuring again needs nothing that was removed, not even for alternate-even at K=1, which shares top's student
     added_rows = [{"strategies": ["bottom", "alternate-even"], "k": [1], "training": ["distill"]}]
     sweep = write_sweep(tmp_path, {**TINY, "grids": [*TINY["grids"], *added_rows]})
-    result = bench(sweep, "--out", copy, "--retime")
+    result = bench(sweep, "--no-peak-memory", "--out", copy, "--retime")
     assert result.exit_code == 0 and "6 finished ones" in result.output and "not measured again" not in result.output, result.output
     assert builds(copy) == left, "nothing rebuilt"
     # new rows drop layers again and train only a student no strategy has: bottom's distilled one
-    result = bench(sweep, "--out", copy)
+    result = bench(sweep, "--no-peak-memory", "--out", copy)
     assert result.exit_code == 0 and "6 already done" in result.output and "2 to run" in result.output, result.output
     added = {name: len(folders) for name, folders in builds(copy).items() if folders != left.get(name)}
     assert added == {"drop:12345": 1, "distill:12345": 1}, added
@@ -539,7 +545,7 @@ def test_a_folder_a_live_run_writes_to_is_not_cleaned_or_run_twice(finished_swee
     finally:
         holder.kill()
         holder.wait()
-    result = bench(sweep, "--out", copy)  # the claim died with its process
+    result = bench(sweep, "--no-peak-memory", "--out", copy)  # the claim died with its process
     assert result.exit_code == 0 and "6 already done" in result.output, result.output
 
 

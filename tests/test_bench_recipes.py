@@ -11,7 +11,7 @@ from compress.benchmarking.rows import baseline_recipe, describe
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.pipeline.graph import recipe_graph
 from compress.pipeline.recipe import parse_recipe, recipe_from_mapping
-from tests.helpers import bench, build_stamps
+from tests.helpers import QUICK_TIMING, bench, build_stamps
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -68,7 +68,7 @@ def recipe_bench(tmp_path_factory):
                              {"stage": "export"}, {"stage": "quantize", "mode": "dynamic-int8"})),
     ]
     out = folder / "out"
-    return files, out, bench(*files, "--out", out)
+    return files, out, bench(*files, *QUICK_TIMING, "--out", out)
 
 
 def test_recipes_run_beside_the_generated_baseline(recipe_bench):
@@ -100,7 +100,7 @@ def test_recipes_run_beside_the_generated_baseline(recipe_bench):
 def test_a_second_run_of_the_recipes_trains_nothing(recipe_bench):
     files, out, _ = recipe_bench
     before = build_stamps(out)
-    result = bench(*files, "--out", out)
+    result = bench(*files, *QUICK_TIMING, "--out", out)
     assert result.exit_code == 0 and "4 already done" in result.output and "0 to run" in result.output
     assert build_stamps(out) == before
 
@@ -111,9 +111,19 @@ def test_a_changed_recipe_is_not_mixed_with_its_old_run(recipe_bench, tmp_path):
     changed["stages"][1]["epochs"] = 2
     file = tmp_path / files[0].name
     file.write_text(yaml.safe_dump(changed, sort_keys=False))
-    result = bench(file, "--out", out)
+    result = bench(file, *QUICK_TIMING, "--out", out)
     assert result.exit_code == 2 and "another version" in result.output and "top1" in result.output
     assert "Traceback" not in result.output
+
+
+def test_recipes_timed_otherwise_are_not_mixed_into_one_table(recipe_bench):
+    files, out, _ = recipe_bench
+    records = (out / "results.jsonl").read_text()
+    result = bench(*files, "--latency", "repeats=4", "--out", out)
+    assert result.exit_code == 2 and "its rows were timed with other latency settings" in result.output, result.output
+    assert (out / "results.jsonl").read_text() == records
+    result = bench(*files, "--latency", "batch_sizes=[0]", "--out", out)
+    assert result.exit_code == 2 and "--latency: batch_sizes[0]: Input should be greater than 0" in result.output, result.output
 
 
 def test_bad_recipes_are_all_listed_before_any_work(tmp_path):
@@ -176,7 +186,7 @@ def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
         for k in (1, 2)
     ]
     out = tmp_path / "out"
-    result = bench(*files, "--out", out)
+    result = bench(*files, *QUICK_TIMING, "--out", out)
     assert result.exit_code == 0, result.output
     records = [read_stage_record(p.parent) for p in (out / "work").rglob(STAGE_FILE)]
     assert sorted(r.stage for r in records) == ["distill", "distill", "drop", "drop", "export", "finetune", "quantize"]

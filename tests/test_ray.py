@@ -19,7 +19,7 @@ from rich.console import Console
 from compress.benchmarking.records import read_records
 from compress.benchmarking.sweep import Sweep, sweep_rows
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
-from tests.helpers import bench
+from tests.helpers import QUICK_TIMING, bench
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -50,10 +50,10 @@ def both(tmp_path_factory):
     """The sweep run by the local executor (through the CLI) and by Ray (in this process, to see its tasks)."""
     folder = tmp_path_factory.mktemp("ray")
     sweep_file = write_sweep(folder)
-    local = bench(sweep_file, "--out", folder / "local")
+    local = bench(sweep_file, "--no-peak-memory", "--out", folder / "local")
     assert local.exit_code == 0, local.output
     sweep = Sweep.model_validate(SWEEP)
-    benchmark = RayBenchmark(folder / "ray", sweep.latency, Console(quiet=True), sweep)
+    benchmark = RayBenchmark(folder / "ray", sweep.latency, Console(quiet=True), sweep, peak_memory=False)
     benchmark.run(sweep_rows(sweep))
     return folder, benchmark
 
@@ -91,7 +91,8 @@ def raylets() -> set[int]:
 def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path):
     sweep_file, out = write_sweep(tmp_path), tmp_path / "out"
     before = raylets()
-    command = [str(Path(sys.executable).with_name("compress")), "bench", str(sweep_file), "--out", str(out), "--executor", "ray"]
+    command = [str(Path(sys.executable).with_name("compress")), "bench", str(sweep_file), "--no-peak-memory", "--out", str(out),
+               "--executor", "ray"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = out / "results.jsonl"
     deadline = time.monotonic() + 300
@@ -107,7 +108,7 @@ def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path):
         time.sleep(0.5)
     assert not raylets() - before, "the local Ray instance outlived its driver"
 
-    result = bench(sweep_file, "--out", out, "--executor", "ray")
+    result = bench(sweep_file, "--no-peak-memory", "--out", out, "--executor", "ray")
     assert result.exit_code == 0, result.output
     keys = [r["key"] for r in read_records(out)]
     assert len(keys) == len(set(keys)) == ROWS, "no row lost, none twice"
@@ -124,7 +125,7 @@ def test_a_task_that_raises_is_a_failed_row_and_the_rest_finish(tmp_path):
         return path
 
     never = recipe("never-parity", {"tolerance": 1e-30})  # no export can be that close
-    result = bench(recipe("exported", {}), never, "--out", tmp_path / "out", "--executor", "ray")
+    result = bench(recipe("exported", {}), never, *QUICK_TIMING, "--out", tmp_path / "out", "--executor", "ray")
     assert result.exit_code == 0, result.output
     records = read_records(tmp_path / "out")
     failed = [r for r in records if r["status"] != "ok"]

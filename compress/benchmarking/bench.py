@@ -59,13 +59,17 @@ BUILD_SETTINGS = ("tasks", "max_length", "seed", "contribution_examples", "calib
 TIMING_SETTINGS = "latency"
 
 
-def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
+def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, latency: LatencySettings | None = None) -> None:
     """Refuse to mix rows built with other settings into this sweep's folder, or rows timed with other
-    latency settings (measuring every finished row again, `retime`, may change those); then record them."""
-    current = json.loads(sweep.model_dump_json(include={*BUILD_SETTINGS, TIMING_SETTINGS}))
+    latency settings (measuring every finished row again, `retime`, may change those); then record them.
+    Recipes (`sweep` None) are timed with `latency`."""
+    if sweep is not None:
+        current = json.loads(sweep.model_dump_json(include={*BUILD_SETTINGS, TIMING_SETTINGS}))
+    else:  # each recipe's row is told apart by its identity; only the timing is shared
+        current = {TIMING_SETTINGS: latency.model_dump(mode="json")}
     path = out_dir / SETTINGS_FILE
     previous = read_settings(path) if path.exists() else {}
-    changed = [field for field in BUILD_SETTINGS if field in previous and previous[field] != current[field]]
+    changed = [field for field in BUILD_SETTINGS if field in previous and field in current and previous[field] != current[field]]
     if changed:
         raise CompressError(f"{out_dir}: holds rows built with other {', '.join(changed)}; use another --out for this sweep")
     timed_before = previous.get(TIMING_SETTINGS)
@@ -74,7 +78,7 @@ def guard_settings(sweep: Sweep, out_dir: Path, retime: bool = False) -> None:
             f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
             "every finished row with this sweep's, or use another --out"
         )
-    path.write_text(json.dumps(current, indent=2) + "\n")
+    path.write_text(json.dumps({**previous, **current}, indent=2) + "\n")
 
 
 def with_defaults(field: str, value):
@@ -98,8 +102,8 @@ def read_settings(path: Path) -> dict:
 
 
 def shared_settings(folders: list[Path]) -> dict | None:
-    """The sweep settings that shard folders have in common (None for folders of recipe benchmarks);
-    folders of sweeps run with other settings cannot go into one table."""
+    """The settings that shard folders have in common (a sweep's, or the timing of recipes; None for folders
+    that record none); folders run with other settings cannot go into one table."""
     found = {folder: read_settings(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).exists() else None for folder in folders}
     first, settings = next(iter(found.items()))
     for folder, other in found.items():
@@ -146,10 +150,12 @@ def work_folder_name(node: StageNode) -> str:
 class Benchmark:
     """The loop every benchmark runs: build what is missing, measure, append one record per row."""
 
-    def __init__(self, out_dir: Path, latency: LatencySettings, console: Console, sweep: Sweep | None = None):
+    def __init__(self, out_dir: Path, latency: LatencySettings, console: Console, sweep: Sweep | None = None, peak_memory: bool = True):
         self.out_dir = out_dir
         self.work = out_dir / WORK
         self.latency = latency
+        self.peak_memory = peak_memory
+        """Measure each row's serving peak memory (a fresh process per row, which first imports the libraries)."""
         self.console = console
         self.sweep = sweep
         self.executor = Executor(StageCache(self.work, work_folder_name), console)
@@ -163,8 +169,7 @@ class Benchmark:
 
     def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool) -> list[dict]:
         results_path = self.out_dir / RESULTS_FILE
-        if self.sweep is not None:
-            guard_settings(self.sweep, self.out_dir, retime)
+        guard_settings(self.sweep, self.out_dir, retime, self.latency)
         if drop_cut_record(results_path):
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
                                "it was removed and that combination runs again")
@@ -263,7 +268,7 @@ class Benchmark:
                 real = task_length_batches(dev, tokenizer, batch_size, recipe.max_length, count=repeats, seed=recipe.seed)
                 timings.append(timed_with_work(real, "task", repeats))
         timed = time.perf_counter()
-        peak_memory = serving_peak_mb(folder, fixed[max(latency.batch_sizes)], device, latency.threads)
+        peak_memory = serving_peak_mb(folder, fixed[max(latency.batch_sizes)], device, latency.threads) if self.peak_memory else None
         measured_memory = time.perf_counter()
         busiest = max((t.other_cpu_load for t in timings if t.other_cpu_load is not None), default=None)
         if contended(busiest):

@@ -76,11 +76,11 @@ def _build_node(out_dir: str, cwd: str, threads: int, may_train: bool, node: Sta
     return record, len(executor.built) > built_before
 
 
-def _measure_row(out_dir: str, cwd: str, threads: int, latency: LatencySettings, may_train: bool, row: BenchRow,
+def _measure_row(out_dir: str, cwd: str, threads: int, latency: LatencySettings, peak_memory: bool, may_train: bool, row: BenchRow,
                  *inputs) -> BenchRecord | None:
     """Measure one row whose models are built (`inputs` are their tasks' results); its record, as the local loop makes it."""
     benchmark = _worker_benchmark(out_dir, cwd, threads, may_train)
-    benchmark.latency = latency
+    benchmark.latency, benchmark.peak_memory = latency, peak_memory
     return benchmark.measured_row(row)
 
 
@@ -153,7 +153,7 @@ class RayBenchmark(Benchmark):
             if (trained := trained_node(row.node)) is not None:
                 needs.append(submit(trained))
             ref = measure.options(**timing, name=f"measure {row.combination.label}").remote(
-                out_dir, cwd, train_threads, self.latency, self.executor.may_train, row, *(t for t in needs if t is not None))
+                out_dir, cwd, train_threads, self.latency, self.peak_memory, self.executor.may_train, row, *(t for t in needs if t is not None))
             pending[ref] = (row, time.perf_counter())
         announce(f"{len(pending)} rows, {sum(t is not None for t in tasks.values())} models to build on Ray")
         charged: set[str] = set()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.rows import FULL, BenchRow, Combination
@@ -55,7 +55,7 @@ class Grid(Strict):
 
 class LatencySettings(Strict):
     threads: int = Field(2, ge=1, description="CPU threads for every timed run (fixed and reported).")
-    batch_sizes: list[int] = Field([1, 32], min_length=1)
+    batch_sizes: list[PositiveInt] = Field([1, 32], min_length=1)
     sequence_length: int = Field(128, ge=8)
     task_lengths: bool = Field(True, description="Also time batches of real dev examples at their own lengths.")
     warmup: int = Field(3, ge=0)
