@@ -85,7 +85,11 @@ def _settings_pairs(pairs: list[str], option: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CompressError(f"{option}: expected key=value (got {excerpt(pair)})")
-        settings[key.strip()] = yaml.safe_load(value)
+        try:
+            settings[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise CompressError(f"{option}: {excerpt(key.strip())}: expected a YAML value such as 2, 5e-5, true or [1, 4] "
+                                f"(got {excerpt(value)})") from None
     return settings
 
 

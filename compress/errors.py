@@ -28,3 +28,14 @@ def one_line(message: str) -> str:
     """`message` as one line of at most MAX_MESSAGE characters."""
     line = " ".join(message.split())
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 30] + f"… ({len(line):,} characters in all)"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def failure(error: BaseException) -> str:
+    """What a failed row or candidate records: the exception's type and the first line of its message."""
+    return f"{type(error).__name__}: {first_line(error)}"

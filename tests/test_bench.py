@@ -266,6 +266,8 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
         sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
     assert (out / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
     assert {r["key"]: r["measured_in"] for r in retimed} == {r["key"]: r["measured_in"] for r in before}
+    # measured again without memory: each row keeps the memory its build was measured with
+    assert {r["key"]: r["peak_memory_mb"] for r in retimed} == {r["key"]: r["peak_memory_mb"] for r in before}
 
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):

@@ -124,6 +124,23 @@ def test_recipes_timed_otherwise_are_not_mixed_into_one_table(recipe_bench):
     assert (out / "results.jsonl").read_text() == records
     result = bench(*files, "--latency", "batch_sizes=[0]", "--out", out)
     assert result.exit_code == 2 and "--latency: batch_sizes[0]: Input should be greater than 0" in result.output, result.output
+    result = bench(*files, "--latency", "batch_sizes=[1", "--out", out)
+    assert result.exit_code == 2 and "--latency: 'batch_sizes': expected a YAML value" in result.output, result.output
+    recorded = (out / "sweep-settings.json").read_text()
+    (out / "sweep-settings.json").unlink()  # as a folder of recipes benched before their timing was recorded
+    try:
+        result = bench(*files, "--latency", "repeats=4", "--out", out)
+        assert result.exit_code == 2 and "its rows were timed with other latency settings" in result.output, result.output
+    finally:
+        (out / "sweep-settings.json").write_text(recorded)
+
+
+def test_a_recipe_whose_engine_is_chosen_as_it_runs_is_not_a_benchmark_row(tmp_path):
+    best = write(tmp_path, recipe("best", {"stage": "finetune", **TRAIN}, {"stage": "export"}, {"stage": "quantize", "mode": "best"}))
+    result = bench(best, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "best.yaml: stages[2].mode: a benchmark row needs a named engine and precision" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_recipes_are_all_listed_before_any_work(tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from compress.errors import CompressError
 from compress.pipeline.artifacts import OnnxModel
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
+from compress.stages.fastest import pick_fastest
 from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, candidate_methods
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
@@ -165,18 +167,41 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
         assert candidate["within_budget"] == (100 * (facts["export_score"] - candidate["score"]) <= 0.5), candidate
     assert candidates[KEEP_EXPORT]["score"] == facts["export_score"]
     assert candidates[KEEP_EXPORT]["speedup_over_export"] == {"32": 1.0, "task": 1.0}
+    assert candidates["dynamic-int8"]["size_mb"] < 0.3 * candidates[KEEP_EXPORT]["size_mb"]
     allowed = [mode for mode, candidate in candidates.items() if candidate["within_budget"]]
-    for length, winner in facts["fastest_by_length"].items():
-        assert winner == min(allowed, key=lambda mode: candidates[mode]["p50_ms"][length])
+    for length, kept in facts["kept_by_length"].items():
+        fastest = min(candidates[mode]["p50_ms"][length] for mode in allowed)
+        tied = [mode for mode in allowed if candidates[mode]["p50_ms"][length] <= fastest * (1 + facts["tie_margin"])]
+        assert kept == min(tied, key=lambda mode: (candidates[mode]["size_mb"], candidates[mode]["p50_ms"][length]))
     chosen = facts["chosen"]
-    assert chosen == facts["fastest_by_length"]["task"] and facts["choose_by"] == "task"
+    assert chosen == facts["kept_by_length"]["task"] and facts["choose_by"] == "task"
     assert best["metrics"]["accuracy"] == pytest.approx(candidates[chosen]["score"])
     assert best["kind"] == ("openvino" if chosen.startswith("openvino") else "onnx")
     folder = run / "best"
     assert not (folder / ".candidates").exists()
     recorded = json.loads((folder / "config.json").read_text()).get("compress_quantization", {"mode": KEEP_EXPORT})
     assert recorded["mode"] == chosen
-    assert f"best: {chosen} chosen" in output
+    assert f"best: {chosen} kept" in output
+
+
+def test_a_candidate_that_fails_is_reported_and_the_others_still_compete(reviews, tokenizer, tmp_path):
+    config = tiny_config("bert", 2)
+    config.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(0)
+    export_onnx(AutoModelForSequenceClassification.from_config(config).eval(), tokenizer, tmp_path / "exported")
+    (tmp_path / "out").mkdir()
+
+    def broken(model, settings, context):
+        raise RuntimeError("calibration ran out of memory\nand a second line")
+
+    methods = {**METHODS, "static-int8": replace(METHODS["static-int8"], apply=broken)}
+    settings = BestSettings(mode="best", candidates=["none", "static-int8", "dynamic-int8"], lengths=[16, "task"], rounds=1, calls=3)
+    context = StageContext(reviews, tokenizer, tmp_path / "out", max_length=32, eval_batch_size=32)
+    facts = pick_fastest(OnnxModel(tmp_path / "exported"), settings, context, methods).facts
+    candidates = {c.mode: c for c in facts.candidates}
+    assert candidates["static-int8"].error == "RuntimeError: calibration ran out of memory" and not candidates["static-int8"].p50_ms
+    assert candidates["none"].within_budget and set(candidates["none"].p50_ms) == {"16", "task"}
+    assert facts.chosen in ("none", "dynamic-int8") and not (tmp_path / "out" / ".candidates").exists()
 
 
 @pytest.mark.parametrize(
@@ -186,6 +211,7 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
         ({"candidates": ["none", "none"]}, "stages[2].candidates: a candidate is named twice"),
         ({"lengths": [64], "choose_by": "task"}, "stages[2]: choose_by: expected one of lengths [64], got 'task'"),
         ({"lengths": [4096, "task"]}, "stages[2].lengths: at most 512 tokens for this model"),
+        ({"lengths": [64, 64]}, "stages[2]: lengths: a length is named twice in [64, 64]"),
     ],
 )
 def test_best_settings_are_checked_before_any_work(best, expected, tmp_path):

@@ -40,7 +40,7 @@ from compress.benchmarking.report import write_report
 from compress.benchmarking.roofline import matmul_gop, matmul_peaks, peak_fractions
 from compress.benchmarking.rows import BenchRow, model_slug, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
-from compress.errors import CompressError
+from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate, predictor_for
 from compress.evaluation.metrics import majority_class_metrics
 from compress.folders import PARTIAL, claim, holding, remove_ours, require_ours
@@ -68,7 +68,12 @@ def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, lat
     else:  # each recipe's row is told apart by its identity; only the timing is shared
         current = {TIMING_SETTINGS: latency.model_dump(mode="json")}
     path = out_dir / SETTINGS_FILE
-    previous = read_settings(path) if path.exists() else {}
+    if path.exists():
+        previous = read_settings(path)
+    elif sweep is None and read_records(out_dir):  # recipes benched before their timing was recorded: the defaults
+        previous = {TIMING_SETTINGS: LatencySettings().model_dump(mode="json")}
+    else:
+        previous = {}
     changed = [field for field in BUILD_SETTINGS if field in previous and field in current and previous[field] != current[field]]
     if changed:
         raise CompressError(f"{out_dir}: holds rows built with other {', '.join(changed)}; use another --out for this sweep")
@@ -76,7 +81,7 @@ def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, lat
     if timed_before and timed_before != current[TIMING_SETTINGS] and not retime and read_records(out_dir):
         raise CompressError(
             f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
-            "every finished row with this sweep's, or use another --out"
+            "every finished row with these, or use another --out"
         )
     path.write_text(json.dumps({**previous, **current}, indent=2) + "\n")
 
@@ -183,12 +188,16 @@ class Benchmark:
             counts = Counter(statuses.values())
             self.console.print(f"{len(rows)} combinations: {counts[DONE]} already done, "
                                f"{counts[CANNOT_RUN]} cannot run on this machine (skipped here), {len(todo)} to run")
+        # measuring again without memory keeps each row's memory measured before (the same build)
+        memory_before = {} if self.peak_memory else {r["key"]: r.get("peak_memory_mb") for r in merge_records(earlier) if r["status"] == "ok"}
         written = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("benchmark", total=len(todo))
             for record in self.records(todo, lambda text: progress.update(bar, description=text)):
                 if record is not None:  # only this process appends, one whole line per row
+                    if record.status == "ok" and record.peak_memory_mb is None:
+                        record.peak_memory_mb = memory_before.get(record.key)
                     append_record(results_path, record)
                     written.append(record)
                 progress.advance(bar)
@@ -222,9 +231,8 @@ class Benchmark:
             self.console.print(f"[yellow]not measured again[/] {c.label}: {error}")
             return None
         except Exception as error:  # one failed row is recorded and the benchmark goes on
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.console.print(f"[red]failed[/] {c.key}: {type(error).__name__}: {message}")
-            return BenchRecord(**fields, status="failed", error=f"{type(error).__name__}: {message}",
+            self.console.print(f"[red]failed[/] {c.key}: {failure(error)}")
+            return BenchRecord(**fields, status="failed", error=failure(error),
                                seconds_total=round(time.perf_counter() - started, 1), finished=now_utc())
         total = round(time.perf_counter() - started, 1)
         stages: dict[str, float] = {}

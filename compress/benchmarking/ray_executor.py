@@ -25,7 +25,7 @@ from compress.benchmarking.bench import Benchmark, now_utc
 from compress.benchmarking.records import BenchRecord
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings
-from compress.errors import CompressError
+from compress.errors import CompressError, failure, first_line
 from compress.pipeline.cache import StageRecord
 from compress.pipeline.executor import NotBuilt
 from compress.pipeline.graph import StageNode
@@ -54,7 +54,7 @@ def connect(address: str | None) -> bool:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise CompressError(f"--address: cannot join the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
+            raise CompressError(f"--address: cannot join the Ray cluster at {address} ({first_line(error)})") from None
         if not ray.cluster_resources().get(TIMING_RESOURCE):
             ray.shutdown()
             raise CompressError(f"--address: the cluster's machines have no '{TIMING_RESOURCE}' resource; start each with "
@@ -174,9 +174,8 @@ class RayBenchmark(Benchmark):
             if isinstance(cause, NotBuilt):  # measuring again: its finished record stays the one that counts
                 self.console.print(f"[yellow]not measured again[/] {c.label}: {cause}")
                 return None
-            message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            self.console.print(f"[red]failed[/] {c.key}: {type(cause).__name__}: {message}")
-            return BenchRecord(key=c.key, **c.record_fields(), status="failed", error=f"{type(cause).__name__}: {message}",
+            self.console.print(f"[red]failed[/] {c.key}: {failure(cause)}")
+            return BenchRecord(key=c.key, **c.record_fields(), status="failed", error=failure(cause),
                                seconds_total=round(time.perf_counter() - submitted, 1), finished=now_utc())
         if record is None:
             return None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from compress.benchmarking.precisions import PRECISIONS
 from compress.errors import CompressError
 from compress.pipeline.graph import StageNode, recipe_graph
 from compress.pipeline.recipe import Recipe, load_recipe
@@ -147,6 +148,11 @@ def load_recipes(files: list[Path]) -> dict[str, tuple[Recipe, str]]:
         if recipe.name in recipes:
             problems.append(f"{file}: name '{recipe.name}' is also the name of {recipes[recipe.name][1]}; "
                             "recipes in one benchmark need different names")
+            continue
+        precision = describe(recipe.chain(recipe.stages[-1].name))[3]
+        if precision not in PRECISIONS:
+            problems.append(f"{file}: stages[{len(recipe.stages) - 1}].mode: a benchmark row needs a named engine and precision, and "
+                            f"'{precision}' picks one as it runs; bench the modes it picks from (recipes, or a sweep's precisions)")
             continue
         recipes[recipe.name] = (recipe, str(file))
     if problems:

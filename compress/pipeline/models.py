@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from compress.data.tasks import TaskSpec
-from compress.errors import CompressError
+from compress.errors import CompressError, first_line
 from compress.exporters import onnx_file
 
 
@@ -128,7 +128,7 @@ def check_weights(ref: str | Path) -> None:
 
 
 def _load_failure(ref: str, what: str, error: Exception) -> CompressError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = first_line(error)
     if Path(ref).expanduser().exists() or ref in MODEL_ALIASES:
         return CompressError(f"model: cannot load the {what} of '{ref}' ({reason})")
     aliases = ", ".join(MODEL_ALIASES)

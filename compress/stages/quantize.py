@@ -143,6 +143,8 @@ class BestSettings(QuantizeSettings):
     lengths: list[PositiveInt | Literal["task"]] = Field(
         [128, "task"], min_length=1, description="Timed sequence lengths: a number of tokens, or 'task' (dev examples at their own lengths).")
     choose_by: PositiveInt | Literal["task"] = Field("task", description="Which of `lengths` the fastest is chosen at (the others are reported).")
+    tie_margin: float = Field(0.03, ge=0, description="Times within this fraction of the fastest count as tied (timing noise); "
+                              "of tied candidates the smallest on disk is kept.")
     batch_size: int = Field(1, ge=1)
     threads: int | None = Field(None, ge=1, description="CPU threads of every timed call; default: this machine's physical cores.")
     rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
@@ -162,6 +164,8 @@ class BestSettings(QuantizeSettings):
 
     @model_validator(mode="after")
     def _chosen_at_a_timed_length(self) -> BestSettings:
+        if len(set(self.lengths)) < len(self.lengths):
+            raise ValueError(f"lengths: a length is named twice in {self.lengths}")
         if self.choose_by not in self.lengths:
             raise ValueError(f"choose_by: expected one of lengths {self.lengths}, got {self.choose_by!r}")
         return self
