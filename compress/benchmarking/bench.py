@@ -68,9 +68,10 @@ def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, lat
     else:  # each recipe's row is told apart by its identity; only the timing is shared
         current = {TIMING_SETTINGS: latency.model_dump(mode="json")}
     path = out_dir / SETTINGS_FILE
+    recorded_rows = bool(read_records(out_dir))
     if path.exists():
         previous = read_settings(path)
-    elif sweep is None and read_records(out_dir):  # recipes benched before their timing was recorded: the defaults
+    elif sweep is None and recorded_rows:  # recipes benched before their timing was recorded: the defaults
         previous = {TIMING_SETTINGS: LatencySettings().model_dump(mode="json")}
     else:
         previous = {}
@@ -78,7 +79,7 @@ def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, lat
     if changed:
         raise CompressError(f"{out_dir}: holds rows built with other {', '.join(changed)}; use another --out for this sweep")
     timed_before = previous.get(TIMING_SETTINGS)
-    if timed_before and timed_before != current[TIMING_SETTINGS] and not retime and read_records(out_dir):
+    if timed_before and timed_before != current[TIMING_SETTINGS] and not retime and recorded_rows:
         raise CompressError(
             f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
             "every finished row with these, or use another --out"

@@ -46,9 +46,7 @@ class Precision:
         if self.optimization is not None:
             stages.append(ExportSettings(name=onnx_precision(EXPORTED, self.optimization), optimization=self.optimization))
         if self.quantization:
-            settings = self.quantization.settings
-            wanted = {"seed": seed, "calibration_examples": calibration_examples}
-            stages.append(settings(name=self.name, mode=self.method, **{k: v for k, v in wanted.items() if k in settings.model_fields}))
+            stages.append(self.quantization.settings_for(self.method, seed, calibration_examples, name=self.name))
         return stages
 
     @property

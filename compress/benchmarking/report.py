@@ -25,6 +25,7 @@ from compress.benchmarking.precisions import PRECISIONS, Precision  # noqa: E402
 from compress.benchmarking.records import merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
+from compress.stages.quantize import SCORE_BUDGET_POINTS  # noqa: E402
 from compress.surgery.strategies import STRATEGIES  # noqa: E402
 
 PREFERRED_HEADLINE = (1, "128")
@@ -266,11 +267,6 @@ def strategy_table(rows: list[dict]) -> str:
         lines += [f"### {model} on {task}: {full['primary_metric']} by strategy and layers dropped (full model: {full['score']:.4f}{_majority_note(group)})", "",
                   *pipe_table(frame), ""]
     return "\n".join(lines)
-
-
-SCORE_BUDGET_POINTS = 0.5
-"""How far below its own PyTorch fp32 score a trained model's engine or precision may score and still count
-as the same model when the fastest one is picked."""
 
 
 def fastest_table(rows: list[dict], budget: float = SCORE_BUDGET_POINTS) -> str:

@@ -107,17 +107,17 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     candidates = {mode: Candidate(mode=mode) for mode in modes}
     runners: dict[str, Callable] = {}
     scratch = context.output_dir / CANDIDATES_DIR
+    scratch.mkdir()  # never one that was there before: removing it at the end removes only what this stage wrote
     for mode in modes:
         folder = scratch / mode
-        folder.mkdir(parents=True)
+        folder.mkdir()
         candidate = candidates[mode]
         try:
             if mode == KEEP_EXPORT:
                 built, candidate.score = _keep_export(model, folder), export_score
             else:
                 method = methods[mode]
-                wanted = {"seed": settings.seed, "calibration_examples": settings.calibration_examples}
-                method_settings = method.settings(mode=mode, **{k: v for k, v in wanted.items() if k in method.settings.model_fields})
+                method_settings = method.settings_for(mode, settings.seed, settings.calibration_examples)
                 built = method.apply(model, method_settings, replace(context, output_dir=folder)).model
                 candidate.score = score(built)
             run = predictor_for(built, threads)
@@ -146,7 +146,7 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     chosen = kept[str(settings.choose_by)]
     for entry in (scratch / chosen).iterdir():
         entry.rename(context.output_dir / entry.name)
-    shutil.rmtree(scratch)  # made by this stage inside its own unfinished folder
+    shutil.rmtree(scratch)  # made above by this stage, inside its own unfinished (.partial) folder
 
     facts = FastestFacts(chosen=chosen, choose_by=str(settings.choose_by), primary_metric=primary, export_score=export_score,
                          score_budget_points=settings.score_budget, batch_size=settings.batch_size, threads=threads,

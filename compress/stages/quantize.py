@@ -127,6 +127,9 @@ class Fp16Settings(QuantizeSettings):
     mode: Literal["fp16"]
 
 
+SCORE_BUDGET_POINTS = 0.5
+"""How far below its reference (the fp32 model it was made from) an engine or precision may score and still
+count as the same model when the fastest one is picked: by `best`, and by a benchmark's fastest table."""
 KEEP_EXPORT = "none"
 """The candidate of `mode: best` that is the fp32 export as it is."""
 
@@ -139,7 +142,7 @@ class BestSettings(QuantizeSettings):
     candidates: list[str] | None = Field(
         None, min_length=1, description=f"Methods to try ('{KEEP_EXPORT}': the fp32 export as it is); default: "
         f"'{KEEP_EXPORT}' and every method that starts from an ONNX export and runs on this machine.")
-    score_budget: float = Field(0.5, ge=0, description="Points (the task's primary metric x 100) a candidate may score below the export.")
+    score_budget: float = Field(SCORE_BUDGET_POINTS, ge=0, description="Points (the task's primary metric x 100) a candidate may score below the export.")
     lengths: list[PositiveInt | Literal["task"]] = Field(
         [128, "task"], min_length=1, description="Timed sequence lengths: a number of tokens, or 'task' (dev examples at their own lengths).")
     choose_by: PositiveInt | Literal["task"] = Field("task", description="Which of `lengths` the fastest is chosen at (the others are reported).")
@@ -384,6 +387,12 @@ class QuantizationMethod:
     """What its matrix products compute in: which of the host's MatMul peaks a timing is set against."""
     chooses: bool = False
     """Picks one of the other methods on this machine (`best`): neither a candidate itself nor a sweep precision."""
+
+    def settings_for(self, mode: str, seed: int, calibration_examples: int, **fields) -> QuantizeSettings:
+        """Its settings under `mode`, with the seed and calibration size shared by a sweep or a `best` stage
+        where it takes them."""
+        shared = {"seed": seed, "calibration_examples": calibration_examples}
+        return self.settings(mode=mode, **{k: v for k, v in shared.items() if k in self.settings.model_fields}, **fields)
 
 
 METHODS: dict[str, QuantizationMethod] = {
