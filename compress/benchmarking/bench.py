@@ -175,10 +175,10 @@ class Benchmark:
 
     def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool) -> list[dict]:
         results_path = self.out_dir / RESULTS_FILE
-        guard_settings(self.sweep, self.out_dir, retime, self.latency)
-        if drop_cut_record(results_path):
+        if drop_cut_record(results_path):  # before the records are read, here and by guard_settings
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
                                "it was removed and that combination runs again")
+        guard_settings(self.sweep, self.out_dir, retime, self.latency)
         earlier = read_records(results_path)
         statuses = plan(rows, earlier, retry_failed, retime)
         todo = [row for row in rows if statuses[row.combination.key] == TO_RUN]
