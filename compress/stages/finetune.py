@@ -39,6 +39,11 @@ class TrainingHyperparameters(BaseModel):
         "stay fp32), fp32, or auto (bf16 where the device computes it natively: a CUDA GPU with bf16, or a CPU with "
         "AVX512-BF16 or AMX).",
     )
+    batches: Literal["shuffled", "by-length"] = Field(
+        "shuffled", description="How training examples are drawn into batches: shuffled, or by-length (shuffled, then "
+        "grouped with examples of similar length, the Trainer's length-grouped sampler): each batch is padded to its "
+        "longest example, so by-length computes fewer padding tokens when lengths vary.",
+    )
     allow_long_training: bool = Field(
         False, exclude=True,  # it changes no model, so it is no part of a stage's identity or record
         description=f"Allow more than {MAX_TRAINING_STEPS:,} optimizer steps (a budget that is otherwise taken for a typo).",
@@ -86,8 +91,10 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
 
     def identity_settings(self, layers_before: int) -> dict:
         settings = super().identity_settings(layers_before)
-        if settings["precision"] == "fp32":
-            del settings["precision"]  # every stage trained in fp32 before the field existed: their caches stay valid
+        # Every stage trained before these fields existed was trained in fp32 on shuffled batches: their caches stay valid.
+        for field, before in (("precision", "fp32"), ("batches", "shuffled")):
+            if settings[field] == before:
+                del settings[field]
         return settings
 
     def describe(self, described: ModelDescription) -> None:
@@ -112,6 +119,14 @@ class TrainingFacts(StageFacts):
 WARMUP_RATIO_ARGUMENT = "warmup_ratio" if "warmup_ratio" in inspect.signature(TrainingArguments).parameters else "warmup_steps"
 
 
+# transformers 5 names the length-grouped sampler in train_sampling_strategy; 4.57 has a group_by_length flag.
+SAMPLER_ARGUMENTS = {
+    "shuffled": {},
+    "by-length": {"train_sampling_strategy": "group_by_length"} if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters
+    else {"group_by_length": True},
+}
+
+
 def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingArguments:
     """Trainer settings for a stage that keeps no checkpoints (the stage saves its final model itself)."""
     return TrainingArguments(
@@ -130,6 +145,7 @@ def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingA
         use_cpu=not torch.cuda.is_available(),
         bf16=settings.training_precision() == "bf16",
         dataloader_num_workers=0,
+        **SAMPLER_ARGUMENTS[settings.batches],
     )
 
 
