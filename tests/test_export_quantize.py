@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from compress.pipeline.artifacts import OnnxModel
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
 from compress.stages.fastest import pick_fastest
-from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, candidate_methods
+from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, batch_consistency, candidate_methods
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
 
@@ -68,7 +69,7 @@ def int8_run(tmp_path_factory):
     recipe = write_minilm_recipe(
         folder / "int8.yaml",
         [
-            {"stage": "finetune", "name": "teacher", "epochs": 1, "learning_rate": 1.0e-4, "batch_size": 16},
+            {"stage": "finetune", "name": "teacher", "epochs": 1, "learning_rate": 1.0e-4, "batch_size": 16, "batches": "by-length"},
             {"stage": "export", "name": "onnx"},
             {"stage": "quantize", "name": "dynamic", "mode": "dynamic-int8"},
             {"stage": "quantize", "name": "static", "from": "onnx", "mode": "static-int8", "calibration_examples": 64},
@@ -341,15 +342,44 @@ def test_a_torch_quantization_that_answers_a_batch_otherwise_is_refused(reviews,
     context = StageContext(reviews, tokenizer, tmp_path, max_length=32, eval_batch_size=32)
     config = tiny_config("bert", 2)
     config.vocab_size = tokenizer.vocab_size
-    torch.manual_seed(0)
-    good = BertForSequenceClassification(config).eval()
-    facts = method.apply(good, settings, context).facts
-    assert facts.batch_examples == 16 and facts.batch_label_agreement >= 0.9 and facts.batch_max_abs_logit_diff < 0.5, facts
 
-    breaking = BatchBreakingBert(config).eval()
+    def decided(model_class):
+        """A random model made sure of its answers (a random head's logits are all near 0, every example a toss-up)."""
+        torch.manual_seed(0)
+        model = model_class(config).eval()
+        model.classifier.weight.data *= 200
+        return model
+
+    facts = method.apply(decided(BertForSequenceClassification), settings, context).facts
+    assert facts.batch_examples == 16 and facts.batch_decided_examples >= 8, facts
+    assert facts.batch_label_agreement >= 0.9 and facts.batch_max_abs_logit_diff < 0.5, facts
     with pytest.raises(CompressError, match=r"quantize: torch-dynamic-int8 on this machine gives a batch other answers than one "
-                                            r"example at a time \(labels agree on \d+% of 16 dev examples"):
-        method.apply(breaking, settings, context)
+                                            r"example at a time \(labels agree on \d+% of the \d+ of 16 dev examples it is decided on"):
+        method.apply(decided(BatchBreakingBert), settings, context)
+
+
+def test_labels_the_model_is_torn_on_do_not_count_against_a_batch():
+    class FixedLogits(torch.nn.Module):
+        """Answers a batch of 5 with `together` and example i alone with `alone[i]`."""
+
+        def __init__(self, together, alone):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.together, self.alone = torch.tensor(together), torch.tensor(alone)
+
+        def forward(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=self.together if len(input_ids) > 1 else self.alone[int(input_ids[0, 0])][None])
+
+    sure, torn = [3.0, -3.0], [0.04, 0.0]  # probabilities 1.00 / 0.00 and 0.51 / 0.49
+    batch = {"input_ids": torch.arange(5)[:, None], "attention_mask": torch.ones(5, 1, dtype=torch.long)}
+    facts = batch_consistency(FixedLogits([sure] * 5, [sure] * 5), batch)
+    assert (facts.batch_decided_examples, facts.batch_label_agreement, facts.batch_max_abs_logit_diff) == (5, 1.0, 0.0)
+    alone = [sure, sure, sure, torn, sure]
+    facts = batch_consistency(FixedLogits([sure, sure, sure, [-0.04, 0.0], sure], alone), batch)
+    assert facts.batch_decided_examples == 4 and facts.batch_label_agreement == 1.0, "the torn example's flip is left out"
+    assert facts.batch_max_abs_logit_diff == pytest.approx(0.08)
+    facts = batch_consistency(FixedLogits([sure, sure, sure, [-0.04, 0.0], [-3.0, 3.0]], alone), batch)
+    assert facts.batch_label_agreement == 0.75, "a decided example's flip counts"
 
 
 def test_fp16_fails_cleanly_without_cuda(tmp_path):
