@@ -46,7 +46,19 @@ def write_sweep(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
+def local_ray():
+    """One local Ray instance in this process for the module's runs that start none of their own: a run
+    joins a Ray instance that is already up and leaves it up, and its workers stay warm (torch and the
+    data loaded) for the next test."""
+    from compress.benchmarking.ray_executor import connect
+
+    assert connect(None), "no Ray instance was up before"
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, local_ray):
     """The sweep run by the local executor (through the CLI) and by Ray (in this process, to see its tasks)."""
     folder = tmp_path_factory.mktemp("ray")
     sweep_file = write_sweep(folder)
@@ -88,9 +100,9 @@ def raylets() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name", "cmdline"]) if "raylet" in " ".join(p.info["cmdline"] or [])}
 
 
-def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path):
+def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path, local_ray):
     sweep_file, out = write_sweep(tmp_path), tmp_path / "out"
-    before = raylets()
+    before = raylets()  # this process's own instance among them: the driver below starts another
     command = [str(Path(sys.executable).with_name("compress")), "bench", str(sweep_file), "--no-peak-memory", "--out", str(out),
                "--executor", "ray"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -115,7 +127,7 @@ def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path):
     assert read_records(out)[: len(first)] == first
 
 
-def test_a_task_that_raises_is_a_failed_row_and_the_rest_finish(tmp_path):
+def test_a_task_that_raises_is_a_failed_row_and_the_rest_finish(tmp_path, local_ray):
     def recipe(name, export):
         content = {"name": name, "model": "minilm-l6", "task": "rotten-tomatoes", "data": SWEEP["tasks"]["rotten-tomatoes"],
                    "max_length": 32, "stages": [{"stage": "drop", "strategy": "top", "k": 2}, {"stage": "finetune", "epochs": 1},

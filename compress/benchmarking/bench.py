@@ -41,10 +41,10 @@ from compress.benchmarking.roofline import matmul_gop, matmul_peaks, peak_fracti
 from compress.benchmarking.rows import BenchRow, model_slug, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.errors import CompressError, failure
-from compress.evaluation.evaluate import evaluate, predictor_for
+from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import majority_class_metrics
 from compress.folders import PARTIAL, claim, holding, remove_ours, require_ours
-from compress.pipeline.artifacts import load_artifact, size_on_disk
+from compress.pipeline.artifacts import load_artifact, predictor_for, size_on_disk
 from compress.pipeline.cache import StageCache, StageRecord
 from compress.pipeline.executor import Executor, NotBuilt
 from compress.pipeline.graph import StageNode

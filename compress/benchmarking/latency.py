@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
 import torch
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from compress.evaluation.evaluate import predictor_for
-from compress.pipeline.artifacts import Artifact, RuntimeModel
+from compress.pipeline.artifacts import Artifact, RuntimeModel, predictor_for
+
+if TYPE_CHECKING:  # the memory process imports this module: datasets would cost it a second
+    from datasets import Dataset
 
 
 @dataclass

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from rich.progress import track
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import TaskData
 from compress.evaluation.metrics import compute_metrics, standard_errors
-from compress.pipeline.artifacts import Artifact, Predictor, RuntimeModel
-
-
-def torch_predictor(model: PreTrainedModel) -> Predictor:
-    model.eval()
-
-    @torch.no_grad()
-    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        inputs = {k: v.to(model.device) for k, v in batch.items()}
-        return model(**inputs).logits.float().cpu().numpy()
-
-    return predict
-
-
-def predictor_for(model: Artifact, threads: int | None = None) -> Predictor:
-    """Logits from the model's own engine; `threads` fixes a runtime model's compute threads."""
-    return model.predictor(threads) if isinstance(model, RuntimeModel) else torch_predictor(model)
+from compress.pipeline.artifacts import Predictor
 
 
 def evaluate(

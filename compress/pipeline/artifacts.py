@@ -135,6 +135,22 @@ RUNTIMES: dict[Kind, type[RuntimeModel]] = {"onnx": OnnxModel, "openvino": OpenV
 Artifact = Union[PreTrainedModel, RuntimeModel]
 
 
+def torch_predictor(model: PreTrainedModel) -> Predictor:
+    model.eval()
+
+    @torch.no_grad()
+    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {k: v.to(model.device) for k, v in batch.items()}
+        return model(**inputs).logits.float().cpu().numpy()
+
+    return predict
+
+
+def predictor_for(model: Artifact, threads: int | None = None) -> Predictor:
+    """Logits from the model's own engine; `threads` fixes a runtime model's compute threads."""
+    return model.predictor(threads) if isinstance(model, RuntimeModel) else torch_predictor(model)
+
+
 def kind_of(artifact: Artifact) -> Kind:
     if isinstance(artifact, RuntimeModel):
         return artifact.kind

@@ -16,10 +16,18 @@ from rich.console import Console
 from compress.benchmarking.latency import LoadElsewhere
 from compress.data.loading import TaskData, load_task_data
 from compress.errors import CompressError
-from compress.evaluation.evaluate import evaluate, predictor_for
+from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
 from compress.folders import writing
-from compress.pipeline.artifacts import base_kind, kind_of, load_artifact, onnx_parameter_count, parameter_count, size_on_disk
+from compress.pipeline.artifacts import (
+    base_kind,
+    kind_of,
+    load_artifact,
+    onnx_parameter_count,
+    parameter_count,
+    predictor_for,
+    size_on_disk,
+)
 from compress.pipeline.cache import StageCache, StageRecord
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE, render_model_card

@@ -10,9 +10,8 @@ from transformers import PreTrainedModel
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.evaluation.evaluate import torch_predictor
 from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
-from compress.pipeline.artifacts import Kind, OnnxModel
+from compress.pipeline.artifacts import Kind, OnnxModel, torch_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
 

@@ -23,8 +23,8 @@ from rich.table import Table
 
 from compress.benchmarking.latency import fixed_length_batch, task_length_batches, timed_in_turns
 from compress.errors import CompressError, failure
-from compress.evaluation.evaluate import evaluate, predictor_for
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, OnnxModel, load_artifact, size_on_disk
+from compress.evaluation.evaluate import evaluate
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
 from compress.stages.base import StageContext, StageFacts, StageOutput
 
 if TYPE_CHECKING:
