@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -38,9 +39,17 @@ class StageSettings(BaseModel):
         """Other models this stage reads (field -> stage name or model), e.g. a distillation teacher."""
         return {}
 
+    added_later: ClassVar[dict[str, object]] = {}
+    """Settings added after models were cached, each with the value every earlier model was made with: at that
+    value a setting is no part of the identity, so those cached models stay valid."""
+
     def identity_settings(self, layers_before: int) -> dict:
         """What of the settings decides the model the stage makes from a model of `layers_before` layers."""
-        return self.model_dump(mode="json", exclude={"name", "source", *self.model_references()})
+        settings = self.model_dump(mode="json", exclude={"name", "source", *self.model_references()})
+        for setting, before in self.added_later.items():
+            if settings[setting] == before:
+                del settings[setting]
+        return settings
 
     def layers_after(self, layers_before: int) -> int:
         return layers_before

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import math
 import tempfile
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,6 +78,7 @@ def bf16_training_problem() -> str | None:
 
 class FinetuneSettings(StageSettings, TrainingHyperparameters):
     stage: Literal["finetune"] = "finetune"
+    added_later: ClassVar[dict[str, object]] = {"precision": "fp32", "batches": "shuffled"}
 
     def wants_gpu(self) -> bool:
         return True
@@ -88,14 +89,6 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
         if self.precision == "bf16" and (problem := bf16_training_problem()):
             raise CompressError(f"precision: bf16 needs a device that computes in bf16, and {problem}; "
                                 "use precision: auto (bf16 only where it is native) or fp32")
-
-    def identity_settings(self, layers_before: int) -> dict:
-        settings = super().identity_settings(layers_before)
-        # Every stage trained before these fields existed was trained in fp32 on shuffled batches: their caches stay valid.
-        for field, before in (("precision", "fp32"), ("batches", "shuffled")):
-            if settings[field] == before:
-                del settings[field]
-        return settings
 
     def describe(self, described: ModelDescription) -> None:
         if described.training != "distill":
