@@ -326,6 +326,32 @@ def test_static_int8_of_a_model_in_a_relative_folder(reviews, tokenizer, tmp_pat
     assert (tmp_path / "out" / "onnx" / "model_quantized.onnx").is_file() and output.model.path.is_file()
 
 
+def test_export_and_int8_write_onnxruntimes_own_format_on_request(reviews, tokenizer, tmp_path):
+    from compress.stages.export import ExportSettings, export
+
+    config = tiny_config("bert", 2)
+    config.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).eval()
+    exported = export(model, ExportSettings(ort_format=True), StageContext(reviews, tokenizer, tmp_path / "onnx", max_length=32, eval_batch_size=32))
+    method = METHODS["dynamic-int8"]
+    quantized = method.apply(exported.model, method.settings(mode="dynamic-int8", ort_format=True),
+                             StageContext(reviews, tokenizer, tmp_path / "int8", max_length=32, eval_batch_size=32))
+    batch = dict(tokenizer(list(reviews.dev["validation"]["text_a"][:8]), padding=True, truncation=True, max_length=32, return_tensors="pt"))
+    for output, stem in ((exported, "model"), (quantized, "model_quantized")):
+        graphs = output.model.folder / "onnx"
+        assert output.model.path == graphs / f"{stem}.onnx", "the .onnx stays the graph the folder is loaded by"
+        assert output.facts.ort_format_max_abs_logit_diff <= 1e-4
+        operators = (graphs / f"{stem}.required_operators.config").read_text()
+        session = ort_session(graphs / f"{stem}.ort")  # a real onnxruntime session on the .ort file
+        wanted = {i.name for i in session.get_inputs()}
+        logits = session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})[0]
+        assert np.abs(logits - output.model.predictor()(batch)).max() <= 1e-4
+    assert "DynamicQuantizeMatMul" in operators or "MatMulInteger" in operators, operators
+    assert ExportSettings(ort_format=False).identity_settings(2) == ExportSettings().identity_settings(2)
+    assert "ort_format" not in ExportSettings().identity_settings(2), "exports made before the setting keep their cache entries"
+
+
 class BatchBreakingBert(BertForSequenceClassification):
     """Stands in for a faulty kernel that is right for one example but wrong for every row of a batch after
     the first, as bitsandbytes 0.50.2's int8 was on an H200 (bench/results/gpu); the real one needs that GPU."""

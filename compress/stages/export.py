@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -11,9 +11,17 @@ from transformers import PreTrainedModel
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
+from compress.exporters.onnx_runtime import ort_session
+from compress.exporters.ort_format import convert_to_ort
 from compress.pipeline.artifacts import Kind, OnnxModel, torch_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
+
+ORT_FORMAT_HELP = ("Also write the graph in onnxruntime's own format (onnx/<name>.ort, with the operators a minimal build "
+                   "needs in <name>.required_operators.config), for onnxruntime's mobile and minimal builds; checked "
+                   "against the .onnx on the parity batch.")
+ORT_FORMAT_TOLERANCE = 1e-4
+"""Largest allowed |.ort logit - .onnx logit|: the same graph, optimized once at conversion instead of at load."""
 
 
 class ExportSettings(StageSettings):
@@ -26,6 +34,8 @@ class ExportSettings(StageSettings):
     )
     tolerance: float = Field(1e-3, gt=0, description="Largest allowed |ONNX logit - PyTorch logit|.")
     parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
+    ort_format: bool = Field(False, description=ORT_FORMAT_HELP)
+    added_later: ClassVar[dict[str, object]] = {"ort_format": False}
 
     def output_kind(self) -> Kind:
         return "onnx"
@@ -40,11 +50,30 @@ def onnx_precision(name: str, optimization: str) -> str:
     return name if optimization == "none" else f"{name}-{optimization.lower()}"
 
 
-class ExportFacts(StageFacts):
+class OrtFormatFacts(StageFacts):
+    ort_format_max_abs_logit_diff: float | None = None
+    """Against the .onnx graph on the parity batch; None where no .ort was asked for."""
+
+
+class ExportFacts(OrtFormatFacts):
     fused_operators: dict[str, int]
     """Fused nodes by operator (Attention, SkipLayerNormalization, ...); none without optimization."""
     parity_max_abs_logit_diff: float
     parity_examples: int
+
+
+def write_ort_format(model: OnnxModel, batch: dict) -> float:
+    """The model's graph in onnxruntime's format beside it; how far its logits on `batch` are from the .onnx's
+    (a CompressError past ORT_FORMAT_TOLERANCE)."""
+    path = convert_to_ort(model.path)
+    session = ort_session(path)
+    wanted = {i.name for i in session.get_inputs()}
+    ort_logits = session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})[0]
+    difference = float(np.abs(ort_logits - model.predictor()(batch)).max())
+    if difference > ORT_FORMAT_TOLERANCE:
+        raise CompressError(f"ort_format: {path.name} gives logits {difference:.2e} away from {model.path.name} "
+                            f"(tolerance {ORT_FORMAT_TOLERANCE:g})")
+    return difference
 
 
 def parity_batch(context: StageContext, count: int) -> dict:
@@ -78,5 +107,6 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
             f"export: ONNX logits differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
             f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
         )
+    ort_difference = write_ort_format(exported, batch) if settings.ort_format else None
     return StageOutput(exported, ExportFacts(fused_operators=fused_operators(path), parity_max_abs_logit_diff=difference,
-                                             parity_examples=int(len(lengths))))
+                                             parity_examples=int(len(lengths)), ort_format_max_abs_logit_diff=ort_difference))

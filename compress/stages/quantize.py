@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from compress.exporters.openvino_convert import quantize_int8 as quantize_openvi
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel, compiled_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
-from compress.stages.export import onnx_precision, parity_batch
+from compress.stages.export import ORT_FORMAT_HELP, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
 from compress.stages.fastest import pick_fastest
 from compress.surgery.architectures import check_max_length
 
@@ -71,6 +71,8 @@ class QuantizeSettings(StageSettings):
 class OnnxInt8Settings(QuantizeSettings):
     per_channel: bool = Field(True, description="One weight scale per output channel.")
     reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI.")
+    ort_format: bool = Field(False, description=ORT_FORMAT_HELP)
+    added_later: ClassVar[dict[str, object]] = {"ort_format": False}
 
 
 class DynamicInt8Settings(OnnxInt8Settings):
@@ -259,9 +261,21 @@ def _calibration_feeds(model: OnnxModel, context: StageContext, settings: Calibr
     return ({name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs} for batch in batches)
 
 
+ORT_FORMAT_EXAMPLES = 32
+"""Dev examples the .ort graph is checked on against the .onnx (as many as an export's parity batch)."""
+
+
+def _onnx_int8_output(source: OnnxModel, settings: OnnxInt8Settings, context: StageContext) -> StageOutput:
+    quantized = _onnx_output(source, settings, context)
+    if not settings.ort_format:
+        return StageOutput(quantized)
+    ort_difference = write_ort_format(quantized, parity_batch(context, ORT_FORMAT_EXAMPLES))
+    return StageOutput(quantized, OrtFormatFacts(ort_format_max_abs_logit_diff=ort_difference))
+
+
 def _onnx_dynamic(model: OnnxModel, settings: DynamicInt8Settings, context: StageContext) -> StageOutput:
     quantize_dynamic_int8(model.path, _quantized_path(context), settings.per_channel, settings.reduce_range)
-    return StageOutput(_onnx_output(model, settings, context))
+    return _onnx_int8_output(model, settings, context)
 
 
 def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageContext) -> StageOutput:
@@ -269,7 +283,7 @@ def _onnx_static(model: OnnxModel, settings: StaticInt8Settings, context: StageC
     quantize_static_int8(
         model.path, _quantized_path(context), feeds, settings.calibration_method, settings.per_channel, settings.reduce_range
     )
-    return StageOutput(_onnx_output(model, settings, context))
+    return _onnx_int8_output(model, settings, context)
 
 
 class OpenVinoFacts(StageFacts):
