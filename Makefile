@@ -45,11 +45,13 @@ demo: $(STAMP)
 
 # The whole suite on the default stack (transformers 5), then the export, quantize and loading
 # tests on the optimum stack. Without Node.js, the transformers.js test is skipped.
+# Two workers, each given whole files (a module's fixtures build their models once): much of the
+# suite waits on processes it starts (memory measurements, Ray, Node), so two overlap on two cores.
 test: test-default test-optimum
 
 test-default: $(STAMP)
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(JS_STAMP); else echo "npm not found: the transformers.js test will be skipped"; fi
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-optimum: $(OPTIMUM_STAMP)
 	$(OPTIMUM_VENV)/bin/python -m pytest tests/test_export_quantize.py
