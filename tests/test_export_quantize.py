@@ -101,8 +101,9 @@ def test_int8_models_keep_the_fp32_accuracy(int8_run):
     assert stages["dynamic"]["size_mb"] <= 0.3 * stages["onnx"]["size_mb"]
     assert [stages[n]["kind"] for n in ("onnx", "dynamic", "torch-int8", "ov-int8")] == ["onnx", "onnx", "torch-int8", "openvino"]
     # PyTorch int8 scales activations over the whole batch, so a batch and its examples alone may differ a little
+    # (and flip a label the model is torn on)
     batch = stages["torch-int8"]["notes"]
-    assert batch["batch_examples"] == 16 and batch["batch_label_agreement"] >= 0.9 and 0 < batch["batch_max_abs_logit_diff"] < 0.5, batch
+    assert batch["batch_examples"] == 16 and batch["batch_flips_beyond_noise"] <= 1 and 0 < batch["batch_max_abs_logit_diff"] < 0.5, batch
     for column in ("kind", "size", "accuracy", "dynamic", "static"):
         assert column in output
 
@@ -326,9 +327,11 @@ def test_static_int8_of_a_model_in_a_relative_folder(reviews, tokenizer, tmp_pat
     assert (tmp_path / "out" / "onnx" / "model_quantized.onnx").is_file() and output.model.path.is_file()
 
 
-def test_export_and_int8_write_onnxruntimes_own_format_on_request(reviews, tokenizer, tmp_path):
+def test_export_and_int8_write_onnxruntimes_own_format_on_request(reviews, tokenizer, tmp_path, monkeypatch):
+    from compress.exporters import ort_format
     from compress.stages.export import ExportSettings, export
 
+    monkeypatch.setenv(ort_format.LEVEL_VARIABLE, "extended")  # the converter's own setting would rename its file
     config = tiny_config("bert", 2)
     config.vocab_size = tokenizer.vocab_size
     torch.manual_seed(0)
@@ -348,6 +351,10 @@ def test_export_and_int8_write_onnxruntimes_own_format_on_request(reviews, token
         logits = session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})[0]
         assert np.abs(logits - output.model.predictor()(batch)).max() <= 1e-4
     assert "DynamicQuantizeMatMul" in operators or "MatMulInteger" in operators, operators
+    assert os.environ[ort_format.LEVEL_VARIABLE] == "extended", "the user's setting is back"
+    monkeypatch.setattr(ort_format, "MAX_BYTES", 1000)
+    with pytest.raises(CompressError, match=r"^ort_format: model\.onnx and its weights are 0\.0 GB; an \.ort file holds at most 2 GB$"):
+        export(model, ExportSettings(ort_format=True), StageContext(reviews, tokenizer, tmp_path / "big", max_length=32, eval_batch_size=32))
     assert ExportSettings(ort_format=False).identity_settings(2) == ExportSettings().identity_settings(2)
     assert "ort_format" not in ExportSettings().identity_settings(2), "exports made before the setting keep their cache entries"
 
@@ -377,10 +384,9 @@ def test_a_torch_quantization_that_answers_a_batch_otherwise_is_refused(reviews,
         return model
 
     facts = method.apply(decided(BertForSequenceClassification), settings, context).facts
-    assert facts.batch_examples == 16 and facts.batch_decided_examples >= 8, facts
-    assert facts.batch_label_agreement >= 0.9 and facts.batch_max_abs_logit_diff < 0.5, facts
+    assert facts.batch_examples == 16 and facts.consistent_share() >= 0.9 and facts.batch_max_abs_logit_diff < 0.5, facts
     with pytest.raises(CompressError, match=r"quantize: torch-dynamic-int8 on this machine gives a batch other answers than one "
-                                            r"example at a time \(labels agree on \d+% of the \d+ of 16 dev examples it is decided on"):
+                                            r"example at a time \(\d+ of 16 dev examples change label"):
         method.apply(decided(BatchBreakingBert), settings, context)
 
 
@@ -399,13 +405,13 @@ def test_labels_the_model_is_torn_on_do_not_count_against_a_batch():
     sure, torn = [3.0, -3.0], [0.04, 0.0]  # probabilities 1.00 / 0.00 and 0.51 / 0.49
     batch = {"input_ids": torch.arange(5)[:, None], "attention_mask": torch.ones(5, 1, dtype=torch.long)}
     facts = batch_consistency(FixedLogits([sure] * 5, [sure] * 5), batch)
-    assert (facts.batch_decided_examples, facts.batch_label_agreement, facts.batch_max_abs_logit_diff) == (5, 1.0, 0.0)
+    assert (facts.batch_flips_beyond_noise, facts.batch_label_agreement, facts.batch_max_abs_logit_diff) == (0, 1.0, 0.0)
     alone = [sure, sure, sure, torn, sure]
     facts = batch_consistency(FixedLogits([sure, sure, sure, [-0.04, 0.0], sure], alone), batch)
-    assert facts.batch_decided_examples == 4 and facts.batch_label_agreement == 1.0, "the torn example's flip is left out"
-    assert facts.batch_max_abs_logit_diff == pytest.approx(0.08)
-    facts = batch_consistency(FixedLogits([sure, sure, sure, [-0.04, 0.0], [-3.0, 3.0]], alone), batch)
-    assert facts.batch_label_agreement == 0.75, "a decided example's flip counts"
+    assert facts.batch_label_agreement == pytest.approx(0.8) and facts.batch_flips_beyond_noise == 0, "a torn label moved by 0.08 is noise"
+    assert facts.batch_max_abs_logit_diff == pytest.approx(0.08) and facts.consistent_share() == 1.0
+    facts = batch_consistency(FixedLogits([sure, sure, sure, [-5.0, 5.0], [-3.0, 3.0]], alone), batch)
+    assert facts.batch_flips_beyond_noise == 2 and facts.consistent_share() == 0.6, "flips by large moves count, torn or not"
 
 
 def test_fp16_fails_cleanly_without_cuda(tmp_path):

@@ -72,6 +72,15 @@ def _numpy_feed(batch: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, n
     return {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in wanted}
 
 
+def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
+    """Logits from an onnxruntime session on the graph at `path` (.onnx, or onnxruntime's .ort)."""
+    from compress.exporters.onnx_runtime import ort_session
+
+    session = ort_session(path, threads)
+    wanted = {i.name for i in session.get_inputs()}
+    return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
+
+
 class OnnxModel(RuntimeModel):
     kind = "onnx"
 
@@ -84,11 +93,7 @@ class OnnxModel(RuntimeModel):
         return onnx_file(self.folder)
 
     def predictor(self, threads: int | None = None) -> Predictor:
-        from compress.exporters.onnx_runtime import ort_session
-
-        session = ort_session(self.path, threads)
-        wanted = {i.name for i in session.get_inputs()}
-        return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
+        return onnx_predictor(self.path, threads)
 
     def device(self) -> str:
         from compress.exporters.onnx_runtime import onnx_device

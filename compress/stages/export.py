@@ -11,12 +11,13 @@ from transformers import PreTrainedModel
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
-from compress.exporters.onnx_runtime import ort_session
-from compress.exporters.ort_format import convert_to_ort
-from compress.pipeline.artifacts import Kind, OnnxModel, torch_predictor
+from compress.exporters.ort_format import OrtFormatError, convert_to_ort
+from compress.pipeline.artifacts import Kind, OnnxModel, onnx_predictor, torch_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
 
+PARITY_EXAMPLES = 32
+"""Dev examples an exported graph is checked on, by default (and its .ort copy, after int8)."""
 ORT_FORMAT_HELP = ("Also write the graph in onnxruntime's own format (onnx/<name>.ort, with the operators a minimal build "
                    "needs in <name>.required_operators.config), for onnxruntime's mobile and minimal builds; checked "
                    "against the .onnx on the parity batch.")
@@ -33,7 +34,7 @@ class ExportSettings(StageSettings):
         "fusions (attention, LayerNorm, GELU), O3 and GELU approximation (optimum's levels of the same names).",
     )
     tolerance: float = Field(1e-3, gt=0, description="Largest allowed |ONNX logit - PyTorch logit|.")
-    parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
+    parity_examples: int = Field(PARITY_EXAMPLES, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
     ort_format: bool = Field(False, description=ORT_FORMAT_HELP)
     added_later: ClassVar[dict[str, object]] = {"ort_format": False}
 
@@ -65,11 +66,11 @@ class ExportFacts(OrtFormatFacts):
 def write_ort_format(model: OnnxModel, batch: dict) -> float:
     """The model's graph in onnxruntime's format beside it; how far its logits on `batch` are from the .onnx's
     (a CompressError past ORT_FORMAT_TOLERANCE)."""
-    path = convert_to_ort(model.path)
-    session = ort_session(path)
-    wanted = {i.name for i in session.get_inputs()}
-    ort_logits = session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})[0]
-    difference = float(np.abs(ort_logits - model.predictor()(batch)).max())
+    try:
+        path = convert_to_ort(model.path)
+    except OrtFormatError as error:
+        raise CompressError(f"ort_format: {error}") from None
+    difference = float(np.abs(onnx_predictor(path)(batch) - model.predictor()(batch)).max())
     if difference > ORT_FORMAT_TOLERANCE:
         raise CompressError(f"ort_format: {path.name} gives logits {difference:.2e} away from {model.path.name} "
                             f"(tolerance {ORT_FORMAT_TOLERANCE:g})")

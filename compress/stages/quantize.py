@@ -30,7 +30,7 @@ from compress.exporters.openvino_convert import quantize_int8 as quantize_openvi
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel, compiled_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
-from compress.stages.export import ORT_FORMAT_HELP, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
+from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
 from compress.stages.fastest import pick_fastest
 from compress.surgery.architectures import check_max_length
 
@@ -261,15 +261,11 @@ def _calibration_feeds(model: OnnxModel, context: StageContext, settings: Calibr
     return ({name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs} for batch in batches)
 
 
-ORT_FORMAT_EXAMPLES = 32
-"""Dev examples the .ort graph is checked on against the .onnx (as many as an export's parity batch)."""
-
-
 def _onnx_int8_output(source: OnnxModel, settings: OnnxInt8Settings, context: StageContext) -> StageOutput:
     quantized = _onnx_output(source, settings, context)
     if not settings.ort_format:
         return StageOutput(quantized)
-    ort_difference = write_ort_format(quantized, parity_batch(context, ORT_FORMAT_EXAMPLES))
+    ort_difference = write_ort_format(quantized, parity_batch(context, PARITY_EXAMPLES))
     return StageOutput(quantized, OrtFormatFacts(ort_format_max_abs_logit_diff=ort_difference))
 
 
@@ -333,14 +329,13 @@ def _openvino(precision: str | None) -> Callable:
 
 BATCH_CHECK_EXAMPLES = 16
 MIN_BATCH_AGREEMENT = 0.9
-"""Share of the decided dev examples (below) whose label must not change between a padded batch and the
-example alone: a kernel that mixes up rows moves half of them (bitsandbytes 0.50.2's int8 on an H200:
-0.56, bench/results/gpu/gpu_check.md)."""
-DECIDED_GAP = 0.2
-"""An example counts towards the label agreement when, alone, its two most probable labels are at least
-this far apart. int8 activation scales taken over a whole batch move logits by a few hundredths, which
-flips the label of an example the model is torn on (a MiniLM trained for 50 steps: 2 of 16 flipped by
-logit changes of at most 0.05); a wrong kernel flips decided ones too."""
+"""Share of dev examples whose label must not change between a padded batch and the example alone, but for
+changes within NOISE_LOGITS: a kernel that mixes up rows moves half of them (bitsandbytes 0.50.2's int8 on an
+H200: labels agreed on 0.56 with logits 1.78 apart, bench/results/gpu/gpu_check.md)."""
+NOISE_LOGITS = 0.1
+"""A label that flips while the example's logits move by at most this much is noise, not a fault: int8
+activation scales taken over a whole batch move logits by a few hundredths, which flips an example the
+model is torn on (a MiniLM trained for 50 steps: 2 of 16 labels flipped by logit changes of at most 0.05)."""
 
 
 class BatchConsistencyFacts(StageFacts):
@@ -349,9 +344,14 @@ class BatchConsistencyFacts(StageFacts):
 
     batch_max_abs_logit_diff: float
     batch_label_agreement: float | None
-    """Over the decided examples; None for a regression head (no label) or when the model is decided on none."""
-    batch_decided_examples: int | None
+    """Share of examples whose label stayed; None for a regression head, whose one output has no label."""
+    batch_flips_beyond_noise: int | None
+    """Labels that changed while the example's logits moved by more than NOISE_LOGITS."""
     batch_examples: int
+
+    def consistent_share(self) -> float | None:
+        """Share of examples whose label stayed, or changed within noise."""
+        return None if self.batch_flips_beyond_noise is None else 1 - self.batch_flips_beyond_noise / self.batch_examples
 
 
 def batch_consistency(model, batch: dict) -> BatchConsistencyFacts:
@@ -362,15 +362,14 @@ def batch_consistency(model, batch: dict) -> BatchConsistencyFacts:
         together = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
         alone = torch.cat([model(**{k: v[i : i + 1, mask[i]].to(device) for k, v in batch.items()}).logits.float().cpu()
                            for i in range(len(mask))])
-    agreement = decided_count = None
+    moved = (together - alone).abs().amax(-1)
+    agreement = flips = None
     if together.shape[-1] > 1:
-        first, second = alone.softmax(-1).topk(2, dim=-1).values.unbind(-1)
-        decided = first - second >= DECIDED_GAP
-        decided_count = int(decided.sum())
-        same = together.argmax(-1) == alone.argmax(-1)
-        agreement = float(same[decided].float().mean()) if decided_count else None
-    return BatchConsistencyFacts(batch_max_abs_logit_diff=float((together - alone).abs().max()), batch_label_agreement=agreement,
-                                 batch_decided_examples=decided_count, batch_examples=len(mask))
+        flipped = together.argmax(-1) != alone.argmax(-1)
+        agreement = float((~flipped).float().mean())
+        flips = int((flipped & (moved > NOISE_LOGITS)).sum())
+    return BatchConsistencyFacts(batch_max_abs_logit_diff=float(moved.max()), batch_label_agreement=agreement,
+                                 batch_flips_beyond_noise=flips, batch_examples=len(mask))
 
 
 def _in_torch(convert: Callable) -> Callable:
@@ -384,11 +383,11 @@ def _in_torch(convert: Callable) -> Callable:
             raise CompressError(f"quantize: {error}") from None
         setattr(converted.config, QUANTIZATION_FIELD, settings.record())
         facts = batch_consistency(converted, parity_batch(context, BATCH_CHECK_EXAMPLES))
-        if facts.batch_label_agreement is not None and facts.batch_label_agreement < MIN_BATCH_AGREEMENT:
+        consistent = facts.consistent_share()
+        if consistent is not None and consistent < MIN_BATCH_AGREEMENT:
             raise CompressError(
                 f"quantize: {settings.mode} on this machine gives a batch other answers than one example at a time "
-                f"(labels agree on {facts.batch_label_agreement:.0%} of the {facts.batch_decided_examples} of {facts.batch_examples} dev "
-                f"examples it is decided on, logits differ by up to "
+                f"({facts.batch_flips_beyond_noise} of {facts.batch_examples} dev examples change label, logits differ by up to "
                 f"{facts.batch_max_abs_logit_diff:.2f}): its kernels are wrong here; choose another mode")
         return StageOutput(converted, facts)
 
