@@ -22,3 +22,8 @@ def onnx_file(folder: Path) -> Path | None:
         return graphs[0]
     legacy = folder / FP32_FILE
     return legacy if legacy.is_file() else None
+
+
+def graph_files(graph: Path) -> list[Path]:
+    """An ONNX graph's file and the external weights files named after it (model.onnx_data, model.onnx.data)."""
+    return sorted(graph.parent.glob(f"{graph.name}*"))

@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from compress.exporters import graph_files
+
 MAX_BYTES = 2**31
 """An .ort file is one flatbuffer, which cannot exceed 2 GB (the graph and its weights together)."""
 LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
@@ -26,7 +28,7 @@ def convert_to_ort(onnx_path: Path) -> Path:
     returns the .ort file."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
-    size = sum(f.stat().st_size for f in onnx_path.parent.iterdir() if f.name.startswith(onnx_path.name))
+    size = sum(f.stat().st_size for f in graph_files(onnx_path))
     if size > MAX_BYTES:
         raise OrtFormatError(f"{onnx_path.name} and its weights are {size / 1e9:.1f} GB; an .ort file holds at most 2 GB")
     # the converter prints a line per step, and logs one that names the stage's scratch folder

@@ -329,6 +329,7 @@ def test_static_int8_of_a_model_in_a_relative_folder(reviews, tokenizer, tmp_pat
 
 def test_export_and_int8_write_onnxruntimes_own_format_on_request(reviews, tokenizer, tmp_path, monkeypatch):
     from compress.exporters import ort_format
+
     from compress.stages.export import ExportSettings, export
 
     monkeypatch.setenv(ort_format.LEVEL_VARIABLE, "extended")  # the converter's own setting would rename its file

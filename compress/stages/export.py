@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -63,16 +64,16 @@ class ExportFacts(OrtFormatFacts):
     parity_examples: int
 
 
-def write_ort_format(model: OnnxModel, batch: dict) -> float:
-    """The model's graph in onnxruntime's format beside it; how far its logits on `batch` are from the .onnx's
-    (a CompressError past ORT_FORMAT_TOLERANCE)."""
+def write_ort_format(graph: Path, batch: dict, graph_logits: np.ndarray) -> float:
+    """The graph in onnxruntime's format beside it; how far its logits on `batch` are from the .onnx's
+    (`graph_logits`; a CompressError past ORT_FORMAT_TOLERANCE)."""
     try:
-        path = convert_to_ort(model.path)
+        path = convert_to_ort(graph)
     except OrtFormatError as error:
         raise CompressError(f"ort_format: {error}") from None
-    difference = float(np.abs(onnx_predictor(path)(batch) - model.predictor()(batch)).max())
+    difference = float(np.abs(onnx_predictor(path)(batch) - graph_logits).max())
     if difference > ORT_FORMAT_TOLERANCE:
-        raise CompressError(f"ort_format: {path.name} gives logits {difference:.2e} away from {model.path.name} "
+        raise CompressError(f"ort_format: {path.name} gives logits {difference:.2e} away from {graph.name} "
                             f"(tolerance {ORT_FORMAT_TOLERANCE:g})")
     return difference
 
@@ -101,13 +102,14 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     exported = OnnxModel(context.output_dir)
 
     batch = parity_batch(context, settings.parity_examples)
-    difference = float(np.abs(exported.predictor()(batch) - torch_predictor(model)(batch)).max())
+    onnx_logits = exported.predictor()(batch)
+    difference = float(np.abs(onnx_logits - torch_predictor(model)(batch)).max())
     lengths = batch["attention_mask"].sum(dim=1)
     if difference > settings.tolerance:
         raise CompressError(
             f"export: ONNX logits differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
             f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
         )
-    ort_difference = write_ort_format(exported, batch) if settings.ort_format else None
+    ort_difference = write_ort_format(path, batch, onnx_logits) if settings.ort_format else None
     return StageOutput(exported, ExportFacts(fused_operators=fused_operators(path), parity_max_abs_logit_diff=difference,
                                              parity_examples=int(len(lengths)), ort_format_max_abs_logit_diff=ort_difference))

@@ -24,6 +24,7 @@ from rich.table import Table
 from compress.benchmarking.latency import fixed_length_batch, task_length_batches, timed_in_turns
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
+from compress.exporters import graph_files
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
 from compress.stages.base import StageContext, StageFacts, StageOutput
 
@@ -71,7 +72,7 @@ def _keep_export(model: OnnxModel, folder: Path) -> OnnxModel:
     it) and config copied, never linked: the stage's folder gets its own files."""
     target = folder / model.path.parent.relative_to(model.folder)
     target.mkdir(parents=True, exist_ok=True)
-    for file in model.path.parent.glob(f"{model.path.name}*"):
+    for file in graph_files(model.path):
         shutil.copyfile(file, target / file.name)
     shutil.copyfile(model.folder / "config.json", folder / "config.json")
     return OnnxModel(folder)

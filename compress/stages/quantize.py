@@ -265,7 +265,8 @@ def _onnx_int8_output(source: OnnxModel, settings: OnnxInt8Settings, context: St
     quantized = _onnx_output(source, settings, context)
     if not settings.ort_format:
         return StageOutput(quantized)
-    ort_difference = write_ort_format(quantized, parity_batch(context, PARITY_EXAMPLES))
+    batch = parity_batch(context, PARITY_EXAMPLES)
+    ort_difference = write_ort_format(quantized.path, batch, quantized.predictor()(batch))
     return StageOutput(quantized, OrtFormatFacts(ort_format_max_abs_logit_diff=ort_difference))
 
 
