@@ -30,6 +30,9 @@ SCRATCH = ".scratch"
 """Temporary files of the process writing into a folder (also its child processes'), removed when it ends."""
 PARTIAL = ".partial"
 """Suffix of a folder being written; renamed to its final name only when whole."""
+CHECKPOINTS = ".checkpoints"
+"""Suffix of the folder beside a model being trained where its training checkpoints outlive an interrupted run."""
+CHECKPOINTS_IDENTITY = "identity"
 _KEEP_WHEN_EMPTYING = (MARKER, LOCK)
 
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -121,6 +124,22 @@ def writing(folder: Path, what: str = "model") -> Iterator[Path]:
         else:
             remove_ours(folder)
     partial.rename(folder)
+
+
+@contextmanager
+def checkpoints_for(folder: Path, identity: str) -> Iterator[Path]:
+    """`<folder>.checkpoints`: where a stage training the model of `folder` keeps its checkpoints. It outlives
+    an interrupted build, so the next build of the same identity resumes from it; one left by other
+    settings (a recipe edited between runs) is replaced; it is removed once the block ends without error.
+    Enter it before `writing(folder)`, so it goes only after the model's folder is whole."""
+    checkpoints = folder.with_name(folder.name + CHECKPOINTS)
+    named = checkpoints / CHECKPOINTS_IDENTITY
+    if is_ours(checkpoints) and not (named.is_file() and named.read_text() == identity):
+        remove_ours(checkpoints)
+    claim(checkpoints, overwrite=False, what="training checkpoints")
+    named.write_text(identity)
+    yield checkpoints
+    remove_ours(checkpoints)
 
 
 def copy_folder(source: Path, target: Path) -> None:

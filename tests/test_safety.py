@@ -26,11 +26,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 
 from compress.benchmarking.records import BenchRecord
 from compress.errors import CompressError
-from compress.folders import MARKER, SCRATCH, claim, holding
+from compress.folders import CHECKPOINTS, MARKER, SCRATCH, checkpoints_for, claim, holding
+from compress.pipeline.executor import CHECKPOINT_MINUTES
 from compress.pipeline.models import resolve_model
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
@@ -167,30 +169,82 @@ def _modified(folder: Path) -> int:
     return (folder / "model.safetensors").stat().st_mtime_ns
 
 
+def _safetensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
 @pytest.mark.slow
-def test_run_killed_during_distillation_resumes_after_the_teacher(tmp_path):
-    file = write_recipe(tmp_path, "r", tiny_recipe())
+def test_run_killed_mid_distillation_reuses_the_teacher_and_resumes_training_to_the_same_weights(tmp_path, monkeypatch):
+    recipe = tiny_recipe()
+    recipe["stages"][2].update(epochs=2, batch_size=8)  # distilled: 48 examples, 12 optimizer steps, batched by length
+    file = write_recipe(tmp_path, "r", recipe)
     run = tmp_path / "run"
-    script = Path(sys.executable).parent / "compress"
-    process = subprocess.Popen([script, "run", file, "-o", run], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    every_step = {CHECKPOINT_MINUTES: "0.00001"}  # a checkpoint after every step
+    process = subprocess.Popen([Path(sys.executable).parent / "compress", "run", file, "-o", run], env={**os.environ, **every_step},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run / "distilled.checkpoints"
     deadline = time.monotonic() + 240
-    while not (run / "distilled.partial").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before distillation started"
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before distillation saved its fourth checkpoint"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert (run / "teacher" / "stage.json").is_file() and not (run / "distilled").exists()
+    assert (run / "teacher" / "stage.json").is_file() and (run / "distilled.partial").is_dir() and not (run / "distilled").exists()
+    assert (checkpoints / MARKER).is_file()
     teacher_written = _modified(run / "teacher")
 
+    monkeypatch.setenv(CHECKPOINT_MINUTES, "0")  # saves none, still resumes from the one left
     result = invoke("run", file, "-o", run)
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())  # rich wraps long lines
-    assert "resuming" in said and "reusing teacher, dropped (" in said and "running distilled" in said
+    assert "reusing teacher, dropped (" in said and "running distilled" in said and "resuming training from checkpoint-" in said
     assert _modified(run / "teacher") == teacher_written, "the finished teacher was not trained again"
-    assert not list(run.glob("*.partial")) and not (run / SCRATCH).exists()
+    notes = json.loads((run / "distilled" / "stage.json").read_text())["notes"]
+    assert 4 <= notes["resumed_from_step"] < 12
+    assert not checkpoints.exists() and not list(run.glob("*.partial")) and not (run / SCRATCH).exists()
     summary = json.loads((run / "results.json").read_text())
     assert [s["name"] for s in summary["stages"]] == ["teacher", "dropped", "distilled"]
     assert summary["final"]["identity"] == summary["stages"][-1]["identity"] != ""
+
+    assert invoke("run", file, "-o", tmp_path / "whole").exit_code == 0  # the same recipe, never stopped
+    whole_notes = json.loads((tmp_path / "whole" / "distilled" / "stage.json").read_text())["notes"]
+    assert notes["train_loss_by_step"] == whole_notes["train_loss_by_step"]
+    resumed, whole = _safetensors(run / "distilled"), _safetensors(tmp_path / "whole" / "distilled")
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[name], whole[name]) for name in whole)
+
+
+def test_checkpoints_of_other_settings_are_replaced_and_a_users_folder_is_refused(tmp_path, monkeypatch):
+    model, left = tmp_path / "teacher", tmp_path / f"teacher{CHECKPOINTS}"
+    with checkpoints_for(model, "settings-a"):
+        (left / "checkpoint-3").mkdir()
+    assert not left.exists()  # gone once the block ends without error
+
+    def interrupted(identity: str) -> None:
+        with contextlib.suppress(KeyboardInterrupt), checkpoints_for(model, identity):
+            (left / "checkpoint-3").mkdir(exist_ok=True)
+            raise KeyboardInterrupt
+
+    interrupted("settings-a")
+    assert (left / "checkpoint-3").is_dir()  # an interrupted training keeps its checkpoints
+    with checkpoints_for(model, "settings-a"):
+        assert (left / "checkpoint-3").is_dir()  # the same settings resume from them
+    interrupted("settings-a")
+    with checkpoints_for(model, "settings-b"):
+        assert not (left / "checkpoint-3").exists()  # other settings (an edited recipe) do not
+
+    users = users_project(tmp_path / f"mine{CHECKPOINTS}")
+    before = folder_checksum(users)
+    with pytest.raises(CompressError, match="not made by compress"), checkpoints_for(tmp_path / "mine", "settings-a"):
+        pass
+    assert folder_checksum(users) == before
+
+    monkeypatch.setenv(CHECKPOINT_MINUTES, "ten")
+    assert_one_line_error(invoke("run", write_recipe(tmp_path, "r", drop_only()), "-o", tmp_path / "run"),
+                          CHECKPOINT_MINUTES, "a number >= 0", "'ten'")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_edited_recipe_redoes_only_what_changed(tmp_path):

@@ -8,7 +8,9 @@ written last, so an interrupted build is never taken for a finished one.
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +20,7 @@ from compress.data.loading import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
-from compress.folders import writing
+from compress.folders import checkpoints_for, writing
 from compress.pipeline.artifacts import (
     base_kind,
     kind_of,
@@ -34,8 +36,26 @@ from compress.pipeline.model_card import CARD_FILE, render_model_card
 from compress.pipeline.models import load_for_task, load_tokenizer, resolve_model
 from compress.pipeline.recipe import Recipe
 from compress.stages import StageContext, run_stage
+from compress.stages.base import TrainingCheckpoints
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import kept_original_layers
+
+CHECKPOINT_MINUTES = "COMPRESS_CHECKPOINT_MINUTES"
+DEFAULT_CHECKPOINT_MINUTES = 10.0
+"""A killed training loses at most this much work; saving a 110M-parameter model and its optimizer takes seconds."""
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between training checkpoints: $COMPRESS_CHECKPOINT_MINUTES, else 10 minutes; 0 saves none."""
+    text = os.environ.get(CHECKPOINT_MINUTES, str(DEFAULT_CHECKPOINT_MINUTES))
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not 0 <= minutes < float("inf"):
+        raise CompressError(f"{CHECKPOINT_MINUTES}: expected the minutes between training checkpoints, a number >= 0 "
+                            f"(0: none), got {text[:40]!r}")
+    return 60 * minutes
 
 
 class NotBuilt(CompressError):
@@ -52,6 +72,7 @@ class Executor:
         """Every stage built (not found) by this executor, in order."""
         self._data: dict[str, TaskData] = {}
         self._tokenizers: dict = {}
+        self.checkpoint_seconds = checkpoint_seconds()  # read now: a bad value stops the command before any work
 
     def data(self, recipe: Recipe, loaded: TaskData | None = None) -> TaskData:
         """The recipe's task data, loaded once (`loaded`: where validating the recipe loaded them already)."""
@@ -98,8 +119,10 @@ class Executor:
         else:
             model, source_parameters = load_artifact(source[0]), source[1].parameters
         data, tokenizer = self.data(recipe), self.tokenizer(recipe.model)
-        with writing(folder) as partial:
-            context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=reads)
+        # A training stage's checkpoints outlive an interrupted build (and go only once the model's folder is whole).
+        with (checkpoints_for(folder, node.identity) if node.trains else nullcontext()) as checkpoints, writing(folder) as partial:
+            context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=reads,
+                                   checkpoints=checkpoints and TrainingCheckpoints(checkpoints, self.checkpoint_seconds))
             with LoadElsewhere() as elsewhere:
                 output = run_stage(node.settings, model, context)
             model = output.model

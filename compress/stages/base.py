@@ -78,6 +78,15 @@ class ModelDescription:
     precision: str = "torch-fp32"
 
 
+@dataclass(frozen=True)
+class TrainingCheckpoints:
+    """Where a training stage saves checkpoints, and how often, so an interrupted build resumes from the last."""
+
+    folder: Path
+    every_seconds: float
+    """0: none are saved (one an earlier run left is still resumed from)."""
+
+
 @dataclass
 class StageContext:
     """What a stage may read besides its input model; `output_dir` is where it may write extra files."""
@@ -89,6 +98,8 @@ class StageContext:
     eval_batch_size: int
     stage_folders: dict[str, Path] = field(default_factory=dict)
     """Finished stages this stage reads, by the name its settings give them."""
+    checkpoints: TrainingCheckpoints | None = None
+    """For a stage that trains: where its checkpoints outlive an interrupted run (None: it keeps none)."""
 
     def load_model(self, ref: str) -> PreTrainedModel:
         """A stage this stage reads by name, else a model alias, folder or hub id."""

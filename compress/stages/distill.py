@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import tempfile
 from collections.abc import Iterable
 from typing import Literal
 
@@ -27,7 +26,7 @@ from transformers import PretrainedConfig, PreTrainedModel, Trainer
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import ModelDescription, StageContext, StageOutput
-from compress.stages.finetune import FinetuneSettings, TrainingFacts, training_arguments, training_collator, training_record
+from compress.stages.finetune import FinetuneSettings, TrainingFacts, train, trainer_folder, training_arguments, training_collator
 from compress.surgery.architectures import layout_for, num_layers
 from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
@@ -329,10 +328,10 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         normed_last = layout_for(model.config).normed_last_hidden_state
         pairs = hidden_pairs(teacher_layer_map(model.config, teacher.config), num_layers(teacher.config), normed_last)
 
-    train = tokenize(context.data.train, context.tokenizer, context.max_length)
+    train_set = tokenize(context.data.train, context.tokenizer, context.max_length)
     note_batches = _note_batches(context)
-    with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(settings, scratch)
+    with trainer_folder(context) as folder:
+        args = training_arguments(settings, folder)
         model.to(args.device)
         teacher.to(args.device)
 
@@ -346,7 +345,7 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         trainer = DistillationTrainer(
             model=model,
             args=args,
-            train_dataset=train,
+            train_dataset=train_set,
             data_collator=training_collator(settings, context.tokenizer),
             processing_class=context.tokenizer,
             teacher=teacher,
@@ -354,12 +353,12 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
             regression=regression,
             pairs=pairs,
         )
-        output = trainer.train()
+        record = train(trainer, context)
         model = trainer.model
         after = measure("after")
 
     facts = DistillFacts(
         **settings.loss_note(), loss="mse" if regression else "kl", **before, **after,
-        note_examples=sum(len(b["input_ids"]) for b in note_batches), **training_record(trainer, output),
+        note_examples=sum(len(b["input_ids"]) for b in note_batches), **record,
     )
     return StageOutput(model, facts)

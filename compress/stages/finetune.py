@@ -8,12 +8,18 @@ from __future__ import annotations
 import inspect
 import math
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
-from transformers.trainer_utils import TrainOutput
+from rich.console import Console
+from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
 from compress.errors import CompressError
@@ -105,6 +111,8 @@ class TrainingFacts(StageFacts):
     """What the passes computed in ('bf16' autocast or 'fp32'), after `auto` was resolved on this machine."""
     train_steps_per_second: float
     """Optimizer steps per second over the whole run, as the Trainer timed it."""
+    resumed_from_step: int | None = None
+    """The checkpoint an interrupted run left, resumed from: the loss mean and speed then cover only the later steps."""
 
 
 # transformers 5 takes a warm-up ratio as a fraction in warmup_steps and has no warmup_ratio; 4.57 has both
@@ -121,7 +129,8 @@ SAMPLER_ARGUMENTS = {
 
 
 def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingArguments:
-    """Trainer settings for a stage that keeps no checkpoints (the stage saves its final model itself)."""
+    """Trainer settings for a stage that saves its final model itself; the checkpoints it may keep to resume
+    from (`train`) go to `output_dir`, one at a time."""
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=settings.epochs,
@@ -131,7 +140,8 @@ def training_arguments(settings: FinetuneSettings, output_dir: str) -> TrainingA
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         data_seed=settings.seed,
-        save_strategy="no",
+        save_strategy="no",  # checkpoints are asked for by time (CheckpointEvery), not by step
+        save_total_limit=1,
         report_to=[],
         logging_steps=0.1,  # a tenth of the steps: ten points of the loss curve however long the training
         disable_tqdm=False,
@@ -153,23 +163,76 @@ def training_collator(settings: FinetuneSettings, tokenizer) -> DataCollatorWith
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
 
 
-def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> StageOutput:
-    train = tokenize(context.data.train, context.tokenizer, context.max_length)
+class CheckpointEvery(TrainerCallback):
+    """Asks the Trainer for a checkpoint once `seconds` have passed since the last one (or the start)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.last >= self.seconds and state.global_step < state.max_steps:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-"))
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest whole checkpoint in `folder`: the Trainer writes its state file last, so a save cut short has none."""
+    whole = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
+    return max(whole, key=checkpoint_step, default=None)
+
+
+@contextmanager
+def trainer_folder(context: StageContext) -> Iterator[str]:
+    """Where the Trainer writes: the stage's checkpoints folder, else a temporary one."""
+    if context.checkpoints is not None:
+        yield str(context.checkpoints.folder)
+        return
     with tempfile.TemporaryDirectory() as scratch:
+        yield scratch
+
+
+def train(trainer: Trainer, context: StageContext) -> dict:
+    """Run the Trainer and return the fields of TrainingFacts: from the newest checkpoint an interrupted run
+    left, if any, saving one every few minutes (context.checkpoints). A resumed run sees the same batches
+    in the same order, with the optimizer, schedule and random state of the checkpoint, so it ends where
+    an uninterrupted one would."""
+    checkpoints = context.checkpoints
+    start = None if checkpoints is None else last_checkpoint(checkpoints.folder)
+    if checkpoints is not None and checkpoints.every_seconds > 0:
+        trainer.add_callback(CheckpointEvery(checkpoints.every_seconds))
+    if start is not None:
+        Console().print(f"resuming training from {start.name}, left by an interrupted run ({checkpoints.folder})")
+    output = trainer.train(resume_from_checkpoint=None if start is None else str(start))
+    return training_record(trainer, output, None if start is None else checkpoint_step(start))
+
+
+def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> StageOutput:
+    train_set = tokenize(context.data.train, context.tokenizer, context.max_length)
+    with trainer_folder(context) as folder:
         trainer = Trainer(
             model=model,
-            args=training_arguments(settings, scratch),
-            train_dataset=train,
+            args=training_arguments(settings, folder),
+            train_dataset=train_set,
             data_collator=training_collator(settings, context.tokenizer),
             processing_class=context.tokenizer,
         )
-        output = trainer.train()
-    return StageOutput(trainer.model, TrainingFacts(**training_record(trainer, output)))
+        record = train(trainer, context)
+    return StageOutput(trainer.model, TrainingFacts(**record))
 
 
-def training_record(trainer: Trainer, output: TrainOutput) -> dict:
+def training_record(trainer: Trainer, output: TrainOutput, resumed_from_step: int | None) -> dict:
     """The fields of TrainingFacts, from a finished Trainer."""
     logged = {str(entry["step"]): round(entry["loss"], 4) for entry in trainer.state.log_history if "loss" in entry}
-    return {"train_loss_mean": round(output.training_loss, 4), "train_loss_by_step": logged,
-            "precision": "bf16" if trainer.args.bf16 else "fp32",
-            "train_steps_per_second": round(output.metrics["train_steps_per_second"], 3)}
+    loss = output.training_loss
+    if resumed_from_step is not None:
+        # 4.57 divides the loss summed over this run's steps by all steps, 5.x by this run's: the mean of this run's
+        loss = trainer._total_loss_scalar / max(trainer.state.global_step - resumed_from_step, 1)
+    return {"train_loss_mean": round(loss, 4), "train_loss_by_step": logged, "precision": "bf16" if trainer.args.bf16 else "fp32",
+            "train_steps_per_second": round(output.metrics["train_steps_per_second"], 3), "resumed_from_step": resumed_from_step}
