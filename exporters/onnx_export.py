@@ -9,7 +9,10 @@ attention, LayerNorm and GELU where the architecture's attention has the standar
 from __future__ import annotations
 
 import inspect
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import onnx
@@ -20,6 +23,8 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 """O1: onnxruntime's basic graph optimizations; O2: and the transformer fusions (attention, LayerNorm,
 GELU, embeddings); O3: and GELU approximated by tanh (optimum's levels of the same names)."""
+FUSING_LEVELS = ("O2", "O3")
+"""The levels whose transformer fusions include attention."""
 PROTOBUF_LIMIT = 2**31 - 1
 
 
@@ -44,12 +49,50 @@ def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> l
     return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in tokenizer.model_input_names]
 
 
-def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int) -> None:
+MASK_BUILDER = "create_bidirectional_mask"
+
+
+def _padding_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor | None:
+    """transformers 4.57's form of an encoder's attention mask: the padding mask broadcast over heads and
+    queries, 0 where a token is kept and the dtype's lowest value where it is padding."""
+    dtype = inputs_embeds.dtype
+    return (1.0 - attention_mask.unsqueeze(1).unsqueeze(2).to(dtype)) * torch.finfo(dtype).min
+
+
+@contextmanager
+def _plain_padding_masks(model: PreTrainedModel) -> Iterator[None]:
+    """While tracing, the modules of `model` that build a padding-only bidirectional mask with transformers 5's
+    mask builder get `_padding_mask` instead. The builder's graph indexes a query and a key range (Range,
+    Gather, And, Where: about 75 more nodes in MPNet-12 than 4.57's), and at review lengths that fixed cost
+    made the int8 graph 1-2 % slower than the optimum export's (bench/results/exporter). Masks with
+    extra rules (cross-attention, sliding windows, custom functions) still go to the builder, and so does
+    every mask of a graph to be fused: onnxruntime's attention fusion matches the builder's graph, not this."""
+    modules = {sys.modules[type(m).__module__] for m in model.modules()}
+    patched = {module: getattr(module, MASK_BUILDER) for module in modules if callable(getattr(module, MASK_BUILDER, None))}
+
+    def builder(original):
+        def build(config, inputs_embeds, attention_mask, *args, **kwargs):
+            extra_rules = args or any(kwargs.get(k) is not None for k in ("encoder_hidden_states", "or_mask_function", "and_mask_function"))
+            if not extra_rules and attention_mask is not None and attention_mask.dim() == 2 and config._attn_implementation == "eager":
+                return _padding_mask(config, inputs_embeds, attention_mask)
+            return original(config, inputs_embeds, attention_mask, *args, **kwargs)
+        return build
+
+    for module, original in patched.items():
+        setattr(module, MASK_BUILDER, builder(original))
+    try:
+        yield
+    finally:
+        for module, original in patched.items():
+            setattr(module, MASK_BUILDER, original)
+
+
+def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int, plain_masks: bool) -> None:
     names = input_names(model, tokenizer)
     # Two rows of different lengths, so the traced graph sees padding and a real attention mask.
     dummy = tokenizer(["a short one", "a somewhat longer example, with padding in the other row"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (_plain_padding_masks(model) if plain_masks else nullcontext()):
         warnings.simplefilter("ignore")  # the tracer's notes on Python branches it fixes for padded batches
         torch.onnx.export(
             _Logits(model, names).eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
@@ -81,16 +124,18 @@ def export_onnx(
     output_dir: Path,
     opset: int = 18,
     single_file: bool = True,
+    fused_later: bool = False,
 ) -> Path:
     """Write `onnx/model.onnx` (inputs: token ids, attention mask[, token types]; output: logits),
-    `config.json` and the tokenizer into `output_dir`; returns the ONNX file's path."""
+    `config.json` and the tokenizer into `output_dir`; returns the ONNX file's path. `fused_later`: the
+    graph goes on to onnxruntime's attention fusion (O2, O3), which needs transformers' own mask graph."""
     model = model.eval().to("cpu")
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
     path = output_dir / ONNX_DIR / FP32_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _torch_export(model, tokenizer, path, opset)
+        _torch_export(model, tokenizer, path, opset, plain_masks=not fused_later)
     except Exception as error:  # the exporter fails in many ways on code it cannot trace; each is one line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"torch.onnx.export cannot export {model.config.model_type} ({reason})") from None

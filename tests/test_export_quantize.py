@@ -7,15 +7,17 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
-from compress.exporters.onnx_export import export_onnx, fused_operators
+from compress.exporters.onnx_export import MASK_BUILDER, export_onnx, fused_operators
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
@@ -32,13 +34,18 @@ from tests.tiny_models import tiny_config
 TEXTS = ["ok", "a film that is much longer, with commas and words nobody needs", "fine, really", "bad"]
 
 
+@pytest.mark.parametrize("fused_later", [False, True], ids=["plain-mask", "builders-mask"])
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "mpnet", "xlnet", "modernbert"])
-def test_export_matches_pytorch_on_padded_batch(model_type, tokenizer, tmp_path):
+def test_export_matches_pytorch_on_padded_batch(model_type, fused_later, tokenizer, tmp_path):
     config = tiny_config(model_type, 3)
     config.vocab_size = tokenizer.vocab_size
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config).eval()
-    path = export_onnx(model, tokenizer, tmp_path)
+    path = export_onnx(model, tokenizer, tmp_path, fused_later=fused_later)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    if model_type in ("bert", "distilbert", "roberta", "mpnet") and hasattr(sys.modules[type(model).__module__], MASK_BUILDER):
+        # transformers 5's builder joins index-range conditions with And; a graph not fused later gets the plain padding mask
+        assert ("And" in ops) == fused_later, sorted(set(ops))
 
     assert path == tmp_path / "onnx" / "model.onnx" and not list(path.parent.glob("*.onnx_data")), "one self-contained file"
     assert (tmp_path / "config.json").exists() and (tmp_path / "tokenizer_config.json").exists()

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
-from compress.exporters.onnx_export import ExportError, export_onnx, fused_operators, optimize_onnx
+from compress.exporters.onnx_export import FUSING_LEVELS, ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.exporters.ort_format import OrtFormatError, convert_to_ort
 from compress.pipeline.artifacts import Kind, OnnxModel, onnx_predictor, torch_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
@@ -94,7 +94,8 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
         raise CompressError(f"export.optimization: onnxruntime's transformer optimizer has no fusions for {model.config.model_type}; "
                             "use optimization: none")
     try:
-        path = export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file)
+        path = export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file,
+                           fused_later=settings.optimization in FUSING_LEVELS)
         if settings.optimization != "none":
             optimize_onnx(path, settings.optimization, model.config, optimizer)
     except ExportError as error:
