@@ -52,7 +52,7 @@ def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> l
 MASK_BUILDER = "create_bidirectional_mask"
 
 
-def _padding_mask(config, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor | None:
+def _padding_mask(inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """transformers 4.57's form of an encoder's attention mask: the padding mask broadcast over heads and
     queries, 0 where a token is kept and the dtype's lowest value where it is padding."""
     dtype = inputs_embeds.dtype
@@ -74,7 +74,7 @@ def _plain_padding_masks(model: PreTrainedModel) -> Iterator[None]:
         def build(config, inputs_embeds, attention_mask, *args, **kwargs):
             extra_rules = args or any(kwargs.get(k) is not None for k in ("encoder_hidden_states", "or_mask_function", "and_mask_function"))
             if not extra_rules and attention_mask is not None and attention_mask.dim() == 2 and config._attn_implementation == "eager":
-                return _padding_mask(config, inputs_embeds, attention_mask)
+                return _padding_mask(inputs_embeds, attention_mask)
             return original(config, inputs_embeds, attention_mask, *args, **kwargs)
         return build
 
@@ -87,12 +87,12 @@ def _plain_padding_masks(model: PreTrainedModel) -> Iterator[None]:
             setattr(module, MASK_BUILDER, original)
 
 
-def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int, plain_masks: bool) -> None:
+def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int) -> None:
     names = input_names(model, tokenizer)
     # Two rows of different lengths, so the traced graph sees padding and a real attention mask.
     dummy = tokenizer(["a short one", "a somewhat longer example, with padding in the other row"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
-    with warnings.catch_warnings(), (_plain_padding_masks(model) if plain_masks else nullcontext()):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python branches it fixes for padded batches
         torch.onnx.export(
             _Logits(model, names).eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
@@ -135,7 +135,8 @@ def export_onnx(
     path = output_dir / ONNX_DIR / FP32_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        _torch_export(model, tokenizer, path, opset, plain_masks=not fused_later)
+        with nullcontext() if fused_later else _plain_padding_masks(model):
+            _torch_export(model, tokenizer, path, opset)
     except Exception as error:  # the exporter fails in many ways on code it cannot trace; each is one line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"torch.onnx.export cannot export {model.config.model_type} ({reason})") from None

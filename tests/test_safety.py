@@ -34,6 +34,7 @@ from compress.errors import CompressError
 from compress.folders import CHECKPOINTS, MARKER, SCRATCH, checkpoints_for, claim, holding
 from compress.pipeline.executor import CHECKPOINT_MINUTES
 from compress.pipeline.models import resolve_model
+from compress.stages.finetune import checkpoint_step, last_checkpoint
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
 TINY_DATA = {"source": "embedded", "max_train_examples": 48, "max_eval_examples": 48}
@@ -186,7 +187,7 @@ def test_a_training_killed_mid_way_resumes_from_its_last_checkpoint_to_the_same_
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = run / "teacher.checkpoints"
     deadline = time.monotonic() + 240
-    while not (checkpoints / "checkpoint-4" / "trainer_state.json").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not ((c := last_checkpoint(checkpoints)) and checkpoint_step(c) >= 4) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before training saved its fourth checkpoint"
     process.send_signal(signal.SIGKILL)

@@ -42,7 +42,7 @@ from compress.surgery.layer_drop import kept_original_layers
 
 CHECKPOINT_MINUTES = "COMPRESS_CHECKPOINT_MINUTES"
 DEFAULT_CHECKPOINT_MINUTES = 10.0
-"""A killed training loses at most this much work; saving a 110M-parameter model and its optimizer takes seconds."""
+"""A killed training loses at most this much work; a checkpoint of a 110M-parameter model and its optimizer is 1.3 GB."""
 
 
 def checkpoint_seconds() -> float:

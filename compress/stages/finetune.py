@@ -6,6 +6,7 @@ The Trainer is what lets `accelerate launch` or `torchrun` spread the same recip
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import tempfile
 import time
@@ -182,10 +183,18 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-"))
 
 
+def _whole(checkpoint: Path) -> bool:
+    """The Trainer writes its state file last: a save cut short has none, or one cut short."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest whole checkpoint in `folder`: the Trainer writes its state file last, so a save cut short has none."""
-    whole = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
-    return max(whole, key=checkpoint_step, default=None)
+    """The newest whole checkpoint in `folder` (the Trainer removes the one before only after a save is whole)."""
+    return max(filter(_whole, folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")), key=checkpoint_step, default=None)
 
 
 @contextmanager
