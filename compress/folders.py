@@ -40,9 +40,9 @@ FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def check_folder_name(name: str, field: str) -> str:
     """`name` as a plain folder name (no separators, no '..', not hidden, not empty), or a ValueError naming `field`."""
-    if not FOLDER_NAME.fullmatch(name) or name.endswith(PARTIAL) or len(name) > 128:
+    if not FOLDER_NAME.fullmatch(name) or name.endswith((PARTIAL, CHECKPOINTS)) or len(name) > 128:
         raise ValueError(f"{field}: expected a plain folder name: letters, digits, '_', '.', '-', starting with a letter "
-                         f"or digit, not ending in {PARTIAL}, at most 128 characters (got {name[:60]!r})")
+                         f"or digit, not ending in {PARTIAL} or {CHECKPOINTS}, at most 128 characters (got {name[:60]!r})")
     return name
 
 

@@ -20,7 +20,7 @@ from compress.benchmarking.roofline import matmul_gop
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import Grid, Sweep, expand, load_sweep, shard_rows, sweep_rows
 from compress.errors import CompressError
-from compress.folders import MARKER, claim
+from compress.folders import CHECKPOINTS, MARKER, claim
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.pipeline.models import load_config
 from tests.helpers import assert_scored_on, bench, build_stamps
@@ -501,8 +501,13 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     shutil.copytree(folder / "out", copy)
     trained_stages = ("finetune", "distill")
     trained = {p: t for p, t in build_stamps(copy).items() if read_stage_record(p.parent).stage in trained_stages}
+    whole_model = next(iter(trained)).parent
+    orphan, resumable = whole_model.with_name(whole_model.name + CHECKPOINTS), whole_model.with_name(f"finetune-unfinished{CHECKPOINTS}")
+    for checkpoints in (orphan, resumable):  # left by kills: after the model was whole, and mid-training
+        claim(checkpoints, overwrite=False, what="training checkpoints")
     result = bench("clean", copy)
     assert result.exit_code == 0, result.output
+    assert not orphan.exists() and resumable.is_dir()
     left = builds(copy)
     assert not any(name.startswith("drop:") for name in left)
     assert "quantize:012345" in left and "export:012345" not in left, "the measured int8 stays, its step goes"

@@ -43,9 +43,9 @@ from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import majority_class_metrics
-from compress.folders import PARTIAL, claim, holding, remove_ours, require_ours
+from compress.folders import CHECKPOINTS, PARTIAL, claim, holding, remove_ours, require_ours
 from compress.pipeline.artifacts import load_artifact, predictor_for, size_on_disk
-from compress.pipeline.cache import StageCache, StageRecord
+from compress.pipeline.cache import STAGE_FILE, StageCache, StageRecord
 from compress.pipeline.executor import Executor, NotBuilt
 from compress.pipeline.graph import StageNode
 from compress.stages import STAGES
@@ -323,11 +323,14 @@ def now_utc() -> str:
 def removable_builds(out_dir: Path) -> list[Path]:
     """What a benchmark's work/ holds that neither its records nor a later run need: models no stage
     trained (dropped models, exports made only as a step towards a quantized model) that no record
-    measured, and builds cut short (`.partial`). Every trained model stays, so `--retime` measures every
-    row again and a resumed benchmark trains nothing twice (it drops layers again in seconds)."""
+    measured, builds cut short (`.partial`) and the training checkpoints of models that are whole (left
+    by a kill between the two). Every trained model stays, so `--retime` measures every row again and a
+    resumed benchmark trains nothing twice (it drops layers again in seconds); so do the checkpoints of
+    an unfinished training, which a later run resumes from."""
     work = out_dir / WORK
     measured = {work / r["measured_in"] for r in merge_records(read_records(out_dir)) if r["status"] == "ok" and r.get("measured_in")}
     removable = [p for p in work.rglob(f"*{PARTIAL}") if p.is_dir()]
+    removable += [p for p in work.rglob(f"*{CHECKPOINTS}") if p.is_dir() and (p.with_name(p.name.removesuffix(CHECKPOINTS)) / STAGE_FILE).is_file()]
     for folder, record in StageCache(work, work_folder_name).records():
         if not STAGES[record.stage].trains and folder not in measured:
             removable.append(folder)

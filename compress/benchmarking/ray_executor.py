@@ -27,7 +27,7 @@ from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings
 from compress.errors import CompressError, failure, first_line
 from compress.pipeline.cache import StageRecord
-from compress.pipeline.executor import NotBuilt
+from compress.pipeline.executor import CHECKPOINT_MINUTES, NotBuilt
 from compress.pipeline.graph import StageNode
 
 TIMING_RESOURCE = "compress_timing"
@@ -52,7 +52,9 @@ def connect(address: str | None) -> bool:
         return False
     if address:
         try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            # the cluster's workers started with their own environment: the driver's checkpoint interval goes with the tasks
+            forwarded = {name: os.environ[name] for name in (CHECKPOINT_MINUTES,) if name in os.environ}
+            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": forwarded})
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise CompressError(f"--address: cannot join the Ray cluster at {address} ({first_line(error)})") from None
         if not ray.cluster_resources().get(TIMING_RESOURCE):

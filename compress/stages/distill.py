@@ -7,8 +7,8 @@ regression (one output):
 plus, when `hidden_weight` > 0, hidden_weight * the mean MSE between hidden states over non-padding
 tokens: the embeddings pair and every student layer with the teacher layer it was kept from.
 
-The Trainer subclass only overrides `compute_loss`, so `accelerate launch` and `torchrun` work as
-for `finetune`.
+The Trainer subclass overrides only `compute_loss` (on finetune's EpochSeededTrainer), so `accelerate
+launch` and `torchrun` work as for `finetune`.
 """
 
 from __future__ import annotations
@@ -21,12 +21,20 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import PretrainedConfig, PreTrainedModel, Trainer
+from transformers import PretrainedConfig, PreTrainedModel
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import ModelDescription, StageContext, StageOutput
-from compress.stages.finetune import FinetuneSettings, TrainingFacts, train, trainer_folder, training_arguments, training_collator
+from compress.stages.finetune import (
+    EpochSeededTrainer,
+    FinetuneSettings,
+    TrainingFacts,
+    train,
+    trainer_folder,
+    training_arguments,
+    training_collator,
+)
 from compress.surgery.architectures import layout_for, num_layers
 from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 
@@ -189,7 +197,7 @@ def _accepted_inputs(model: PreTrainedModel) -> set[str] | None:
     return set(parameters)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(EpochSeededTrainer):
     """A Trainer whose loss compares the student with a frozen teacher (see the module docstring)."""
 
     def __init__(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
@@ -113,7 +114,8 @@ class TrainingFacts(StageFacts):
     train_steps_per_second: float
     """Optimizer steps per second over the whole run, as the Trainer timed it."""
     resumed_from_step: int | None = None
-    """The checkpoint an interrupted run left, resumed from: the loss mean and speed then cover only the later steps."""
+    """The checkpoint an interrupted run left, resumed from: the loss mean and speed then cover only the later
+    steps, and the first logged loss after it only the steps since the checkpoint."""
 
 
 # transformers 5 takes a warm-up ratio as a fraction in warmup_steps and has no warmup_ratio; 4.57 has both
@@ -162,6 +164,34 @@ def training_collator(settings: FinetuneSettings, tokenizer) -> DataCollatorWith
     fp32 speed on 43 shapes, 0.80x on 5). fp32 batches are padded as before, so fp32 models do not change."""
     multiple = BF16_PAD_MULTIPLE if settings.training_precision() == "bf16" else None
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
+
+
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' by-length sampler draws each epoch's order from torch's global generator, which a resumed
+    Trainer restores only after it has drawn the order of the epoch it resumes in: from the second epoch on, the
+    resumed run would skip the batches of one order and train on the rest of another. Here each epoch's order
+    comes from the seed and the epoch number alone (the Trainer calls set_epoch), as for shuffled batches."""
+
+    def __init__(self, sampler: LengthGroupedSampler, seed: int):
+        super().__init__(sampler.batch_size, lengths=sampler.lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class EpochSeededTrainer(Trainer):
+    """The Trainer, with by-length batches in an order a resumed run draws again (EpochSeededLengthSampler)."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        sampler = super()._get_train_sampler(*args, **kwargs)
+        if isinstance(sampler, LengthGroupedSampler):
+            return EpochSeededLengthSampler(sampler, self.args.data_seed)
+        return sampler
 
 
 class CheckpointEvery(TrainerCallback):
@@ -225,7 +255,7 @@ def train(trainer: Trainer, context: StageContext) -> dict:
 def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> StageOutput:
     train_set = tokenize(context.data.train, context.tokenizer, context.max_length)
     with trainer_folder(context) as folder:
-        trainer = Trainer(
+        trainer = EpochSeededTrainer(
             model=model,
             args=training_arguments(settings, folder),
             train_dataset=train_set,
