@@ -13,6 +13,7 @@ killed with SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from transformers import Trainer
 
 from compress.benchmarking.records import BenchRecord
 from compress.errors import CompressError
@@ -215,6 +217,31 @@ def test_a_training_killed_mid_way_resumes_from_its_last_checkpoint_to_the_same_
     resumed, whole = _safetensors(run / "teacher"), _safetensors(tmp_path / "whole" / "teacher")
     assert resumed.keys() == whole.keys()
     assert all(torch.equal(resumed[name], whole[name]) for name in whole)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_warns_and_training_goes_on(tmp_path, monkeypatch):
+    """A full disk strikes while the 2x larger optimizer state is written, after the weights: the half-written
+    checkpoint goes, and the model is the one a run without checkpoints trains."""
+    recipe = tiny_recipe()
+    recipe["stages"] = [{**recipe["stages"][0], "batch_size": 8}]  # the teacher alone: 6 steps
+    file = write_recipe(tmp_path, "r", recipe)
+    monkeypatch.setenv(CHECKPOINT_MINUTES, "0")
+    assert invoke("run", file, "-o", tmp_path / "without").exit_code == 0
+
+    def disk_full(trainer, output_dir):
+        assert list(Path(output_dir).glob("*.safetensors")), "the weights are written first"
+        assert [c.name for c in Path(output_dir).parent.glob("checkpoint-*")] == [Path(output_dir).name], "the last one went"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_full)
+    monkeypatch.setenv(CHECKPOINT_MINUTES, "0.00001")  # a checkpoint after every step
+    result = invoke("run", file, "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "warning: checkpoint-1 not saved ([Errno 28] No space left on device); training goes on" in " ".join(result.output.split())
+    assert not (tmp_path / "run" / f"teacher{CHECKPOINTS}").exists()
+    saved, without = _safetensors(tmp_path / "run" / "teacher"), _safetensors(tmp_path / "without" / "teacher")
+    assert all(torch.equal(saved[name], without[name]) for name in without)
 
 
 def test_checkpoints_of_other_settings_are_replaced_and_a_users_folder_is_refused(tmp_path, monkeypatch):

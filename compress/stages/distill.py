@@ -7,7 +7,7 @@ regression (one output):
 plus, when `hidden_weight` > 0, hidden_weight * the mean MSE between hidden states over non-padding
 tokens: the embeddings pair and every student layer with the teacher layer it was kept from.
 
-The Trainer subclass overrides only `compute_loss` (on finetune's EpochSeededTrainer), so `accelerate
+The Trainer subclass overrides only `compute_loss` (on finetune's ResumableTrainer), so `accelerate
 launch` and `torchrun` work as for `finetune`.
 """
 
@@ -27,8 +27,8 @@ from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.stages.base import ModelDescription, StageContext, StageOutput
 from compress.stages.finetune import (
-    EpochSeededTrainer,
     FinetuneSettings,
+    ResumableTrainer,
     TrainingFacts,
     train,
     trainer_folder,
@@ -197,7 +197,7 @@ def _accepted_inputs(model: PreTrainedModel) -> set[str] | None:
     return set(parameters)
 
 
-class DistillationTrainer(EpochSeededTrainer):
+class DistillationTrainer(ResumableTrainer):
     """A Trainer whose loss compares the student with a frozen teacher (see the module docstring)."""
 
     def __init__(

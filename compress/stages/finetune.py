@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
-from compress.errors import CompressError
+from compress.errors import CompressError, first_line
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 
 MAX_TRAINING_STEPS = 300_000
@@ -184,14 +185,25 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
-class EpochSeededTrainer(Trainer):
-    """The Trainer, with by-length batches in an order a resumed run draws again (EpochSeededLengthSampler)."""
+class ResumableTrainer(Trainer):
+    """The Trainer, with by-length batches in an order a resumed run draws again (EpochSeededLengthSampler),
+    and checkpoints that are a safeguard, not a condition: one that cannot be written (a full disk) is
+    removed with a warning, and training goes on."""
 
     def _get_train_sampler(self, *args, **kwargs):
         sampler = super()._get_train_sampler(*args, **kwargs)
         if isinstance(sampler, LengthGroupedSampler):
             return EpochSeededLengthSampler(sampler, self.args.data_seed)
         return sampler
+
+    def _save_checkpoint(self, model, trial):
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as error:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            # the Trainer removes the checkpoint before only after a save is whole: a kill still resumes from that one
+            shutil.rmtree(Path(self.args.output_dir) / name, ignore_errors=True)
+            Console(stderr=True).print(f"[yellow]warning:[/] {name} not saved ({first_line(error)}); training goes on")
 
 
 class CheckpointEvery(TrainerCallback):
@@ -255,7 +267,7 @@ def train(trainer: Trainer, context: StageContext) -> dict:
 def finetune(model: PreTrainedModel, settings: FinetuneSettings, context: StageContext) -> StageOutput:
     train_set = tokenize(context.data.train, context.tokenizer, context.max_length)
     with trainer_folder(context) as folder:
-        trainer = EpochSeededTrainer(
+        trainer = ResumableTrainer(
             model=model,
             args=training_arguments(settings, folder),
             train_dataset=train_set,
