@@ -4,8 +4,8 @@ Each node the rows need and the cache lacks is one Ray task, submitted once for 
 started when the tasks of the nodes it starts from and reads have finished (their results are its
 arguments); each row's measurement is a task after its model's. A training task asks for a GPU where
 the cluster has one, else for as many CPUs as the driver's machine trains with, and trains with that
-many threads (so a seeded model is the one the local executor makes); a conversion asks for one CPU;
-a measurement asks for the sweep's timing threads and the one `compress_timing` resource each
+many threads (so a seeded model is the one the local executor makes); a conversion computes with as
+many threads too, and asks for as many CPUs unless it runs on a GPU; a measurement asks for the sweep's timing threads and the one `compress_timing` resource each
 machine has, so no two timings on a machine share its cores. Tasks write models into `<out>/work/`,
 which every machine must see at the same path; only this process appends to results.jsonl, as each
 row's record arrives.
@@ -138,11 +138,10 @@ class RayBenchmark(Benchmark):
                     tasks[node.identity] = None
                 else:
                     needs = [submit(n) for n in (node.source, *node.reads.values()) if n is not None]
-                    if node.trains:
-                        options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": train_threads}
-                    else:
-                        options = {"num_gpus": 1 if gpus and node.settings.wants_gpu() else 0, "num_cpus": 1}
-                    # every build computes with the driver's thread count, as the local executor does: the same model
+                    # every build computes with the driver's thread count, as the local executor does (the same model),
+                    # and so asks for that many CPUs: conversions given one each ran several threads to a core
+                    on_gpu = gpus and (node.trains or node.settings.wants_gpu())
+                    options = {"num_gpus": 1, "num_cpus": 1} if on_gpu else {"num_gpus": 0, "num_cpus": train_threads}
                     self.submitted.append(node.identity)
                     tasks[node.identity] = build.options(**options, name=f"build {node.name}").remote(
                         out_dir, cwd, train_threads, self.executor.may_train, node, *(t for t in needs if t is not None))
