@@ -36,7 +36,7 @@ from compress.errors import CompressError
 from compress.folders import CHECKPOINTS, MARKER, SCRATCH, checkpoints_for, claim, holding
 from compress.pipeline.executor import CHECKPOINT_MINUTES
 from compress.pipeline.models import resolve_model
-from compress.stages.finetune import checkpoint_step, last_checkpoint
+from compress.stages.finetune import checkpoint_step, elapsed_at, last_checkpoint
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
 TINY_DATA = {"source": "embedded", "max_train_examples": 48, "max_eval_examples": 48}
@@ -196,10 +196,15 @@ def test_a_training_killed_mid_way_resumes_from_its_last_checkpoint_to_the_same_
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (checkpoints / MARKER).is_file() and (run / "teacher.partial").is_dir() and not (run / "teacher").exists()
+    spent_before = elapsed_at(last_checkpoint(checkpoints))
 
     monkeypatch.setenv(CHECKPOINT_MINUTES, "0")  # saves none, still resumes from the one left
+    started = time.perf_counter()
     result = invoke("run", file, "-o", run)
+    rerun_seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output
+    # the stage's time counts the killed run's, up to its checkpoint
+    assert 0 < spent_before < json.loads((run / "teacher" / "stage.json").read_text())["seconds"] <= spent_before + rerun_seconds
     assert "resuming training from checkpoint-" in " ".join(result.output.split())  # rich wraps long lines
     notes = json.loads((run / "teacher" / "stage.json").read_text())["notes"]
     resumed_from = notes["resumed_from_step"]

@@ -121,8 +121,9 @@ class Executor:
         data, tokenizer = self.data(recipe), self.tokenizer(recipe.model)
         # A training stage's checkpoints outlive an interrupted build (and go only once the model's folder is whole).
         with (checkpoints_for(folder, node.identity) if node.trains else nullcontext()) as checkpoints, writing(folder) as partial:
+            training = checkpoints and TrainingCheckpoints(checkpoints, self.checkpoint_seconds, started)
             context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=reads,
-                                   checkpoints=checkpoints and TrainingCheckpoints(checkpoints, self.checkpoint_seconds))
+                                   checkpoints=training)
             with LoadElsewhere() as elsewhere:
                 output = run_stage(node.settings, model, context)
             model = output.model
@@ -140,7 +141,7 @@ class Executor:
                 # Export and quantization keep the weight count of the model they start from.
                 parameters=parameter_count(model) or source_parameters,
                 size_mb=round(size_on_disk(partial) / 1e6, 2),
-                seconds=round(time.perf_counter() - started, 1),
+                seconds=round(training.elapsed() if training else time.perf_counter() - started, 1),
                 metrics=metrics,
                 notes=output.facts.model_dump(exclude_none=True) if output.facts else {},
                 other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),

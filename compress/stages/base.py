@@ -3,6 +3,7 @@ hands back (its model and the facts it measured while making it)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -78,13 +79,21 @@ class ModelDescription:
     precision: str = "torch-fp32"
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrainingCheckpoints:
-    """Where a training stage saves checkpoints, and how often, so an interrupted build resumes from the last."""
+    """Where a training stage saves checkpoints, and how often, so an interrupted build resumes from the last;
+    and the build's time, counting what the interrupted builds had spent up to the checkpoint resumed from."""
 
     folder: Path
     every_seconds: float
     """0: none are saved (one an earlier run left is still resumed from)."""
+    started: float
+    """time.perf_counter() when the build began."""
+    seconds_before: float = 0.0
+    """What the interrupted builds had spent up to the checkpoint resumed from (the Trainer state file holds it)."""
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
 
 
 @dataclass

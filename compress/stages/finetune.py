@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from transformers import DataCollatorWithPadding, PretrainedConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
 from compress.errors import CompressError, first_line
-from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
+from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings, TrainingCheckpoints
 
 MAX_TRAINING_STEPS = 300_000
 """More optimizer steps than any GLUE recipe takes (MNLI, 3 epochs at batch size 8: 147k) by a wide margin."""
@@ -206,19 +207,36 @@ class ResumableTrainer(Trainer):
             Console(stderr=True).print(f"[yellow]warning:[/] {name} not saved ({first_line(error)}); training goes on")
 
 
-class CheckpointEvery(TrainerCallback):
-    """Asks the Trainer for a checkpoint once `seconds` have passed since the last one (or the start)."""
+class CheckpointEvery(TrainerCallback, ExportableState):
+    """Asks the Trainer for a checkpoint once `checkpoints.every_seconds` have passed since the last one (or
+    the start). Its state, the build's time so far, goes into each checkpoint's Trainer state file, which
+    the Trainer writes last: a checkpoint that counts as whole has it."""
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
+    def __init__(self, checkpoints: TrainingCheckpoints):
+        self.checkpoints = checkpoints
         self.last = time.monotonic()
 
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {ELAPSED_SECONDS: round(self.checkpoints.elapsed(), 1)}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.stateful_callbacks.setdefault(type(self).__name__, {})  # resumed from a checkpoint saved without it
+
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.last >= self.seconds and state.global_step < state.max_steps:
+        if time.monotonic() - self.last >= self.checkpoints.every_seconds and state.global_step < state.max_steps:
             control.should_save = True
 
     def on_save(self, args, state, control, **kwargs):
         self.last = time.monotonic()
+
+
+ELAPSED_SECONDS = "elapsed_seconds"
+
+
+def elapsed_at(checkpoint: Path) -> float:
+    """The seconds the build that saved `checkpoint` had taken (0 for a checkpoint saved without them)."""
+    state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+    return state.get("stateful_callbacks", {}).get(CheckpointEvery.__name__, {}).get("attributes", {}).get(ELAPSED_SECONDS, 0.0)
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -257,8 +275,9 @@ def train(trainer: Trainer, context: StageContext) -> dict:
     checkpoints = context.checkpoints
     start = None if checkpoints is None else last_checkpoint(checkpoints.folder)
     if checkpoints is not None and checkpoints.every_seconds > 0:
-        trainer.add_callback(CheckpointEvery(checkpoints.every_seconds))
+        trainer.add_callback(CheckpointEvery(checkpoints))
     if start is not None:
+        checkpoints.seconds_before = elapsed_at(start)
         Console().print(f"resuming training from {start.name}, left by an interrupted run ({checkpoints.folder})")
     output = trainer.train(resume_from_checkpoint=None if start is None else str(start))
     return training_record(trainer, output, None if start is None else checkpoint_step(start))
