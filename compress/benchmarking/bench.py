@@ -330,7 +330,8 @@ def removable_builds(out_dir: Path) -> list[Path]:
     work = out_dir / WORK
     measured = {work / r["measured_in"] for r in merge_records(read_records(out_dir)) if r["status"] == "ok" and r.get("measured_in")}
     removable = [p for p in work.rglob(f"*{PARTIAL}") if p.is_dir()]
-    removable += [p for p in work.rglob(f"*{CHECKPOINTS}") if p.is_dir() and (p.with_name(p.name.removesuffix(CHECKPOINTS)) / STAGE_FILE).is_file()]
+    removable += [p for p in work.rglob(f"*{CHECKPOINTS}")
+                  if p.is_dir() and (p.with_name(p.name.removesuffix(CHECKPOINTS)) / STAGE_FILE).is_file()]
     for folder, record in StageCache(work, work_folder_name).records():
         if not STAGES[record.stage].trains and folder not in measured:
             removable.append(folder)

@@ -5,8 +5,9 @@ started when the tasks of the nodes it starts from and reads have finished (thei
 arguments); each row's measurement is a task after its model's. A training task asks for a GPU where
 the cluster has one, else for as many CPUs as the driver's machine trains with, and trains with that
 many threads (so a seeded model is the one the local executor makes); a conversion computes with as
-many threads too, and asks for as many CPUs unless it runs on a GPU; a measurement asks for the sweep's timing threads and the one `compress_timing` resource each
-machine has, so no two timings on a machine share its cores. Tasks write models into `<out>/work/`,
+many threads too, and asks for as many CPUs unless it runs on a GPU; a measurement asks for the
+sweep's timing threads and the one `compress_timing` resource each machine has, so no two timings on
+a machine share its cores. Tasks write models into `<out>/work/`,
 which every machine must see at the same path; only this process appends to results.jsonl, as each
 row's record arrives.
 """

@@ -27,6 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
 from compress.errors import CompressError, first_line
+from compress.folders import require_ours
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings, TrainingCheckpoints
 
 MAX_TRAINING_STEPS = 300_000
@@ -201,10 +202,15 @@ class ResumableTrainer(Trainer):
         try:
             super()._save_checkpoint(model, trial)
         except OSError as error:
-            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            # the Trainer removes the checkpoint before only after a save is whole: a kill still resumes from that one
-            shutil.rmtree(Path(self.args.output_dir) / name, ignore_errors=True)
+            name, folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}", Path(self.args.output_dir)
+            # saves go only to a stage's marked checkpoints folder (`train`), and the one cut short is the Trainer's
+            # of this step; the Trainer removes the one before only after a save is whole, so a kill resumes from that
+            require_ours(folder, "remove a checkpoint cut short from")
+            shutil.rmtree(folder / name, ignore_errors=True)
             Console(stderr=True).print(f"[yellow]warning:[/] {name} not saved ({first_line(error)}); training goes on")
+
+
+ELAPSED_SECONDS = "elapsed_seconds"
 
 
 class CheckpointEvery(TrainerCallback, ExportableState):
@@ -228,9 +234,6 @@ class CheckpointEvery(TrainerCallback, ExportableState):
 
     def on_save(self, args, state, control, **kwargs):
         self.last = time.monotonic()
-
-
-ELAPSED_SECONDS = "elapsed_seconds"
 
 
 def elapsed_at(checkpoint: Path) -> float:
