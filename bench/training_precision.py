@@ -96,8 +96,8 @@ def main() -> None:
         f"bf16 trains {statistics.median(ratios):.2f}x as many steps per second as fp32 (median of the rounds' ratios: "
         f"{joined(ratios, '.2f')}; target at least 1.3x). Its dev accuracy is {gap * 100:+.2f} points "
         f"from fp32's, {'within' if abs(gap) <= fp32['stderr'] else 'NOT within'} one standard error ({fp32['stderr'] * 100:.2f} points). "
-        f"Scores were {'the same' if all(r['accuracy'] == runs[p][0]['accuracy'] for p in PRECISIONS for r in runs[p]) else 'NOT the same'} "
-        "in every round of each precision.", "",
+        f"Scores were {'the same' if all(r['accuracy'] == runs[p][0]['accuracy'] for p in PRECISIONS for r in runs[p]) else 'NOT the same'}"
+        " in every round of each precision.", "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training_precision.md").write_text("\n".join(lines))

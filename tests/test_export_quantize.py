@@ -14,16 +14,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 import yaml
 from compress.exporters.onnx_export import MASK_BUILDER, export_onnx, fused_operators
 from compress.exporters.onnx_runtime import ort_session
-from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
+from compress.benchmarking.roofline import matmul_gop
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
-from compress.pipeline.artifacts import OnnxModel
+from compress.pipeline.artifacts import OnnxModel, load_artifact
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
 from compress.stages.fastest import pick_fastest
@@ -161,6 +163,30 @@ def test_best_tries_by_default_the_export_and_every_onnx_method_this_machine_run
     assert BestSettings(mode="best", candidates=["dynamic-int8"]).chosen_candidates() == (["dynamic-int8"], {})
 
 
+def test_runtime_models_compute_with_as_many_threads_as_pytorch_unless_told(int8_run, monkeypatch):
+    """A process given fewer cores than the machine has (a test worker, a Ray task) keeps its engines'
+    sessions to them: onnxruntime and OpenVINO take PyTorch's thread count where no count is named."""
+    run, _ = int8_run
+    intra_op = []
+
+    class RecordingSession(ort.InferenceSession):
+        def __init__(self, path, options, **kwargs):
+            intra_op.append(options.intra_op_num_threads)
+            super().__init__(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", RecordingSession)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        load_artifact(run / "dynamic").predictor()
+        load_artifact(run / "dynamic").predictor(2)
+        compiled = {threads: load_artifact(run / "ov-fp32").compiled(threads) for threads in (None, 2)}
+    finally:
+        torch.set_num_threads(before)
+    assert intra_op == [1, 2]
+    assert [compiled[t].get_property("INFERENCE_NUM_THREADS") for t in (None, 2)] == [1, 2]
+
+
 def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
     """Each candidate is built, scored and timed; the one kept is the fastest at the chosen length of those
     within half a point of the export, and its folder holds only that candidate's model."""
@@ -177,6 +203,17 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
     assert candidates[KEEP_EXPORT]["score"] == facts["export_score"]
     assert candidates[KEEP_EXPORT]["speedup_over_export"] == {"32": 1.0, "task": 1.0}
     assert candidates["dynamic-int8"]["size_mb"] < 0.3 * candidates[KEEP_EXPORT]["size_mb"]
+    # the roofline: each time set against this host's peak in the candidate's arithmetic, measured in the same run
+    peaks, work = facts["matmul_peaks_gops"], facts["matmul_gop"]
+    assert set(peaks) == {"int8", "fp32"} and min(peaks.values()) > 0 and set(work) == {"32", "task"}
+    assert work["32"] == pytest.approx(matmul_gop(AutoConfig.from_pretrained(run / "onnx"), [(1, 32)]), abs=1e-3)
+    assert 0 < work["task"] != work["32"]
+    for mode, dtype in {KEEP_EXPORT: "fp32", "dynamic-int8": "int8", "openvino-fp32": "fp32"}.items():
+        assert candidates[mode]["matmul_dtype"] == dtype
+        for length, fraction in candidates[mode]["fraction_of_peak"].items():
+            reached = work[length] / (candidates[mode]["p50_ms"][length] / 1000) / peaks[dtype]
+            assert fraction == pytest.approx(reached, rel=0.02, abs=1e-3) and 0 < fraction < 2
+        assert set(candidates[mode]["fraction_of_peak"]) == {"32", "task"}
     allowed = [mode for mode, candidate in candidates.items() if candidate["within_budget"]]
     for length, kept in facts["kept_by_length"].items():
         fastest = min(candidates[mode]["p50_ms"][length] for mode in allowed)

@@ -60,7 +60,8 @@ class RuntimeModel(ABC):
 
     @abstractmethod
     def predictor(self, threads: int | None = None) -> Predictor:
-        """Logits from the engine, with `threads` compute threads (None: the engine's default)."""
+        """Logits from the engine, with `threads` compute threads (None: as many as PyTorch computes with,
+        so a process given fewer cores than the machine has, a test worker or a Ray task, keeps to them)."""
 
     def device(self) -> str:
         """Where the engine runs it: 'cuda' or 'cpu'."""
@@ -76,7 +77,7 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
     """Logits from an onnxruntime session on the graph at `path` (.onnx, or onnxruntime's .ort)."""
     from compress.exporters.onnx_runtime import ort_session
 
-    session = ort_session(path, threads)
+    session = ort_session(path, threads or torch.get_num_threads())
     wanted = {i.name for i in session.get_inputs()}
     return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
 
@@ -121,7 +122,7 @@ class OpenVinoModel(RuntimeModel):
         """The IR compiled by OpenVINO's CPU plugin in the precision its method asks for."""
         from compress.exporters.openvino_convert import compile_ir
 
-        return compile_ir(self.path, threads, self.precision)
+        return compile_ir(self.path, threads or torch.get_num_threads(), self.precision)
 
     def predictor(self, threads: int | None = None) -> Predictor:
         return compiled_predictor(self.compiled(threads))

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.benchmarking.latency import fixed_length_batch, task_length_batches, timed_in_turns
+from compress.benchmarking.roofline import describe_peaks, matmul_gop, matmul_peaks, peak_fractions
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.exporters import graph_files
@@ -30,6 +31,9 @@ from compress.stages.base import StageContext, StageFacts, StageOutput
 
 if TYPE_CHECKING:
     from compress.stages.quantize import BestSettings, QuantizationMethod
+
+KEEP_EXPORT_DTYPE = "fp32"
+"""The export itself computes its MatMuls in fp32."""
 
 CANDIDATES_DIR = ".candidates"
 """Inside the stage's folder while it runs: one folder per candidate; only the chosen one's files stay."""
@@ -46,6 +50,11 @@ class Candidate(StageFacts):
     """Median over rounds of each round's median, by timed length ('task': dev examples at their own lengths)."""
     speedup_over_export: dict[str, float] = {}
     """The fp32 export's time over this candidate's, round by round, median (where the export was timed)."""
+    matmul_dtype: str = "fp32"
+    """What its matrix products compute in: which of the host's MatMul peaks its times are set against."""
+    fraction_of_peak: dict[str, float] = {}
+    """By timed length: the share of this host's MatMul peak in its `matmul_dtype` that its p50 reaches
+    (absent where no such peak is measured, as for bf16)."""
     error: str | None = None
 
 
@@ -60,6 +69,10 @@ class FastestFacts(StageFacts):
     rounds: int
     tie_margin: float
     kept_by_length: dict[str, str]
+    matmul_gop: dict[str, float] = {}
+    """By timed length: the model's MatMul work per call (compress/benchmarking/roofline.py)."""
+    matmul_peaks_gops: dict[str, float] = {}
+    """This host's onnxruntime MatMul peaks on the stage's threads, measured in the same run."""
     """The candidate that would be kept at each timed length (of those within the budget and within
     `tie_margin` of the fastest time there, the smallest on disk)."""
     candidates: list[Candidate]
@@ -132,8 +145,13 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
         candidate.within_budget = mode == KEEP_EXPORT or 100 * (export_score - candidate.score) <= settings.score_budget
 
     per_round = timed_in_turns(runners, batches, settings.rounds)
+    peaks = matmul_peaks(threads)
+    work = {length: matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in calls]) for length, calls in batches.items()}
     for mode, by_length in per_round.items():
         candidates[mode].p50_ms = {length: round(float(np.median(ms)), 3) for length, ms in by_length.items()}
+        candidates[mode].matmul_dtype = dtype = KEEP_EXPORT_DTYPE if mode == KEEP_EXPORT else methods[mode].matmul_dtype
+        candidates[mode].fraction_of_peak = {length: peak_fractions(work[length], p50, peaks)[dtype]
+                                             for length, p50 in candidates[mode].p50_ms.items() if work[length] and dtype in peaks}
         if KEEP_EXPORT in per_round:
             candidates[mode].speedup_over_export = {
                 length: round(float(np.median(np.array(per_round[KEEP_EXPORT][length]) / np.array(ms))), 3)
@@ -152,6 +170,7 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     facts = FastestFacts(chosen=chosen, choose_by=str(settings.choose_by), primary_metric=primary, export_score=export_score,
                          score_budget_points=settings.score_budget, batch_size=settings.batch_size, threads=threads,
                          rounds=settings.rounds, tie_margin=settings.tie_margin, kept_by_length=kept, candidates=list(candidates.values()),
+                         matmul_gop={length: round(gop, 3) for length, gop in work.items() if gop}, matmul_peaks_gops=peaks,
                          not_run_here=not_run_here)
     console = Console()
     console.print(candidates_table(facts))
@@ -178,7 +197,11 @@ def candidates_table(facts: FastestFacts) -> Table:
     lengths = list(facts.kept_by_length)
     table = Table(title=f"best: {facts.chosen} kept, the fastest at length {facts.choose_by} within {facts.score_budget_points:g} points "
                         f"of the export ({facts.primary_metric} {facts.export_score:.4f}; times within {facts.tie_margin:.0%} count as "
-                        f"tied, the smallest kept); batch {facts.batch_size}, {facts.threads} threads, {facts.rounds} rounds in turns")
+                        f"tied, the smallest kept); batch {facts.batch_size}, {facts.threads} threads, {facts.rounds} rounds in turns"
+                        + (f"; in brackets the export's time over the candidate's, then the share of this host's MatMul peak in the "
+                           f"candidate's arithmetic ({describe_peaks(facts.matmul_peaks_gops, facts.threads)}) that the model's "
+                           f"MatMul work reaches (GOP per call: " + ", ".join(f"{k} {v:.2f}" for k, v in facts.matmul_gop.items()) + ")"
+                           if facts.matmul_peaks_gops else ""))
     table.add_column("candidate")
     table.add_column(facts.primary_metric, justify="right")
     table.add_column("size MB", justify="right")
@@ -190,6 +213,7 @@ def candidates_table(facts: FastestFacts) -> Table:
             continue
         delta = 100 * (c.score - facts.export_score)
         times = [f"{c.p50_ms[length]:.2f}" + (f" ({c.speedup_over_export[length]:.2f}x)" if c.speedup_over_export else "")
+                 + (f" {c.fraction_of_peak[length]:.0%} {c.matmul_dtype}" if length in c.fraction_of_peak else "")
                  + (" kept" if facts.kept_by_length[length] == c.mode else "") for length in lengths]
         marker = " (chosen)" if c.mode == facts.chosen else "" if c.within_budget else " (over budget)"
         table.add_row(c.mode + marker, f"{c.score:.4f} ({delta:+.2f})", f"{c.size_mb:.1f}", *times)
