@@ -142,6 +142,15 @@ def checkpoints_for(folder: Path, identity: str) -> Iterator[Path]:
     remove_ours(checkpoints)
 
 
+def remove_finished_checkpoints(folder: Path) -> None:
+    """Remove the checkpoints of `folder`, a model that is whole: a kill between the folder's rename and their
+    removal (`checkpoints_for`) leaves them, and nothing will resume from them. A folder of that name that
+    compress did not make is left alone."""
+    checkpoints = folder.with_name(folder.name + CHECKPOINTS)
+    if is_ours(checkpoints):
+        shutil.rmtree(checkpoints)
+
+
 def copy_folder(source: Path, target: Path) -> None:
     """A copy of a model folder's files (not its marker, lock or scratch) that costs no disk where hard
     links are allowed (`final/`, a reused stage); files must then be replaced, not written through, or

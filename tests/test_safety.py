@@ -249,6 +249,22 @@ def test_a_checkpoint_that_cannot_be_written_warns_and_training_goes_on(tmp_path
     assert all(torch.equal(saved[name], without[name]) for name in without)
 
 
+def test_checkpoints_left_beside_a_whole_model_go_at_the_next_run_and_a_users_folder_stays(tmp_path):
+    """A kill between a trained model's rename and its checkpoints' removal leaves them; the next run that
+    finds the model whole removes them. A folder of that name the user made is not touched."""
+    file, run = write_recipe(tmp_path, "r", drop_only()), tmp_path / "run"
+    assert invoke("run", file, "-o", run).exit_code == 0
+    left = run / f"dropped{CHECKPOINTS}"
+    claim(left, overwrite=False, what="training checkpoints")
+    (left / "checkpoint-3").mkdir()
+    assert invoke("run", file, "-o", run).exit_code == 0
+    assert not left.exists() and (run / "dropped").is_dir()
+    users = users_project(left)
+    before = folder_checksum(users)
+    assert invoke("run", file, "-o", run).exit_code == 0
+    assert folder_checksum(users) == before
+
+
 def test_checkpoints_of_other_settings_are_replaced_and_a_users_folder_is_refused(tmp_path, monkeypatch):
     model, left = tmp_path / "teacher", tmp_path / f"teacher{CHECKPOINTS}"
     with checkpoints_for(model, "settings-a"):

@@ -20,7 +20,7 @@ from compress.data.loading import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
-from compress.folders import checkpoints_for, writing
+from compress.folders import checkpoints_for, remove_finished_checkpoints, writing
 from compress.pipeline.artifacts import (
     base_kind,
     kind_of,
@@ -92,6 +92,7 @@ class Executor:
         if found is not None:
             folder, record = found
             if folder == self.cache.folder(node):
+                remove_finished_checkpoints(folder)
                 return folder, record
             linked = self.cache.link(folder, record, node)
             self.console.print(f"{node.name}: the same stage as {folder}, linked in, not built again")
