@@ -198,7 +198,7 @@ def candidates_table(facts: FastestFacts) -> Table:
     table = Table(title=f"best: {facts.chosen} kept, the fastest at length {facts.choose_by} within {facts.score_budget_points:g} points "
                         f"of the export ({facts.primary_metric} {facts.export_score:.4f}; times within {facts.tie_margin:.0%} count as "
                         f"tied, the smallest kept); batch {facts.batch_size}, {facts.threads} threads, {facts.rounds} rounds in turns"
-                        + (f"; in brackets the export's time over the candidate's, then the share of this host's MatMul peak in the "
+                        + (f"; in brackets the export's time over the candidate's; after them, the share of this host's MatMul peak in the "
                            f"candidate's arithmetic ({describe_peaks(facts.matmul_peaks_gops, facts.threads)}) that the model's "
                            f"MatMul work reaches (GOP per call: " + ", ".join(f"{k} {v:.2f}" for k, v in facts.matmul_gop.items()) + ")"
                            if facts.matmul_peaks_gops else ""))

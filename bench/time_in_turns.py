@@ -1,0 +1,104 @@
+"""Time several model folders side by side, in turns, on one host: PyTorch, ONNX or OpenVINO, as compress
+wrote them (a stage's folder), or bare .onnx files. The figure to compare engines, exporters, optimizer
+levels or quantizations of the same model by.
+
+    .venv/bin/python bench/time_in_turns.py A_FOLDER B_FOLDER ... --threads 2 --rounds 15 --calls 20
+
+A model given as `FOLDER::key=value,key=value` (ONNX only) is timed with those onnxruntime session
+configuration entries (e.g. `FOLDER::session.intra_op.allow_spinning=0`), so one graph can be compared
+with itself under other session settings.
+
+Each round times every model on the same batches (batch 1 at `--length` tokens, and dev examples of
+`--task` at their own lengths), one model after another, with a pause and two untimed calls between
+models (onnxruntime's spinning threads slow whatever runs right after them); the figure per model is
+the median over rounds of each round's median, and the ratio to the first model is taken round by
+round, so a slow spell of the host moves every model alike. Each time is also set against this host's
+MatMul peak in the model's arithmetic (int8 or fp32, measured in the same run; none is measured for
+bf16): the share of it that the model's MatMul work reaches (compress/benchmarking/roofline.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+from compress.exporters import onnx_file
+from compress.exporters.onnx_runtime import ort_session
+from transformers import AutoConfig
+
+from compress.benchmarking.latency import describe_environment, fixed_length_batch, task_length_batches, timed_in_turns, timing_environment
+from compress.benchmarking.roofline import describe_peaks, matmul_gop, matmul_peaks, peak_fractions
+from compress.data.loading import DataSettings, load_task_data
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, load_artifact, predictor_for
+from compress.pipeline.models import load_tokenizer
+from compress.stages.quantize import METHODS
+
+
+def runner(folder: Path, entries: dict[str, str], threads: int):
+    """Logits for a batch of torch tensors: the folder's own engine, or an onnxruntime session of a bare
+    graph file or one with session entries."""
+    if folder.is_dir() and not entries:
+        return predictor_for(load_artifact(folder), threads)
+    session = ort_session(onnx_file(folder) if folder.is_dir() else folder, threads, config=entries)
+    wanted = {i.name for i in session.get_inputs()}
+    return lambda batch: session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})
+
+
+def matmul_dtype(config) -> str:
+    """What the model's matrix products compute in: its quantization method's, fp32 where it has none."""
+    quantization = getattr(config, QUANTIZATION_FIELD, None)
+    return METHODS[quantization["mode"]].matmul_dtype if quantization else "fp32"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="model folders or .onnx files (an ONNX one optionally with ::key=value,... "
+                        "session entries); the first is the reference")
+    parser.add_argument("--tokenizer", default=None, help="folder or alias of the tokenizer (default: the first model folder)")
+    parser.add_argument("--task", default="rotten-tomatoes", help="whose dev examples are timed at their own lengths: "
+                        "rotten-tomatoes (embedded) or a GLUE task read from ../shared/glue")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=20)
+    args = parser.parse_args()
+
+    specs = [str(m).partition("::") for m in args.models]
+    folders = [Path(path) for path, _, _ in specs]
+    entries = [dict(entry.split("=", 1) for entry in rest.split(",") if entry) for _, _, rest in specs]
+    missing = [str(f) for f in folders if not (f.is_file() or (f.is_dir() and (f / "config.json").is_file()))]
+    if missing:
+        parser.exit(2, f"error: no model folder (with config.json) or .onnx file at {', '.join(missing)}\n")
+    configs = [AutoConfig.from_pretrained(f if f.is_dir() else f.parent) for f in folders]
+    tokenizer = load_tokenizer(args.tokenizer or str(folders[0] if folders[0].is_dir() else folders[0].parent))
+    data = DataSettings(source="embedded") if args.task == "rotten-tomatoes" else DataSettings(source="glue-dir", path="../shared/glue")
+    dev = next(iter(load_task_data(args.task, data).dev.values()))
+    batches = {"fixed": [fixed_length_batch(dev["text_a"], tokenizer, 1, args.length)] * args.calls,
+               "real": task_length_batches(dev, tokenizer, 1, args.length, count=args.calls, seed=0)}
+    runners = {str(index): runner(folder, entry, args.threads) for index, (folder, entry) in enumerate(zip(folders, entries))}
+    per_round = timed_in_turns(runners, batches, args.rounds)
+    peaks = matmul_peaks(args.threads)
+
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
+          f"{args.rounds} rounds of {args.calls} calls per model; {describe_peaks(peaks, args.threads)}. "
+          f"Real lengths: {args.task} dev examples, one per call.\n")
+    print(f"| model | batch 1, {args.length} tokens: p50 ms | speed-up over the first | of MatMul peak | "
+          "real lengths: p50 ms | speed-up over the first | of MatMul peak |")
+    print("|---|---|---|---|---|---|---|")
+    for index, (model, config) in enumerate(zip(args.models, configs)):
+        dtype, cells = matmul_dtype(config), []
+        for shape, calls in batches.items():
+            times = np.array(per_round[str(index)][shape])
+            ratio = np.median(np.array(per_round["0"][shape]) / times)
+            gop = matmul_gop(config, [tuple(b["input_ids"].shape) for b in calls])
+            share = f"{peak_fractions(gop, float(np.median(times)), peaks)[dtype]:.0%} {dtype}" if gop and dtype in peaks else "–"
+            cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x", share]
+        print(f"| {model} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
