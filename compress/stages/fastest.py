@@ -69,15 +69,15 @@ class FastestFacts(StageFacts):
     rounds: int
     tie_margin: float
     kept_by_length: dict[str, str]
-    matmul_gop: dict[str, float] = {}
-    """By timed length: the model's MatMul work per call (compress/benchmarking/roofline.py)."""
-    matmul_peaks_gops: dict[str, float] = {}
-    """This host's onnxruntime MatMul peaks on the stage's threads, measured in the same run."""
     """The candidate that would be kept at each timed length (of those within the budget and within
     `tie_margin` of the fastest time there, the smallest on disk)."""
     candidates: list[Candidate]
     not_run_here: dict[str, str] = {}
     """Methods of the default list this machine cannot run, with why."""
+    matmul_gop: dict[str, float] = {}
+    """By timed length: the model's MatMul work per call (compress/benchmarking/roofline.py)."""
+    matmul_peaks_gops: dict[str, float] = {}
+    """This host's onnxruntime MatMul peaks on the stage's threads, measured in the same run."""
 
 
 def _keep_export(model: OnnxModel, folder: Path) -> OnnxModel:
