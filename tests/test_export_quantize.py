@@ -468,6 +468,22 @@ def test_fp16_fails_cleanly_without_cuda(tmp_path):
     assert code == 2 and "fp16.yaml: stages[1].mode: fp16 needs a CUDA device" in message
 
 
+def test_openvino_bf16_computes_in_bf16_and_keeps_the_predictions(int8_run, reviews, tmp_path):
+    from compress.exporters.openvino_convert import cpu_capabilities
+
+    if "BF16" not in cpu_capabilities():
+        pytest.skip("this CPU has no bf16 (the refusal is tested below)")
+    run, _ = int8_run
+    method = METHODS["openvino-bf16"]
+    tokenizer = load_tokenizer(str(run / "onnx"))
+    (tmp_path / "out").mkdir()
+    context = StageContext(reviews, tokenizer, tmp_path / "out", max_length=64, eval_batch_size=32)
+    facts = method.apply(OnnxModel(run / "onnx"), method.settings_for("openvino-bf16", 42, 64), context).facts
+    assert facts.computed_precision == "bf16"
+    # bf16 keeps 8 bits of mantissa: logits move a little, labels hardly at all
+    assert 0 < facts.parity_max_abs_logit_diff < 0.1 and facts.parity_label_agreement >= 0.9
+
+
 def test_openvino_bf16_is_refused_on_a_cpu_without_bf16(tmp_path):
     from compress.exporters.openvino_convert import cpu_capabilities
 
