@@ -47,9 +47,18 @@ def runner(folder: Path, entries: dict[str, str], threads: int):
     return lambda batch: session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})
 
 
+def config_for(path: Path):
+    """The model's config: its folder's, or for a bare .onnx file the nearest folder above it holding one
+    (None: its MatMul work is not known, and no share of the peak is given)."""
+    for folder in ([path] if path.is_dir() else [path.parent, path.parent.parent]):
+        if (folder / "config.json").is_file():
+            return AutoConfig.from_pretrained(folder)
+    return None
+
+
 def matmul_dtype(config) -> str:
     """What the model's matrix products compute in: its quantization method's, fp32 where it has none."""
-    quantization = getattr(config, QUANTIZATION_FIELD, None)
+    quantization = getattr(config, QUANTIZATION_FIELD, None) if config else None
     return METHODS[quantization["mode"]].matmul_dtype if quantization else "fp32"
 
 
@@ -72,7 +81,7 @@ def main() -> None:
     missing = [str(f) for f in folders if not (f.is_file() or (f.is_dir() and (f / "config.json").is_file()))]
     if missing:
         parser.exit(2, f"error: no model folder (with config.json) or .onnx file at {', '.join(missing)}\n")
-    configs = [AutoConfig.from_pretrained(f if f.is_dir() else f.parent) for f in folders]
+    configs = [config_for(f) for f in folders]
     tokenizer = load_tokenizer(args.tokenizer or str(folders[0] if folders[0].is_dir() else folders[0].parent))
     data = DataSettings(source="embedded") if args.task == "rotten-tomatoes" else DataSettings(source="glue-dir", path="../shared/glue")
     dev = next(iter(load_task_data(args.task, data).dev.values()))
@@ -94,7 +103,7 @@ def main() -> None:
         for shape, calls in batches.items():
             times = np.array(per_round[str(index)][shape])
             ratio = np.median(np.array(per_round["0"][shape]) / times)
-            gop = matmul_gop(config, [tuple(b["input_ids"].shape) for b in calls])
+            gop = config and matmul_gop(config, [tuple(b["input_ids"].shape) for b in calls])
             share = f"{peak_fractions(gop, float(np.median(times)), peaks)[dtype]:.0%} {dtype}" if gop and dtype in peaks else "–"
             cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x", share]
         print(f"| {model} | " + " | ".join(cells) + " |")
