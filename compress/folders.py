@@ -148,7 +148,7 @@ def remove_finished_checkpoints(folder: Path) -> None:
     compress did not make is left alone."""
     checkpoints = folder.with_name(folder.name + CHECKPOINTS)
     if is_ours(checkpoints):
-        shutil.rmtree(checkpoints)
+        remove_ours(checkpoints)
 
 
 def copy_folder(source: Path, target: Path) -> None:

@@ -32,9 +32,6 @@ from compress.stages.base import StageContext, StageFacts, StageOutput
 if TYPE_CHECKING:
     from compress.stages.quantize import BestSettings, QuantizationMethod
 
-KEEP_EXPORT_DTYPE = "fp32"
-"""The export itself computes its MatMuls in fp32."""
-
 CANDIDATES_DIR = ".candidates"
 """Inside the stage's folder while it runs: one folder per candidate; only the chosen one's files stay."""
 
@@ -149,7 +146,9 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     work = {length: matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in calls]) for length, calls in batches.items()}
     for mode, by_length in per_round.items():
         candidates[mode].p50_ms = {length: round(float(np.median(ms)), 3) for length, ms in by_length.items()}
-        candidates[mode].matmul_dtype = dtype = KEEP_EXPORT_DTYPE if mode == KEEP_EXPORT else methods[mode].matmul_dtype
+        if mode in methods:  # the export itself (`none`, no method) keeps the default, fp32
+            candidates[mode].matmul_dtype = methods[mode].matmul_dtype
+        dtype = candidates[mode].matmul_dtype
         candidates[mode].fraction_of_peak = {length: peak_fractions(work[length], p50, peaks)[dtype]
                                              for length, p50 in candidates[mode].p50_ms.items() if work[length] and dtype in peaks}
         if KEEP_EXPORT in per_round:
