@@ -6,10 +6,11 @@ side by side, and report the harness's own overhead per combination.
 A sweep times each combination on its own, minutes apart, so a slow drift of a shared machine moves
 whole rows. Here the rows a target compares (the full model in PyTorch fp32 and as dynamic int8
 ONNX, top-K distilled + int8, and top-K plain + int8 for comparison; the same again with the fused
-graph, `onnx-int8-dynamic-o2`, when the sweep has those rows) are loaded together from the
+graph, `onnx-int8-dynamic-o2`, and with OpenVINO's `openvino-int8`, when the sweep has those rows) are loaded together from the
 sweep's builds (nothing is trained here; a missing export is made) and timed in turns: each round runs every model `--calls` times, and a speed-up is
 the median over rounds of the two models' per-round medians. Batch 1, sequence length 128, the
-sweep's thread count. Scores come from the sweep's records. Prints the figures and writes them to
+sweep's thread count. Scores come from the sweep's records; the share of the int8 MatMul peak from the
+MatMul work they recorded, against the peak measured in this run. Prints the figures and writes them to
 <out>/speed_targets.md and speed_targets.json.
 """
 
@@ -37,8 +38,9 @@ from compress.benchmarking.latency import (
     timed_calls,
     timing_environment,
 )
+from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import merge_records, read_records
-from compress.benchmarking.roofline import describe_peaks, matmul_peaks
+from compress.benchmarking.roofline import describe_peaks, matmul_peaks, peak_fractions
 from compress.benchmarking.rows import FULL, Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
@@ -47,8 +49,9 @@ from compress.stages import STAGES
 
 TRAINING_STAGES = [name for name, stage in STAGES.items() if stage.trains]
 
-INT8_PRECISIONS = ("onnx-int8-dynamic", "onnx-int8-dynamic-o2")
-"""Dynamic int8 ONNX as exported, and with onnxruntime's fused graph (O2); each is compared like with like."""
+INT8_PRECISIONS = ("onnx-int8-dynamic", "onnx-int8-dynamic-o2", "openvino-int8")
+"""Dynamic int8 ONNX as exported, with onnxruntime's fused graph (O2), and OpenVINO's NNCF int8; each is
+compared like with like."""
 BATCH_SIZE, SEQUENCE_LENGTH = 1, 128
 FP32 = "torch-fp32"
 
@@ -72,6 +75,8 @@ TARGETS = (
     Target(k=6, against_int8=False, min_speedup=12.0, max_points_lost=2.0),
     Target(k=4, against_int8=True, min_speedup=1.4, max_points_lost=1.0),
 )
+ROOFLINE_K, ROOFLINE_TARGET = 6, 0.75
+"""The speed issue's roofline target: top-6 distilled int8 at 128 tokens reaches 75% of the host's int8 MatMul peak."""
 
 
 def compared_rows(model: str, task: str, int8_precisions: list[str]) -> list[Combination]:
@@ -109,15 +114,42 @@ def speedup(medians: dict[str, list[float]], reference: Combination, student: Co
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def table(rows: list[Combination], records: dict, medians: dict[str, list[float]]) -> list[str]:
+def peak_fraction(record: dict, p50_ms: float, peaks: dict[str, float]) -> tuple[float | None, str]:
+    """The share of the host's MatMul peak (in the type the row computes in) that the timed p50 reached, from
+    the MatMul work the sweep recorded at this batch and length; (None, '') for a record without it."""
+    dtype = PRECISIONS[record["precision"]].matmul_dtype
+    gop = next((t.get("matmul_gop") for t in record["latency"]
+                if t["batch_size"] == BATCH_SIZE and t["sequence_length"] == str(SEQUENCE_LENGTH)), None)
+    return (None, "") if gop is None else (peak_fractions(gop, p50_ms, peaks)[dtype], dtype)
+
+
+def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peaks: dict[str, float]) -> list[str]:
     full = records[rows[0].key]
-    lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up | of MatMul peak |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in rows:
         r = records[c.key]
+        p50_ms = 1000 * statistics.median(medians[c.key])
+        fraction, dtype = peak_fraction(r, p50_ms, peaks)
         lines.append(
             f"| {c.label} | {r['score']:.4f} | {100 * (r['score'] - full['score']):+.2f} | {r['parameters'] / 1e6:.1f} | "
-            f"{r['size_mb']:.1f} | {1000 * statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x |"
+            f"{r['size_mb']:.1f} | {p50_ms:.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
+            f"{'' if fraction is None else f'{fraction:.0%} {dtype}'} |"
         )
+    return lines
+
+
+def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str], peaks: dict[str, float]) -> list[str]:
+    lines = []
+    for int8 in int8_precisions:
+        student = Combination(model, task, "top", ROOFLINE_K, "distill", int8)
+        fractions = [peak_fraction(records[student.key], 1000 * s, peaks)[0] for s in medians[student.key]]
+        if None in fractions:
+            continue
+        fraction = statistics.median(fractions)
+        lines.append(f"- top-{ROOFLINE_K} distilled + {int8} at batch {BATCH_SIZE}, {SEQUENCE_LENGTH} tokens: >= {ROOFLINE_TARGET:.0%} "
+                     f"of the int8 MatMul peak: **{'met' if fraction >= ROOFLINE_TARGET else 'not met'}**: {fraction:.0%} "
+                     f"(rounds: {min(fractions):.0%}-{max(fractions):.0%})")
     return lines
 
 
@@ -206,7 +238,7 @@ def main() -> None:
     figures = {}
     for model in sweep.models:
         for task in sweep.tasks:
-            # the fused int8 rows only when the sweep has them (sweeps from before it was added do not)
+            # the fused and OpenVINO int8 rows only when the sweep has them (sweeps from before they were added do not)
             int8_precisions = [p for p in INT8_PRECISIONS
                                if p == INT8_PRECISIONS[0] or Combination(model, task, FULL, 0, "finetune", p).key in records]
             rows = compared_rows(model, task, int8_precisions)
@@ -217,10 +249,11 @@ def main() -> None:
                 continue
             with LoadElsewhere() as elsewhere:
                 medians = time_in_turns(benchmark, rows, args.rounds, args.calls)
-            lines += table(rows, records, medians)
+            lines += table(rows, records, medians, throughput)
             lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
                       + (" (busy: measure again on a quiet machine)." if contended(elsewhere.cores) else ".")]
-            lines += ["", *target_lines(records, medians, model, task, int8_precisions), ""]
+            lines += ["", *target_lines(records, medians, model, task, int8_precisions),
+                      *roofline_lines(records, medians, model, task, int8_precisions, throughput), ""]
             figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]
     command = f".venv/bin/python bench/speed_targets.py {args.sweep} --out {args.out} --rounds {args.rounds} --calls {args.calls}"
