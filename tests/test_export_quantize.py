@@ -22,6 +22,7 @@ from compress.exporters.onnx_export import MASK_BUILDER, export_onnx, fused_oper
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
+from compress.benchmarking import latency
 from compress.benchmarking.roofline import matmul_gop
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
@@ -188,6 +189,24 @@ def test_runtime_models_compute_with_as_many_threads_as_pytorch_unless_told(int8
         torch.set_num_threads(before)
     assert intra_op == [1, 2]
     assert [compiled[t].get_property("INFERENCE_NUM_THREADS") for t in (None, 2)] == [1, 2]
+
+
+def test_timing_at_the_tasks_lengths_meets_every_length_before_it_times(int8_run, tokenizer, monkeypatch):
+    """OpenVINO prepares its graph once per new shape: a timed call must not be a length's first."""
+    run, _ = int8_run
+    lengths_run, real_runner_for = [], latency.runner_for
+
+    def recording_runner_for(model, threads):
+        run_batch = real_runner_for(model, threads)
+        return lambda batch: (lengths_run.append(batch["input_ids"].shape[1]), run_batch(batch))[1]
+
+    monkeypatch.setattr(latency, "runner_for", recording_runner_for)
+    texts = ["ok", "fine, really", "a film much longer than that", TEXTS[1]]
+    batches = [dict(tokenizer([text], return_tensors="pt")) for text in texts]
+    timing = latency.measure(load_artifact(run / "ov-fp32"), batches, 1, "task", warmup=0, repeats=len(texts))
+    distinct = {b["input_ids"].shape[1] for b in batches}
+    assert len(distinct) == len(texts) and set(lengths_run[: len(texts)]) == distinct
+    assert len(lengths_run) == 2 * len(texts) and timing.p50_ms > 0
 
 
 def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):

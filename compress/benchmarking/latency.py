@@ -224,10 +224,12 @@ def runner_for(model: Artifact, threads: int) -> Callable[[dict], object]:
 def measure(
     model: Artifact, batches: list[dict], threads: int, label_length: str, warmup: int = 5, repeats: int = 30
 ) -> Latency:
-    """Time `repeats` calls after `warmup` untimed ones; the timed calls take `batches` in turn from the
-    first, so each batch is timed equally often (one batch is reused when a single one is given)."""
+    """Time `repeats` calls after `warmup` untimed ones, and at least one untimed call on every batch: a
+    serving process has met each length before (OpenVINO prepares its graph for every new shape, a cost
+    paid once per shape, not per call). The timed calls take `batches` in turn from the first, so each
+    batch is timed equally often (one batch is reused when a single one is given)."""
     run = runner_for(model, threads)
-    for turn in range(warmup):
+    for turn in range(max(warmup, len(batches))):
         run(batches[turn % len(batches)])
     in_turn = itertools.cycle(batches)
     with LoadElsewhere() as elsewhere:
