@@ -225,8 +225,8 @@ def measure(
     model: Artifact, batches: list[dict], threads: int, label_length: str, warmup: int = 5, repeats: int = 30
 ) -> Latency:
     """Time `repeats` calls after `warmup` untimed ones, and at least one untimed call on every batch: a
-    serving process has met each length before (OpenVINO prepares its graph for every new shape, a cost
-    paid once per shape, not per call). The timed calls take `batches` in turn from the first, so each
+    serving process has met each length before (OpenVINO's first call at a shape costs milliseconds more,
+    paid once per shape; what a change of shape costs on every call stays in the timing). The timed calls take `batches` in turn from the first, so each
     batch is timed equally often (one batch is reused when a single one is given)."""
     run = runner_for(model, threads)
     for turn in range(max(warmup, len(batches))):
