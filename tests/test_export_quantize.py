@@ -203,10 +203,15 @@ def test_timing_at_the_tasks_lengths_meets_every_length_before_it_times(int8_run
     monkeypatch.setattr(latency, "runner_for", recording_runner_for)
     texts = ["ok", "fine, really", "a film much longer than that", TEXTS[1]]
     batches = [dict(tokenizer([text], return_tensors="pt")) for text in texts]
-    timing = latency.measure(load_artifact(run / "ov-fp32"), batches, 1, "task", warmup=0, repeats=len(texts))
+    model = load_artifact(run / "ov-fp32")
+    timing = latency.measure(model, batches, 1, "task", warmup=0, repeats=len(texts))
     distinct = {b["input_ids"].shape[1] for b in batches}
     assert len(distinct) == len(texts) and set(lengths_run[: len(texts)]) == distinct
     assert len(lengths_run) == 2 * len(texts) and timing.p50_ms > 0
+
+    lengths_run.clear()  # in turns (the `best` stage, bench/time_in_turns.py): before the first round
+    per_round = latency.timed_in_turns({"ov": latency.runner_for(model, 1)}, {"task": batches}, rounds=1)
+    assert set(lengths_run[: len(texts)]) == distinct and len(per_round["ov"]["task"]) == 1
 
 
 def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):

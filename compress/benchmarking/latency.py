@@ -179,7 +179,11 @@ def timed_in_turns(runners: dict[str, Callable[[dict], object]], batch_sets: dic
     """Each runner's median milliseconds per round on each set of batches (its calls take the set's batches
     in turn). Every round times one runner after another, with a pause and two untimed calls between them,
     so a slow spell of the host moves every runner alike: compare them by the median over rounds, or by
-    their ratio round by round."""
+    their ratio round by round. Every runner meets every batch once before the first round (see `measure`)."""
+    for run in runners.values():
+        for batches in batch_sets.values():
+            for batch in batches:
+                run(batch)
     per_round = {name: {label: [] for label in batch_sets} for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
