@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import onnxruntime
 import pytest
 import torch
@@ -15,7 +16,15 @@ import yaml
 
 from compress.benchmarking.bench import SETTINGS_FILE, Benchmark, guard_settings
 from compress.benchmarking.records import read_records
-from compress.benchmarking.report import fastest_table, markdown_table, pareto_front, strategy_table, with_deltas, write_report
+from compress.benchmarking.report import (
+    _mark_majority,
+    fastest_table,
+    markdown_table,
+    pareto_front,
+    strategy_table,
+    with_deltas,
+    write_report,
+)
 from compress.benchmarking.roofline import matmul_gop
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import Grid, Sweep, expand, load_sweep, shard_rows, sweep_rows
@@ -120,6 +129,19 @@ def test_bad_sweep_lists_every_problem_before_any_work(tmp_path):
 def test_pareto_front():
     points = [(10, 0.8), (5, 0.7), (20, 0.9), (12, 0.75), (5, 0.6)]
     assert pareto_front(points) == [1, 0, 2]
+
+
+@pytest.mark.parametrize(("scores", "line_drawn"), [([0.90, 0.92], False), ([0.53, 0.66], True)], ids=["far-above", "near-chance"])
+def test_majority_class_line_does_not_squeeze_points_far_above_it(scores, line_drawn):
+    """SST-2 models at 0.90-0.92 over a majority class of 0.51: a line there would press them into a thin
+    band; RTE students near chance keep it."""
+    figure, axis = plt.subplots()
+    axis.scatter([10, 20], scores)
+    _mark_majority(axis, [{"majority_score": 0.51}], scores)
+    noted = [t.get_text() for t in axis.texts if "majority class" in t.get_text()]
+    plt.close(figure)
+    assert noted == (["majority class"] if line_drawn else ["majority class: 0.5100 (below)"])
+    assert (axis.get_ylim()[0] <= 0.51) == line_drawn
 
 
 def test_strategy_table_has_the_papers_layout():

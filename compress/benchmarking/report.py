@@ -132,12 +132,19 @@ def _majority_note(group: list[dict]) -> str:
     return "" if score is None else f"; majority class: {score:.4f}"
 
 
-def _mark_majority(axis, group: list[dict]) -> None:
+def _mark_majority(axis, group: list[dict], plotted: list[float] | None = None) -> None:
+    """A line at the majority class's score; where the `plotted` scores all lie further above it than
+    their own spread, a note instead: the line would squeeze every point into a thin band."""
     score = _majority_score(group)
-    if score is not None:
-        axis.axhline(score, color="grey", linestyle=":", linewidth=1)
-        axis.annotate("majority class", (0, score), xycoords=("axes fraction", "data"), xytext=(3, 2),
+    if score is None:
+        return
+    if plotted and score < 2 * min(plotted) - max(plotted):
+        axis.annotate(f"majority class: {score:.4f} (below)", (0, 0), xycoords="axes fraction", xytext=(3, 3),
                       textcoords="offset points", fontsize=6, color="grey")
+        return
+    axis.axhline(score, color="grey", linestyle=":", linewidth=1)
+    axis.annotate("majority class", (0, score), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                  textcoords="offset points", fontsize=6, color="grey")
 
 
 def _full_model(group: list[dict]) -> dict | None:
@@ -334,12 +341,13 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
         axis.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
         front = pareto_front(points)
         axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:red", marker="o", markersize=6)
+        _mark_majority(axis, group, [p[1] for p in points])
+        _mark_full_model_noise(axis, group)
         labels = [axis.text(x, y, _short_label(r, t), fontsize=6) for (r, t), (x, y) in zip(timed, points)]
-        # clustered rows (the int8 models, the students of one K) would print over each other
+        # clustered rows (the int8 models, the students of one K) would print over each other; placed
+        # once the axis has its final range
         adjust_text(labels, x=[p[0] for p in points], y=[p[1] for p in points], ax=axis,
                     expand=(1.2, 1.6), force_text=(0.3, 0.6), min_arrow_len=0, arrowprops=dict(arrowstyle="-", color="grey", linewidth=0.4))
-        _mark_majority(axis, group)
-        _mark_full_model_noise(axis, group)
         axis.set(xlabel="p50 latency (ms)", ylabel=group[0]["primary_metric"], xscale="log")
         axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 1, 2, 5, 10, 20, 50 ms ... in plain numbers
         axis.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
