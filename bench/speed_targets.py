@@ -10,7 +10,7 @@ graph, `onnx-int8-dynamic-o2`, and with OpenVINO's `openvino-int8`, when the swe
 sweep's builds (nothing is trained here; a missing export is made) and timed in turns: each round runs every model `--calls` times, and a speed-up is
 the median over rounds of the two models' per-round medians. Batch 1, sequence length 128, the
 sweep's thread count. Scores come from the sweep's records; the share of the int8 MatMul peak from the
-MatMul work they recorded, against the peak measured in this run. Prints the figures and writes them to
+MatMul work they recorded, against the peak MatMuls timed in the same rounds. Prints the figures and writes them to
 <out>/speed_targets.md and speed_targets.json.
 """
 
@@ -40,7 +40,7 @@ from compress.benchmarking.latency import (
 )
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import merge_records, read_records
-from compress.benchmarking.roofline import describe_peaks, matmul_peaks, peak_fractions
+from compress.benchmarking.roofline import PEAK_RUNNER, describe_peaks, fractions_in_turns, peak_calls, peaks_of_rounds, take_peaks
 from compress.benchmarking.rows import FULL, Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
@@ -101,6 +101,7 @@ def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds:
         run = runner_for(load_artifact(folder), threads)
         calls_of[c.key] = lambda run=run, batch=batch: run(batch)
         timed_calls(calls_of[c.key], warmup=3, repeats=1)
+    calls_of |= {PEAK_RUNNER + name: call for name, call in peak_calls(threads).items()}  # the host's peaks, in the same rounds
     medians: dict[str, list[float]] = {key: [] for key in calls_of}
     for _ in range(rounds):
         for key, call in calls_of.items():
@@ -114,37 +115,40 @@ def speedup(medians: dict[str, list[float]], reference: Combination, student: Co
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def peak_fraction(record: dict, p50_ms: float, peaks: dict[str, float]) -> tuple[float | None, str]:
-    """The share of the host's MatMul peak (in the type the row computes in) that the timed p50 reached, from
-    the MatMul work the sweep recorded at this batch and length; (None, '') for a record without it."""
+def round_fractions(record: dict, seconds: list[float], peak_seconds: dict[str, list[float]]) -> tuple[list[float] | None, str]:
+    """Round by round, the share of the host's MatMul peak (in the type the row computes in, timed in the same
+    round) that the row's time reached, from the MatMul work the sweep recorded at this batch and length
+    (None for a record without it)."""
     dtype = PRECISIONS[record["precision"]].matmul_dtype
     gop = next((t.get("matmul_gop") for t in record["latency"]
                 if t["batch_size"] == BATCH_SIZE and t["sequence_length"] == str(SEQUENCE_LENGTH)), None)
-    return (None, "") if gop is None else (peak_fractions(gop, p50_ms, peaks)[dtype], dtype)
+    if gop is None or dtype not in peak_seconds:
+        return None, dtype
+    return [fractions_in_turns(gop, [s], {dtype: [peak]})[dtype] for s, peak in zip(seconds, peak_seconds[dtype])], dtype
 
 
-def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peaks: dict[str, float]) -> list[str]:
+def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peak_seconds: dict[str, list[float]]) -> list[str]:
     full = records[rows[0].key]
     lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up | of MatMul peak |",
              "|---|---|---|---|---|---|---|---|"]
     for c in rows:
         r = records[c.key]
-        p50_ms = 1000 * statistics.median(medians[c.key])
-        fraction, dtype = peak_fraction(r, p50_ms, peaks)
+        fractions, dtype = round_fractions(r, medians[c.key], peak_seconds)
         lines.append(
             f"| {c.label} | {r['score']:.4f} | {100 * (r['score'] - full['score']):+.2f} | {r['parameters'] / 1e6:.1f} | "
-            f"{r['size_mb']:.1f} | {p50_ms:.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
-            f"{'' if fraction is None else f'{fraction:.0%} {dtype}'} |"
+            f"{r['size_mb']:.1f} | {1000 * statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
+            f"{'' if fractions is None else f'{statistics.median(fractions):.0%} {dtype}'} |"
         )
     return lines
 
 
-def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str], peaks: dict[str, float]) -> list[str]:
+def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str],
+                   peak_seconds: dict[str, list[float]]) -> list[str]:
     lines = []
     for int8 in int8_precisions:
         student = Combination(model, task, "top", ROOFLINE_K, "distill", int8)
-        fractions = [peak_fraction(records[student.key], 1000 * s, peaks)[0] for s in medians[student.key]]
-        if None in fractions:
+        fractions, _ = round_fractions(records[student.key], medians[student.key], peak_seconds)
+        if fractions is None:
             continue
         fraction = statistics.median(fractions)
         lines.append(f"- top-{ROOFLINE_K} distilled + {int8} at batch {BATCH_SIZE}, {SEQUENCE_LENGTH} tokens: >= {ROOFLINE_TARGET:.0%} "
@@ -230,13 +234,11 @@ def main() -> None:
     benchmark = Benchmark(args.out, sweep.latency, Console(), sweep)
     benchmark.executor.may_train = False  # time the sweep's own trained models; never train here
     environment = timing_environment("cpu")
-    throughput = matmul_peaks(sweep.latency.threads)  # which kind of host: the int8/fp32 ratio bounds the speed-ups
     lines = [f"# Speed targets: {args.out}", "",
              f"Batch {BATCH_SIZE}, sequence length {SEQUENCE_LENGTH}, {sweep.latency.threads} threads, {device_name('cpu')}; "
              f"{args.rounds} rounds of {args.calls} calls per model, models timed in turns.", "",
-             f"Timed with {describe_environment(environment)}.", "",
-             f"This machine's {describe_peaks(throughput, sweep.latency.threads)} (`bench/gemm_throughput.py`).", ""]
-    figures = {}
+             f"Timed with {describe_environment(environment)}.", ""]
+    figures, throughput = {}, {}
     for model in sweep.models:
         for task in sweep.tasks:
             # the fused and OpenVINO int8 rows only when the sweep has them (sweeps from before they were added do not)
@@ -250,11 +252,16 @@ def main() -> None:
                 continue
             with LoadElsewhere() as elsewhere:
                 medians = time_in_turns(benchmark, rows, args.rounds, args.calls)
-            lines += table(rows, records, medians, throughput)
+            peak_seconds = take_peaks(medians)
+            # which kind of host: the int8/fp32 ratio bounds the speed-ups
+            throughput = peaks_of_rounds({name: {"": [1000 * s for s in rounds]} for name, rounds in peak_seconds.items()})
+            lines += [f"This machine's {describe_peaks(throughput, sweep.latency.threads)}, timed in the same rounds "
+                      "(`bench/gemm_throughput.py` times it alone).", ""]
+            lines += table(rows, records, medians, peak_seconds)
             lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
                       + (" (busy: measure again on a quiet machine)." if contended(elsewhere.cores) else ".")]
             lines += ["", *target_lines(records, medians, model, task, int8_precisions),
-                      *roofline_lines(records, medians, model, task, int8_precisions, throughput), ""]
+                      *roofline_lines(records, medians, model, task, int8_precisions, peak_seconds), ""]
             figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]
     command = f".venv/bin/python bench/speed_targets.py {args.sweep} --out {args.out} --rounds {args.rounds} --calls {args.calls}"

@@ -13,8 +13,9 @@ Each round times every model on the same batches (batch 1 at `--length` tokens, 
 models (onnxruntime's spinning threads slow whatever runs right after them); the figure per model is
 the median over rounds of each round's median, and the ratio to the first model is taken round by
 round, so a slow spell of the host moves every model alike. Each time is also set against this host's
-MatMul peak in the model's arithmetic (int8 or fp32, measured in the same run; none is measured for
-bf16): the share of it that the model's MatMul work reaches (compress/benchmarking/roofline.py).
+MatMul peak in the model's arithmetic (int8 or fp32, the peak MatMuls timed in the same rounds; none
+is measured for bf16): the share of it that the model's MatMul work reaches, round by round
+(compress/benchmarking/roofline.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoConfig
 
 from compress.benchmarking.latency import describe_environment, fixed_length_batch, task_length_batches, timed_in_turns, timing_environment
-from compress.benchmarking.roofline import describe_peaks, matmul_gop, matmul_peaks, peak_fractions
+from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.data.loading import DataSettings, load_task_data
 from compress.pipeline.artifacts import QUANTIZATION_FIELD, load_artifact, predictor_for
 from compress.pipeline.models import load_tokenizer
@@ -88,8 +89,9 @@ def main() -> None:
     batches = {"fixed": [fixed_length_batch(dev["text_a"], tokenizer, 1, args.length)] * args.calls,
                "real": task_length_batches(dev, tokenizer, 1, args.length, count=args.calls, seed=0)}
     runners = {str(index): runner(folder, entry, args.threads) for index, (folder, entry) in enumerate(zip(folders, entries))}
-    per_round = timed_in_turns(runners, batches, args.rounds)
-    peaks = matmul_peaks(args.threads)
+    per_round = timed_in_turns({**runners, **peak_runners(args.threads)}, batches, args.rounds)
+    peak_ms = take_peaks(per_round)
+    peaks = peaks_of_rounds(peak_ms)
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
@@ -104,7 +106,7 @@ def main() -> None:
             times = np.array(per_round[str(index)][shape])
             ratio = np.median(np.array(per_round["0"][shape]) / times)
             gop = config and matmul_gop(config, [tuple(b["input_ids"].shape) for b in calls])
-            share = f"{peak_fractions(gop, float(np.median(times)), peaks)[dtype]:.0%} {dtype}" if gop and dtype in peaks else "–"
+            share = f"{fractions_in_turns(gop, list(times), {dtype: peak_ms[dtype][shape]})[dtype]:.0%} {dtype}" if gop and dtype in peak_ms else "–"
             cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x", share]
         print(f"| {model} | " + " | ".join(cells) + " |")
 

@@ -9,16 +9,22 @@ import torch
 from onnx import numpy_helper
 from transformers import AutoModelForSequenceClassification
 
+from compress.benchmarking.latency import timed_in_turns
 from compress.benchmarking.roofline import (
     PEAK_DEPTH,
+    PEAK_GOP,
     PEAK_ROWS,
     PEAK_WEIGHT_SCALE,
     describe_peaks,
+    fractions_in_turns,
     matmul_gop,
     matmul_peaks,
     peak_fractions,
     peak_models,
+    peak_runners,
     peak_session,
+    peaks_of_rounds,
+    take_peaks,
 )
 from compress.pipeline.models import load_config
 from compress.surgery.architectures import layer_list
@@ -75,3 +81,22 @@ def test_peaks_are_measured_on_this_cpu_and_fractions_follow():
     assert peaks.keys() == {"int8", "fp32"} and all(value > 0.1 for value in peaks.values())
     fractions = peak_fractions(2.0, 1000.0, {"int8": 4.0, "fp32": 8.0})  # 2 GOP in a second
     assert fractions == {"int8": 0.5, "fp32": 0.25}
+
+
+def test_a_slow_spell_that_slows_a_model_and_its_peak_alike_leaves_its_share_alone():
+    # round 2 runs at half speed throughout; set against one peak for the run, the share would halve
+    shares = fractions_in_turns(PEAK_GOP, model_ms=[2.0, 4.0, 2.0], peak_ms={"int8": [1.0, 2.0, 1.0]})
+    assert shares == {"int8": 0.5}
+    assert fractions_in_turns(PEAK_GOP, [2.0, 4.0, 2.0], {"int8": [1.0, 1.0, 1.0]}) == {"int8": 0.5}  # the median round
+    assert peak_fractions(PEAK_GOP, 2.0, {"int8": PEAK_GOP / 0.001}) == {"int8": 0.5}  # the same work against one peak
+
+
+def test_peaks_timed_in_turns_beside_a_model_are_taken_apart_from_it():
+    x = torch.randn(256, 256)
+    runners = {"model": lambda batch: x @ x, **peak_runners(threads=1)}
+    per_round = timed_in_turns(runners, {"fixed": [{}] * 3}, rounds=2)
+    peak_ms = take_peaks(per_round)
+    assert set(per_round) == {"model"} and set(peak_ms) == {"int8", "fp32"}
+    assert all(len(by_set["fixed"]) == 2 for by_set in peak_ms.values())
+    peaks = peaks_of_rounds(peak_ms)
+    assert peaks.keys() == {"int8", "fp32"} and all(value > 0.1 for value in peaks.values())

@@ -10,12 +10,15 @@ full attention.
 The peak is one large MatMul (a BERT-base feed-forward product: 128 x 768 by 768 x 3072) timed in int8
 (`DynamicQuantizeMatMul`, what dynamic int8 leaves) and fp32. A processor's int8 to fp32 ratio differs
 between processors of one family name, so a fraction of the measured peak travels between hosts where
-a latency does not.
+a latency does not. Where models are timed in turns, the peak MatMuls are timed in the same rounds
+(`peak_runners`, `fractions_in_turns`): a slow spell of the host then moves the model and its peak alike.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from transformers import PretrainedConfig
@@ -25,6 +28,10 @@ from compress.surgery.architectures import ARCHITECTURES, layout_for, num_layers
 
 PEAK_ROWS, PEAK_DEPTH, PEAK_COLUMNS = 128, 768, 3072
 PEAK_WEIGHT_SCALE = 0.01
+PEAK_GOP = 2 * PEAK_ROWS * PEAK_DEPTH * PEAK_COLUMNS / 1e9
+T = TypeVar("T")
+PEAK_RUNNER = "MatMul peak "
+"""The name of a peak MatMul among the runners timed in turns, before its type (int8, fp32)."""
 
 
 def matmul_gop(config: PretrainedConfig, batch_shapes: list[tuple[int, int]]) -> float | None:
@@ -70,17 +77,44 @@ def peak_session(model, threads: int):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def peak_calls(threads: int) -> dict[str, Callable[[], object]]:
+    """One call of each peak MatMul, `int8` and `fp32`, with onnxruntime on `threads` threads."""
+    x = np.random.default_rng(1).standard_normal((PEAK_ROWS, PEAK_DEPTH)).astype(np.float32)
+    return {name: (lambda session=peak_session(model, threads): session.run(None, {"X": x})) for name, model in peak_models().items()}
+
+
+def gops_at(milliseconds: float) -> float:
+    """The peak MatMul's throughput in GOPS (billions of operations per second) at that time per call."""
+    return round(PEAK_GOP / (milliseconds / 1000), 1)
+
+
 @functools.cache  # measured once per run and thread count: every row of a sweep is set against the same peaks
 def matmul_peaks(threads: int, calls: int = 200, warmup: int = 20) -> dict[str, float]:
-    """This CPU's MatMul throughput in GOPS (billions of operations per second, at the median call) for
-    `int8` and `fp32`, with onnxruntime on `threads` threads."""
-    x = np.random.default_rng(1).standard_normal((PEAK_ROWS, PEAK_DEPTH)).astype(np.float32)
-    peaks = {}
-    for name, model in peak_models().items():
-        session = peak_session(model, threads)
-        seconds = timed_calls(lambda: session.run(None, {"X": x}), warmup, calls)
-        peaks[name] = round(2 * PEAK_ROWS * PEAK_DEPTH * PEAK_COLUMNS / float(np.median(seconds)) / 1e9, 1)
-    return peaks
+    """This CPU's MatMul throughput in GOPS (at the median call) for `int8` and `fp32`, with onnxruntime
+    on `threads` threads."""
+    return {name: gops_at(1000 * float(np.median(timed_calls(call, warmup, calls)))) for name, call in peak_calls(threads).items()}
+
+
+def peak_runners(threads: int) -> dict[str, Callable[[dict], object]]:
+    """The peak MatMuls as runners to time in turns beside models (they take a batch and leave it)."""
+    return {PEAK_RUNNER + name: (lambda batch, call=call: call()) for name, call in peak_calls(threads).items()}
+
+
+def take_peaks(per_round: dict[str, T]) -> dict[str, T]:
+    """The peak runners' times (by type: int8, fp32), removed from the times of everything timed in turns."""
+    return {name.removeprefix(PEAK_RUNNER): per_round.pop(name) for name in [n for n in per_round if n.startswith(PEAK_RUNNER)]}
+
+
+def peaks_of_rounds(peak_ms: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Each peak in GOPS at its median call over every round and batch set."""
+    return {name: gops_at(float(np.median([ms for rounds in by_set.values() for ms in rounds]))) for name, by_set in peak_ms.items()}
+
+
+def fractions_in_turns(gop: float, model_ms: list[float], peak_ms: dict[str, list[float]]) -> dict[str, float]:
+    """The share of each peak that `gop` operations reach, round by round against the peak MatMul timed in
+    the same round (`model_ms` and each of `peak_ms` hold one time per round): the median over rounds."""
+    return {name: round(float(np.median([gop / PEAK_GOP * peak / model for model, peak in zip(model_ms, times)])), 3)
+            for name, times in peak_ms.items()}
 
 
 def describe_peaks(peaks: dict[str, float], threads: int) -> str:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from compress.benchmarking.latency import fixed_length_batch, task_length_batches, timed_in_turns
-from compress.benchmarking.roofline import describe_peaks, matmul_gop, matmul_peaks, peak_fractions
+from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.exporters import graph_files
@@ -74,7 +74,7 @@ class FastestFacts(StageFacts):
     matmul_gop: dict[str, float] = {}
     """By timed length: the model's MatMul work per call (compress/benchmarking/roofline.py)."""
     matmul_peaks_gops: dict[str, float] = {}
-    """This host's onnxruntime MatMul peaks on the stage's threads, measured in the same run."""
+    """This host's onnxruntime MatMul peaks on the stage's threads, timed in turns with the candidates (median over rounds)."""
 
 
 def _keep_export(model: OnnxModel, folder: Path) -> OnnxModel:
@@ -141,16 +141,18 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
         # the export is its own reference (even where its score is NaN, as a constant regression output's correlation is)
         candidate.within_budget = mode == KEEP_EXPORT or 100 * (export_score - candidate.score) <= settings.score_budget
 
-    per_round = timed_in_turns(runners, batches, settings.rounds)
-    peaks = matmul_peaks(threads)
+    # the host's MatMul peaks timed in the same rounds, so that a slow spell moves a candidate and its peak alike
+    per_round = timed_in_turns({**runners, **peak_runners(threads)}, batches, settings.rounds)
+    peak_ms = take_peaks(per_round)
+    peaks = peaks_of_rounds(peak_ms)
     work = {length: matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in calls]) for length, calls in batches.items()}
     for mode, by_length in per_round.items():
         candidates[mode].p50_ms = {length: round(float(np.median(ms)), 3) for length, ms in by_length.items()}
         if mode in methods:  # the export itself (`none`, no method) keeps the default, fp32
             candidates[mode].matmul_dtype = methods[mode].matmul_dtype
         dtype = candidates[mode].matmul_dtype
-        candidates[mode].fraction_of_peak = {length: peak_fractions(work[length], p50, peaks)[dtype]
-                                             for length, p50 in candidates[mode].p50_ms.items() if work[length] and dtype in peaks}
+        candidates[mode].fraction_of_peak = {length: fractions_in_turns(work[length], ms, {dtype: peak_ms[dtype][length]})[dtype]
+                                             for length, ms in by_length.items() if work[length] and dtype in peak_ms}
         if KEEP_EXPORT in per_round:
             candidates[mode].speedup_over_export = {
                 length: round(float(np.median(np.array(per_round[KEEP_EXPORT][length]) / np.array(ms))), 3)
@@ -198,7 +200,7 @@ def candidates_table(facts: FastestFacts) -> Table:
                         f"of the export ({facts.primary_metric} {facts.export_score:.4f}; times within {facts.tie_margin:.0%} count as "
                         f"tied, the smallest kept); batch {facts.batch_size}, {facts.threads} threads, {facts.rounds} rounds in turns"
                         + (f"; in brackets the export's time over the candidate's; after them, the share of this host's MatMul peak in the "
-                           f"candidate's arithmetic ({describe_peaks(facts.matmul_peaks_gops, facts.threads)}) that the model's "
+                           f"candidate's arithmetic, timed in the same rounds ({describe_peaks(facts.matmul_peaks_gops, facts.threads)}), that the model's "
                            f"MatMul work reaches (GOP per call: " + ", ".join(f"{k} {v:.2f}" for k, v in facts.matmul_gop.items()) + ")"
                            if facts.matmul_peaks_gops else ""))
     table.add_column("candidate")
