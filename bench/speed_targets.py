@@ -24,7 +24,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark
@@ -35,12 +34,12 @@ from compress.benchmarking.latency import (
     device_name,
     fixed_length_batch,
     runner_for,
-    timed_calls,
+    timed_in_turns,
     timing_environment,
 )
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import merge_records, read_records
-from compress.benchmarking.roofline import PEAK_RUNNER, describe_peaks, fractions_in_turns, peak_calls, peaks_of_rounds, take_peaks
+from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, peak_runners, peaks_of_rounds, take_peaks
 from compress.benchmarking.rows import FULL, Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
@@ -89,24 +88,21 @@ def compared_rows(model: str, task: str, int8_precisions: list[str]) -> list[Com
 
 
 def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds: int, calls: int) -> dict[str, list[float]]:
-    """Per-round median seconds of each combination, all timed in turns in this process."""
+    """Per-round median seconds of each combination and of the host's peak MatMuls (`PEAK_RUNNER` + type),
+    all timed in turns in this process (`timed_in_turns`: a pause and untimed calls between models, since
+    one engine's spinning threads slow whatever runs right after it)."""
     threads = benchmark.latency.threads
     rows = {row.combination.key: row for row in sweep_rows(benchmark.sweep)}
-    calls_of = {}
+    runners = {}
     for c in combinations:
         recipe = rows[c.key].recipe
         batch = fixed_length_batch(next(iter(benchmark.executor.data(recipe).dev.values()))["text_a"],
                                    benchmark.executor.tokenizer(recipe.model), BATCH_SIZE, SEQUENCE_LENGTH)
         _, folder, _ = benchmark.build(rows[c.key])
         run = runner_for(load_artifact(folder), threads)
-        calls_of[c.key] = lambda run=run, batch=batch: run(batch)
-        timed_calls(calls_of[c.key], warmup=3, repeats=1)
-    calls_of |= {PEAK_RUNNER + name: call for name, call in peak_calls(threads).items()}  # the host's peaks, in the same rounds
-    medians: dict[str, list[float]] = {key: [] for key in calls_of}
-    for _ in range(rounds):
-        for key, call in calls_of.items():
-            medians[key].append(float(np.median(timed_calls(call, warmup=0, repeats=calls))))
-    return medians
+        runners[c.key] = lambda _, run=run, batch=batch: run(batch)  # each row on its own tokenizer's batch
+    per_round = timed_in_turns(runners | peak_runners(threads), {"fixed": [None] * calls}, rounds)
+    return {key: [ms / 1000 for ms in by_set["fixed"]] for key, by_set in per_round.items()}
 
 
 def speedup(medians: dict[str, list[float]], reference: Combination, student: Combination) -> tuple[float, float, float]:
