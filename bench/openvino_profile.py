@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-from compress.exporters.openvino_convert import IR_FILE
+from compress.exporters.openvino_convert import IR_FILE, compile_ir
 
 from compress.benchmarking.latency import describe_environment, timing_environment
 
@@ -34,11 +33,9 @@ def main() -> None:
     if not (args.folder / IR_FILE).is_file():
         parser.exit(2, f"error: no {IR_FILE} in {args.folder}\n")
 
-    core = ov.Core()
-    model = core.read_model(str(args.folder / IR_FILE))
-    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads, "PERF_COUNT": True})
+    compiled = compile_ir(args.folder / IR_FILE, args.threads, PERF_COUNT=True)
     request = compiled.create_infer_request()
-    feed = {i.get_any_name(): np.ones((1, args.length), np.int64) for i in model.inputs}
+    feed = {i.get_any_name(): np.ones((1, args.length), np.int64) for i in compiled.inputs}
     for _ in range(30):
         request.infer(feed)
     seconds = []

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 from compress.exporters import onnx_file
+from compress.exporters.openvino_convert import compile_ir
 from transformers import AutoConfig
 
 from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_in_turns, timing_environment
 from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.data.loading import DataSettings, load_task_data
+from compress.pipeline.artifacts import compiled_predictor
 from compress.pipeline.models import load_tokenizer
 
 COMPRESS = "compress's (NNCF transformer preset, latency hint)"
@@ -94,7 +96,7 @@ def main() -> None:
             dataset = nncf.Dataset([{k: v for k, v in feed.items() if k in wanted} for feed in feeds])
             quantized = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds), **options(model))
             ov.save_model(quantized, str(ir), compress_to_fp16=False)
-        compiled[name] = core.compile_model(str(ir), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads})
+        compiled[name] = compile_ir(ir, args.threads)
     for name, (config, static) in COMPILE_VARIANTS.items():
         model = core.read_model(str(args.out / "nncf-0.xml"))
         if static:
@@ -104,11 +106,7 @@ def main() -> None:
     tokenizer = load_tokenizer(str(args.export))
     batch = fixed_length_batch(["a review of a film"], tokenizer, 1, args.length)
 
-    def runner(model):
-        request, names = model.create_infer_request(), {i.get_any_name() for i in model.inputs}
-        return lambda b: request.infer({k: v.numpy().astype(np.int64) for k, v in b.items() if k in names})
-
-    runners = {name: runner(model) for name, model in compiled.items()} | peak_runners(args.threads)
+    runners = {name: compiled_predictor(model) for name, model in compiled.items()} | peak_runners(args.threads)
     per_round = timed_in_turns(runners, {"fixed": [batch] * args.calls}, args.rounds)
     peak_ms = take_peaks(per_round)
     peaks = peaks_of_rounds(peak_ms)

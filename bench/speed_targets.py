@@ -87,10 +87,11 @@ def compared_rows(model: str, task: str, int8_precisions: list[str]) -> list[Com
     return rows
 
 
-def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds: int, calls: int) -> dict[str, list[float]]:
-    """Per-round median seconds of each combination and of the host's peak MatMuls (`PEAK_RUNNER` + type),
-    all timed in turns in this process (`timed_in_turns`: a pause and untimed calls between models, since
-    one engine's spinning threads slow whatever runs right after it)."""
+def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds: int,
+                  calls: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-round median milliseconds of each combination, and of the host's peak MatMuls by type, all timed
+    in turns in this process (`timed_in_turns`: a pause and untimed calls between models, since one
+    engine's spinning threads slow whatever runs right after it)."""
     threads = benchmark.latency.threads
     rows = {row.combination.key: row for row in sweep_rows(benchmark.sweep)}
     runners = {}
@@ -102,7 +103,8 @@ def time_in_turns(benchmark: Benchmark, combinations: list[Combination], rounds:
         run = runner_for(load_artifact(folder), threads)
         runners[c.key] = lambda _, run=run, batch=batch: run(batch)  # each row on its own tokenizer's batch
     per_round = timed_in_turns(runners | peak_runners(threads), {"fixed": [None] * calls}, rounds)
-    return {key: [ms / 1000 for ms in by_set["fixed"]] for key, by_set in per_round.items()}
+    peak_ms = {name: by_set["fixed"] for name, by_set in take_peaks(per_round).items()}
+    return {key: by_set["fixed"] for key, by_set in per_round.items()}, peak_ms
 
 
 def speedup(medians: dict[str, list[float]], reference: Combination, student: Combination) -> tuple[float, float, float]:
@@ -111,39 +113,39 @@ def speedup(medians: dict[str, list[float]], reference: Combination, student: Co
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def round_fractions(record: dict, seconds: list[float], peak_seconds: dict[str, list[float]]) -> tuple[list[float] | None, str]:
+def round_fractions(record: dict, model_ms: list[float], peak_ms: dict[str, list[float]]) -> tuple[list[float] | None, str]:
     """Round by round, the share of the host's MatMul peak (in the type the row computes in, timed in the same
     round) that the row's time reached, from the MatMul work the sweep recorded at this batch and length
     (None for a record without it)."""
     dtype = PRECISIONS[record["precision"]].matmul_dtype
     gop = next((t.get("matmul_gop") for t in record["latency"]
                 if t["batch_size"] == BATCH_SIZE and t["sequence_length"] == str(SEQUENCE_LENGTH)), None)
-    if gop is None or dtype not in peak_seconds:
+    if gop is None or dtype not in peak_ms:
         return None, dtype
-    return [fractions_in_turns(gop, [s], {dtype: [peak]})[dtype] for s, peak in zip(seconds, peak_seconds[dtype])], dtype
+    return [fractions_in_turns(gop, [ms], {dtype: [peak]})[dtype] for ms, peak in zip(model_ms, peak_ms[dtype])], dtype
 
 
-def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peak_seconds: dict[str, list[float]]) -> list[str]:
+def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peak_ms: dict[str, list[float]]) -> list[str]:
     full = records[rows[0].key]
     lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up | of MatMul peak |",
              "|---|---|---|---|---|---|---|---|"]
     for c in rows:
         r = records[c.key]
-        fractions, dtype = round_fractions(r, medians[c.key], peak_seconds)
+        fractions, dtype = round_fractions(r, medians[c.key], peak_ms)
         lines.append(
             f"| {c.label} | {r['score']:.4f} | {100 * (r['score'] - full['score']):+.2f} | {r['parameters'] / 1e6:.1f} | "
-            f"{r['size_mb']:.1f} | {1000 * statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
+            f"{r['size_mb']:.1f} | {statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
             f"{'' if fractions is None else f'{statistics.median(fractions):.0%} {dtype}'} |"
         )
     return lines
 
 
 def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str],
-                   peak_seconds: dict[str, list[float]]) -> list[str]:
+                   peak_ms: dict[str, list[float]]) -> list[str]:
     lines = []
     for int8 in int8_precisions:
         student = Combination(model, task, "top", ROOFLINE_K, "distill", int8)
-        fractions, _ = round_fractions(records[student.key], medians[student.key], peak_seconds)
+        fractions, _ = round_fractions(records[student.key], medians[student.key], peak_ms)
         if fractions is None:
             continue
         fraction = statistics.median(fractions)
@@ -247,18 +249,17 @@ def main() -> None:
                 lines += [f"- not measured: the sweep has not finished {', '.join(missing)}", ""]
                 continue
             with LoadElsewhere() as elsewhere:
-                medians = time_in_turns(benchmark, rows, args.rounds, args.calls)
-            peak_seconds = take_peaks(medians)
+                medians, peak_ms = time_in_turns(benchmark, rows, args.rounds, args.calls)
             # which kind of host: the int8/fp32 ratio bounds the speed-ups
-            throughput = peaks_of_rounds({name: {"": [1000 * s for s in rounds]} for name, rounds in peak_seconds.items()})
+            throughput = peaks_of_rounds({name: {"fixed": rounds} for name, rounds in peak_ms.items()})
             lines += [f"This machine's {describe_peaks(throughput, sweep.latency.threads)}, timed in the same rounds "
                       "(`bench/gemm_throughput.py` times it alone).", ""]
-            lines += table(rows, records, medians, peak_seconds)
+            lines += table(rows, records, medians, peak_ms)
             lines += ["", f"Other work on this machine while these were timed: {elsewhere.cores:.2f} CPU cores on average"
                       + (" (busy: measure again on a quiet machine)." if contended(elsewhere.cores) else ".")]
             lines += ["", *target_lines(records, medians, model, task, int8_precisions),
-                      *roofline_lines(records, medians, model, task, int8_precisions, peak_seconds), ""]
-            figures[f"{model}|{task}"] = {key: [round(1000 * s, 3) for s in values] for key, values in medians.items()}
+                      *roofline_lines(records, medians, model, task, int8_precisions, peak_ms), ""]
+            figures[f"{model}|{task}"] = {key: [round(ms, 3) for ms in values] for key, values in medians.items()}
     lines += ["## Harness overhead per combination", "", *overhead_lines(all_records), ""]
     command = f".venv/bin/python bench/speed_targets.py {args.sweep} --out {args.out} --rounds {args.rounds} --calls {args.calls}"
     lines += [f"Command: `{command}`", ""]

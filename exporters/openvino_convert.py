@@ -48,10 +48,11 @@ def quantize_int8(onnx_path: Path, ir_path: Path, batches: Iterable[dict[str, np
     ov.save_model(quantized, str(ir_path), compress_to_fp16=False)
 
 
-def compile_ir(ir_path: Path, threads: int | None = None, precision: str | None = None):
+def compile_ir(ir_path: Path, threads: int | None = None, precision: str | None = None, **properties):
     """The IR compiled for the CPU for batch-1 latency; `precision`: 'fp32' or 'bf16', None for OpenVINO's
-    own choice (bf16 for what int8 leaves where the CPU computes in bf16, else fp32)."""
-    config = {"PERFORMANCE_HINT": "LATENCY"}
+    own choice (bf16 for what int8 leaves where the CPU computes in bf16, else fp32); `properties`: further
+    CPU plugin properties (e.g. PERF_COUNT=True for its per-node counters)."""
+    config = {"PERFORMANCE_HINT": "LATENCY", **properties}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if precision:

@@ -180,10 +180,10 @@ def timed_in_turns(runners: dict[str, Callable[[dict], object]], batch_sets: dic
     in turn). Every round times one runner after another, with a pause and two untimed calls between them,
     so a slow spell of the host moves every runner alike: compare them by the median over rounds, or by
     their ratio round by round. Every runner meets every batch once before the first round (see `measure`)."""
+    distinct = [batch for batches in batch_sets.values() for batch in {id(b): b for b in batches}.values()]
     for run in runners.values():
-        for batches in batch_sets.values():
-            for batch in batches:
-                run(batch)
+        for batch in distinct:
+            run(batch)
     per_round = {name: {label: [] for label in batch_sets} for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():

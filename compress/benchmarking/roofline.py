@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 from transformers import PretrainedConfig
@@ -29,9 +28,11 @@ from compress.surgery.architectures import ARCHITECTURES, layout_for, num_layers
 PEAK_ROWS, PEAK_DEPTH, PEAK_COLUMNS = 128, 768, 3072
 PEAK_WEIGHT_SCALE = 0.01
 PEAK_GOP = 2 * PEAK_ROWS * PEAK_DEPTH * PEAK_COLUMNS / 1e9
-T = TypeVar("T")
 PEAK_RUNNER = "MatMul peak "
 """The name of a peak MatMul among the runners timed in turns, before its type (int8, fp32)."""
+PEAK_CALLS_PER_RUN = 8
+"""Peak MatMuls per timed call of a peak runner: one takes a third of a millisecond in int8 on a fast
+host, and timed so briefly after a turn's pause it reads slower than it runs among the model's own."""
 
 
 def matmul_gop(config: PretrainedConfig, batch_shapes: list[tuple[int, int]]) -> float | None:
@@ -96,13 +97,17 @@ def matmul_peaks(threads: int, calls: int = 200, warmup: int = 20) -> dict[str, 
 
 
 def peak_runners(threads: int) -> dict[str, Callable[[dict], object]]:
-    """The peak MatMuls as runners to time in turns beside models (they take a batch and leave it)."""
-    return {PEAK_RUNNER + name: (lambda batch, call=call: call()) for name, call in peak_calls(threads).items()}
+    """The peak MatMuls as runners to time in turns beside models (they take a batch and leave it), each
+    call `PEAK_CALLS_PER_RUN` MatMuls; `take_peaks` gives their times per MatMul."""
+    return {PEAK_RUNNER + name: (lambda batch, call=call: [call() for _ in range(PEAK_CALLS_PER_RUN)])
+            for name, call in peak_calls(threads).items()}
 
 
-def take_peaks(per_round: dict[str, T]) -> dict[str, T]:
-    """The peak runners' times (by type: int8, fp32), removed from the times of everything timed in turns."""
-    return {name.removeprefix(PEAK_RUNNER): per_round.pop(name) for name in [n for n in per_round if n.startswith(PEAK_RUNNER)]}
+def take_peaks(per_round: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+    """The peak runners' milliseconds per MatMul (by type: int8, fp32; then by batch set, one per round),
+    removed from the times of everything `timed_in_turns` timed."""
+    return {name.removeprefix(PEAK_RUNNER): {label: [ms / PEAK_CALLS_PER_RUN for ms in rounds] for label, rounds in per_round.pop(name).items()}
+            for name in [n for n in per_round if n.startswith(PEAK_RUNNER)]}
 
 
 def peaks_of_rounds(peak_ms: dict[str, dict[str, list[float]]]) -> dict[str, float]:
