@@ -4,7 +4,8 @@ beside the time per call: what the kernels leave is the plugin's own work betwee
     .venv/bin/python bench/openvino_profile.py OPENVINO_FOLDER --threads 2 --length 128
 
 The folder is one compress's OpenVINO modes wrote (`openvino_model.xml`); compiled as compress compiles
-it (latency hint, `--threads`), run at batch 1 on `--length` tokens of ones (the work of a MatMul does not
+it (latency hint, `--threads`, its method's precision; for the one shape [1, `--length`] where the folder
+is run padded to fixed shapes, `pad_to_multiple_of`), run at batch 1 on `--length` tokens of ones (the work of a MatMul does not
 depend on the token ids), `--calls` times after 30 untimed calls.
 """
 
@@ -18,9 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from compress.exporters.openvino_convert import IR_FILE, compile_ir
+from compress.exporters.openvino_convert import IR_FILE, compile_ir, with_input_shape
 
 from compress.benchmarking.latency import describe_environment, timing_environment
+from compress.pipeline.artifacts import OpenVinoModel
 
 
 def main() -> None:
@@ -33,7 +35,10 @@ def main() -> None:
     if not (args.folder / IR_FILE).is_file():
         parser.exit(2, f"error: no {IR_FILE} in {args.folder}\n")
 
-    compiled = compile_ir(args.folder / IR_FILE, args.threads, PERF_COUNT=True)
+    model = OpenVinoModel(args.folder)
+    fixed = bool(model.quantization.get("pad_to_multiple_of"))
+    ir = with_input_shape(model.ir, 1, args.length) if fixed else model.path
+    compiled = compile_ir(ir, args.threads, model.quantization.get("compute_precision"), PERF_COUNT=True)
     request = compiled.create_infer_request()
     feed = {i.get_any_name(): np.ones((1, args.length), np.int64) for i in compiled.inputs}
     for _ in range(30):
@@ -53,7 +58,7 @@ def main() -> None:
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, batch 1 at "
-          f"{args.length} tokens; computed in {compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()} where not int8.\n")
+          f"{args.length} tokens, compiled for {'that one shape' if fixed else 'any shape'}; computed in {compiled.get_property('INFERENCE_PRECISION_HINT').get_type_name()} where not int8.\n")
     print(f"p50 per call: {p50_us:.0f} µs; the kernels of the last call: {kernels:.0f} µs; the rest, the plugin's own work: "
           f"{p50_us - kernels:.0f} µs ({(p50_us - kernels) / p50_us:.0%}).\n")
     print("| operation | kernel | nodes | µs | share of kernel time |")

@@ -29,7 +29,7 @@ from compress.data.loading import DataSettings, load_task_data
 from compress.pipeline.artifacts import compiled_predictor
 from compress.pipeline.models import load_tokenizer
 
-COMPRESS = "compress's (NNCF transformer preset, latency hint)"
+COMPRESS = "compress's (NNCF transformer preset, latency hint, any shape)"
 
 
 def attention_products(model: ov.Model) -> list[str]:
@@ -54,7 +54,7 @@ COMPILE_VARIANTS = {
     "compile: one stream, no hint": ({"NUM_STREAMS": 1}, False),
     "compile: CPU pinning": ({"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": True}, False),
     "compile: what int8 leaves in f32 (not bf16)": ({"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}, False),
-    "compile: for the one shape [1, length] (serves no other length)": ({"PERFORMANCE_HINT": "LATENCY"}, True),
+    "compile: for the one shape [1, length] (compress pads to such shapes: pad_to_multiple_of)": ({"PERFORMANCE_HINT": "LATENCY"}, True),
 }
 
 

@@ -48,16 +48,32 @@ def quantize_int8(onnx_path: Path, ir_path: Path, batches: Iterable[dict[str, np
     ov.save_model(quantized, str(ir_path), compress_to_fp16=False)
 
 
-def compile_ir(ir_path: Path, threads: int | None = None, precision: str | None = None, **properties):
-    """The IR compiled for the CPU for batch-1 latency; `precision`: 'fp32' or 'bf16', None for OpenVINO's
-    own choice (bf16 for what int8 leaves where the CPU computes in bf16, else fp32); `properties`: further
-    CPU plugin properties (e.g. PERF_COUNT=True for its per-node counters)."""
+def read_ir(ir_path: Path):
+    """The IR as an `openvino.Model`, to compile for a fixed input shape (`with_input_shape`)."""
+    return _core().read_model(str(ir_path))
+
+
+def with_input_shape(model, batch_size: int, length: int):
+    """A copy of `model` whose every input is fixed at [batch_size, length]. OpenVINO runs a model compiled
+    for one shape faster than one compiled for any shape, and a dynamic one prepares its graph again for
+    each new length it meets. The copy shares the weights of `model`; each compilation packs its own."""
+    import openvino as ov
+
+    shaped = model.clone()
+    shaped.reshape({i.get_any_name(): ov.PartialShape([batch_size, length]) for i in shaped.inputs})
+    return shaped
+
+
+def compile_ir(ir, threads: int | None = None, precision: str | None = None, **properties):
+    """The IR (a path, or an `openvino.Model`) compiled for the CPU for batch-1 latency; `precision`: 'fp32'
+    or 'bf16', None for OpenVINO's own choice (bf16 for what int8 leaves where the CPU computes in bf16, else
+    fp32); `properties`: further CPU plugin properties (e.g. PERF_COUNT=True for its per-node counters)."""
     config = {"PERFORMANCE_HINT": "LATENCY", **properties}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     if precision:
         config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
-    return _core().compile_model(str(ir_path), "CPU", config)
+    return _core().compile_model(str(ir) if isinstance(ir, Path) else ir, "CPU", config)
 
 
 def computed_precision(compiled) -> str:

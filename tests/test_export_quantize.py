@@ -159,6 +159,40 @@ def test_openvino_runs_what_onnx_runs(int8_run):
             assert (logits.argmax(-1) == expected.argmax(-1)).mean() >= 0.75, name
 
 
+@pytest.mark.parametrize(("model_type", "padding_side"), [("bert", "right"), ("roberta", "right"), ("xlnet", "left")])
+def test_openvino_pads_to_fixed_shapes_on_the_tokenizers_side_within_the_models_positions(model_type, padding_side, tmp_path, monkeypatch):
+    """A padded OpenVINO model gives the dynamic graph's logits: batches are padded where the tokenizer pads
+    (XLNet's head reads the last token), to a multiple of the step, but never past the position embeddings."""
+    from compress.exporters import openvino_convert
+    from compress.exporters.openvino_convert import IR_FILE, convert_onnx
+
+    from compress.pipeline.artifacts import QUANTIZATION_FIELD, OpenVinoModel
+
+    tokenizer = load_tokenizer("minilm-l6")
+    tokenizer.padding_side = padding_side
+    config = tiny_config(model_type, 2)
+    config.vocab_size, config.pad_token_id = tokenizer.vocab_size, tokenizer.pad_token_id
+    if model_type != "xlnet":  # relative positions: no bound
+        config.max_position_embeddings = 40
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    graph = export_onnx(model, tokenizer, tmp_path)
+    convert_onnx(graph, tmp_path / IR_FILE)
+    setattr(config, QUANTIZATION_FIELD, {"mode": "openvino-fp32", "compute_precision": "fp32", "pad_to_multiple_of": 16})
+    config.save_pretrained(tmp_path)
+    shapes, real_with_input_shape = [], openvino_convert.with_input_shape
+    monkeypatch.setattr(openvino_convert, "with_input_shape", lambda ir, *shape: (shapes.append(shape), real_with_input_shape(ir, *shape))[1])
+
+    predict, session = OpenVinoModel(tmp_path).predictor(1), ort_session(graph)
+    long_text = " ".join(["words"] * 34)
+    for texts in (TEXTS, TEXTS[1:3], [long_text]):
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        (expected,) = session.run(["logits"], {i.name: batch[i.name].numpy() for i in session.get_inputs()})
+        assert np.abs(predict(dict(batch)) - expected).max() < 1e-4, texts
+    bound = 40 - (config.pad_token_id + 1) if model_type == "roberta" else 40
+    assert shapes == [(4, 16), (2, 16), (1, 48 if model_type == "xlnet" else bound)]
+
+
 def test_best_tries_by_default_the_export_and_every_onnx_method_this_machine_runs():
     modes, not_run_here = BestSettings(mode="best").chosen_candidates()
     assert modes[0] == KEEP_EXPORT and {*modes[1:], *not_run_here} == candidate_methods().keys() and not set(modes) & not_run_here.keys()

@@ -16,17 +16,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal, Union
 
 import numpy as np
 import torch
+from torch.nn.functional import pad
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
-from compress.pipeline.models import count_parameters, load_saved
+from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
+from compress.surgery.architectures import max_sequence_length
 
 Kind = Literal["torch", "onnx", "torch-int8", "openvino", "runtime"]
 """What a stage takes and makes; 'runtime': ONNX or OpenVINO, whichever a stage chose as it ran."""
@@ -114,17 +116,28 @@ class OpenVinoModel(RuntimeModel):
         return self.folder / IR_FILE
 
     @property
-    def precision(self) -> str | None:
-        """What its quantization method asks OpenVINO to compute in ('fp32', 'bf16'), None: OpenVINO's choice."""
-        return (getattr(self.config, QUANTIZATION_FIELD, None) or {}).get("compute_precision")
+    def quantization(self) -> dict:
+        """How its quantize stage made it and asks for it to be run (QUANTIZATION_FIELD; empty for other folders)."""
+        return getattr(self.config, QUANTIZATION_FIELD, None) or {}
 
-    def compiled(self, threads: int | None = None):
-        """The IR compiled by OpenVINO's CPU plugin in the precision its method asks for."""
-        from compress.exporters.openvino_convert import compile_ir
+    @cached_property
+    def ir(self):
+        """The IR read once: fixed-shape compilations are made from copies of it that share its weights."""
+        from compress.exporters.openvino_convert import read_ir
 
-        return compile_ir(self.path, threads or torch.get_num_threads(), self.precision)
+        return read_ir(self.path)
+
+    def compiled(self, threads: int | None = None, input_shape: tuple[int, int] | None = None):
+        """The IR compiled by OpenVINO's CPU plugin in the precision its method asks for (`compute_precision`:
+        'fp32', 'bf16'; None: OpenVINO's choice), for inputs of any shape or of the one `input_shape`."""
+        from compress.exporters.openvino_convert import compile_ir, with_input_shape
+
+        model = self.path if input_shape is None else with_input_shape(self.ir, *input_shape)
+        return compile_ir(model, threads or torch.get_num_threads(), self.quantization.get("compute_precision"))
 
     def predictor(self, threads: int | None = None) -> Predictor:
+        if multiple := self.quantization.get("pad_to_multiple_of"):
+            return padded_predictor(self, multiple, threads)
         return compiled_predictor(self.compiled(threads))
 
 
@@ -133,6 +146,34 @@ def compiled_predictor(compiled) -> Predictor:
     wanted = {i.any_name for i in compiled.inputs}
     logits = compiled.output(0)
     return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
+
+
+FIXED_SHAPES_KEPT = 8
+"""Fixed-shape compilations a padded OpenVINO predictor keeps; each holds its own packed weights (about 2.5
+times the IR's size), and one let go is compiled again (about half a second for MPNet) when next needed."""
+
+
+def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = None) -> Predictor:
+    """Logits from compilations of `model` for fixed shapes, one per batch size and padded length: each batch
+    is padded, on its tokenizer's padding side and masked out, to the next multiple of `multiple` tokens
+    (never past what the model's positions serve), so that a few fixed shapes serve every length."""
+    tokenizer = load_tokenizer(model.folder)
+    fill = {"input_ids": tokenizer.pad_token_id or 0}
+    bound = max_sequence_length(model.config)
+
+    @lru_cache(maxsize=FIXED_SHAPES_KEPT)
+    def predictor_for_shape(rows: int, length: int) -> Predictor:
+        return compiled_predictor(model.compiled(threads, (rows, length)))
+
+    def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        rows, length = batch["input_ids"].shape
+        padded = -(-length // multiple) * multiple
+        if bound is not None:
+            padded = min(padded, max(length, bound))
+        sides = (padded - length, 0) if tokenizer.padding_side == "left" else (0, padded - length)
+        return predictor_for_shape(rows, padded)({name: pad(tensor, sides, value=fill.get(name, 0)) for name, tensor in batch.items()})
+
+    return predict
 
 
 RUNTIMES: dict[Kind, type[RuntimeModel]] = {"onnx": OnnxModel, "openvino": OpenVinoModel}

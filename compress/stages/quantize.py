@@ -28,7 +28,7 @@ from compress.exporters.onnx_runtime import ort_session
 from compress.exporters.openvino_convert import IR_FILE, computed_precision, convert_onnx
 from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel, compiled_predictor
+from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
 from compress.stages.fastest import pick_fastest
@@ -97,6 +97,11 @@ class OpenVinoSettings(QuantizeSettings):
     tolerance: float = Field(1e-3, gt=0, description="Largest allowed |OpenVINO logit - ONNX logit| (fp32 only: "
                              "bf16 and int8 change logits by design; their difference and label agreement are reported).")
     parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
+    pad_to_multiple_of: int | None = Field(32, ge=1, description=(
+        "compress runs each batch padded to the next multiple of this many tokens, on a model compiled for that "
+        "fixed shape: OpenVINO runs a fixed shape faster, and prepares a dynamic one again for every new length "
+        "(MiniLM int8 here: 1.10x at 128 tokens, 1.4x at SST-2's lengths). null: one model for every shape."))
+    added_later: ClassVar[dict[str, object]] = {"pad_to_multiple_of": None}
 
 
 class OpenVinoFp32Settings(OpenVinoSettings):
@@ -310,16 +315,16 @@ def _openvino(precision: str | None) -> Callable:
         config = AutoConfig.from_pretrained(model.folder)
         setattr(config, QUANTIZATION_FIELD, {**settings.record(), "compute_precision": precision})
         config.save_pretrained(context.output_dir)
+        context.tokenizer.save_pretrained(context.output_dir)  # padding to fixed shapes pads as the tokenizer does
         converted = OpenVinoModel(context.output_dir)
 
         batch = parity_batch(context, settings.parity_examples)
-        compiled = converted.compiled()
-        ours, reference = compiled_predictor(compiled)(batch), model.predictor()(batch)
+        ours, reference = converted.predictor()(batch), model.predictor()(batch)
         difference = float(np.abs(ours - reference).max())
         if precision == "fp32" and difference > settings.tolerance:
             raise CompressError(f"{settings.mode}: OpenVINO logits differ from the ONNX graph's by {difference:.2e} on "
                                 f"{len(ours)} dev examples (tolerance {settings.tolerance:g})")
-        computed = computed_precision(compiled)
+        computed = computed_precision(converted.compiled())
         # a regression head's one output has no label to agree on
         agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if ours.shape[-1] > 1 else None
         return StageOutput(converted, OpenVinoFacts(computed_precision=computed, parity_max_abs_logit_diff=difference,
