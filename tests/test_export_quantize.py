@@ -191,6 +191,8 @@ def test_openvino_pads_to_fixed_shapes_on_the_tokenizers_side_within_the_models_
         assert np.abs(predict(dict(batch)) - expected).max() < 1e-4, texts
     bound = 40 - (config.pad_token_id + 1) if model_type == "roberta" else 40
     assert shapes == [(4, 16), (2, 16), (1, 48 if model_type == "xlnet" else bound)]
+    any_shape = METHODS["openvino-int8"].settings_for("openvino-int8", 42, 64, pad_to_multiple_of=None)
+    assert "pad_to_multiple_of" not in any_shape.identity_settings(2), "models made before the setting keep their cache entries"
 
 
 def test_best_tries_by_default_the_export_and_every_onnx_method_this_machine_runs():
