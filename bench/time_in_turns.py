@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0, help="which dev examples are drawn for the real lengths")
     args = parser.parse_args()
 
     specs = [str(m).partition("::") for m in args.models]
@@ -87,16 +88,17 @@ def main() -> None:
     data = DataSettings(source="embedded") if args.task == "rotten-tomatoes" else DataSettings(source="glue-dir", path="../shared/glue")
     dev = next(iter(load_task_data(args.task, data).dev.values()))
     batches = {"fixed": [fixed_length_batch(dev["text_a"], tokenizer, 1, args.length)] * args.calls,
-               "real": task_length_batches(dev, tokenizer, 1, args.length, count=args.calls, seed=0)}
+               "real": task_length_batches(dev, tokenizer, 1, args.length, count=args.calls, seed=args.seed)}
     runners = {str(index): runner(folder, entry, args.threads) for index, (folder, entry) in enumerate(zip(folders, entries))}
     per_round = timed_in_turns({**runners, **peak_runners(args.threads)}, batches, args.rounds)
     peak_ms = take_peaks(per_round)
     peaks = peaks_of_rounds(peak_ms)
 
+    lengths = [b["input_ids"].shape[1] for b in batches["real"]]
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
           f"{args.rounds} rounds of {args.calls} calls per model; {describe_peaks(peaks, args.threads)}. "
-          f"Real lengths: {args.task} dev examples, one per call.\n")
+          f"Real lengths: {args.task} dev examples, one per call, {min(lengths)} to {max(lengths)} tokens (median {int(np.median(lengths))}).\n")
     print(f"| model | batch 1, {args.length} tokens: p50 ms | speed-up over the first | of MatMul peak | "
           "real lengths: p50 ms | speed-up over the first | of MatMul peak |")
     print("|---|---|---|---|---|---|---|")
