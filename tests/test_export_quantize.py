@@ -29,7 +29,7 @@ from compress.errors import CompressError
 from compress.pipeline.artifacts import OnnxModel, load_artifact
 from compress.pipeline.models import load_tokenizer
 from compress.stages.base import StageContext
-from compress.stages.fastest import pick_fastest
+from compress.stages.fastest import candidates_for, pick_fastest
 from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, batch_consistency, candidate_methods
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
@@ -205,6 +205,15 @@ def test_best_tries_by_default_the_export_and_every_onnx_method_this_machine_run
     assert BestSettings(mode="best", candidates=["dynamic-int8"]).chosen_candidates() == (["dynamic-int8"], {})
 
 
+def test_best_tries_a_method_that_pads_to_fixed_shapes_at_each_multiple():
+    candidates = candidates_for([KEEP_EXPORT, "dynamic-int8", "openvino-int8"], METHODS, [32, 16, 8])
+    assert [(c.name, c.mode, c.settings) for c in candidates] == [
+        (KEEP_EXPORT, KEEP_EXPORT, {}), ("dynamic-int8", "dynamic-int8", {}), ("openvino-int8", "openvino-int8", {"pad_to_multiple_of": 32}),
+        ("openvino-int8, pad 16", "openvino-int8", {"pad_to_multiple_of": 16}), ("openvino-int8, pad 8", "openvino-int8", {"pad_to_multiple_of": 8})]
+    with pytest.raises(ValueError, match="a multiple is named twice"):
+        BestSettings(mode="best", pad_multiples=[16, 16])
+
+
 def test_runtime_models_compute_with_as_many_threads_as_pytorch_unless_told(int8_run, monkeypatch):
     """A process given fewer cores than the machine has (a test worker, a Ray task) keeps its engines'
     sessions to them: onnxruntime and OpenVINO take PyTorch's thread count where no count is named."""
@@ -259,8 +268,10 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
     stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
     best = stages["best"]
     facts = best["notes"]
-    candidates = {c["mode"]: c for c in facts["candidates"]}
-    assert list(candidates) == [KEEP_EXPORT, "dynamic-int8", "openvino-fp32"] and facts["not_run_here"] == {}
+    candidates = {c["name"]: c for c in facts["candidates"]}
+    # OpenVINO's models run padded to fixed shapes: tried at each padding multiple (32, its default, and 16)
+    assert list(candidates) == [KEEP_EXPORT, "dynamic-int8", "openvino-fp32", "openvino-fp32, pad 16"] and facts["not_run_here"] == {}
+    assert [candidates[n]["settings"] for n in ("openvino-fp32", "openvino-fp32, pad 16")] == [{"pad_to_multiple_of": 32}, {"pad_to_multiple_of": 16}]
     assert facts["export_score"] == pytest.approx(stages["onnx"]["metrics"]["accuracy"])
     for mode, candidate in candidates.items():
         assert "error" not in candidate and set(candidate["p50_ms"]) == {"32", "task"}, candidate
@@ -270,22 +281,23 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
     assert candidates["dynamic-int8"]["size_mb"] < 0.3 * candidates[KEEP_EXPORT]["size_mb"]
     # the roofline: each time set against this host's peak in the candidate's arithmetic, timed in the same rounds;
     # the share is the median of per-round shares (its arithmetic: test_roofline.py), which on a machine as busy
-    # as a test run's matches the ratio of the medians only within a factor (0.63 against 0.45 in one CI run)
+    # as a test run's matches the ratio of the medians only within a factor (0.63 against 0.45 in one CI run, 0.87
+    # against 0.42 with a second suite beside it); a unit mix-up (GOP for MOP) is a thousand times off
     peaks, work = facts["matmul_peaks_gops"], facts["matmul_gop"]
     assert set(peaks) == {"int8", "fp32"} and min(peaks.values()) > 0 and set(work) == {"32", "task"}
     assert work["32"] == pytest.approx(matmul_gop(AutoConfig.from_pretrained(run / "onnx"), [(1, 32)]), abs=1e-3)
     assert 0 < work["task"] != work["32"]
-    for mode, dtype in {KEEP_EXPORT: "fp32", "dynamic-int8": "int8", "openvino-fp32": "fp32"}.items():
-        assert candidates[mode]["matmul_dtype"] == dtype
-        for length, fraction in candidates[mode]["fraction_of_peak"].items():
-            reached = work[length] / (candidates[mode]["p50_ms"][length] / 1000) / peaks[dtype]
-            assert 0.5 < fraction / reached < 2 and 0 < fraction < 2
-        assert set(candidates[mode]["fraction_of_peak"]) == {"32", "task"}
-    allowed = [mode for mode, candidate in candidates.items() if candidate["within_budget"]]
+    for name, dtype in {KEEP_EXPORT: "fp32", "dynamic-int8": "int8", "openvino-fp32": "fp32", "openvino-fp32, pad 16": "fp32"}.items():
+        assert candidates[name]["matmul_dtype"] == dtype
+        for length, fraction in candidates[name]["fraction_of_peak"].items():
+            reached = work[length] / (candidates[name]["p50_ms"][length] / 1000) / peaks[dtype]
+            assert 1 / 3 < fraction / reached < 3 and 0 < fraction < 2
+        assert set(candidates[name]["fraction_of_peak"]) == {"32", "task"}
+    allowed = [name for name, candidate in candidates.items() if candidate["within_budget"]]
     for length, kept in facts["kept_by_length"].items():
-        fastest = min(candidates[mode]["p50_ms"][length] for mode in allowed)
-        tied = [mode for mode in allowed if candidates[mode]["p50_ms"][length] <= fastest * (1 + facts["tie_margin"])]
-        assert kept == min(tied, key=lambda mode: (candidates[mode]["size_mb"], candidates[mode]["p50_ms"][length]))
+        fastest = min(candidates[name]["p50_ms"][length] for name in allowed)
+        tied = [name for name in allowed if candidates[name]["p50_ms"][length] <= fastest * (1 + facts["tie_margin"])]
+        assert kept == min(tied, key=lambda name: (candidates[name]["size_mb"], candidates[name]["p50_ms"][length]))
     chosen = facts["chosen"]
     assert chosen == facts["kept_by_length"]["task"] and facts["choose_by"] == "task"
     assert best["metrics"]["accuracy"] == pytest.approx(candidates[chosen]["score"])
@@ -293,7 +305,8 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
     folder = run / "best"
     assert not (folder / ".candidates").exists()
     recorded = json.loads((folder / "config.json").read_text()).get("compress_quantization", {"mode": KEEP_EXPORT})
-    assert recorded["mode"] == chosen
+    assert recorded["mode"] == candidates[chosen]["mode"]
+    assert {k: recorded[k] for k in candidates[chosen]["settings"]} == candidates[chosen]["settings"], "the kept folder runs as it was timed"
     assert f"best: {chosen} kept" in output
 
 
@@ -311,7 +324,7 @@ def test_a_candidate_that_fails_is_reported_and_the_others_still_compete(reviews
     settings = BestSettings(mode="best", candidates=["none", "static-int8", "dynamic-int8"], lengths=[16, "task"], rounds=1, calls=3)
     context = StageContext(reviews, tokenizer, tmp_path / "out", max_length=32, eval_batch_size=32)
     facts = pick_fastest(OnnxModel(tmp_path / "exported"), settings, context, methods).facts
-    candidates = {c.mode: c for c in facts.candidates}
+    candidates = {c.name: c for c in facts.candidates}
     assert candidates["static-int8"].error == "RuntimeError: calibration ran out of memory" and not candidates["static-int8"].p50_ms
     assert candidates["none"].within_budget and set(candidates["none"].p50_ms) == {"16", "task"}
     assert facts.chosen in ("none", "dynamic-int8") and not (tmp_path / "out" / ".candidates").exists()

@@ -1,7 +1,7 @@
 """`quantize: {mode: best}`: the fastest artifact is chosen on this machine, not guessed.
 
-Each candidate method is applied to the fp32 ONNX export in a folder of its own, scored on the dev set,
-and timed with the others in turns (compress/benchmarking/latency.py) at every length asked for. The
+Each candidate method is applied to the fp32 ONNX export in a folder of its own (a method whose models
+run padded to fixed shapes once per padding multiple), scored on the dev set, and timed with the others in turns (compress/benchmarking/latency.py) at every length asked for. The
 fastest at `choose_by` among those scoring at most `score_budget` points below the export (of those
 within `tie_margin` of its time, the smallest on disk) is moved into the stage's folder; the stage's
 facts keep every candidate's score and timings, so which wins where is read from the run, and the
@@ -36,8 +36,18 @@ CANDIDATES_DIR = ".candidates"
 """Inside the stage's folder while it runs: one folder per candidate; only the chosen one's files stay."""
 
 
+PADDING_SETTING = "pad_to_multiple_of"
+"""The setting of a method whose models run padded to fixed shapes (OpenVINO's): `best` tries each of its
+`pad_multiples`, since which multiple pads least depends on the task's lengths."""
+
+
 class Candidate(StageFacts):
+    name: str
+    """The method, and the padding multiple where it is tried at more than one (e.g. 'openvino-int8, pad 16')."""
     mode: str
+    """The method ('none': the export as it is)."""
+    settings: dict[str, int] = {}
+    """Settings of the method other than its defaults' (the padding multiple)."""
     score: float | None = None
     """The task's primary metric on the dev set (None: the candidate failed)."""
     within_budget: bool = False
@@ -88,6 +98,21 @@ def _keep_export(model: OnnxModel, folder: Path) -> OnnxModel:
     return OnnxModel(folder)
 
 
+def candidates_for(modes: list[str], methods: dict[str, QuantizationMethod], pad_multiples: list[int]) -> list[Candidate]:
+    """One candidate per method, and one per padding multiple for a method whose models run padded to fixed
+    shapes (named by the method alone at its default multiple)."""
+    candidates = []
+    for mode in modes:
+        fields = methods[mode].settings.model_fields if mode in methods else {}
+        if PADDING_SETTING not in fields:
+            candidates.append(Candidate(name=mode, mode=mode))
+            continue
+        for multiple in pad_multiples:
+            name = mode if multiple == fields[PADDING_SETTING].default else f"{mode}, pad {multiple}"
+            candidates.append(Candidate(name=name, mode=mode, settings={PADDING_SETTING: multiple}))
+    return candidates
+
+
 def _timing_batches(settings: BestSettings, context: StageContext) -> dict[str, list[dict]]:
     dev = next(iter(context.data.dev.values()))
     batches = {}
@@ -115,20 +140,20 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     export_score = score(model)
     threads = settings.threads or psutil.cpu_count(logical=False) or psutil.cpu_count()
     batches = _timing_batches(settings, context)
-    candidates = {mode: Candidate(mode=mode) for mode in modes}
+    candidates = {c.name: c for c in candidates_for(modes, methods, settings.pad_multiples)}
     runners: dict[str, Callable] = {}
     scratch = context.output_dir / CANDIDATES_DIR
     scratch.mkdir()  # never one that was there before: removing it at the end removes only what this stage wrote
-    for mode in modes:
-        folder = scratch / mode
+    folders = {name: scratch / str(index) for index, name in enumerate(candidates)}
+    for name, candidate in candidates.items():
+        folder = folders[name]
         folder.mkdir()
-        candidate = candidates[mode]
         try:
-            if mode == KEEP_EXPORT:
+            if candidate.mode == KEEP_EXPORT:
                 built, candidate.score = _keep_export(model, folder), export_score
             else:
-                method = methods[mode]
-                method_settings = method.settings_for(mode, settings.seed, settings.calibration_examples)
+                method = methods[candidate.mode]
+                method_settings = method.settings_for(candidate.mode, settings.seed, settings.calibration_examples, **candidate.settings)
                 built = method.apply(model, method_settings, replace(context, output_dir=folder)).model
                 candidate.score = score(built)
             run = predictor_for(built, threads)
@@ -136,35 +161,36 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
         except Exception as error:  # a candidate that fails is reported and the others still compete
             candidate.error = failure(error)
             continue
-        runners[mode] = run
+        runners[name] = run
         candidate.size_mb = round(size_on_disk(folder) / 1e6, 2)
         # the export is its own reference (even where its score is NaN, as a constant regression output's correlation is)
-        candidate.within_budget = mode == KEEP_EXPORT or 100 * (export_score - candidate.score) <= settings.score_budget
+        candidate.within_budget = candidate.mode == KEEP_EXPORT or 100 * (export_score - candidate.score) <= settings.score_budget
 
     # the host's MatMul peaks timed in the same rounds, so that a slow spell moves a candidate and its peak alike
     per_round = timed_in_turns({**runners, **peak_runners(threads)}, batches, settings.rounds)
     peak_ms = take_peaks(per_round)
     peaks = peaks_of_rounds(peak_ms)
     work = {length: matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in calls]) for length, calls in batches.items()}
-    for mode, by_length in per_round.items():
-        candidates[mode].p50_ms = {length: round(float(np.median(ms)), 3) for length, ms in by_length.items()}
-        if mode in methods:  # the export itself (`none`, no method) keeps the default, fp32
-            candidates[mode].matmul_dtype = methods[mode].matmul_dtype
-        dtype = candidates[mode].matmul_dtype
-        candidates[mode].fraction_of_peak = {length: fractions_in_turns(work[length], ms, {dtype: peak_ms[dtype][length]})[dtype]
-                                             for length, ms in by_length.items() if work[length] and dtype in peak_ms}
+    for name, by_length in per_round.items():
+        candidate = candidates[name]
+        candidate.p50_ms = {length: round(float(np.median(ms)), 3) for length, ms in by_length.items()}
+        if candidate.mode in methods:  # the export itself (`none`, no method) keeps the default, fp32
+            candidate.matmul_dtype = methods[candidate.mode].matmul_dtype
+        dtype = candidate.matmul_dtype
+        candidate.fraction_of_peak = {length: fractions_in_turns(work[length], ms, {dtype: peak_ms[dtype][length]})[dtype]
+                                      for length, ms in by_length.items() if work[length] and dtype in peak_ms}
         if KEEP_EXPORT in per_round:
-            candidates[mode].speedup_over_export = {
+            candidate.speedup_over_export = {
                 length: round(float(np.median(np.array(per_round[KEEP_EXPORT][length]) / np.array(ms))), 3)
                 for length, ms in by_length.items()}
 
-    allowed = [candidates[mode] for mode in runners if candidates[mode].within_budget]
+    allowed = [candidates[name] for name in runners if candidates[name].within_budget]
     if not allowed:
         raise CompressError(f"best: no candidate scored within {settings.score_budget:g} points of the export's "
                             f"{primary} ({export_score:.4f}): " + _scores(candidates.values()))
     kept = {length: _kept_at(allowed, length, settings.tie_margin) for length in batches}
     chosen = kept[str(settings.choose_by)]
-    for entry in (scratch / chosen).iterdir():
+    for entry in folders[chosen].iterdir():
         entry.rename(context.output_dir / entry.name)
     shutil.rmtree(scratch)  # made above by this stage, inside its own unfinished (.partial) folder
 
@@ -177,7 +203,7 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
     console.print(candidates_table(facts))
     for c in facts.candidates:
         if c.error:
-            console.print(f"[yellow]best[/]: candidate {c.mode} failed here: {c.error}")
+            console.print(f"[yellow]best[/]: candidate {c.name} failed here: {c.error}")
     return StageOutput(load_artifact(context.output_dir), facts)
 
 
@@ -186,11 +212,11 @@ def _kept_at(allowed: list[Candidate], length: str, tie_margin: float) -> str:
     difference timing noise can make), the smallest on disk."""
     fastest = min(c.p50_ms[length] for c in allowed)
     tied = [c for c in allowed if c.p50_ms[length] <= fastest * (1 + tie_margin)]
-    return min(tied, key=lambda c: (c.size_mb, c.p50_ms[length])).mode
+    return min(tied, key=lambda c: (c.size_mb, c.p50_ms[length])).name
 
 
 def _scores(candidates) -> str:
-    return ", ".join(f"{c.mode} {c.score:.4f}" if c.score is not None else f"{c.mode} failed" for c in candidates)
+    return ", ".join(f"{c.name} {c.score:.4f}" if c.score is not None else f"{c.name} failed" for c in candidates)
 
 
 def candidates_table(facts: FastestFacts) -> Table:
@@ -210,12 +236,12 @@ def candidates_table(facts: FastestFacts) -> Table:
         table.add_column(f"p50 ms, {length}", justify="right")
     for c in facts.candidates:
         if c.error:
-            table.add_row(c.mode, "failed", "", *([""] * len(lengths)))
+            table.add_row(c.name, "failed", "", *([""] * len(lengths)))
             continue
         delta = 100 * (c.score - facts.export_score)
         times = [f"{c.p50_ms[length]:.2f}" + (f" ({c.speedup_over_export[length]:.2f}x)" if c.speedup_over_export else "")
                  + (f" {c.fraction_of_peak[length]:.0%} {c.matmul_dtype}" if length in c.fraction_of_peak else "")
-                 + (" kept" if facts.kept_by_length[length] == c.mode else "") for length in lengths]
-        marker = " (chosen)" if c.mode == facts.chosen else "" if c.within_budget else " (over budget)"
-        table.add_row(c.mode + marker, f"{c.score:.4f} ({delta:+.2f})", f"{c.size_mb:.1f}", *times)
+                 + (" kept" if facts.kept_by_length[length] == c.name else "") for length in lengths]
+        marker = " (chosen)" if c.name == facts.chosen else "" if c.within_budget else " (over budget)"
+        table.add_row(c.name + marker, f"{c.score:.4f} ({delta:+.2f})", f"{c.size_mb:.1f}", *times)
     return table

@@ -100,7 +100,9 @@ class OpenVinoSettings(QuantizeSettings):
     pad_to_multiple_of: int | None = Field(32, ge=1, description=(
         "compress runs each batch padded to the next multiple of this many tokens, on a model compiled for that "
         "fixed shape: OpenVINO runs a fixed shape faster, and prepares a dynamic one again for every new length "
-        "(MiniLM int8 here: 1.10x at 128 tokens, 1.4x at SST-2's lengths). null: one model for every shape."))
+        "(4-layer MiniLM int8 on a Zen 5: 1.1x at 128 tokens, 1.5x at SST-2's lengths). 16 pads less where most "
+        "inputs run just past 32 tokens (bench/results/fastest/zen5/pad_multiples_by_task.md). null: one model for "
+        "every shape."))
     added_later: ClassVar[dict[str, object]] = {"pad_to_multiple_of": None}
 
 
@@ -160,6 +162,16 @@ class BestSettings(QuantizeSettings):
     rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
     calls: int = Field(20, ge=3, description="Timed calls per candidate, length and round.")
     calibration_examples: int = Field(300, ge=1, description="Training examples the calibrated candidates calibrate on.")
+    pad_multiples: list[PositiveInt] = Field(
+        [32, 16], min_length=1, description="A method whose models run padded to fixed shapes (OpenVINO's `pad_to_multiple_of`) "
+        "is tried at each of these multiples of tokens: which pads least depends on the task's lengths.")
+
+    @field_validator("pad_multiples")
+    @classmethod
+    def _distinct_multiples(cls, multiples: list[int]) -> list[int]:
+        if len(set(multiples)) < len(multiples):
+            raise ValueError(f"a multiple is named twice in {multiples}")
+        return multiples
 
     @field_validator("candidates")
     @classmethod
