@@ -22,7 +22,7 @@ import numpy as np
 from compress.exporters.openvino_convert import IR_FILE, compile_ir, with_input_shape
 
 from compress.benchmarking.latency import describe_environment, timing_environment
-from compress.pipeline.artifacts import OpenVinoModel
+from compress.pipeline.artifacts import PADDING_SETTING, OpenVinoModel
 
 
 def main() -> None:
@@ -35,8 +35,13 @@ def main() -> None:
     if not (args.folder / IR_FILE).is_file():
         parser.exit(2, f"error: no {IR_FILE} in {args.folder}\n")
 
+    if not (args.folder / "config.json").is_file():
+        parser.exit(2, f"error: no config.json in {args.folder} (a folder compress's OpenVINO modes wrote)\n")
     model = OpenVinoModel(args.folder)
-    fixed = bool(model.quantization.get("pad_to_multiple_of"))
+    multiple = model.quantization.get(PADDING_SETTING)
+    if multiple and args.length % multiple:
+        parser.exit(2, f"error: --length: compress runs this folder padded to multiples of {multiple} tokens; got {args.length}\n")
+    fixed = bool(multiple)
     ir = with_input_shape(model.ir, 1, args.length) if fixed else model.path
     compiled = compile_ir(ir, args.threads, model.quantization.get("compute_precision"), PERF_COUNT=True)
     request = compiled.create_infer_request()

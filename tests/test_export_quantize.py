@@ -622,3 +622,12 @@ def test_stage_command_errors(args, expected, tmp_path):
     assert result.exit_code == 2 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_padding_multiple_below_eight_is_refused_before_any_work(tmp_path):
+    stages = [{"stage": "finetune"}, {"stage": "export"}, {"stage": "quantize", "mode": "openvino-int8", "pad_to_multiple_of": 4},
+              {"stage": "quantize", "name": "best", "from": "export", "mode": "best", "pad_multiples": [32, 4]}]
+    code, message = check(write_minilm_recipe(tmp_path / "pad.yaml", stages[:3]))
+    assert code == 2 and len(message.splitlines()) == 1 and "pad.yaml: stages[2].pad_to_multiple_of" in message and "8" in message, message
+    code, message = check(write_minilm_recipe(tmp_path / "pad.yaml", stages[:2] + stages[3:]))
+    assert code == 2 and len(message.splitlines()) == 1 and "stages[2].pad_multiples" in message and "8" in message, message

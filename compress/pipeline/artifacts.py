@@ -43,6 +43,9 @@ Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
 QUANTIZATION_FIELD = "compress_quantization"
 """Config field recording how a model was quantized (mode and settings), for cards and loading."""
 
+PADDING_SETTING = "pad_to_multiple_of"
+"""The quantization setting of a model run padded to fixed shapes (OpenVINO's): the multiple of tokens."""
+
 
 @dataclass
 class RuntimeModel(ABC):
@@ -136,7 +139,7 @@ class OpenVinoModel(RuntimeModel):
         return compile_ir(model, threads or torch.get_num_threads(), self.quantization.get("compute_precision"))
 
     def predictor(self, threads: int | None = None) -> Predictor:
-        if multiple := self.quantization.get("pad_to_multiple_of"):
+        if multiple := self.quantization.get(PADDING_SETTING):
             return padded_predictor(self, multiple, threads)
         return compiled_predictor(self.compiled(threads))
 
@@ -148,9 +151,10 @@ def compiled_predictor(compiled) -> Predictor:
     return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
 
 
-FIXED_SHAPES_KEPT = 8
-"""Fixed-shape compilations a padded OpenVINO predictor keeps; each holds its own packed weights (about 2.5
-times the IR's size), and one let go is compiled again (about half a second for MPNet) when next needed."""
+FIXED_SHAPES_KEPT = 16
+"""Fixed-shape compilations a padded OpenVINO predictor keeps: every padded length up to 256 tokens at a multiple
+of 16 (512 at 32). Each holds its own packed weights (about 2.5 times the IR's size); one let go is compiled
+again (about half a second for MPNet) when next needed, which inputs cycling through more shapes pay often."""
 
 
 def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = None) -> Predictor:
@@ -158,8 +162,9 @@ def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = 
     is padded, on its tokenizer's padding side and masked out, to the next multiple of `multiple` tokens
     (never past what the model's positions serve), so that a few fixed shapes serve every length."""
     tokenizer = load_tokenizer(model.folder)
-    fill = {"input_ids": tokenizer.pad_token_id or 0}
+    fill = {"input_ids": tokenizer.pad_token_id or 0, "token_type_ids": tokenizer.pad_token_type_id}
     bound = max_sequence_length(model.config)
+    threads = threads or torch.get_num_threads()  # every shape's compilation computes with the same threads
 
     @lru_cache(maxsize=FIXED_SHAPES_KEPT)
     def predictor_for_shape(rows: int, length: int) -> Predictor:

@@ -26,7 +26,7 @@ from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, m
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.exporters import graph_files
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
+from compress.pipeline.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
 from compress.stages.base import StageContext, StageFacts, StageOutput
 
 if TYPE_CHECKING:
@@ -36,18 +36,14 @@ CANDIDATES_DIR = ".candidates"
 """Inside the stage's folder while it runs: one folder per candidate; only the chosen one's files stay."""
 
 
-PADDING_SETTING = "pad_to_multiple_of"
-"""The setting of a method whose models run padded to fixed shapes (OpenVINO's): `best` tries each of its
-`pad_multiples`, since which multiple pads least depends on the task's lengths."""
-
-
 class Candidate(StageFacts):
     name: str
     """The method, and the padding multiple where it is tried at more than one (e.g. 'openvino-int8, pad 16')."""
     mode: str
     """The method ('none': the export as it is)."""
     settings: dict[str, int] = {}
-    """Settings of the method other than its defaults' (the padding multiple)."""
+    """Settings it is built with beyond the seed and calibration size `best` shares: the padding multiple of a
+    method whose models run padded to fixed shapes (recorded at the default multiple too)."""
     score: float | None = None
     """The task's primary metric on the dev set (None: the candidate failed)."""
     within_budget: bool = False
@@ -157,7 +153,8 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
                 built = method.apply(model, method_settings, replace(context, output_dir=folder)).model
                 candidate.score = score(built)
             run = predictor_for(built, threads)
-            run(next(iter(batches.values()))[0])  # an engine that cannot run the timed inputs fails here, not mid-timing
+            for batch in {id(b): b for calls in batches.values() for b in calls}.values():
+                run(batch)  # an engine that cannot run (or compile for) a timed input fails here, not mid-timing
         except Exception as error:  # a candidate that fails is reported and the others still compete
             candidate.error = failure(error)
             continue

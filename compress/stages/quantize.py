@@ -28,7 +28,7 @@ from compress.exporters.onnx_runtime import ort_session
 from compress.exporters.openvino_convert import IR_FILE, computed_precision, convert_onnx
 from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.pipeline.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
 from compress.stages.fastest import pick_fastest
@@ -97,13 +97,13 @@ class OpenVinoSettings(QuantizeSettings):
     tolerance: float = Field(1e-3, gt=0, description="Largest allowed |OpenVINO logit - ONNX logit| (fp32 only: "
                              "bf16 and int8 change logits by design; their difference and label agreement are reported).")
     parity_examples: int = Field(32, ge=2, description="Dev examples, of spread lengths, in the parity batch.")
-    pad_to_multiple_of: int | None = Field(32, ge=1, description=(
+    pad_to_multiple_of: int | None = Field(32, ge=8, description=(
         "compress runs each batch padded to the next multiple of this many tokens, on a model compiled for that "
         "fixed shape: OpenVINO runs a fixed shape faster, and prepares a dynamic one again for every new length "
         "(4-layer MiniLM int8 on a Zen 5: 1.1x at 128 tokens, 1.5x at SST-2's lengths). 16 pads less where most "
-        "inputs run just past 32 tokens (bench/results/fastest/zen5/pad_multiples_by_task.md). null: one model for "
-        "every shape."))
-    added_later: ClassVar[dict[str, object]] = {"pad_to_multiple_of": None}
+        "inputs run just past 32 tokens (bench/results/fastest/zen5/pad_multiples_by_task.md); at least 8, as a smaller "
+        "multiple compiles a model for nearly every length. null: one model for every shape."))
+    added_later: ClassVar[dict[str, object]] = {PADDING_SETTING: None}
 
 
 class OpenVinoFp32Settings(OpenVinoSettings):
@@ -162,7 +162,7 @@ class BestSettings(QuantizeSettings):
     rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
     calls: int = Field(20, ge=3, description="Timed calls per candidate, length and round.")
     calibration_examples: int = Field(300, ge=1, description="Training examples the calibrated candidates calibrate on.")
-    pad_multiples: list[PositiveInt] = Field(
+    pad_multiples: list[Annotated[int, Field(ge=8)]] = Field(
         [32, 16], min_length=1, description="A method whose models run padded to fixed shapes (OpenVINO's `pad_to_multiple_of`) "
         "is tried at each of these multiples of tokens: which pads least depends on the task's lengths.")
 
