@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 from compress.exporters import onnx_file
-from compress.exporters.openvino_convert import compile_ir
+from compress.exporters.openvino_convert import compile_ir, read_ir, with_input_shape
 from transformers import AutoConfig
 
 from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_in_turns, timing_environment
@@ -98,10 +98,9 @@ def main() -> None:
             ov.save_model(quantized, str(ir), compress_to_fp16=False)
         compiled[name] = compile_ir(ir, args.threads)
     for name, (config, static) in COMPILE_VARIANTS.items():
-        model = core.read_model(str(args.out / "nncf-0.xml"))
-        if static:
-            model.reshape({i.get_any_name(): [1, args.length] for i in model.inputs})
-        compiled[name] = core.compile_model(model, "CPU", {**config, "INFERENCE_NUM_THREADS": args.threads})
+        model = read_ir(args.out / "nncf-0.xml")
+        compiled[name] = core.compile_model(with_input_shape(model, 1, args.length) if static else model, "CPU",
+                                            {**config, "INFERENCE_NUM_THREADS": args.threads})
 
     tokenizer = load_tokenizer(str(args.export))
     batch = fixed_length_batch(["a review of a film"], tokenizer, 1, args.length)
