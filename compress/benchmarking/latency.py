@@ -175,14 +175,18 @@ TURN_PAUSE_S = 0.15
 """Seconds between engines timed in turns: onnxruntime's spinning threads slow whatever runs right after them."""
 
 
+def distinct_batches(batch_sets: dict[str, list[dict]]) -> list[dict]:
+    """Each batch of the sets once (a set may repeat one batch for a fixed length)."""
+    return list({id(batch): batch for batches in batch_sets.values() for batch in batches}.values())
+
+
 def timed_in_turns(runners: dict[str, Callable[[dict], object]], batch_sets: dict[str, list[dict]], rounds: int) -> dict[str, dict[str, list[float]]]:
     """Each runner's median milliseconds per round on each set of batches (its calls take the set's batches
     in turn). Every round times one runner after another, with a pause and two untimed calls between them,
     so a slow spell of the host moves every runner alike: compare them by the median over rounds, or by
     their ratio round by round. Every runner meets every batch once before the first round (see `measure`)."""
-    distinct = [batch for batches in batch_sets.values() for batch in {id(b): b for b in batches}.values()]
     for run in runners.values():
-        for batch in distinct:
+        for batch in distinct_batches(batch_sets):
             run(batch)
     per_round = {name: {label: [] for label in batch_sets} for name in runners}
     for _ in range(rounds):

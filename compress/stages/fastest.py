@@ -21,7 +21,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from compress.benchmarking.latency import fixed_length_batch, task_length_batches, timed_in_turns
+from compress.benchmarking.latency import distinct_batches, fixed_length_batch, task_length_batches, timed_in_turns
 from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
@@ -153,7 +153,7 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
                 built = method.apply(model, method_settings, replace(context, output_dir=folder)).model
                 candidate.score = score(built)
             run = predictor_for(built, threads)
-            for batch in {id(b): b for calls in batches.values() for b in calls}.values():
+            for batch in distinct_batches(batches):
                 run(batch)  # an engine that cannot run (or compile for) a timed input fails here, not mid-timing
         except Exception as error:  # a candidate that fails is reported and the others still compete
             candidate.error = failure(error)
