@@ -154,7 +154,8 @@ def compiled_predictor(compiled) -> Predictor:
 FIXED_SHAPES_KEPT = 16
 """Fixed-shape compilations a padded OpenVINO predictor keeps: every padded length up to 256 tokens at a multiple
 of 16 (512 at 32). Each holds its own packed weights (about 2.5 times the IR's size); one let go is compiled
-again (about half a second for MPNet) when next needed, which inputs cycling through more shapes pay often."""
+again (about half a second for a 6-layer MPNet) when next needed, which inputs cycling through more shapes pay
+often (bench/openvino_shapes_cost.py)."""
 
 
 def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = None) -> Predictor:
