@@ -4,6 +4,7 @@ layers, and benchmark sweeps."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +14,7 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 
-from compress.errors import CompressError, excerpt, one_line
+from compress.errors import CompressError, excerpt, failure, first_line, is_disk_full, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -26,19 +27,39 @@ if not console.is_terminal:  # logs and pipes: keep wide result tables whole ins
 errors = Console(stderr=True)
 
 
+TRACEBACK = "COMPRESS_TRACEBACK"
+"""Set to 1 to see the traceback of an unexpected failure instead of its one line."""
+
+
 def user_errors(command):
-    """Bad input ends in one line on stderr and exit status 2, never a traceback."""
+    """Bad input ends in one line on stderr and exit status 2, never a traceback; so does a file the machine
+    will not let compress read or write (a full disk, a special file). Anything else unexpected is one line
+    too, with exit status 1 and the way to see its traceback."""
+
+    def fail(message: str, status: int):
+        errors.print(f"[red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(status) from None
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except CompressError as error:
-            errors.print(f"[red]error:[/] {escape(one_line(str(error)))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(str(error), 2)
         except KeyboardInterrupt:
             errors.print("interrupted: finished stages and combinations are kept; run the same command again to resume")
             raise typer.Exit(130) from None
+        except Exception as error:
+            if os.environ.get(TRACEBACK) == "1":
+                raise
+            if is_disk_full(error):
+                fail(f"the disk is full ({first_line(error)}); finished stages and combinations are kept: "
+                     "free space and run the same command again", 2)
+            if isinstance(error, OSError):
+                where = f"{error.filename}: " if error.filename else ""
+                fail(f"{where}{error.strerror or error}; finished stages and combinations are kept", 2)
+            fail(f"unexpected {failure(error)}; finished stages and combinations are kept "
+                 f"(set {TRACEBACK}=1 to see where it failed, and report it)", 1)
 
     return wrapper
 
@@ -188,7 +209,7 @@ def bench_run(
     from compress.benchmarking.bench import TO_RUN, plan
     from compress.benchmarking.executors import EXECUTORS
     from compress.benchmarking.records import read_records
-    from compress.benchmarking.report import write_report
+    from compress.benchmarking.report import PLOTS, TABLE_FILES
     from compress.benchmarking.rows import is_recipe_file, load_recipes, recipe_rows
     from compress.benchmarking.sweep import LatencySettings, load_sweep, parse_shard, shard_rows, sweep_rows
     from compress.pipeline.recipe import format_validation_error
@@ -230,10 +251,9 @@ def bench_run(
             console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
         console.print(f"{len(rows)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
-    benchmark.run(rows, retry_failed=retry_failed, retime=retime)
-    records = write_report(read_records(folder), folder, _command_line())
+    records = benchmark.run(rows, retry_failed=retry_failed, retime=retime, command=_command_line())
     failed = sum(r["status"] != "ok" for r in records)
-    console.print(f"{len(records)} combinations in {folder / 'results.md'} ({failed} failed); plots: pareto.png, layers_dropped.png, size.png")
+    console.print(f"{len(records)} combinations in {folder / TABLE_FILES[1]} ({failed} failed); plots: {', '.join(PLOTS)}")
 
 
 @bench_app.command("merge")
@@ -314,7 +334,7 @@ def drop(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
 ) -> None:
     """Drop layers from a model and save it, with nothing else (no fine-tuning): the drop stage on its own."""
-    from compress.folders import check_writable, writing
+    from compress.folders import check_writable, claimed
     from compress.pipeline.model_card import CARD_FILE, render_model_card
     from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
     from compress.stages import StageContext, run_stage
@@ -344,11 +364,12 @@ def drop(
     except CompressError as error:
         raise CompressError(f"--{error}") from None
     data = _task_data(task, data_source, data_path, text_columns) if strategy == "contribution" else None
-    with writing(out) as partial:
+    # Held before anything in it changes: --overwrite never empties a folder another process is writing.
+    with claimed(out, "dropped model", overwrite):
         # The stage reads task data only to score layers (strategy contribution).
-        run_stage(settings, network, StageContext(data, tokenizer, partial, max_length, eval_batch_size=64))
+        run_stage(settings, network, StageContext(data, tokenizer, out, max_length, eval_batch_size=64))
         card = render_model_card(network.config, count_parameters(network), model, None, None, None, None)
-        (partial / CARD_FILE).write_text(card)
+        (out / CARD_FILE).write_text(card)
     console.print(
         f"dropped {count - num_layers(network.config)} layers ({strategy}); kept original layers {kept_original_layers(network.config)}; "
         f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"

@@ -1,6 +1,8 @@
 """The one exception type that the CLI turns into a one-line message and exit status 2, and the helpers
 that keep such a message one short line whatever the input it quotes."""
 
+import errno
+import os
 import reprlib
 
 MAX_MESSAGE = 600
@@ -34,6 +36,19 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device", as libraries of C, C++ and Rust also word it
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from, is a full disk: libraries that save models (safetensors,
+    onnx, OpenVINO) raise their own types, and only their message says so."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or DISK_FULL in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def failure(error: BaseException) -> str:

@@ -3,11 +3,14 @@ one process write into a folder at a time, and keeps its temporary files inside 
 
 A user's own files are never removed or overwritten: `--overwrite` (and every other path that
 replaces or cleans something) only ever empties or removes a folder holding the marker file that
-compress wrote when it made the folder. Anything else gets a one-line refusal, nothing touched.
+compress wrote when it made the folder, and only once it holds the folder's lock. Nothing is written
+or removed through a symbolic link: a link where compress writes is refused, and a link inside a
+folder of ours is removed as a link, never followed. Anything else gets a one-line refusal, nothing touched.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,7 +18,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +49,24 @@ def check_folder_name(name: str, field: str) -> str:
     return name
 
 
+def safe_folder_name(name: str) -> str:
+    """Any name (a hub id with '/', a path, a task a data file names) as one plain folder name: nothing it
+    maps to climbs out of its parent, hides, or ends in a suffix compress gives its own folders."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip(".-")[:128] or "unnamed"
+    return slug + "_" if slug.endswith((PARTIAL, CHECKPOINTS)) else slug
+
+
+def refuse_link(path: Path, action: str = "write") -> None:
+    """A one-line refusal if `path` is a symbolic link: compress never writes or removes through one."""
+    if path.is_symlink():
+        raise CompressError(f"{path}: is a symbolic link; compress does not {action} through links "
+                            "(remove the link, or choose another folder)")
+
+
 def is_ours(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    """A real folder (not a link to one) holding the marker compress writes into every folder it makes."""
+    marker = folder / MARKER
+    return not folder.is_symlink() and not marker.is_symlink() and marker.is_file()
 
 
 def _is_empty(folder: Path) -> bool:
@@ -56,7 +75,55 @@ def _is_empty(folder: Path) -> bool:
 
 def _mark(folder: Path, what: str) -> None:
     stamp = {"made_by": "compress", "what": what, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    (folder / MARKER).write_text(json.dumps(stamp) + "\n")
+    write_text(folder / MARKER, json.dumps(stamp) + "\n")
+
+
+def _disk_error(path: Path, error: OSError) -> CompressError:
+    if error.errno == errno.ENOSPC:
+        return CompressError(f"{path}: the disk is full; what was finished is kept: free space and run the same command again")
+    return CompressError(f"{path}: cannot write ({error.strerror})")
+
+
+def replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` whole or not at all: `write` fills a new file beside it, which then takes its name, so a
+    full disk or a kill leaves the previous file as it was, and a link at `path` is refused, never followed."""
+    refuse_link(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _disk_error(path, error) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """`path` replaced whole by `text` (see `replace_file`)."""
+
+    def write(temporary: Path) -> None:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+
+    replace_file(path, write)
+
+
+def append_text(path: Path, text: str) -> None:
+    """`text` added at the end of `path` (made if missing), never through a link."""
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_link(path)
+        raise _disk_error(path, error) from None
+    try:
+        with os.fdopen(handle, "a", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as error:
+        raise _disk_error(path, error) from None
 
 
 def require_ours(folder: Path, action: str) -> None:
@@ -67,33 +134,45 @@ def require_ours(folder: Path, action: str) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Refuse, before any work, a `folder` compress may not write into: a file, or a folder of the
+    """Refuse, before any work, a `folder` compress may not write into: a link, a file, or a folder of the
     user's that is not empty."""
+    refuse_link(folder)
     if folder.exists() and not folder.is_dir():
         raise CompressError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and not _is_empty(folder):
         require_ours(folder, "write into or replace")
 
 
-def claim(folder: Path, overwrite: bool, what: str) -> None:
-    """Make `folder` ours to write into: create and mark it, or mark an empty one the user made; with
-    `overwrite`, empty a folder of ours first (its marker and lock stay). A folder of the user's with
-    anything in it is refused, whatever `overwrite` says."""
+def claim(folder: Path, what: str) -> None:
+    """Make `folder` ours: create and mark it, or mark an empty one the user made. A folder of the user's
+    with anything in it is refused."""
     check_writable(folder)
-    if folder.is_dir() and is_ours(folder) and overwrite:
-        empty_ours(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _disk_error(folder, error) from None
     if not is_ours(folder):
         _mark(folder, what)
+
+
+@contextmanager
+def claimed(folder: Path, what: str, overwrite: bool = False) -> Iterator[Path]:
+    """`folder` made ours (`claim`) and held (`holding`) for the block; with `overwrite`, emptied first, only
+    once held, so a folder another process is writing is never touched. Its marker and lock stay."""
+    claim(folder, what)
+    with holding(folder):
+        if overwrite:
+            empty_ours(folder)
+        yield folder
 
 
 def empty_ours(folder: Path) -> None:
     """Remove everything inside a folder of ours (not the folder itself, its marker or its lock)."""
     require_ours(folder, "empty")
     for child in folder.iterdir():
-        if child.name in _KEEP_WHEN_EMPTYING:
+        if child.name in _KEEP_WHEN_EMPTYING or child.name == SCRATCH:  # scratch: the holder's, emptied when it ends
             continue
-        if child.is_dir() and not child.is_symlink():
+        if child.is_dir() and not child.is_symlink():  # a link is removed as a link: what it points to stays
             shutil.rmtree(child)
         else:
             child.unlink()
@@ -105,14 +184,24 @@ def remove_ours(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
+def check_replaceable(folder: Path) -> Path:
+    """Refuse, before any work, a model folder `writing` could not replace (a link, a folder of the user's,
+    at its name or at its `.partial`); returns the `.partial`."""
+    partial = folder.with_name(folder.name + PARTIAL)
+    check_writable(folder)
+    refuse_link(partial, "remove")
+    if partial.exists():
+        require_ours(partial, "replace")
+    return partial
+
+
 @contextmanager
 def writing(folder: Path, what: str = "model") -> Iterator[Path]:
     """A marked `<folder>.partial` to write into, renamed to `folder` only when the block ends without
     error, so an interrupted build never leaves a folder that a later step would take as complete. A
     `.partial` or `folder` left by an earlier run is replaced only if it is ours (checked before the block
     runs, so a refusal costs no work); the caller decides whether replacing `folder` is wanted."""
-    partial = folder.with_name(folder.name + PARTIAL)
-    check_writable(folder)
+    partial = check_replaceable(folder)
     if partial.exists():
         remove_ours(partial)
     partial.mkdir(parents=True)
@@ -134,10 +223,10 @@ def checkpoints_for(folder: Path, identity: str) -> Iterator[Path]:
     Enter it before `writing(folder)`, so it goes only after the model's folder is whole."""
     checkpoints = folder.with_name(folder.name + CHECKPOINTS)
     named = checkpoints / CHECKPOINTS_IDENTITY
-    if is_ours(checkpoints) and not (named.is_file() and named.read_text() == identity):
+    if is_ours(checkpoints) and not (named.is_file() and not named.is_symlink() and named.read_text() == identity):
         remove_ours(checkpoints)
-    claim(checkpoints, overwrite=False, what="training checkpoints")
-    named.write_text(identity)
+    claim(checkpoints, what="training checkpoints")
+    write_text(named, identity)
     yield checkpoints
     remove_ours(checkpoints)
 
@@ -171,8 +260,12 @@ def holding(folder: Path) -> Iterator[None]:
     so no stale claim outlives it. While held, Python's and child processes' temporary files go to
     `folder/.scratch/`, which is removed at the end and, if a killed run left it, at the next start."""
     require_ours(folder, "write into")  # its .scratch is removed below: only in a folder compress made
-    lock_path = folder / LOCK
-    handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path, scratch = folder / LOCK, folder / SCRATCH
+    refuse_link(lock_path)
+    try:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise _disk_error(lock_path, error) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -182,11 +275,18 @@ def holding(folder: Path) -> Iterator[None]:
     except OSError as error:  # a file system without flock (some network mounts)
         os.close(handle)
         raise CompressError(f"{folder}: cannot lock {LOCK} there ({error.strerror}); use a folder on a local disk") from None
-    os.ftruncate(handle, 0)
-    os.pwrite(handle, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
-    scratch = folder / SCRATCH
-    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run: only this process may write here now
-    scratch.mkdir()
+    try:
+        refuse_link(scratch)
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run: only this process may write here now
+        scratch.mkdir()
+    except OSError as error:
+        os.close(handle)
+        raise _disk_error(scratch, error) from None
+    except BaseException:
+        os.close(handle)
+        raise
     before = tempfile.tempdir, os.environ.get("TMPDIR")
     # Absolute: a library that changes the working directory (onnxruntime's calibration does) still finds it.
     tempfile.tempdir = os.environ["TMPDIR"] = str(scratch.resolve())

@@ -14,9 +14,10 @@ class QuantizationError(RuntimeError):
     """This machine cannot run the conversion asked for; the message says why, in one line."""
 
 
-def torch_dynamic_int8(model: PreTrainedModel) -> PreTrainedModel:
-    """int8 weights and dynamically quantized activations in every Linear layer (runs on the CPU)."""
-    return torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+def torch_dynamic_int8(model: PreTrainedModel, inplace: bool = False) -> PreTrainedModel:
+    """int8 weights and dynamically quantized activations in every Linear layer (runs on the CPU); `inplace`
+    converts `model` itself, without the float copy that would double a large model's memory."""
+    return torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)
 
 
 def bitsandbytes(model: PreTrainedModel, bits: int, quant_type: str = "nf4") -> PreTrainedModel:

@@ -526,7 +526,7 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
     whole_model = next(iter(trained)).parent
     orphan, resumable = whole_model.with_name(whole_model.name + CHECKPOINTS), whole_model.with_name(f"finetune-unfinished{CHECKPOINTS}")
     for checkpoints in (orphan, resumable):  # left by kills: after the model was whole, and mid-training
-        claim(checkpoints, overwrite=False, what="training checkpoints")
+        claim(checkpoints, what="training checkpoints")
     result = bench("clean", copy)
     assert result.exit_code == 0, result.output
     assert not orphan.exists() and resumable.is_dir()
@@ -550,7 +550,7 @@ def test_clean_removes_only_what_no_record_or_later_run_needs(finished_sweep, tm
 
     result = bench("clean", tmp_path)
     assert result.exit_code == 2 and "not made by compress" in result.output
-    claim(tmp_path / "empty", overwrite=False, what="benchmark results")
+    claim(tmp_path / "empty", what="benchmark results")
     result = bench("clean", tmp_path / "empty")
     assert result.exit_code == 2 and "results.jsonl not found" in result.output
 

@@ -19,7 +19,7 @@ from compress.benchmarking.rows import describe
 from compress.benchmarking.sweep import Sweep, sweep_rows
 from compress.errors import CompressError
 from compress.folders import PARTIAL
-from compress.pipeline.cache import STAGE_FILE, StageCache, read_stage_record
+from compress.pipeline.cache import RECORD_VERSION, STAGE_FILE, StageCache, read_stage_record
 from compress.pipeline.executor import Executor, NotBuilt
 from compress.pipeline.graph import recipe_graph
 from compress.pipeline.recipe import recipe_from_mapping
@@ -139,7 +139,7 @@ def test_a_stage_record_of_the_first_version_still_reads(tmp_path):
     record = {"name": "x", "stage": "drop", "source": "base", "folder": "x", "kind": "torch", "layers": 5, "kept_layers": [0, 1, 2, 3, 4],
               "parameters": 1, "size_mb": 1.0, "seconds": 1.0, "metrics": {}, "notes": {}, "identity": "abc", "settings": {}}
     (tmp_path / STAGE_FILE).write_text(json.dumps(record))
-    assert read_stage_record(tmp_path).schema_version == 2 and read_stage_record(tmp_path).other_cpu_load is None
+    assert read_stage_record(tmp_path).schema_version == RECORD_VERSION and read_stage_record(tmp_path).other_cpu_load is None
 
 
 # --- records --------------------------------------------------------------------------------------

@@ -122,13 +122,15 @@ def test_bench_clean_and_merge_refuse_a_users_folder(tmp_path):
 
 
 def test_a_users_partial_folder_is_not_replaced(tmp_path):
-    """`x.partial` is where compress writes `x`; one the user made is refused, not emptied."""
-    mine = tmp_path / "small.partial"
+    """`x.partial` is where a stage writes `x`; one the user made is refused, not emptied."""
+    recipe = write_recipe(tmp_path, "dropped", drop_only())
+    run = tmp_path / "run"
+    assert invoke("run", recipe, "--out", run).exit_code == 0
+    mine = run / "final.partial"
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
     before = folder_checksum(tmp_path)
-    assert_one_line_error(invoke("drop", "minilm-l6", "--strategy", "top", "-k", "2", "-o", tmp_path / "small"),
-                          "small.partial", "not made by compress")
+    assert_one_line_error(invoke("run", recipe, "--out", run), "final.partial", "not made by compress")
     assert folder_checksum(tmp_path) == before
 
 
@@ -255,7 +257,7 @@ def test_checkpoints_left_beside_a_whole_model_go_at_the_next_run_and_a_users_fo
     file, run = write_recipe(tmp_path, "r", drop_only()), tmp_path / "run"
     assert invoke("run", file, "-o", run).exit_code == 0
     left = run / f"dropped{CHECKPOINTS}"
-    claim(left, overwrite=False, what="training checkpoints")
+    claim(left, what="training checkpoints")
     (left / "checkpoint-3").mkdir()
     assert invoke("run", file, "-o", run).exit_code == 0
     assert not left.exists() and (run / "dropped").is_dir()
@@ -406,7 +408,7 @@ def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
 @pytest.mark.slow
 def test_a_huge_value_is_quoted_short(tmp_path):
     recipe = drop_only()
-    recipe["stages"][0]["k"] = "x" * 5_000_000
+    recipe["stages"][0]["k"] = "x" * 500_000  # within the size a recipe file may have
     line = assert_one_line_error(invoke("check", write_recipe(tmp_path, "r", recipe)), "r.yaml", "stages[0].k", "xxx")
     assert len(line) < 700
 
@@ -441,7 +443,7 @@ def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
 
 def test_temporary_files_live_in_the_folder_being_written(tmp_path, monkeypatch):
     folder = tmp_path / "run"
-    claim(folder, overwrite=False, what="run folder")
+    claim(folder, what="run folder")
     (folder / SCRATCH).mkdir()
     (folder / SCRATCH / "left-by-a-killed-run").write_text("x")
     with holding(folder):
@@ -482,7 +484,7 @@ except CompressError as error:
 
 
 def test_processes_started_together_cannot_both_write(tmp_path):
-    claim(tmp_path, overwrite=False, what="run folder")
+    claim(tmp_path, what="run folder")
     processes = [subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "3"], stdout=subprocess.PIPE, text=True)
                  for _ in range(4)]
     outputs = [p.communicate(timeout=60)[0].strip() for p in processes]
@@ -491,7 +493,7 @@ def test_processes_started_together_cannot_both_write(tmp_path):
 
 
 def test_a_killed_writer_leaves_no_claim_behind(tmp_path):
-    claim(tmp_path, overwrite=False, what="run folder")
+    claim(tmp_path, what="run folder")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "60"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(CompressError, match=f"process {holder.pid} on .* is writing to this folder"):

@@ -145,12 +145,15 @@ GLUE_SAMPLES = {
                           ["1", "main-news", "MSRvid", "2012test", "0004", "none", "none",
                            "A man plays a flute.", "A man eats.", "0.500"]],
             "dev.tsv": [STSB_HEADER, ["0", "main-captions", "MSRvid", "2012test", "0000", "none", "none",
-                                      "A man is dancing.", "A man wearing a hat is dancing.", "3.800"]],
+                                      "A man is dancing.", "A man wearing a hat is dancing.", "3.800"],
+                        ["1", "main-captions", "MSRvid", "2012test", "0002", "none", "none",
+                         "A woman slices a tomato.", "A man plays a guitar.", "0.000"]],  # two scores: a correlation needs them
         },
         {
             "train": [("A plane is taking off.", "An air plane is taking off.", 5.0),
                       ("A man plays a flute.", "A man eats.", 0.5)],
-            "validation": [("A man is dancing.", "A man wearing a hat is dancing.", pytest.approx(3.8))],
+            "validation": [("A man is dancing.", "A man wearing a hat is dancing.", pytest.approx(3.8)),
+                           ("A woman slices a tomato.", "A man plays a guitar.", 0.0)],
         },
     ),
     "mnli": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from compress.analysis.layers import LayerStatistics
-from compress.folders import claim
+from compress.folders import claimed, replace_file, write_text
 
 JSON_FILE = "analysis.json"
 CSV_FILE = "analysis.csv"
@@ -50,14 +51,15 @@ def statistics_table(rows: list[LayerStatistics], title: str, block: int | None)
 def write_analysis(rows: list[LayerStatistics], about: dict, folder: Path, title: str) -> list[Path]:
     """analysis.json (`about` and the rows), analysis.csv (the rows) and analysis.png in `folder`
     (made and marked as compress's if new; the caller has checked that an existing one is)."""
-    claim(folder, overwrite=False, what="layer analysis")
     json_path, csv_path, plot_path = folder / JSON_FILE, folder / CSV_FILE, folder / PLOT_FILE
-    json_path.write_text(json.dumps({**about, "layers": [asdict(row) for row in rows]}, indent=2) + "\n")
-    with csv_path.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(LayerStatistics)])
-        writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
-    plot_layers(rows, title, about.get("block"), plot_path)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(LayerStatistics)])
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    with claimed(folder, "layer analysis"):
+        write_text(json_path, json.dumps({**about, "layers": [asdict(row) for row in rows]}, indent=2) + "\n")
+        write_text(csv_path, table.getvalue())
+        plot_layers(rows, title, about.get("block"), plot_path)
     return [json_path, csv_path, plot_path]
 
 
@@ -96,4 +98,4 @@ def plot_layers(rows: list[LayerStatistics], title: str, block: int | None, path
         panel.set_xticks(layers)
         panel.grid(alpha=0.3)
     figure.suptitle(title)
-    figure.savefig(path, dpi=110)
+    replace_file(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110))

@@ -36,14 +36,14 @@ from compress.benchmarking.latency import (
 from compress.benchmarking.memory import serving_peak_mb
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
-from compress.benchmarking.report import write_report
+from compress.benchmarking.report import REPORT_FILES, write_report
 from compress.benchmarking.roofline import matmul_gop, matmul_peaks, peak_fractions
-from compress.benchmarking.rows import BenchRow, model_slug, trained_node
+from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import majority_class_metrics
-from compress.folders import CHECKPOINTS, PARTIAL, claim, holding, remove_ours, require_ours
+from compress.folders import CHECKPOINTS, PARTIAL, check_writable, claimed, holding, refuse_link, remove_ours, require_ours, safe_folder_name, write_text
 from compress.pipeline.artifacts import load_artifact, predictor_for, size_on_disk
 from compress.pipeline.cache import STAGE_FILE, StageCache, StageRecord
 from compress.pipeline.executor import Executor, NotBuilt
@@ -84,7 +84,7 @@ def guard_settings(sweep: Sweep | None, out_dir: Path, retime: bool = False, lat
             f"{out_dir}: its rows were timed with other latency settings ({timed_before}); add --retime to time "
             "every finished row with these, or use another --out"
         )
-    path.write_text(json.dumps({**previous, **current}, indent=2) + "\n")
+    write_text(path, json.dumps({**previous, **current}, indent=2) + "\n")
 
 
 def with_defaults(field: str, value):
@@ -102,9 +102,12 @@ def with_defaults(field: str, value):
 def read_settings(path: Path) -> dict:
     """A sweep's recorded settings, with the defaults of fields added since it was written."""
     try:
-        return {field: with_defaults(field, value) for field, value in json.loads(path.read_text()).items()}
-    except json.JSONDecodeError:
-        raise CompressError(f"{path}: not a JSON object; restore it from the sweep's first run, or use another --out") from None
+        recorded = json.loads(path.read_bytes())
+    except ValueError:  # not JSON, or not UTF-8
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise CompressError(f"{path}: not a JSON object; restore it from the sweep's first run, or use another --out")
+    return {field: with_defaults(field, value) for field, value in recorded.items()}
 
 
 def shared_settings(folders: list[Path]) -> dict | None:
@@ -150,7 +153,7 @@ def plan(rows: list[BenchRow], records: list[dict], retry_failed: bool = False, 
 def work_folder_name(node: StageNode) -> str:
     """A node's folder under work/: readable (model, task, kind of stage) and one per identity, whichever
     recipe and stage name ask for it."""
-    return f"{model_slug(node.recipe.model)}/{node.recipe.task}/{node.settings.stage}-{node.identity[:12]}"
+    return f"{safe_folder_name(node.recipe.model)}/{safe_folder_name(node.recipe.task)}/{node.settings.stage}-{node.identity[:12]}"
 
 
 class Benchmark:
@@ -166,14 +169,19 @@ class Benchmark:
         self.sweep = sweep
         self.executor = Executor(StageCache(self.work, work_folder_name), console)
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False) -> list[dict]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[dict]:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished rows again
-        from their builds (nothing is trained), appending records that supersede the earlier ones."""
-        claim(self.out_dir, overwrite=False, what="benchmark results")
-        with holding(self.out_dir):
-            return self._run(rows, retry_failed, retime)
+        from their builds (nothing is trained), appending records that supersede the earlier ones. Then the
+        folder's tables and plots are drawn again from all its records (`command`: the one written above
+        them); returns the table's rows."""
+        check_writable(self.out_dir)
+        for name in (RESULTS_FILE, SETTINGS_FILE, *REPORT_FILES):  # refused now, not once every row is measured
+            refuse_link(self.out_dir / name)
+        with claimed(self.out_dir, "benchmark results"):
+            self._run(rows, retry_failed, retime)
+            return write_report(read_records(self.out_dir), self.out_dir, command)
 
-    def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool) -> list[dict]:
+    def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool) -> None:
         results_path = self.out_dir / RESULTS_FILE
         if drop_cut_record(results_path):  # before the records are read, here and by guard_settings
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
@@ -191,7 +199,6 @@ class Benchmark:
                                f"{counts[CANNOT_RUN]} cannot run on this machine (skipped here), {len(todo)} to run")
         # measuring again without memory keeps each row's memory measured before (the same build)
         memory_before = {} if self.peak_memory else {r["key"]: r.get("peak_memory_mb") for r in merge_records(earlier) if r["status"] == "ok"}
-        written = []
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("benchmark", total=len(todo))
@@ -200,9 +207,7 @@ class Benchmark:
                     if record.status == "ok" and record.peak_memory_mb is None:
                         record.peak_memory_mb = memory_before.get(record.key)
                     append_record(results_path, record)
-                    written.append(record)
                 progress.advance(bar)
-        return written
 
     def records(self, todo: list[BenchRow], announce: Callable[[str], None]) -> Iterator[BenchRecord | None]:
         """Each row's record as it finishes (None: measuring again found its trained model missing).
@@ -355,19 +360,22 @@ def clean_builds(folder: Path, dry_run: bool) -> tuple[list[Path], int]:
 
 
 def merge_results(folders: list[Path], out: Path, command: str) -> list[dict]:
-    """Join the records of several shards' folders into `out`, with its tables and plots; returns the records."""
-    missing = [str(f) for f in folders if not read_records(f)]
+    """Join the records of several shards' folders into `out`, with its tables and plots; returns the records.
+    Every input is read and checked before anything is written."""
+    if out.exists() and not out.is_dir():
+        raise CompressError(f"--out: {out} is a file; expected a folder for the merged results")
+    found = {folder: read_records(folder) for folder in folders}
+    missing = [str(f) for f, records in found.items() if not records]
     if missing:
         raise CompressError(f"merge: no {RESULTS_FILE} in {', '.join(missing)}")
     settings = shared_settings(folders)
-    records = [r for f in folders for r in read_records(f)]
+    records = [r for shard in found.values() for r in shard]
     if read_records(out) and out.resolve() not in {f.resolve() for f in folders}:
         raise CompressError(f"--out: {out} holds results of its own, which merging would replace; name it among the "
                             "folders to merge, or choose another --out")
-    claim(out, overwrite=False, what="benchmark results")
-    with holding(out):
+    with claimed(out, "benchmark results"):
         if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
-            (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        (out / RESULTS_FILE).write_text("".join(BenchRecord.model_validate(r).line() for r in records))
+            write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+        write_text(out / RESULTS_FILE, "".join(BenchRecord.model_validate(r).line() for r in records))
         write_report(records, out, command)
     return records

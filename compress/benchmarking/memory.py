@@ -89,4 +89,4 @@ def serving_peak_mb(folder: Path, batch: dict, device: str | None, threads: int)
 if __name__ == "__main__":
     parent_arg, folder_arg, batch_arg, device_arg, threads_arg = sys.argv[1:]
     _die_with_parent(int(parent_arg))
-    print(peak_added_mb(Path(folder_arg), torch.load(batch_arg), device_arg or None, int(threads_arg)))
+    print(peak_added_mb(Path(folder_arg), torch.load(batch_arg, weights_only=True), device_arg or None, int(threads_arg)))

@@ -115,11 +115,11 @@ class RayBenchmark(Benchmark):
         self.submitted: list[str] = []
         """The identity of each node a build task was submitted for, in order."""
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False) -> list[dict]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[dict]:
         # Ray's processes start before the results folder is held: they keep the machine's own temporary folder.
         started_here = connect(self.address)
         try:
-            return super().run(rows, retry_failed, retime)
+            return super().run(rows, retry_failed, retime, command)
         finally:
             if started_here:
                 _import_ray().shutdown()

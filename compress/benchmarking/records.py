@@ -8,12 +8,14 @@ and are migrated on read, so every committed table can be drawn again from its r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from compress.errors import CompressError
+from compress.folders import append_text, refuse_link
 
 RESULTS_FILE = "results.jsonl"
 RECORD_VERSION = 2
@@ -39,6 +41,10 @@ class Timing(BaseModel):
     fraction_of_int8_peak: float | None = None
     """`matmul_gop` over p50, as a share of this host's int8 MatMul peak measured in the same run (CPU timings)."""
     fraction_of_fp32_peak: float | None = None
+
+
+FINISHED_FIELDS = ("metrics", "primary_metric", "score", "layers", "parameters", "size_mb")
+"""What every finished ("ok") record holds: the score and the figures each table row shows."""
 
 
 class BenchRecord(BaseModel):
@@ -99,6 +105,17 @@ class BenchRecord(BaseModel):
             data = {**data, "schema_version": RECORD_VERSION}  # version 1: the same fields, fewer of them
         return data
 
+    @model_validator(mode="after")
+    def _finished_has_its_figures(self):
+        """A finished record holds what the tables read of it: refused when read, not when a table is drawn."""
+        if self.status == "ok":
+            missing = [field for field in FINISHED_FIELDS if getattr(self, field) is None]
+            if missing:
+                raise ValueError(f"status 'ok' needs {', '.join(FINISHED_FIELDS)}; missing: {', '.join(missing)}")
+            if self.primary_metric not in self.metrics:
+                raise ValueError(f"primary_metric '{self.primary_metric}' is not among the metrics ({', '.join(self.metrics)})")
+        return self
+
     def line(self) -> str:
         """The record as one JSON line: fields a row does not have (a failed row's scores) are left out."""
         return json.dumps({k: v for k, v in self.model_dump(mode="json").items() if v is not None}) + "\n"
@@ -110,22 +127,29 @@ def read_records(path: Path) -> list[dict]:
     path = path / RESULTS_FILE if path.is_dir() else path
     if not path.exists():
         return []
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise CompressError(f"{path}: cannot read ({error.strerror})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(content.split(b"\n"), start=1):
         if line.strip():
             try:
-                record = BenchRecord.model_validate_json(line)
+                record = BenchRecord.model_validate_json(line.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise CompressError(f"{path}: line {number}: not UTF-8 text (byte {error.start} of the line); "
+                                    "expected one benchmark record per line") from None
             except ValidationError as error:
                 problem = error.errors()[0]
                 where = ".".join(map(str, problem["loc"])) or "record"
-                raise CompressError(f"{path}: line {number}: {where}: {problem['msg']}; expected one benchmark record per line") from None
+                raise CompressError(f"{path}: line {number}: {where}: {problem['msg'].removeprefix('Value error, ')}; "
+                                    "expected one benchmark record per line") from None
             records.append({k: v for k, v in record.model_dump(mode="json").items() if v is not None})
     return records
 
 
 def append_record(path: Path, record: BenchRecord) -> None:
-    with path.open("a") as out:
-        out.write(record.line())
+    append_text(path, record.line())
 
 
 def merge_records(records: list[dict]) -> list[dict]:
@@ -140,12 +164,20 @@ def merge_records(records: list[dict]) -> list[dict]:
 
 
 def drop_cut_record(path: Path) -> bool:
-    """Remove a last line that a killed run left half-written (every record ends with a newline), so
-    the next record starts on a line of its own; True if there was one."""
+    """Remove a last line that a killed run left half-written, so the next record starts on a line of
+    its own; True if there was one. A last line that lacks only its newline (JSON that parses) is a
+    whole record: it is kept, and given its newline."""
     if not path.exists():
         return False
-    text = path.read_text()
-    if not text or text.endswith("\n"):
+    refuse_link(path)
+    content = path.read_bytes()
+    if not content or content.endswith(b"\n"):
         return False
-    path.write_text(text[: text.rfind("\n") + 1])
-    return True
+    start = content.rfind(b"\n") + 1
+    try:
+        json.loads(content[start:])
+    except ValueError:  # cut short: not JSON, or cut inside a character
+        os.truncate(path, start)
+        return True
+    append_text(path, "\n")
+    return False

@@ -7,6 +7,7 @@ fine-tuned model, plain top-K dropping with the same K) may finish later or in a
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import logging
 from collections import Counter
@@ -25,6 +26,7 @@ from compress.benchmarking.precisions import PRECISIONS, Precision  # noqa: E402
 from compress.benchmarking.records import merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
+from compress.folders import replace_file, write_text  # noqa: E402
 from compress.stages.quantize import SCORE_BUDGET_POINTS  # noqa: E402
 from compress.surgery.strategies import STRATEGIES  # noqa: E402
 
@@ -107,10 +109,11 @@ def _flat(row: dict) -> dict:
 def write_csv(rows: list[dict], path: Path) -> None:
     flats = [_flat(r) for r in rows]
     columns = list(dict.fromkeys(k for f in flats for k in f))
-    with path.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flats)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(flats)
+    write_text(path, table.getvalue())
 
 
 def _fmt(value, spec: str = "") -> str:
@@ -396,7 +399,7 @@ def plot_size(rows: list[dict], path: Path) -> None:
 
 def _save(figure, path: Path) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
+    replace_file(path, lambda temporary: figure.savefig(temporary, format="png", dpi=130))
     plt.close(figure)
 
 
@@ -421,14 +424,20 @@ def _short_label(r: dict, timing: dict | None = None) -> str:
     return f"{r['strategy']}{r['k']}{' KD' if r['training'] == 'distill' else ''}{precision}{peak}"
 
 
+TABLE_FILES = ("results.csv", "results.md")
+PLOTS = {"pareto.png": plot_pareto, "layers_dropped.png": plot_layers_dropped, "size.png": plot_size}
+REPORT_FILES = (*TABLE_FILES, *PLOTS)
+"""What `write_report` writes beside results.jsonl."""
+
+
 def write_report(records: list[dict], out_dir: Path, command: str | None = None) -> list[dict]:
     """results.csv, results.md and the three plots beside results.jsonl; returns the rows with deltas."""
     rows = with_deltas(merge_records(records))
-    write_csv(rows, out_dir / "results.csv")
+    write_csv(rows, out_dir / TABLE_FILES[0])
     header = [f"Command: `{command}`", ""] if command else []
-    (out_dir / "results.md").write_text("\n".join(header) + strategy_table(rows) + "\n" + fastest_table(rows) + "\n" + markdown_table(rows) + "\n")
+    write_text(out_dir / TABLE_FILES[1], "\n".join(header) + strategy_table(rows) + "\n" + fastest_table(rows) + "\n" + markdown_table(rows) + "\n")
     if any(r["status"] == "ok" for r in rows):
-        for plot, name in ((plot_pareto, "pareto.png"), (plot_layers_dropped, "layers_dropped.png"), (plot_size, "size.png")):
+        for name, plot in PLOTS.items():
             try:
                 plot(rows, out_dir / name)
             except Exception as error:  # a picture that cannot be drawn never turns finished results into a failed run

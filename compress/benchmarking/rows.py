@@ -10,7 +10,6 @@ the reference every other row's change is counted from. Recipes that train nothi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,8 +18,9 @@ import yaml
 
 from compress.benchmarking.precisions import PRECISIONS
 from compress.errors import CompressError
+from compress.folders import safe_folder_name
 from compress.pipeline.graph import StageNode, recipe_graph
-from compress.pipeline.recipe import Recipe, load_recipe
+from compress.pipeline.recipe import Recipe, load_recipe, read_yaml
 from compress.stages import STAGES
 from compress.stages.base import ModelDescription, StageSettings
 from compress.stages.export import ExportSettings
@@ -76,11 +76,6 @@ class BenchRow:
         return recipe_graph(self.recipe, self.recipe_text)[self.measured]
 
 
-def model_slug(model: str) -> str:
-    """A model name as one plain folder name (hub ids contain '/', folders may start with '.')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", model).strip(".-") or "model"
-
-
 def describe(stages: list[StageSettings]) -> tuple[str, int, str, str]:
     """(strategy, K, training, precision) of the model a chain of stages makes, as a sweep would name it."""
     described = ModelDescription()
@@ -115,7 +110,7 @@ def baseline_recipe(recipe: Recipe) -> Recipe | None:
     if hyperparameters is None:
         return None
     return recipe.model_copy(update={
-        "name": f"baseline-{model_slug(recipe.model)}-{recipe.task}",
+        "name": safe_folder_name(f"baseline-{recipe.model}-{recipe.task}"),
         "description": f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
         "stages": [
             FinetuneSettings(name=BASELINE_TRAINED, **hyperparameters),
@@ -129,8 +124,8 @@ def is_recipe_file(file: Path) -> bool:
     """A YAML mapping with `stages` is a recipe (a sweep has `grids`); unreadable files are left to the
     sweep's validation, which names the problem."""
     try:
-        content = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError):
+        content = read_yaml(file, "recipe")
+    except CompressError:
         return False
     return isinstance(content, dict) and "stages" in content
 

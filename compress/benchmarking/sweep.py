@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.rows import FULL, BenchRow, Combination
 from compress.data.loading import DataSettings, load_task_data
+from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.pipeline.models import check_weights, load_config
@@ -69,7 +70,7 @@ class Sweep(Strict):
     tasks: dict[str, DataSettings] = Field(min_length=1, description="Task name -> its data settings.")
     max_length: int = Field(128, ge=8)
     eval_batch_size: int = Field(64, ge=1)
-    seed: int = 42
+    seed: Seed = 42
     contribution_examples: int = Field(500, ge=1)
     calibration_examples: int = Field(300, ge=1)
     training: TrainingHyperparameters = Field(
@@ -137,6 +138,7 @@ def check_sweep(sweep: Sweep) -> list[str]:
             layout_for(config)
             layer_counts[model] = num_layers(config)
             check_max_length(config, sweep.max_length, "max_length")
+            check_max_length(config, sweep.latency.sequence_length, "latency.sequence_length")  # else every row fails once trained
             check_weights(model)
         except CompressError as error:
             problems.append(f"models: {error}")

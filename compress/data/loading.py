@@ -9,6 +9,7 @@ import csv
 import importlib.metadata
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import datasets
 import pandas as pd
 import pydantic
 
+from compress.data.seeds import Seed
 from compress.data.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
 from compress.errors import CompressError, excerpt
 
@@ -51,7 +53,7 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
     regression: bool = False  # files, task not in the table
     max_train_examples: int | None = pydantic.Field(default=None, gt=0)
     max_eval_examples: int | None = pydantic.Field(default=None, gt=0)
-    seed: int = 42
+    seed: Seed = 42
 
     @pydantic.model_validator(mode="after")
     def _check_combination(self) -> DataSettings:
@@ -127,7 +129,7 @@ MAX_CLASSES = 1000
 def _distinct_labels(path: Path, column: str) -> list[str]:
     """Sorted distinct label values of a file, numerically when they are all integers. Values of one
     kind only: all integers, or all words; numbers with fractions are scores (data.regression)."""
-    values = {str(value) for _, (value,) in _read_rows(path, [column])}
+    values = {str(_present(value, f"{path}, line {line}, column '{column}'")) for line, (value,) in _read_rows(path, [column])}
     where = f"{path}: column '{column}'"
     if len(values) < 2:
         raise CompressError(f"{where} has {len(values)} distinct value(s), a classification task needs 2 or more"
@@ -143,6 +145,17 @@ def _distinct_labels(path: Path, column: str) -> list[str]:
         raise CompressError(f"{where} has {len(values):,} distinct values, more than the {MAX_CLASSES} classes a label "
                             "column is taken to have; check data.label_column, or set data.regression: true for scores")
     return sorted(values, key=int if numbers else None)
+
+
+MISSING_LABELS = ("", "nan")
+"""Label cells that mean "no label" (an empty cell; NaN, as pandas or a spreadsheet writes one): never a class or a score."""
+
+
+def _present(label: Any, where: str) -> Any:
+    """`label`, refused when it is missing: it would become a class of its own, or a NaN score."""
+    if label is None or str(label).strip().lower() in MISSING_LABELS:
+        raise CompressError(f"{where}: label missing (got {excerpt(label)}); expected a label on every example")
+    return label
 
 
 def _is_number(text: str) -> bool:
@@ -170,8 +183,7 @@ def check_data_files(name: str, settings: DataSettings) -> None:
         _check_glue_dir(task.tsv, settings.path)
     elif settings.source == "files":
         for field, path in (("train", settings.train), ("dev", settings.dev)):
-            if not path.is_file():
-                raise CompressError(f"{path}: data.{field} file not found")
+            _require_file(path, f"data.{field} file")
             _check_columns(path, [*settings.text_columns, settings.label_column])
     elif settings.source == "embedded":
         _embedded_file(task.embedded)
@@ -185,13 +197,21 @@ def _check_glue_dir(layout: TsvLayout, root: Path) -> None:
         raise CompressError(f"{folder}: folder not found (data.path should hold the GLUE task folders)")
     for file in (layout.train_file, *layout.dev_files.values()):
         path = folder / file
-        if not path.is_file():
-            raise CompressError(f"{path}: file not found")
+        _require_file(path, "file")
         _check_columns(path, [*layout.text_columns, layout.label_column], layout.header)
 
 
+def _require_file(path: Path, what: str) -> None:
+    """A regular file at `path`; a folder, device or pipe is named as such and not read (a pipe would block)."""
+    if not path.is_file():
+        raise CompressError(f"{path}: {what} {'is not a regular file' if path.exists() else 'not found'}")
+
+
 def _check_columns(path: Path, columns: list[str], fixed_header: tuple[str, ...] | None = None) -> None:
-    _column_positions(path, _read_header(path, fixed_header), columns)
+    header = _read_header(path, fixed_header)
+    if not header:
+        raise CompressError(f"{path}: empty; expected examples with the columns {', '.join(columns)}")
+    _column_positions(path, header, columns)
 
 
 # --- reading files -------------------------------------------------------------------------------
@@ -305,9 +325,12 @@ def _label_converter(task: TaskSpec) -> Callable[[Any, str], int | float]:
 
         def to_score(value: Any, where: str) -> float:
             try:
-                return float(value)
+                score = float(_present(value, where))
             except (TypeError, ValueError):
                 raise CompressError(f"{where}: expected a number as label, got {excerpt(value)}") from None
+            if not math.isfinite(score):
+                raise CompressError(f"{where}: expected a finite number as label, got {excerpt(value)}")
+            return score
 
         return to_score
 
@@ -318,7 +341,7 @@ def _label_converter(task: TaskSpec) -> Callable[[Any, str], int | float]:
 
     def to_id(value: Any, where: str) -> int:
         try:
-            return ids[str(value)]
+            return ids[str(_present(value, where))]
         except KeyError:
             raise CompressError(f"{where}: label {excerpt(value)} is not one of {expected} (or a class id)") from None
 
@@ -431,8 +454,33 @@ def _cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Da
 def load_task_data(name: str, settings: DataSettings) -> TaskData:
     check_data_files(name, settings)
     loaded = _LOADERS[settings.source](resolve_task(name, settings), settings)
-    return replace(
+    data = replace(
         loaded,
         train=_cap(loaded.train, settings.max_train_examples, settings.seed),
         dev={split: _cap(dataset, settings.max_eval_examples, settings.seed) for split, dataset in loaded.dev.items()},
     )
+    _check_usable(data, settings)
+    return data
+
+
+def _check_usable(data: TaskData, settings: DataSettings) -> None:
+    """Refuse, before any training, a split nothing can be trained on or scored with: one without examples,
+    or a regression dev split without two different scores (its correlation with any prediction is undefined)."""
+    for split, examples in {"train": data.train, **data.dev}.items():
+        where = _split_origin(data, settings, split)
+        if len(examples) == 0:
+            raise CompressError(f"{where}: no examples in the {split} split; expected at least one (is there only a header?)")
+        if data.task.is_regression and split != "train" and len(set(examples["label"])) < 2:
+            cap = f" (data.max_eval_examples: {settings.max_eval_examples})" if settings.max_eval_examples else ""
+            raise CompressError(f"{where}: the {split} split has {len(examples)} example(s){cap}, all with one score; "
+                                "expected at least two different scores, as a correlation needs")
+
+
+def _split_origin(data: TaskData, settings: DataSettings, split: str) -> str:
+    """The file a split was read from (the hub dataset or embedded corpus otherwise), for messages."""
+    if settings.source == "files":
+        return str(settings.train if split == "train" else settings.dev)
+    if settings.source == "glue-dir":
+        layout = data.task.tsv
+        return str(settings.path / layout.folder / (layout.train_file if split == "train" else layout.dev_files[split]))
+    return data.source

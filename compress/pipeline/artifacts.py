@@ -2,7 +2,9 @@
 
 - `torch`: a `PreTrainedModel` saved with `save_pretrained` (also bitsandbytes and fp16 models);
 - `torch-int8`: a PyTorch model whose Linear layers were dynamically quantized; its packed
-  weights do not fit `save_pretrained`, so the whole module is pickled to `model_int8.pt`;
+  weights do not fit `save_pretrained`, so `config.json` and `model_int8.safetensors` hold what rebuilds it:
+  the float tensors, and each quantized Linear's int8 weight, scale(s) and zero point(s) (no pickle, which
+  would run code from a replaced file in a shared results folder);
 - a runtime model (`RUNTIMES`): a folder of files another engine runs, beside `config.json` and the
   tokenizer, that its stage wrote there:
   - `onnx` (`OnnxModel`): `onnx/model.onnx` (or `onnx/model_quantized.onnx`), the layout optimum's
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,19 +25,29 @@ from typing import ClassVar, Literal, Union
 
 import numpy as np
 import torch
+from accelerate import init_empty_weights
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.nn.functional import pad
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
+from compress.errors import CompressError, excerpt, failure, one_line
 from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
-from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
+from compress.exporters.torch_quantize import torch_dynamic_int8
+from compress.pipeline.models import count_parameters, load_config, load_saved, load_tokenizer, saved_class
 from compress.surgery.architectures import max_sequence_length
 
 Kind = Literal["torch", "onnx", "torch-int8", "openvino", "runtime"]
 """What a stage takes and makes; 'runtime': ONNX or OpenVINO, whichever a stage chose as it ran."""
 
-TORCH_INT8_FILE = "model_int8.pt"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".pt")
+TORCH_INT8_FILE = "model_int8.safetensors"
+PICKLED_INT8_FILE = "model_int8.pt"
+"""What compress wrote for a torch-int8 model before: the module pickled whole. Refused, never loaded."""
+QUANTIZED_LINEARS = "quantized_linears"
+"""Metadata of TORCH_INT8_FILE: JSON of each quantized Linear's name and how its weight is quantized."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
 
 
 Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
@@ -211,6 +224,79 @@ def kind_of(artifact: Artifact) -> Kind:
     return "torch-int8" if quantization.get("mode") == "torch-dynamic-int8" else "torch"
 
 
+def _quantized_linears(model: torch.nn.Module) -> dict[str, DynamicQuantizedLinear]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, DynamicQuantizedLinear)}
+
+
+def _int8_weight_tensors(name: str, weight: torch.Tensor) -> tuple[dict, dict[str, torch.Tensor]]:
+    """How a quantized weight is quantized (for the metadata), and the plain tensors that make it again."""
+    scheme = {"dtype": str(weight.dtype).removeprefix("torch."), "qscheme": str(weight.qscheme()).removeprefix("torch.")}
+    tensors = {f"{name}.weight": weight.int_repr()}
+    if weight.qscheme() == torch.per_tensor_affine:
+        tensors |= {f"{name}.weight_scale": torch.tensor(weight.q_scale(), dtype=torch.float64),
+                    f"{name}.weight_zero_point": torch.tensor(weight.q_zero_point(), dtype=torch.int64)}
+    elif weight.qscheme() == torch.per_channel_affine:
+        scheme["axis"] = weight.q_per_channel_axis()
+        tensors |= {f"{name}.weight_scale": weight.q_per_channel_scales(), f"{name}.weight_zero_point": weight.q_per_channel_zero_points()}
+    else:
+        raise ValueError(f"{name}: cannot save a weight quantized {weight.qscheme()}")
+    return scheme, tensors
+
+
+def _int8_weight(name: str, scheme: dict, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The quantized weight `_int8_weight_tensors` took apart; its tensors are taken out of `tensors`."""
+    values, scale, zero_point = (tensors.pop(f"{name}.{key}") for key in ("weight", "weight_scale", "weight_zero_point"))
+    if scheme["qscheme"] == "per_channel_affine":
+        return torch._make_per_channel_quantized_tensor(values, scale, zero_point, scheme["axis"])
+    return torch._make_per_tensor_quantized_tensor(values, scale.item(), zero_point.item())
+
+
+def _save_torch_int8(model: PreTrainedModel, folder: Path) -> None:
+    """The config and one safetensors file: the float tensors under their own names, and each quantized
+    Linear's weight as int8 values with its scale(s) and zero point(s) (its bias stays float)."""
+    model.config.architectures = [type(model).__name__]  # what save_pretrained records: the class to build again
+    model.config.save_pretrained(folder)
+    quantized = _quantized_linears(model)
+    packed = {f"{name}.{key}" for name, module in quantized.items() for key in module.state_dict()}
+    tensors = {key: tensor for key, tensor in model.state_dict().items() if key not in packed}
+    schemes = {}
+    for name, module in quantized.items():
+        schemes[name], weight_tensors = _int8_weight_tensors(name, module.weight())
+        tensors |= weight_tensors | ({f"{name}.bias": module.bias()} if module.bias() is not None else {})
+    save_file(tensors, folder / TORCH_INT8_FILE, metadata={QUANTIZED_LINEARS: json.dumps(schemes)})
+
+
+def _load_torch_int8(folder: Path) -> PreTrainedModel:
+    """Built as `_save_torch_int8` found it: the config's architecture given the saved tensors, quantized as
+    the quantize stage does, then given the saved int8 weights. Its parameters are made empty and take the
+    saved tensors as they are, and a quantized Linear's float weight is zeros that take no memory until it
+    is quantized: loading needs little more memory than the int8 model (not the float model's, twice)."""
+    path = folder / TORCH_INT8_FILE
+    try:
+        with safe_open(path, "pt") as file:
+            schemes = json.loads((file.metadata() or {})[QUANTIZED_LINEARS])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+        weights = {name: _int8_weight(name, scheme, tensors) for name, scheme in schemes.items()}
+    except (OSError, SafetensorError, KeyError, ValueError) as error:
+        raise CompressError(f"{path}: not a torch-int8 model as compress writes one ({failure(error)})") from None
+    placeholders = {f"{name}.weight": torch.zeros(()).expand(weight.shape) for name, weight in weights.items()}
+    config = load_config(folder)
+    with init_empty_weights():
+        model = saved_class(config)._from_config(config)
+    try:
+        model.load_state_dict(tensors | placeholders, assign=True)
+    except RuntimeError as error:
+        raise CompressError(one_line(f"{path}: does not fit the architecture of its config ({error})")) from None
+    model = torch_dynamic_int8(model, inplace=True)
+    built = _quantized_linears(model)
+    if built.keys() != weights.keys():
+        raise CompressError(f"{path}: quantizes other Linear layers ({excerpt(sorted(weights.keys() - built.keys()))} not here, "
+                            f"{excerpt(sorted(built.keys() - weights.keys()))} here only) than PyTorch does to its architecture")
+    for name, module in built.items():
+        module.set_weight_bias(weights[name], module.bias())
+    return model
+
+
 def save_artifact(artifact: Artifact, folder: Path) -> None:
     """Write the model into `folder` (a runtime model is already there: its stage wrote it)."""
     kind = kind_of(artifact)
@@ -218,8 +304,7 @@ def save_artifact(artifact: Artifact, folder: Path) -> None:
         if artifact.folder != folder:
             raise ValueError(f"{kind} stage wrote to {artifact.folder}, expected {folder}")
     elif kind == "torch-int8":
-        artifact.config.save_pretrained(folder)
-        torch.save(artifact, folder / TORCH_INT8_FILE)
+        _save_torch_int8(artifact, folder)
     else:
         artifact.save_pretrained(folder)
 
@@ -231,8 +316,12 @@ def load_artifact(folder: Path, device: str | None = None) -> Artifact:
         if runtime.found_in(folder):
             return runtime(folder)
     if (folder / TORCH_INT8_FILE).exists():
-        # Our own file, written by save_artifact: the quantized module is pickled whole.
-        return torch.load(folder / TORCH_INT8_FILE, weights_only=False)
+        return _load_torch_int8(folder)
+    if (folder / PICKLED_INT8_FILE).exists():
+        raise CompressError(
+            f"{folder}: its {PICKLED_INT8_FILE} was written by an older compress, a pickled module, and compress no longer "
+            f"loads pickles from results folders (a replaced file would run code); build this stage again: run the same "
+            f"command with {folder} removed, or with --overwrite")
     # "auto": the dtype the config records (an fp16 model stays fp16), not transformers' default fp32
     return load_saved(folder, dtype="auto", **({"device_map": device} if device else {}))
 

@@ -1,26 +1,53 @@
 """The stage cache: finished stage folders under one root, found by the identity of the node that made them.
 
 A folder is a finished build when its `stage.json` (a `StageRecord`, written last, inside the
-folder's `.partial`) names the identity. Where a node's folder lies is the cache's layout: a run
+folder's `.partial`) names the identity and its files are the ones the record lists (size and sha256):
+a file cut short, replaced or removed since makes the stage build again rather than hand on a broken model. Where a node's folder lies is the cache's layout: a run
 folder names stage folders after the recipe's stages; a benchmark's `work/` after model, task,
 stage and identity, so every node of many recipes has one folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from compress.folders import PARTIAL, copy_folder, writing
+from compress.folders import LOCK, MARKER, PARTIAL, SCRATCH, copy_folder, writing
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE
 
 STAGE_FILE = "stage.json"
-RECORD_VERSION = 2
-"""1: records from before the version was written (the same fields, no `other_cpu_load`)."""
+RECORD_VERSION = 3
+"""1: records from before the version was written (the same fields, no `other_cpu_load`); 2: no `files`."""
+UNLISTED = {STAGE_FILE, CARD_FILE, MARKER, LOCK}
+"""Files of a stage folder its record does not list: the record itself, and what a linked copy writes anew."""
+
+
+class FileFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def listed_files(folder: Path) -> dict[str, Path]:
+    """The files of a stage folder its record lists, by path relative to the folder."""
+    return {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
+            if path.is_file() and not path.is_symlink() and path.name not in UNLISTED and SCRATCH not in path.relative_to(folder).parts}
+
+
+def file_facts(folder: Path) -> dict[str, FileFacts]:
+    """Size and sha256 of every file of a finished stage folder, for its record."""
+    return {name: FileFacts(size=path.stat().st_size, sha256=_sha256(path)) for name, path in listed_files(folder).items()}
 
 
 class StageRecord(BaseModel):
@@ -47,6 +74,8 @@ class StageRecord(BaseModel):
     notes: dict = {}
     other_cpu_load: float | None = None
     """CPU cores other processes kept busy while it was built (its time is only as good as the machine's quiet)."""
+    files: dict[str, FileFacts] | None = None
+    """Every file the stage left, as it left it (None: recorded before files were listed, and taken on trust)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -57,6 +86,22 @@ class StageRecord(BaseModel):
 
     def write(self, folder: Path) -> None:
         (folder / STAGE_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+    def files_problem(self, folder: Path) -> str | None:
+        """How `folder`'s files differ from those this record lists (None: they are the same, or none are listed)."""
+        if self.files is None:
+            return None
+        found = listed_files(folder)
+        for name, facts in self.files.items():
+            path = found.get(name)
+            if path is None:
+                return f"{name} is missing"
+            if path.stat().st_size != facts.size:
+                return f"{name} has {path.stat().st_size:,} bytes, {facts.size:,} when it was made"
+            if _sha256(path) != facts.sha256:
+                return f"{name} has changed since it was made"
+        extra = sorted(set(found) - set(self.files))
+        return f"{extra[0]} was added after it was made" if extra else None
 
 
 def read_stage_record(folder: Path) -> StageRecord | None:
@@ -72,6 +117,10 @@ class StageCache:
         self.root = root
         self.folder_name = folder_name
         self._index: dict[str, Path] | None = None
+        self._checked: dict[Path, tuple] = {}
+        """Folders whose files matched their record, by what their files' sizes and times were then."""
+        self.notes: list[str] = []
+        """Finished folders found not whole (their files changed), for the executor to tell the user."""
 
     def folder(self, node: StageNode) -> Path:
         return self.root / self.folder_name(node)
@@ -88,12 +137,26 @@ class StageCache:
         return self._index
 
     def find(self, node: StageNode) -> tuple[Path, StageRecord] | None:
-        """A finished folder of `node`'s model: its own folder first, else any other the cache holds."""
-        for folder in (self.folder(node), self._known().get(node.identity)):
+        """A finished, whole folder of `node`'s model: its own folder first, else any other the cache holds."""
+        for folder in dict.fromkeys((self.folder(node), self._known().get(node.identity))):
             record = folder and read_stage_record(folder)
-            if record is not None and record.identity == node.identity:
+            if record is not None and record.identity == node.identity and self._whole(folder, record):
                 return folder, record
         return None
+
+    def _whole(self, folder: Path, record: StageRecord) -> bool:
+        """Whether `folder` holds the files its record lists; checked once per process unless they change."""
+        state = tuple((name, path.stat().st_size, path.stat().st_mtime_ns) for name, path in listed_files(folder).items())
+        if self._checked.get(folder) == state:
+            return True
+        problem = record.files_problem(folder)
+        if problem:
+            note = f"{folder}: {problem}; that stage is built again"
+            if note not in self.notes:
+                self.notes.append(note)
+            return False
+        self._checked[folder] = state
+        return True
 
     def add(self, folder: Path, record: StageRecord) -> None:
         self._known().setdefault(record.identity, folder)

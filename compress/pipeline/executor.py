@@ -30,7 +30,7 @@ from compress.pipeline.artifacts import (
     predictor_for,
     size_on_disk,
 )
-from compress.pipeline.cache import StageCache, StageRecord
+from compress.pipeline.cache import StageCache, StageRecord, file_facts
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE, render_model_card
 from compress.pipeline.models import load_for_task, load_tokenizer, resolve_model
@@ -89,6 +89,9 @@ class Executor:
     def ensure(self, node: StageNode) -> tuple[Path, StageRecord]:
         """The folder and record of `node`'s model: found in the cache, linked in, or built (its sources first)."""
         found = self.cache.find(node)
+        for note in self.cache.notes:
+            self.console.print(f"[yellow]note[/]: {note}")
+        self.cache.notes.clear()
         if found is not None:
             folder, record = found
             if folder == self.cache.folder(node):
@@ -146,6 +149,7 @@ class Executor:
                 metrics=metrics,
                 notes=output.facts.model_dump(exclude_none=True) if output.facts else {},
                 other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
+                files=file_facts(partial),
             )
             record.write(partial)
             card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import transformers
 from transformers import (
+    MODEL_MAPPING,
     AutoConfig,
-    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -100,9 +100,9 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-                "model_int8.pt")
-"""Files one of which a PyTorch model folder needs: weights (whole or a sharded index), or a pickled int8
-model; an ONNX folder needs its graph instead (compress.exporters.onnx_file)."""
+                "model_int8.safetensors")
+"""Files one of which a PyTorch model folder needs: weights (whole or a sharded index), or a torch-int8
+model's (compress.pipeline.artifacts); an ONNX folder needs its graph instead (compress.exporters.onnx_file)."""
 
 
 def resolve_model(ref: str | Path) -> str:
@@ -184,14 +184,18 @@ def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenize
     return model
 
 
-def load_saved(ref: str | Path, **loading) -> PreTrainedModel:
-    """A model with the head it was saved with (the class named in its config), else the bare encoder;
-    `loading` goes to from_pretrained (dtype, device_map)."""
-    config = load_config(ref)
+def saved_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The class a saved model is built as: the one named in its config (with the head it was saved with),
+    else the bare encoder's."""
     architecture = (config.architectures or [None])[0]
-    model_class = getattr(transformers, architecture, None) if architecture else None
+    return (getattr(transformers, architecture, None) if architecture else None) or MODEL_MAPPING[type(config)]
+
+
+def load_saved(ref: str | Path, **loading) -> PreTrainedModel:
+    """A model of its `saved_class`; `loading` goes to from_pretrained (dtype, device_map)."""
+    config = load_config(ref)
     try:
-        return (model_class or AutoModel).from_pretrained(resolve_model(ref), **loading)
+        return saved_class(config).from_pretrained(resolve_model(ref), **loading)
     except Exception as error:
         raise _load_failure(str(ref), "weights", error) from None
 

@@ -7,6 +7,8 @@ left at that point of the chain) and the data files (present, with the columns n
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -14,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.data.loading import DataSettings, TaskData, load_task_data
+from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.pipeline.artifacts import base_kind
@@ -29,6 +32,8 @@ RESERVED_NAMES = (BASE, "final", "recipe.yaml", "results.json")
 MAX_YAML_VALUES = 100_000
 """Values (scalars and items) a recipe or sweep file may expand to: far above any real one, far below
 what YAML aliases of aliases can blow a few lines up to."""
+MAX_YAML_BYTES = 1_000_000
+"""Bytes a recipe or sweep file may hold: real ones hold a few thousand."""
 
 AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
 
@@ -44,7 +49,7 @@ class Recipe(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     max_length: int = Field(128, ge=8, description="Tokens per example, for training and evaluation.")
     eval_batch_size: int = Field(64, ge=1)
-    seed: int = Field(42, description="Seeds the new classification head of the pre-trained model.")
+    seed: Seed = Field(42, description="Seeds the new classification head of the pre-trained model.")
     stages: list[AnyStage] = Field(min_length=1)
 
     @field_validator("name")
@@ -148,26 +153,67 @@ def _too_many_values(content: Any) -> bool:
     return False
 
 
-def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
-    """Read a YAML file into `schema`; every error is one line naming the file and the field."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last silently (a
+    second `stages:` would drop the first list). Keys a merge (`<<: *anchor`) brings in may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # the safe loader refuses it itself
+                continue
+            if key in first_lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {excerpt(key)} given twice (first at line {first_lines[key] + 1}); expected each key once",
+                    key_node.start_mark,
+                )
+            first_lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _read_text(file: Path, kind: str) -> str:
+    """The text of a regular file of at most MAX_YAML_BYTES: a device, pipe or huge file is refused before it is read."""
     try:
-        text = file.read_text(encoding="utf-8")
+        status = file.stat()
     except FileNotFoundError:
         raise CompressError(f"{file}: no such {kind} file") from None
-    except IsADirectoryError:
-        raise CompressError(f"{file}: is a folder; expected a {kind} file") from None
-    except UnicodeDecodeError as error:
-        raise CompressError(f"{file}: not UTF-8 text (byte {error.start}); expected a YAML {kind} file") from None
     except OSError as error:
         raise CompressError(f"{file}: cannot read ({error.strerror})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise CompressError(f"{file}: is a folder; expected a {kind} file")
+    if not stat.S_ISREG(status.st_mode):
+        raise CompressError(f"{file}: not a regular file (a device, pipe or socket); expected a YAML {kind} file")
     try:
-        content = yaml.safe_load(text)
+        with file.open("rb") as lines:
+            content = lines.read(MAX_YAML_BYTES + 1)  # bounded: the file may grow after stat
+    except OSError as error:
+        raise CompressError(f"{file}: cannot read ({error.strerror})") from None
+    if len(content) > MAX_YAML_BYTES:
+        raise CompressError(f"{file}: more than {MAX_YAML_BYTES:,} bytes; expected a YAML {kind} file a person can read")
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CompressError(f"{file}: not UTF-8 text (byte {error.start}); expected a YAML {kind} file") from None
+
+
+def read_yaml(file: Path, kind: str) -> Any:
+    """The content of a YAML file (a recipe or a sweep); every problem is one line naming the file."""
+    try:
+        return yaml.load(_read_text(file, kind), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise CompressError(f"{file}: not valid YAML{where}: {str(getattr(error, 'problem', error))[:200]}") from None
     except RecursionError:
         raise CompressError(f"{file}: nested too deeply to be a {kind}") from None
+
+
+def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
+    """Read a YAML file into `schema`; every error is one line naming the file and the field."""
+    content = read_yaml(file, kind)
     if not isinstance(content, dict):
         raise CompressError(f"{file}: expected a mapping with {top_keys} at the top")
     if _too_many_values(content):

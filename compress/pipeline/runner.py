@@ -16,7 +16,7 @@ from rich.table import Table
 from compress.data.loading import TaskData
 from compress.errors import CompressError
 from compress.evaluation.metrics import metric_texts
-from compress.folders import check_writable, claim, copy_folder, holding, writing
+from compress.folders import check_replaceable, check_writable, claimed, copy_folder, refuse_link, write_text, writing
 from compress.pipeline.cache import StageCache, StageRecord
 from compress.pipeline.executor import Executor
 from compress.pipeline.graph import recipe_graph
@@ -24,6 +24,7 @@ from compress.pipeline.recipe import Recipe
 
 FINAL = "final"
 RUN_SUMMARY_FILE = "results.json"
+RECIPE_FILE = "recipe.yaml"
 
 
 def summary_table(recipe: Recipe, records: list[StageRecord]) -> Table:
@@ -51,6 +52,9 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
     model cards; `data`, the recipe's task data where validating it loaded them already."""
     # Everything that can still fail on bad input comes before the run folder is touched.
     check_writable(run_folder)
+    check_replaceable(run_folder / FINAL)
+    for name in (RECIPE_FILE, RUN_SUMMARY_FILE):
+        refuse_link(run_folder / name)
     recipe_text = recipe_text or Path(recipe_file).read_text()
     executor = Executor(StageCache(run_folder, lambda node: node.name), console)
     executor.tokenizer(recipe.model)
@@ -58,9 +62,8 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
         data = executor.data(recipe, data)
     except CompressError as error:
         raise CompressError(f"{recipe_file}: {error}") from None
-    claim(run_folder, overwrite, "run folder")
-    with holding(run_folder):
-        (run_folder / "recipe.yaml").write_text(recipe_text)
+    with claimed(run_folder, "run folder", overwrite):
+        write_text(run_folder / RECIPE_FILE, recipe_text)
         console.print(
             f"[bold]{recipe.task}[/]: {len(data.train):,} training examples, "
             + ", ".join(f"{len(d):,} {split}" for split, d in data.dev.items())
@@ -88,7 +91,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
             "final": {**records[-1].model_dump(), "folder": FINAL},
             "stages": [r.model_dump() for r in records],
         }
-        (run_folder / RUN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(run_folder / RUN_SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     console.print(summary_table(recipe, records))
     console.print(f"Final model: {run_folder / FINAL}  (results: {run_folder / RUN_SUMMARY_FILE})")
     return summary

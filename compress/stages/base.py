@@ -19,7 +19,7 @@ from compress.pipeline.models import load_saved
 class StageSettings(BaseModel):
     """Fields every stage entry of a recipe may carry besides its own settings."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)  # .inf passes gt=0 and ge=0, then fails once work starts
 
     name: str | None = Field(None, description="Folder name of this stage's output (default: NN-stage).")
     source: str | None = Field(

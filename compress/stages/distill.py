@@ -45,7 +45,7 @@ NOTE_EXAMPLES = 256
 class DistillationLoss(BaseModel):
     """How the student's loss mixes labels, the teacher's outputs and its hidden states."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf passes gt=0, then fails in training
 
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the hard-label loss; 1 - alpha on the soft loss.")
     temperature: float = Field(2.0, gt=0, description="Softens both distributions in the KL term.")

@@ -14,6 +14,7 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers, metric_scores
 from compress.analysis.report import statistics_table
+from compress.data.seeds import Seed
 from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import check_droppable, drop_layers
@@ -30,7 +31,7 @@ class DropSettings(StageSettings):
     k: int | None = Field(None, ge=0, description="How many layers to drop.")
     layers: list[int] | None = Field(None, description="strategy 'layers': 0-based indices to drop.")
     examples: int = Field(500, ge=1, description="strategy 'contribution': task examples to score layers on.")
-    seed: int = Field(42, description="strategy 'contribution': which examples are drawn.")
+    seed: Seed = Field(42, description="strategy 'contribution': which examples are drawn.")
     metric: Metric = Field(
         "cosine",
         description="strategy 'contribution': cosine (the paper's), block-influence (1 - cosine, the same "

@@ -26,6 +26,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from compress.data.encoding import tokenize
+from compress.data.seeds import Seed
 from compress.errors import CompressError, first_line
 from compress.folders import require_ours
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings, TrainingCheckpoints
@@ -37,14 +38,14 @@ MAX_TRAINING_STEPS = 300_000
 class TrainingHyperparameters(BaseModel):
     """What a training run is given; shared by fine-tuning, distillation and benchmark sweeps."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf passes gt=0, then fails in training
 
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
     batch_size: int = Field(32, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
-    seed: int = 42
+    seed: Seed = 42
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="What the forward and backward passes compute in: bf16 autocast (weights and optimizer "
         "stay fp32), fp32, or auto (bf16 where the device computes it natively: a CUDA GPU with bf16, or a CPU with "

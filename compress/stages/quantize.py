@@ -21,6 +21,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from transformers import AutoConfig, PretrainedConfig
 
 from compress.data.encoding import padded_batches, tokenize
+from compress.data.seeds import Seed
 from compress.errors import CompressError
 from compress.exporters import ONNX_DIR, QUANTIZED_FILE
 from compress.exporters.onnx_quantize import quantize_dynamic_int8, quantize_static_int8
@@ -40,7 +41,7 @@ class QuantizeSettings(StageSettings):
 
     stage: Literal["quantize"] = "quantize"
     mode: str
-    seed: int = Field(42, description="Which training examples calibration draws (static-int8).")
+    seed: Seed = Field(42, description="Which training examples calibration draws (static-int8).")
 
     @property
     def method(self) -> QuantizationMethod:
