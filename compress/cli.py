@@ -159,6 +159,47 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to valid
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
 
 
+@app.command()
+@user_errors
+def predict(
+    folder: Annotated[Path, typer.Argument(help="A model folder compress wrote (a stage's folder, or a run's final/).")],
+    inputs: Annotated[Path, typer.Argument(help="Texts: one per line, or a .csv/.tsv (with a header) or .jsonl file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSON-lines file for the predictions (default: standard output).")] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="CSV/JSON-lines: the column of texts (default: text, else sentence).")] = None,
+    pair_column: Annotated[Optional[str], typer.Option(help="CSV/JSON-lines: the column of second texts, for sentence-pair tasks.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs run together.")] = 32,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Compute threads (default: as many as PyTorch uses).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(min=1, help="Tokens kept per input (default: what the recipe trained with).")] = None,
+) -> None:
+    """Run a compressed model on a file of texts: one JSON line per input, with its label and score (or value).
+
+    The same as `compress.load(FOLDER)(texts)` in Python."""
+    import json
+
+    from rich.progress import Progress
+
+    from compress.folders import write_text
+    from compress.pipeline.serving import load, prediction_record, read_inputs
+
+    _quiet_libraries()
+    if out is not None:
+        if out.exists() and not out.is_file():
+            raise CompressError(f"--out: {out} exists and is not a file")
+        if out.exists():
+            raise CompressError(f"--out: {out} exists; compress does not replace a file it did not make: choose another name")
+    texts = read_inputs(inputs, text_column, pair_column)
+    model = load(folder, threads, batch_size, max_length)
+    with Progress(console=errors, transient=True) as progress:
+        bar = progress.add_task(f"{model.kind} on {len(texts):,} inputs", total=len(texts))
+        answers = model.predict(texts, on_batch=lambda n: progress.advance(bar, n))
+    lines = "".join(json.dumps(prediction_record(text, answer), ensure_ascii=False) + "\n" for text, answer in zip(texts, answers))
+    if out is None:
+        typer.echo(lines, nl=False)
+    else:
+        write_text(out, lines)
+        errors.print(f"{len(texts):,} predictions -> {out}")
+
+
 class _RunByDefault(typer.core.TyperGroup):
     """`compress bench FILES...` is `compress bench run FILES...`: the group's commands, else `run`."""
 

@@ -76,6 +76,8 @@ class StageRecord(BaseModel):
     """CPU cores other processes kept busy while it was built (its time is only as good as the machine's quiet)."""
     files: dict[str, FileFacts] | None = None
     """Every file the stage left, as it left it (None: recorded before files were listed, and taken on trust)."""
+    max_length: int | None = None
+    """Tokens per input the recipe trained, scored and timed with: what running the folder truncates at (None: not recorded)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -150,6 +150,7 @@ class Executor:
                 notes=output.facts.model_dump(exclude_none=True) if output.facts else {},
                 other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
                 files=file_facts(partial),
+                max_length=recipe.max_length,
             )
             record.write(partial)
             card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)
