@@ -351,10 +351,7 @@ def _task_data(task: str, data_source: str, data_path: Optional[Path], text_colu
         )
     except ValidationError as error:
         raise CompressError(format_validation_error("command line (data options)", error)) from None
-    data = load_task_data(task, data_settings)
-    if len(data.train) == 0:
-        raise CompressError(f"--task: task '{task}' has no training examples in {data_source}")
-    return data
+    return load_task_data(task, data_settings)  # refuses a task without training examples
 
 
 @app.command()
@@ -454,16 +451,9 @@ def analyze(
 
     Prints a table and writes analysis.json, analysis.csv and analysis.png.
     """
-    import time
-
-    import torch
-
-    from compress.analysis.contribution import scoring_batches
-    from compress.analysis.layers import CKA_TOKENS, analyze_layers, matched_layers
-    from compress.analysis.report import statistics_table, write_analysis
+    from compress.analysis.report import statistics_table
+    from compress.analysis.run import check_analysis, run_analysis
     from compress.folders import check_writable
-    from compress.pipeline.models import load_config, load_saved, load_tokenizer
-    from compress.surgery.architectures import check_max_length, layout_for, num_layers
 
     _quiet_libraries()
     if task is None:
@@ -472,50 +462,9 @@ def analyze(
     check_writable(folder)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise CompressError(f"{folder}: folder exists; pass --overwrite to write into it, or --out elsewhere")
-
-    # Every check that needs only configs and data comes before loading weights.
-    base_config = load_config(model)
-    layout_for(base_config)
-    check_max_length(base_config, max_length, "--max-length")
-    if block > num_layers(base_config):
-        raise CompressError(f"--block: must be at most the model's {num_layers(base_config)} layers (got {block})")
-
-    def finetuned_input(load):
-        try:
-            return load(finetuned)
-        except CompressError as error:
-            raise CompressError(f"--finetuned: {str(error).removeprefix('model: ')}") from None
-
-    if finetuned is not None:
-        matched_layers(base_config, finetuned_input(load_config))
+    check_analysis(model, finetuned, max_length, block)  # before the data and any weights load
     train = _task_data(task, data_source, data_path, text_columns).train
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(model)
-    network = load_saved(model).to(device)
-    other = finetuned_input(load_saved).to(device) if finetuned is not None else None
-    batches = scoring_batches(train, tokenizer, examples, max_length, seed=42)
-    started = time.perf_counter()
-    rows = analyze_layers(network, batches, block=block, finetuned=other)
-    seconds = time.perf_counter() - started
-
-    tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
-    about = {
-        "model": model,
-        "finetuned": finetuned,
-        "task": task,
-        "data_source": data_source,
-        "examples": min(examples, len(train)),
-        "tokens": tokens,
-        "cka_tokens": min(tokens, CKA_TOKENS) if finetuned is not None else None,
-        "max_length": max_length,
-        "block": block,
-        "device": device,
-        "seconds": round(seconds, 1),
-    }
-    title = f"{model} on {task}: {about['examples']} examples, {tokens:,} tokens" + (
-        f"; vs {finetuned}" if finetuned else ""
-    )
-    console.print(statistics_table(rows, title, block))
-    written = write_analysis(rows, about, folder, title)
-    console.print(f"measured in {seconds:.1f}s on {device}; wrote {', '.join(p.name for p in written)} -> {folder}")
+    analysis = run_analysis(model, task, train, folder, data_source, finetuned, examples, max_length, block)
+    console.print(statistics_table(analysis.rows, analysis.title, block))
+    console.print(f"measured in {analysis.about['seconds']:.1f}s on {analysis.about['device']}; "
+                  f"wrote {', '.join(p.name for p in analysis.written)} -> {folder}")
