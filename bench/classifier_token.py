@@ -31,7 +31,7 @@ from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import expand, load_sweep
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
-from compress.pipeline.models import load_saved, load_tokenizer
+from compress.models.loading import load_saved, load_tokenizer
 from compress.stages.drop import DropSettings
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import drop_layers, kept_original_layers

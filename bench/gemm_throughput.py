@@ -5,14 +5,14 @@
 A speed-up of an int8 model over a PyTorch fp32 one is bounded by the processor's int8 to fp32
 throughput, which differs between processors of one family name (a virtual machine may say only
 "AMD EPYC"). `compress bench` measures the same peaks in every run and sets each timing against them
-(compress/benchmarking/roofline.py); this prints them alone.
+(compress/timing/roofline.py); this prints them alone.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from compress.benchmarking.roofline import describe_peaks, matmul_peaks
+from compress.timing.roofline import describe_peaks, matmul_peaks
 
 
 def main() -> None:

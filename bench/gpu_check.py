@@ -54,14 +54,14 @@ def main() -> None:
     from rich.console import Console
     from transformers import AutoModelForSequenceClassification
 
-    from compress.benchmarking.latency import describe_environment, fixed_length_batch, measure, timing_environment
     from compress.evaluation.metrics import metric_texts
-    from compress.pipeline.artifacts import load_artifact
+    from compress.models.artifacts import load_artifact
     from compress.pipeline.cache import StageCache
     from compress.pipeline.executor import Executor
     from compress.pipeline.graph import recipe_graph
     from compress.pipeline.recipe import recipe_from_mapping
     from compress.stages.quantize import batch_consistency
+    from compress.timing.latency import describe_environment, fixed_length_batch, measure, timing_environment
 
     console = Console()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from time_in_turns import runner
 
-from compress.benchmarking.latency import TURN_PAUSE_S, describe_environment, task_length_batches, timing_environment
 from compress.data.loading import DataSettings, load_task_data
-from compress.pipeline.models import load_tokenizer
+from compress.models.loading import load_tokenizer
+from compress.timing.latency import TURN_PAUSE_S, describe_environment, task_length_batches, timing_environment
 
 
 def timed_pairs(run, batches: list[dict]) -> tuple[list[float], list[float]]:

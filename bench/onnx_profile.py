@@ -23,7 +23,7 @@ import numpy as np
 from compress.exporters import onnx_file
 from compress.exporters.onnx_runtime import ort_session
 
-from compress.benchmarking.latency import timed_calls
+from compress.timing.latency import timed_calls
 
 TOKEN_IDS = (1000, 2000)
 """Random ids are drawn from here: ordinary word pieces in every vocabulary of 2,000 or more."""

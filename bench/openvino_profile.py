@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from compress.exporters.openvino_convert import IR_FILE, compile_ir, with_input_shape
 
-from compress.benchmarking.latency import describe_environment, timing_environment
-from compress.pipeline.artifacts import PADDING_SETTING, OpenVinoModel
+from compress.models.artifacts import PADDING_SETTING, OpenVinoModel
+from compress.timing.latency import describe_environment, timing_environment
 
 
 def main() -> None:

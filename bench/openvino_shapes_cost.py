@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 from compress.exporters.openvino_convert import IR_FILE
 
-from compress.benchmarking.latency import describe_environment, timing_environment
-from compress.pipeline.artifacts import OpenVinoModel
+from compress.models.artifacts import OpenVinoModel
+from compress.timing.latency import describe_environment, timing_environment
 
 
 def main() -> None:

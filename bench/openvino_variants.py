@@ -5,7 +5,7 @@ ONNX export, and compile settings of compress's IR. What was tried for the speed
 
 Each NNCF variant is calibrated as the `openvino-int8` stage calibrates (300 seeded training examples of
 `--task`, batch 1) and written to `--out`; an IR already there is reused. Every model is timed at batch 1,
-`--length` tokens, in turns (compress/benchmarking/latency.py, `timed_in_turns`): the figure is the median
+`--length` tokens, in turns (compress/timing/latency.py, `timed_in_turns`): the figure is the median
 over rounds, the ratio to compress's settings is taken round by round. The share of this host's int8
 MatMul peak is set, round by round, against the peak MatMul timed in the same round.
 """
@@ -23,11 +23,11 @@ from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import compile_ir, read_ir, with_input_shape
 from transformers import AutoConfig
 
-from compress.benchmarking.latency import describe_environment, fixed_length_batch, timed_in_turns, timing_environment
-from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.data.loading import DataSettings, load_task_data
-from compress.pipeline.artifacts import compiled_predictor
-from compress.pipeline.models import load_tokenizer
+from compress.models.artifacts import compiled_predictor
+from compress.models.loading import load_tokenizer
+from compress.timing.latency import describe_environment, fixed_length_batch, timed_in_turns, timing_environment
+from compress.timing.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 
 COMPRESS = "compress's (NNCF transformer preset, latency hint, any shape)"
 

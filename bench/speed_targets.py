@@ -27,9 +27,14 @@ from pathlib import Path
 from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark
-from compress.benchmarking.latency import (
-    LoadElsewhere,
-    contended,
+from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.rows import FULL, Combination
+from compress.benchmarking.sweep import load_sweep, sweep_rows
+from compress.errors import CompressError
+from compress.models.artifacts import load_artifact
+from compress.stages import STAGES
+from compress.timing.latency import (
     describe_environment,
     device_name,
     fixed_length_batch,
@@ -37,14 +42,8 @@ from compress.benchmarking.latency import (
     timed_in_turns,
     timing_environment,
 )
-from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.records import merge_records, read_records
-from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, peak_runners, peaks_of_rounds, take_peaks
-from compress.benchmarking.rows import FULL, Combination
-from compress.benchmarking.sweep import load_sweep, sweep_rows
-from compress.errors import CompressError
-from compress.pipeline.artifacts import load_artifact
-from compress.stages import STAGES
+from compress.timing.load import LoadElsewhere, contended
+from compress.timing.roofline import describe_peaks, fractions_in_turns, peak_runners, peaks_of_rounds, take_peaks
 
 TRAINING_STAGES = [name for name, stage in STAGES.items() if stage.trains]
 

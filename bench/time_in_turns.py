@@ -15,7 +15,7 @@ the median over rounds of each round's median, and the ratio to the first model 
 round, so a slow spell of the host moves every model alike. Each time is also set against this host's
 MatMul peak in the model's arithmetic (int8 or fp32, the peak MatMuls timed in the same rounds; none
 is measured for bf16): the share of it that the model's MatMul work reaches, round by round
-(compress/benchmarking/roofline.py).
+(compress/timing/roofline.py).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from compress.exporters import onnx_file
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoConfig
 
-from compress.benchmarking.latency import describe_environment, fixed_length_batch, task_length_batches, timed_in_turns, timing_environment
-from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.data.loading import DataSettings, load_task_data
-from compress.pipeline.artifacts import QUANTIZATION_FIELD, load_artifact, predictor_for
-from compress.pipeline.models import load_tokenizer
+from compress.models.artifacts import QUANTIZATION_FIELD, load_artifact, predictor_for
+from compress.models.loading import load_tokenizer
 from compress.stages.quantize import METHODS
+from compress.timing.latency import describe_environment, fixed_length_batch, task_length_batches, timed_in_turns, timing_environment
+from compress.timing.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 
 
 def runner(folder: Path, entries: dict[str, str], threads: int):

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from compress.benchmarking.latency import describe_environment, timing_environment
 from compress.benchmarking.records import read_records
+from compress.timing.latency import describe_environment, timing_environment
 
 PRECISIONS = ("fp32", "bf16")
 

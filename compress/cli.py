@@ -150,13 +150,43 @@ def stage(
 
 @app.command()
 @user_errors
-def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe YAML to validate.")]) -> None:
-    """Validate a recipe (schema, model, layer counts, data files) without running it."""
-    from compress.pipeline.recipe import load_recipe
+def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe or goal YAML to validate.")]) -> None:
+    """Validate a recipe (schema, model, layer counts, data files), or a goal file, without running it."""
+    from compress.pipeline.recipe import load_recipe, read_yaml
+    from compress.search.goal import GOAL_KEY, load_goal
 
     _quiet_libraries()
+    content = read_yaml(recipe_file, "recipe")
+    if isinstance(content, dict) and GOAL_KEY in content:
+        goal = load_goal(recipe_file)
+        console.print(f"{recipe_file}: ok (goal: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model)")
+        return
     recipe = load_recipe(recipe_file)
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
+
+
+@app.command()
+@user_errors
+def optimize(
+    goal_file: Annotated[Path, typer.Argument(help="Goal YAML: model, task, data, max_score_drop (see docs).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<goal name>).")] = None,
+) -> None:
+    """Find the fastest (or smallest) model within a score budget on this machine; writes final/, chosen.yaml,
+    report.md, every trial (results.jsonl, tables, plots) and Optuna's trials.db.
+
+    Run again into the same folder, it resumes: finished trials are reused, nothing is trained twice."""
+    from compress.search.goal import load_goal
+    from compress.search.optimize import REPORT, optimize as search
+
+    _quiet_libraries()
+    goal = load_goal(goal_file)
+    folder = out or Path("runs") / goal.name
+    summary = search(goal, folder, console, _command_line())
+    console.print((folder / REPORT).read_text())
+    console.print(f"Final model: {folder / 'final'}  (report: {folder / REPORT}; recipe: {folder / 'chosen.yaml'})")
+    if summary["target_missed_by"] is not None:
+        raise CompressError(f"{goal_file}: objective.target: no trial met {goal.objective.target:g}; the fastest within the "
+                            f"score budget missed it by {summary['target_missed_by']:g} (kept in {folder / 'final'})")
 
 
 @app.command()
@@ -374,7 +404,7 @@ def drop(
     """Drop layers from a model and save it, with nothing else (no fine-tuning): the drop stage on its own."""
     from compress.folders import check_writable, claimed
     from compress.pipeline.model_card import CARD_FILE, render_model_card
-    from compress.pipeline.models import count_parameters, load_saved, load_tokenizer
+    from compress.models.loading import count_parameters, load_saved, load_tokenizer
     from compress.stages import StageContext, run_stage
     from compress.stages.drop import DropSettings
     from compress.surgery.architectures import check_max_length, num_layers

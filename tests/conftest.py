@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from compress.data.loading import DataSettings, load_task_data
-from compress.pipeline.models import load_tokenizer
+from compress.models.loading import load_tokenizer
 
 SLOW_FIXTURES = {"finished_sweep", "recipe_bench", "int8_run", "quickstart_run", "dropped_minilm", "minilm_on_reviews", "reviews"}
 

@@ -25,13 +25,13 @@ from compress.benchmarking.report import (
     with_deltas,
     write_report,
 )
-from compress.benchmarking.roofline import matmul_gop
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import Grid, Sweep, expand, load_sweep, shard_rows, sweep_rows
 from compress.errors import CompressError
 from compress.folders import CHECKPOINTS, MARKER, claim
+from compress.models.loading import load_config
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
-from compress.pipeline.models import load_config
+from compress.timing.roofline import matmul_gop
 from tests.helpers import assert_scored_on, bench, build_stamps
 
 TINY = {
@@ -344,7 +344,7 @@ def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
 
     content = {**TINY, "grids": [{"strategies": ["top"], "k": [1], "precisions": ["torch-fp32", "onnx-fp32"]}]}
     never_parity = replace(STAGES["export"], apply=lambda model, settings, context: export(model, settings.model_copy(update={"tolerance": 1e-30}), context))
-    monkeypatch.setitem(STAGES, "export", never_parity)
+    monkeypatch.setitem(STAGES._entries, "export", never_parity)
     result = bench(write_sweep(tmp_path, content), "--no-peak-memory", "--out", tmp_path / "out")
     assert result.exit_code == 0
     records = {r["precision"] + str(r["k"]): r for r in read_records(tmp_path / "out")}
@@ -485,10 +485,10 @@ def test_rows_timed_with_other_software_are_flagged_in_the_table():
 
 
 def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_sweep):
-    from compress.benchmarking.latency import fixed_length_batch
     from compress.benchmarking.memory import serving_peak_mb
-    from compress.pipeline.artifacts import size_on_disk
-    from compress.pipeline.models import load_tokenizer
+    from compress.models.artifacts import size_on_disk
+    from compress.models.loading import load_tokenizer
+    from compress.timing.latency import fixed_length_batch
 
     folder, _, _ = finished_sweep
     (full,) = builds(folder / "out")["finetune:012345"]

@@ -9,7 +9,7 @@ from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import DataSettings, load_task_data
-from compress.pipeline.models import load_for_task, load_tokenizer
+from compress.models.loading import load_for_task, load_tokenizer
 from compress.surgery.architectures import layer_list
 from tests.test_layer_drop import batch, tiny_classifier
 

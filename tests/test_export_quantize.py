@@ -22,15 +22,15 @@ from compress.exporters.onnx_export import MASK_BUILDER, export_onnx, fused_oper
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
-from compress.benchmarking import latency
-from compress.benchmarking.roofline import matmul_gop
 from compress.data.loading import DataSettings, load_task_data
 from compress.errors import CompressError
-from compress.pipeline.artifacts import OnnxModel, load_artifact
-from compress.pipeline.models import load_tokenizer
+from compress.models.artifacts import OnnxModel, load_artifact
+from compress.models.loading import load_tokenizer
 from compress.stages.base import StageContext
-from compress.stages.fastest import candidates_for, pick_fastest
-from compress.stages.quantize import KEEP_EXPORT, METHODS, BestSettings, batch_consistency, candidate_methods
+from compress.stages.fastest import KEEP_EXPORT, BestSettings, candidates_for, pick_fastest
+from compress.stages.quantize import METHODS, batch_consistency, candidate_methods
+from compress.timing import latency
+from compress.timing.roofline import matmul_gop
 from tests.helpers import invoke
 from tests.tiny_models import tiny_config
 
@@ -167,7 +167,7 @@ def test_openvino_pads_to_fixed_shapes_on_the_tokenizers_side_within_the_models_
     from compress.exporters import openvino_convert
     from compress.exporters.openvino_convert import IR_FILE, convert_onnx
 
-    from compress.pipeline.artifacts import QUANTIZATION_FIELD, OpenVinoModel
+    from compress.models.artifacts import QUANTIZATION_FIELD, OpenVinoModel
 
     tokenizer = load_tokenizer("minilm-l6")
     tokenizer.padding_side = padding_side
@@ -574,7 +574,7 @@ def test_openvino_bf16_is_refused_on_a_cpu_without_bf16(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_a_saved_model_loads_in_the_precision_it_was_saved_in(dtype, tmp_path):
-    from compress.pipeline.artifacts import load_artifact
+    from compress.models.artifacts import load_artifact
 
     AutoModelForSequenceClassification.from_config(tiny_config("bert", 2)).to(dtype).save_pretrained(tmp_path)
     assert load_artifact(tmp_path).dtype == dtype

@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
-from compress.benchmarking.latency import LoadElsewhere
 from compress.benchmarking.report import markdown_table
-from compress.benchmarking.roofline import PEAK_DEPTH, PEAK_ROWS, peak_models
+from compress.timing.load import LoadElsewhere
+from compress.timing.roofline import PEAK_DEPTH, PEAK_ROWS, peak_models
 
 
 def spin(seconds: float) -> None:

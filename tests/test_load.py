@@ -12,12 +12,12 @@ import onnxruntime
 import openvino
 import pytest
 import torch
+from compress.exporters import onnx_file
+from compress.exporters.openvino_convert import IR_FILE
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import compress
-from compress.exporters import onnx_file
-from compress.exporters.openvino_convert import IR_FILE
-from compress.pipeline.artifacts import load_artifact
+from compress.models.artifacts import load_artifact
 from tests.helpers import assert_one_line_error, invoke, write_recipe
 from tests.test_safety import tiny_recipe
 

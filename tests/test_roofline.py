@@ -9,8 +9,10 @@ import torch
 from onnx import numpy_helper
 from transformers import AutoModelForSequenceClassification
 
-from compress.benchmarking.latency import timed_in_turns
-from compress.benchmarking.roofline import (
+from compress.models.loading import load_config
+from compress.surgery.architectures import layer_list
+from compress.timing.latency import timed_in_turns
+from compress.timing.roofline import (
     PEAK_DEPTH,
     PEAK_GOP,
     PEAK_ROWS,
@@ -26,8 +28,6 @@ from compress.benchmarking.roofline import (
     peaks_of_rounds,
     take_peaks,
 )
-from compress.pipeline.models import load_config
-from compress.surgery.architectures import layer_list
 from tests.tiny_models import tiny_config
 
 

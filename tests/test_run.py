@@ -210,7 +210,7 @@ def test_interrupted_run_keeps_completed_stages(tmp_path, monkeypatch):
         (context.output_dir / "half-written.bin").write_bytes(b"\0" * 16)
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(compress.stages.STAGES, "finetune", dataclasses.replace(real, apply=finetune_then_interrupt))
+    monkeypatch.setitem(compress.stages.STAGES._entries, "finetune", dataclasses.replace(real, apply=finetune_then_interrupt))
     recipe = tiny(RECIPES / "finetune_drop_finetune.yaml")
     run = tmp_path / "run"
     result = invoke("run", write_recipe(tmp_path, "interrupted", recipe), "-o", run)

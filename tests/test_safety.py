@@ -34,8 +34,8 @@ from transformers import Trainer
 from compress.benchmarking.records import BenchRecord
 from compress.errors import CompressError
 from compress.folders import CHECKPOINTS, MARKER, SCRATCH, checkpoints_for, claim, holding
+from compress.models.loading import resolve_model
 from compress.pipeline.executor import CHECKPOINT_MINUTES
-from compress.pipeline.models import resolve_model
 from compress.stages.finetune import checkpoint_step, elapsed_at, last_checkpoint
 from tests.helpers import RECIPES, assert_one_line_error, folder_checksum, invoke, write_recipe
 
@@ -421,7 +421,7 @@ def test_the_memory_measurement_dies_with_the_process_that_started_it(tmp_path):
     parent_code = textwrap.dedent("""
         from pathlib import Path
         from compress.benchmarking.memory import serving_peak_mb
-        from compress.pipeline.models import load_tokenizer, resolve_model
+        from compress.models.loading import load_tokenizer, resolve_model
         batch = dict(load_tokenizer("minilm-l6")(["a sentence"] * 4, return_tensors="pt"))
         print("measuring", flush=True)
         serving_peak_mb(Path(resolve_model("minilm-l6")), batch, None, 1)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
 from compress.errors import CompressError
-from compress.pipeline.artifacts import (
+from compress.models.artifacts import (
     PICKLED_INT8_FILE,
     QUANTIZED_LINEARS,
     TORCH_INT8_FILE,

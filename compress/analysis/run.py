@@ -14,7 +14,7 @@ from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import CKA_TOKENS, LayerStatistics, analyze_layers, matched_layers
 from compress.analysis.report import write_analysis
 from compress.errors import CompressError
-from compress.pipeline.models import load_config, load_saved, load_tokenizer
+from compress.models.loading import load_config, load_saved, load_tokenizer
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
 
 

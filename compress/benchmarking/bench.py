@@ -23,9 +23,23 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from compress.benchmarking.latency import (
+from compress.benchmarking.memory import serving_peak_mb
+from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
+from compress.benchmarking.report import REPORT_FILES, write_report
+from compress.benchmarking.rows import BenchRow, trained_node
+from compress.benchmarking.sweep import LatencySettings, Sweep
+from compress.errors import CompressError, failure
+from compress.evaluation.evaluate import evaluate
+from compress.evaluation.metrics import majority_class_metrics
+from compress.folders import CHECKPOINTS, PARTIAL, check_writable, claimed, holding, refuse_link, remove_ours, require_ours, safe_folder_name, write_text
+from compress.models.artifacts import load_artifact, predictor_for, size_on_disk
+from compress.pipeline.cache import STAGE_FILE, StageCache, StageRecord
+from compress.pipeline.executor import Executor, NotBuilt
+from compress.pipeline.graph import StageNode
+from compress.stages import STAGES
+from compress.timing.latency import (
     Latency,
-    contended,
     device_name,
     device_of,
     fixed_length_batch,
@@ -33,22 +47,8 @@ from compress.benchmarking.latency import (
     task_length_batches,
     timing_environment,
 )
-from compress.benchmarking.memory import serving_peak_mb
-from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
-from compress.benchmarking.report import REPORT_FILES, write_report
-from compress.benchmarking.roofline import matmul_gop, matmul_peaks, peak_fractions
-from compress.benchmarking.rows import BenchRow, trained_node
-from compress.benchmarking.sweep import LatencySettings, Sweep
-from compress.errors import CompressError, failure
-from compress.evaluation.evaluate import evaluate
-from compress.evaluation.metrics import majority_class_metrics
-from compress.folders import CHECKPOINTS, PARTIAL, check_writable, claimed, holding, refuse_link, remove_ours, require_ours, safe_folder_name, write_text
-from compress.pipeline.artifacts import load_artifact, predictor_for, size_on_disk
-from compress.pipeline.cache import STAGE_FILE, StageCache, StageRecord
-from compress.pipeline.executor import Executor, NotBuilt
-from compress.pipeline.graph import StageNode
-from compress.stages import STAGES
+from compress.timing.load import contended
+from compress.timing.roofline import matmul_gop, matmul_peaks, peak_fractions
 
 WORK = "work"
 MIN_TIMED_CALLS = 10

@@ -2,5 +2,8 @@
 
 from compress.benchmarking.bench import Benchmark
 from compress.benchmarking.ray_executor import RayBenchmark
+from compress.registry import Registry
 
-EXECUTORS: dict[str, type[Benchmark]] = {"local": Benchmark, "ray": RayBenchmark}
+EXECUTORS: Registry[type[Benchmark]] = Registry("executor")
+EXECUTORS.add("local", Benchmark)
+EXECUTORS.add("ray", RayBenchmark)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from compress.benchmarking.latency import device_of, runner_for
-from compress.pipeline.artifacts import load_artifact
+from compress.models.artifacts import load_artifact
+from compress.timing.latency import device_of, runner_for
 
 STATUS_FILE = Path("/proc/self/status")
 

@@ -21,14 +21,15 @@ import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from compress.benchmarking.latency import CONTENDED_LOAD, contended, describe_environment  # noqa: E402
 from compress.benchmarking.precisions import PRECISIONS, Precision  # noqa: E402
 from compress.benchmarking.records import merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
 from compress.folders import replace_file, write_text  # noqa: E402
-from compress.stages.quantize import SCORE_BUDGET_POINTS  # noqa: E402
+from compress.stages.fastest import SCORE_BUDGET_POINTS  # noqa: E402
 from compress.surgery.strategies import STRATEGIES  # noqa: E402
+from compress.timing.latency import describe_environment  # noqa: E402
+from compress.timing.load import CONTENDED_LOAD, contended  # noqa: E402
 
 PREFERRED_HEADLINE = (1, "128")
 """Batch size and sequence length of the latency column in tables and the Pareto plot, where the rows were timed so."""
@@ -64,7 +65,7 @@ def describe_timing(headline: tuple[int, str] | None) -> str:
 
 def strategy_rank(strategy: str) -> tuple[int, str]:
     """Tables list strategies in the paper's order (top first), any other name after them."""
-    return (STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy)
+    return (STRATEGIES.names().index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy)
 
 
 def with_deltas(records: list[dict]) -> list[dict]:

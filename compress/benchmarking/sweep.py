@@ -25,13 +25,13 @@ from compress.data.loading import DataSettings, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
-from compress.pipeline.models import check_weights, load_config
+from compress.models.loading import check_weights, load_config
 from compress.pipeline.recipe import BASE, Recipe, named_after_file, validate_yaml_file
 from compress.stages.distill import DistillationLoss, DistillSettings
 from compress.stages.drop import DropSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
-from compress.surgery.strategies import Strategy, layers_to_drop
+from compress.surgery.strategies import EXPLICIT, Strategy, layers_to_drop
 
 Training = Literal["finetune", "distill"]
 BASELINE_PRECISIONS = ("torch-fp32", "onnx-int8-dynamic")
@@ -41,7 +41,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _known_precision(name: str) -> str:
+def known_precision(name: str) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"expected one of {', '.join(PRECISIONS)} (got {excerpt(name)})")
     return name
@@ -51,7 +51,7 @@ class Grid(Strict):
     strategies: list[Strategy] = Field(min_length=1)
     k: list[int] = Field(min_length=1)
     training: list[Training] = Field(["finetune"], min_length=1)
-    precisions: list[Annotated[str, AfterValidator(_known_precision)]] = Field(["torch-fp32"], min_length=1)
+    precisions: list[Annotated[str, AfterValidator(known_precision)]] = Field(["torch-fp32"], min_length=1)
 
 
 class LatencySettings(Strict):
@@ -153,8 +153,8 @@ def check_sweep(sweep: Sweep) -> list[str]:
     for index, grid in enumerate(sweep.grids):
         for model, count in layer_counts.items():
             for strategy, k in itertools.product(grid.strategies, grid.k):
-                if strategy == "layers":
-                    problems.append(f"grids[{index}].strategies: 'layers' needs explicit indices; use a recipe for it")
+                if strategy == EXPLICIT:
+                    problems.append(f"grids[{index}].strategies: '{EXPLICIT}' needs explicit indices; use a recipe for it")
                     continue
                 try:
                     layers_to_drop(strategy, count, k, scores=[0.0] * count)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 import datasets
 import pandas as pd
@@ -53,7 +53,20 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
     regression: bool = False  # files, task not in the table
     max_train_examples: int | None = pydantic.Field(default=None, gt=0)
     max_eval_examples: int | None = pydantic.Field(default=None, gt=0)
+    holdout: float | None = pydantic.Field(
+        default=None, gt=0, le=0.5, description="Hold out this fraction of the training examples (seeded; stratified by label "
+        "for classification) as the split models are scored on, and leave the task's dev split unseen: what a search that "
+        "selects among many models scores them on, so that the dev score of the one it chose stays honest.")
     seed: Seed = 42
+
+    added_later: ClassVar[dict[str, object]] = {"holdout": None}
+    """Fields added after models were cached, with the value every earlier model was made with: at that value a
+    field is no part of a stage's identity, so those cached models stay valid."""
+
+    def identity_settings(self) -> dict:
+        """What of the data settings decides the models made from them."""
+        settings = self.model_dump(mode="json")
+        return {k: v for k, v in settings.items() if k not in self.added_later or v != self.added_later[k]}
 
     @pydantic.model_validator(mode="after")
     def _check_combination(self) -> DataSettings:
@@ -451,6 +464,10 @@ def _cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Da
     return dataset.shuffle(seed=seed).select(range(limit))
 
 
+HOLDOUT = "holdout"
+"""The split `DataSettings.holdout` carves from the training examples."""
+
+
 def load_task_data(name: str, settings: DataSettings) -> TaskData:
     check_data_files(name, settings)
     loaded = _LOADERS[settings.source](resolve_task(name, settings), settings)
@@ -459,6 +476,10 @@ def load_task_data(name: str, settings: DataSettings) -> TaskData:
         train=_cap(loaded.train, settings.max_train_examples, settings.seed),
         dev={split: _cap(dataset, settings.max_eval_examples, settings.seed) for split, dataset in loaded.dev.items()},
     )
+    if settings.holdout:
+        stratify = None if data.task.is_regression else "label"
+        carved = data.train.train_test_split(test_size=settings.holdout, seed=settings.seed, stratify_by_column=stratify)
+        data = replace(data, train=carved["train"], dev={HOLDOUT: carved["test"]}, source=f"{data.source}, {settings.holdout:g} held out of train")
     _check_usable(data, settings)
     return data
 
@@ -478,9 +499,10 @@ def _check_usable(data: TaskData, settings: DataSettings) -> None:
 
 def _split_origin(data: TaskData, settings: DataSettings, split: str) -> str:
     """The file a split was read from (the hub dataset or embedded corpus otherwise), for messages."""
+    from_train = split in ("train", HOLDOUT)
     if settings.source == "files":
-        return str(settings.train if split == "train" else settings.dev)
+        return str(settings.train if from_train else settings.dev)
     if settings.source == "glue-dir":
         layout = data.task.tsv
-        return str(settings.path / layout.folder / (layout.train_file if split == "train" else layout.dev_files[split]))
+        return str(settings.path / layout.folder / (layout.train_file if from_train else layout.dev_files[split]))
     return data.source

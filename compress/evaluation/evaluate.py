@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import TaskData
 from compress.evaluation.metrics import compute_metrics, standard_errors
-from compress.pipeline.artifacts import Predictor
+from compress.models.artifacts import Predictor
 
 
 def evaluate(

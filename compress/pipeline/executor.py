@@ -15,13 +15,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compress.benchmarking.latency import LoadElsewhere
 from compress.data.loading import TaskData, load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
 from compress.folders import checkpoints_for, remove_finished_checkpoints, writing
-from compress.pipeline.artifacts import (
+from compress.models.artifacts import (
     base_kind,
     kind_of,
     load_artifact,
@@ -30,15 +29,16 @@ from compress.pipeline.artifacts import (
     predictor_for,
     size_on_disk,
 )
+from compress.models.loading import load_for_task, load_tokenizer, resolve_model
 from compress.pipeline.cache import StageCache, StageRecord, file_facts
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE, render_model_card
-from compress.pipeline.models import load_for_task, load_tokenizer, resolve_model
 from compress.pipeline.recipe import Recipe
 from compress.stages import StageContext, run_stage
 from compress.stages.base import TrainingCheckpoints
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import kept_original_layers
+from compress.timing.load import LoadElsewhere
 
 CHECKPOINT_MINUTES = "COMPRESS_CHECKPOINT_MINUTES"
 DEFAULT_CHECKPOINT_MINUTES = 10.0

@@ -15,7 +15,7 @@ from functools import cache
 
 from transformers import PretrainedConfig
 
-from compress.pipeline.models import has_task_head, load_config
+from compress.models.loading import has_task_head, load_config
 from compress.pipeline.recipe import BASE, Recipe
 from compress.stages import STAGES, StageSettings
 from compress.surgery.architectures import num_layers
@@ -56,7 +56,7 @@ def recipe_graph(recipe: Recipe, recipe_text: str) -> dict[str, StageNode]:
     """Stage name -> node, in the recipe's order."""
     config = _config(recipe.model)
     run = {key: getattr(recipe, key) for key in ("model", "task", "max_length", "eval_batch_size", "seed")}
-    base_identity = json.dumps({**run, "data": recipe.data.model_dump(mode="json")}, sort_keys=True)
+    base_identity = json.dumps({**run, "data": recipe.data.identity_settings()}, sort_keys=True)
     nodes: dict[str, StageNode] = {}
     layers = {BASE: num_layers(config)}
     for index, settings in enumerate(recipe.stages):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 from compress.evaluation.metrics import metric_texts
-from compress.pipeline.artifacts import QUANTIZATION_FIELD
+from compress.models.artifacts import QUANTIZATION_FIELD
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import PROVENANCE_FIELD, kept_original_layers, original_num_layers
 

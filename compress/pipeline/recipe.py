@@ -19,8 +19,8 @@ from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
-from compress.pipeline.artifacts import base_kind
-from compress.pipeline.models import check_weights, load_config, load_tokenizer
+from compress.models.artifacts import base_kind
+from compress.models.loading import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
 from compress.stages.quantize import METHODS
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
@@ -92,6 +92,15 @@ class Recipe(BaseModel):
 
 TAGS = {"stage": list(STAGES), "mode": list(METHODS)}
 """Fields whose value picks a settings model (a stage; a quantization method), and the values they take."""
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML a person reads and `compress check` accepts: settings at their defaults are left out,
+    except the fields that pick a stage's kind (its stage; a quantize stage's mode)."""
+    content = recipe.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    content["stages"] = [{**{tag: getattr(stage, tag) for tag in TAGS if hasattr(stage, tag)}, **dumped}
+                         for stage, dumped in zip(recipe.stages, content["stages"])]
+    return yaml.safe_dump(content, sort_keys=False)
 
 
 def _field_path(location: tuple[Any, ...]) -> str:

@@ -18,9 +18,9 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from compress.errors import CompressError, excerpt
-from compress.pipeline.artifacts import kind_of, load_artifact, predictor_for
+from compress.models.artifacts import kind_of, load_artifact, predictor_for
+from compress.models.loading import load_tokenizer
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
-from compress.pipeline.models import load_tokenizer
 from compress.surgery.architectures import max_sequence_length
 
 DEFAULT_MAX_LENGTH = 512

@@ -10,13 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from compress.pipeline.artifacts import Artifact, save_artifact
+from compress.models.artifacts import Artifact, save_artifact
+from compress.registry import Registry
+from compress.stages import fastest  # noqa: F401  (registers quantize mode `best` before the settings union is taken)
 from compress.stages.base import StageContext, StageOutput, StageSettings
 from compress.stages.distill import DistillSettings, distill
 from compress.stages.drop import DropSettings, drop
 from compress.stages.export import ExportSettings, export
 from compress.stages.finetune import FinetuneSettings, finetune
-from compress.stages.quantize import AnyQuantizeSettings, quantize
+from compress.stages.quantize import any_quantize_settings, quantize
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,12 @@ class Stage:
     """Whether the output has been trained on the task (and so is worth evaluating)."""
 
 
-STAGES: dict[str, Stage] = {
-    "drop": Stage(DropSettings, drop, trains=False),
-    "finetune": Stage(FinetuneSettings, finetune, trains=True),
-    "distill": Stage(DistillSettings, distill, trains=True),
-    "export": Stage(ExportSettings, export, trains=False),
-    "quantize": Stage(AnyQuantizeSettings, quantize, trains=False),
-}
-
+STAGES: Registry[Stage] = Registry("stage")
+STAGES.add("drop", Stage(DropSettings, drop, trains=False))
+STAGES.add("finetune", Stage(FinetuneSettings, finetune, trains=True))
+STAGES.add("distill", Stage(DistillSettings, distill, trains=True))
+STAGES.add("export", Stage(ExportSettings, export, trains=False))
+STAGES.add("quantize", Stage(any_quantize_settings(), quantize, trains=False))
 
 
 def run_stage(settings: StageSettings, model: Artifact, context: StageContext) -> StageOutput:

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from compress.data.loading import TaskData
-from compress.pipeline.artifacts import Artifact, Kind, load_artifact
-from compress.pipeline.models import load_saved
+from compress.models.artifacts import Artifact, Kind, load_artifact
+from compress.models.loading import load_saved
 
 
 class StageSettings(BaseModel):

@@ -18,7 +18,7 @@ from compress.data.seeds import Seed
 from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
 from compress.surgery.architectures import num_layers
 from compress.surgery.layer_drop import check_droppable, drop_layers
-from compress.surgery.strategies import CONTRIBUTION_METRICS, Strategy, layers_to_drop
+from compress.surgery.strategies import CONTRIBUTION, CONTRIBUTION_METRICS, EXPLICIT, Strategy, layers_to_drop
 
 Metric = Literal[tuple(CONTRIBUTION_METRICS)]  # cosine, block-influence, angular
 
@@ -40,17 +40,17 @@ class DropSettings(StageSettings):
 
     @model_validator(mode="after")
     def _k_or_layers(self):
-        if self.strategy == "layers" and (self.layers is None or self.k is not None):
-            raise ValueError("strategy 'layers' takes the list 'layers' and no 'k'")
-        if self.strategy != "layers" and (self.k is None or self.layers is not None):
+        if self.strategy == EXPLICIT and (self.layers is None or self.k is not None):
+            raise ValueError(f"strategy '{EXPLICIT}' takes the list 'layers' and no 'k'")
+        if self.strategy != EXPLICIT and (self.k is None or self.layers is not None):
             raise ValueError(f"strategy '{self.strategy}' takes 'k' and no 'layers'")
-        if "metric" in self.model_fields_set and self.strategy != "contribution":
-            raise ValueError(f"metric: only used with strategy 'contribution' (got strategy '{self.strategy}')")
+        if "metric" in self.model_fields_set and self.strategy != CONTRIBUTION:
+            raise ValueError(f"metric: only used with strategy '{CONTRIBUTION}' (got strategy '{self.strategy}')")
         return self
 
     def _static_drop(self, layers_before: int) -> list[int] | None:
         """The layers a strategy other than contribution drops from `layers_before` (None: known only at run time)."""
-        if self.strategy == "contribution":
+        if self.strategy == CONTRIBUTION:
             return None
         return layers_to_drop(self.strategy, layers_before, self.k, layers=self.layers)
 
@@ -65,7 +65,7 @@ class DropSettings(StageSettings):
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         # Contribution scores are unknown until run time; any scores check K the same way.
         dropped = layers_to_drop(self.strategy, layers_before, self.k, layers=self.layers, scores=[0.0] * layers_before)
-        if self.strategy != "contribution":  # which layers contribution drops is known only at run time
+        if self.strategy != CONTRIBUTION:  # which layers contribution drops is known only at run time
             check_droppable(config, dropped)
 
     def describe(self, described: ModelDescription) -> None:
@@ -104,7 +104,7 @@ def score_layers_for_drop(
 
 def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) -> StageOutput:
     scores = None
-    if settings.strategy == "contribution":
+    if settings.strategy == CONTRIBUTION:
         scores = score_layers_for_drop(
             model, context.tokenizer, context.data.train,
             examples=settings.examples, max_length=context.max_length, seed=settings.seed,

@@ -13,7 +13,7 @@ from compress.data.encoding import padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters.onnx_export import FUSING_LEVELS, ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.exporters.ort_format import OrtFormatError, convert_to_ort
-from compress.pipeline.artifacts import Kind, OnnxModel, onnx_predictor, torch_predictor
+from compress.models.artifacts import Kind, OnnxModel, onnx_predictor, torch_predictor
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
 

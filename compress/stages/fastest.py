@@ -1,7 +1,7 @@
 """`quantize: {mode: best}`: the fastest artifact is chosen on this machine, not guessed.
 
 Each candidate method is applied to the fp32 ONNX export in a folder of its own (a method whose models
-run padded to fixed shapes once per padding multiple), scored on the dev set, and timed with the others in turns (compress/benchmarking/latency.py) at every length asked for. The
+run padded to fixed shapes once per padding multiple), scored on the dev set, and timed with the others in turns (compress/timing/latency.py) at every length asked for. The
 fastest at `choose_by` among those scoring at most `score_budget` points below the export (of those
 within `tie_margin` of its time, the smallest on disk) is moved into the stage's folder; the stage's
 facts keep every candidate's score and timings, so which wins where is read from the run, and the
@@ -14,23 +14,96 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Annotated, Literal
 
 import numpy as np
 import psutil
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
+from transformers import PretrainedConfig
 
-from compress.benchmarking.latency import distinct_batches, fixed_length_batch, task_length_batches, timed_in_turns
-from compress.benchmarking.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.exporters import graph_files
-from compress.pipeline.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
+from compress.models.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, OnnxModel, load_artifact, predictor_for, size_on_disk
 from compress.stages.base import StageContext, StageFacts, StageOutput
+from compress.stages.quantize import METHODS, QuantizationMethod, QuantizeSettings, candidate_methods, runs_anywhere
+from compress.surgery.architectures import check_max_length
+from compress.timing.latency import distinct_batches, fixed_length_batch, task_length_batches, timed_in_turns
+from compress.timing.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 
-if TYPE_CHECKING:
-    from compress.stages.quantize import BestSettings, QuantizationMethod
+SCORE_BUDGET_POINTS = 0.5
+"""How far below its reference (the fp32 model it was made from) an engine or precision may score and still
+count as the same model when the fastest one is picked: by `best`, and by a benchmark's fastest table."""
+KEEP_EXPORT = "none"
+"""The candidate of `mode: best` that is the fp32 export as it is."""
+
+
+class BestSettings(QuantizeSettings):
+    """Every candidate method applied to the ONNX export, each scored on the dev set and timed in turns on
+    this machine; the fastest whose score is within `score_budget` of the export's is kept."""
+
+    mode: Literal["best"]
+    candidates: list[str] | None = Field(
+        None, min_length=1, description=f"Methods to try ('{KEEP_EXPORT}': the fp32 export as it is); default: "
+        f"'{KEEP_EXPORT}' and every method that starts from an ONNX export and runs on this machine.")
+    score_budget: float = Field(SCORE_BUDGET_POINTS, ge=0, description="Points (the task's primary metric x 100) a candidate may score below the export.")
+    lengths: list[PositiveInt | Literal["task"]] = Field(
+        [128, "task"], min_length=1, description="Timed sequence lengths: a number of tokens, or 'task' (dev examples at their own lengths).")
+    choose_by: PositiveInt | Literal["task"] = Field("task", description="Which of `lengths` the fastest is chosen at (the others are reported).")
+    tie_margin: float = Field(0.03, ge=0, description="Times within this fraction of the fastest count as tied (timing noise); "
+                              "of tied candidates the smallest on disk is kept.")
+    batch_size: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="CPU threads of every timed call; default: this machine's physical cores.")
+    rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
+    calls: int = Field(20, ge=3, description="Timed calls per candidate, length and round.")
+    calibration_examples: int = Field(300, ge=1, description="Training examples the calibrated candidates calibrate on.")
+    pad_multiples: list[Annotated[int, Field(ge=8)]] = Field(
+        [32, 16], min_length=1, description="A method whose models run padded to fixed shapes (OpenVINO's `pad_to_multiple_of`) "
+        "is tried at each of these multiples of tokens: which pads least depends on the task's lengths.")
+
+    @field_validator("pad_multiples")
+    @classmethod
+    def _distinct_multiples(cls, multiples: list[int]) -> list[int]:
+        if len(set(multiples)) < len(multiples):
+            raise ValueError(f"a multiple is named twice in {multiples}")
+        return multiples
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, candidates: list[str] | None) -> list[str] | None:
+        for mode in candidates or []:
+            if mode != KEEP_EXPORT and mode not in candidate_methods():
+                raise ValueError(f"expected '{KEEP_EXPORT}' or a method that starts from an ONNX export "
+                                 f"({', '.join(candidate_methods())}); got {mode!r}")
+        if candidates and len(set(candidates)) < len(candidates):
+            raise ValueError("a candidate is named twice")
+        return candidates
+
+    @model_validator(mode="after")
+    def _chosen_at_a_timed_length(self) -> BestSettings:
+        if len(set(self.lengths)) < len(self.lengths):
+            raise ValueError(f"lengths: a length is named twice in {self.lengths}")
+        if self.choose_by not in self.lengths:
+            raise ValueError(f"choose_by: expected one of lengths {self.lengths}, got {self.choose_by!r}")
+        return self
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        for length in self.lengths:
+            if length != "task":
+                check_max_length(config, length, "lengths")
+        for mode in self.candidates or []:
+            if mode != KEEP_EXPORT and (reason := METHODS[mode].cannot_run()):
+                raise CompressError(f"candidates: {mode}: {reason}")
+
+    def chosen_candidates(self) -> tuple[list[str], dict[str, str]]:
+        """The candidates to build, and those of the default list this machine cannot run, with why."""
+        if self.candidates is not None:
+            return self.candidates, {}
+        methods = candidate_methods()
+        cannot = {mode: reason for mode, method in methods.items() if (reason := method.cannot_run())}
+        return [KEEP_EXPORT, *(mode for mode in methods if mode not in cannot)], cannot
 
 CANDIDATES_DIR = ".candidates"
 """Inside the stage's folder while it runs: one folder per candidate; only the chosen one's files stay."""
@@ -78,7 +151,7 @@ class FastestFacts(StageFacts):
     not_run_here: dict[str, str] = {}
     """Methods of the default list this machine cannot run, with why."""
     matmul_gop: dict[str, float] = {}
-    """By timed length: the model's MatMul work per call (compress/benchmarking/roofline.py)."""
+    """By timed length: the model's MatMul work per call (compress/timing/roofline.py)."""
     matmul_peaks_gops: dict[str, float] = {}
     """This host's onnxruntime MatMul peaks on the stage's threads, timed in turns with the candidates (median over rounds)."""
 
@@ -123,8 +196,6 @@ def _timing_batches(settings: BestSettings, context: StageContext) -> dict[str, 
 
 def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext,
                  methods: dict[str, QuantizationMethod]) -> StageOutput:
-    from compress.stages.quantize import KEEP_EXPORT
-
     if quantized := getattr(model.config, QUANTIZATION_FIELD, None):
         raise CompressError(f"best: starts from an fp32 ONNX export, and its source is already quantized ({quantized['mode']})")
     modes, not_run_here = settings.chosen_candidates()
@@ -242,3 +313,7 @@ def candidates_table(facts: FastestFacts) -> Table:
         marker = " (chosen)" if c.name == facts.chosen else "" if c.within_budget else " (over budget)"
         table.add_row(c.name + marker, f"{c.score:.4f} ({delta:+.2f})", f"{c.size_mb:.1f}", *times)
     return table
+
+
+METHODS.add("best", QuantizationMethod(BestSettings, "onnx", "runtime", runs_anywhere, "best", "best", "*",
+    lambda model, settings, context: pick_fastest(model, settings, context, METHODS), chooses=True))

@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field
 from transformers import AutoConfig, PretrainedConfig
 
 from compress.data.encoding import padded_batches, tokenize
@@ -29,11 +29,10 @@ from compress.exporters.onnx_runtime import ort_session
 from compress.exporters.openvino_convert import IR_FILE, computed_precision, convert_onnx
 from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.pipeline.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.models.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.registry import Registry
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
-from compress.stages.fastest import pick_fastest
-from compress.surgery.architectures import check_max_length
 
 
 class QuantizeSettings(StageSettings):
@@ -137,79 +136,6 @@ class Fp16Settings(QuantizeSettings):
     mode: Literal["fp16"]
 
 
-SCORE_BUDGET_POINTS = 0.5
-"""How far below its reference (the fp32 model it was made from) an engine or precision may score and still
-count as the same model when the fastest one is picked: by `best`, and by a benchmark's fastest table."""
-KEEP_EXPORT = "none"
-"""The candidate of `mode: best` that is the fp32 export as it is."""
-
-
-class BestSettings(QuantizeSettings):
-    """Every candidate method applied to the ONNX export, each scored on the dev set and timed in turns on
-    this machine; the fastest whose score is within `score_budget` of the export's is kept."""
-
-    mode: Literal["best"]
-    candidates: list[str] | None = Field(
-        None, min_length=1, description=f"Methods to try ('{KEEP_EXPORT}': the fp32 export as it is); default: "
-        f"'{KEEP_EXPORT}' and every method that starts from an ONNX export and runs on this machine.")
-    score_budget: float = Field(SCORE_BUDGET_POINTS, ge=0, description="Points (the task's primary metric x 100) a candidate may score below the export.")
-    lengths: list[PositiveInt | Literal["task"]] = Field(
-        [128, "task"], min_length=1, description="Timed sequence lengths: a number of tokens, or 'task' (dev examples at their own lengths).")
-    choose_by: PositiveInt | Literal["task"] = Field("task", description="Which of `lengths` the fastest is chosen at (the others are reported).")
-    tie_margin: float = Field(0.03, ge=0, description="Times within this fraction of the fastest count as tied (timing noise); "
-                              "of tied candidates the smallest on disk is kept.")
-    batch_size: int = Field(1, ge=1)
-    threads: int | None = Field(None, ge=1, description="CPU threads of every timed call; default: this machine's physical cores.")
-    rounds: int = Field(5, ge=1, description="Rounds of timing, each timing every candidate in turn.")
-    calls: int = Field(20, ge=3, description="Timed calls per candidate, length and round.")
-    calibration_examples: int = Field(300, ge=1, description="Training examples the calibrated candidates calibrate on.")
-    pad_multiples: list[Annotated[int, Field(ge=8)]] = Field(
-        [32, 16], min_length=1, description="A method whose models run padded to fixed shapes (OpenVINO's `pad_to_multiple_of`) "
-        "is tried at each of these multiples of tokens: which pads least depends on the task's lengths.")
-
-    @field_validator("pad_multiples")
-    @classmethod
-    def _distinct_multiples(cls, multiples: list[int]) -> list[int]:
-        if len(set(multiples)) < len(multiples):
-            raise ValueError(f"a multiple is named twice in {multiples}")
-        return multiples
-
-    @field_validator("candidates")
-    @classmethod
-    def _known_candidates(cls, candidates: list[str] | None) -> list[str] | None:
-        for mode in candidates or []:
-            if mode != KEEP_EXPORT and mode not in candidate_methods():
-                raise ValueError(f"expected '{KEEP_EXPORT}' or a method that starts from an ONNX export "
-                                 f"({', '.join(candidate_methods())}); got {mode!r}")
-        if candidates and len(set(candidates)) < len(candidates):
-            raise ValueError("a candidate is named twice")
-        return candidates
-
-    @model_validator(mode="after")
-    def _chosen_at_a_timed_length(self) -> BestSettings:
-        if len(set(self.lengths)) < len(self.lengths):
-            raise ValueError(f"lengths: a length is named twice in {self.lengths}")
-        if self.choose_by not in self.lengths:
-            raise ValueError(f"choose_by: expected one of lengths {self.lengths}, got {self.choose_by!r}")
-        return self
-
-    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
-        for length in self.lengths:
-            if length != "task":
-                check_max_length(config, length, "lengths")
-        for mode in self.candidates or []:
-            if mode != KEEP_EXPORT and (reason := METHODS[mode].cannot_run()):
-                raise CompressError(f"candidates: {mode}: {reason}")
-
-    def chosen_candidates(self) -> tuple[list[str], dict[str, str]]:
-        """The candidates to build, and those of the default list this machine cannot run, with why."""
-        if self.candidates is not None:
-            return self.candidates, {}
-        methods = candidate_methods()
-        cannot = {mode: reason for mode, method in methods.items() if (reason := method.cannot_run())}
-        return [KEEP_EXPORT, *(mode for mode in methods if mode not in cannot)], cannot
-
-
 # --- what each method needs ------------------------------------------------------------------------
 
 
@@ -225,7 +151,7 @@ def _needs_bitsandbytes() -> str | None:
     return None
 
 
-def _runs_anywhere() -> str | None:
+def runs_anywhere() -> str | None:
     return None
 
 
@@ -440,29 +366,27 @@ class QuantizationMethod:
         return self.settings(mode=mode, **{k: v for k, v in shared.items() if k in self.settings.model_fields}, **fields)
 
 
-METHODS: dict[str, QuantizationMethod] = {
-    "dynamic-int8": QuantizationMethod(DynamicInt8Settings, "onnx", "onnx", _runs_anywhere, "onnx-int8-dynamic", "int8", "s", _onnx_dynamic,
-                                       matmul_dtype="int8"),
-    "static-int8": QuantizationMethod(StaticInt8Settings, "onnx", "onnx", _runs_anywhere, "onnx-int8-static", "int8s", "D", _onnx_static,
-                                      matmul_dtype="int8"),
-    "torch-dynamic-int8": QuantizationMethod(TorchDynamicInt8Settings, "torch", "torch-int8", _runs_anywhere, "torch-int8", "torch-int8", "v",
-                                             _in_torch(lambda model, settings: torch_dynamic_int8(model)), matmul_dtype="int8"),
-    "bnb-8bit": QuantizationMethod(Bnb8bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-8bit", "bnb-8bit", "P",
-                                   _in_torch(lambda model, settings: bitsandbytes(model, 8)), wants_gpu=True, matmul_dtype="int8"),
-    "bnb-4bit": QuantizationMethod(Bnb4bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-4bit", "bnb-4bit", "X",
-                                   _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type)), wants_gpu=True,
-                                   matmul_dtype="fp16"),
-    "fp16": QuantizationMethod(Fp16Settings, "torch", "torch", _needs_cuda, "fp16", "fp16", "*",
-                               _in_torch(lambda model, settings: fp16(model)), wants_gpu=True, matmul_dtype="fp16"),
-    "openvino-fp32": QuantizationMethod(OpenVinoFp32Settings, "onnx", "openvino", _needs_openvino, "openvino-fp32", "ov", "h",
-                                        _openvino("fp32")),
-    "openvino-bf16": QuantizationMethod(OpenVinoBf16Settings, "onnx", "openvino", _needs_bf16_cpu, "openvino-bf16", "ov-bf16", "p",
-                                        _openvino("bf16"), matmul_dtype="bf16"),
-    "openvino-int8": QuantizationMethod(OpenVinoInt8Settings, "onnx", "openvino", _needs_openvino, "openvino-int8", "ov-int8", "d",
-                                        _openvino(None), matmul_dtype="int8"),
-    "best": QuantizationMethod(BestSettings, "onnx", "runtime", _runs_anywhere, "best", "best", "*",
-                               lambda model, settings, context: pick_fastest(model, settings, context, METHODS), chooses=True),
-}
+METHODS: Registry[QuantizationMethod] = Registry("quantization method")
+"""By the `mode` a recipe names; `best` is added by compress/stages/fastest.py, which chooses among the others."""
+METHODS.add("dynamic-int8", QuantizationMethod(DynamicInt8Settings, "onnx", "onnx", runs_anywhere, "onnx-int8-dynamic", "int8", "s", _onnx_dynamic,
+    matmul_dtype="int8"))
+METHODS.add("static-int8", QuantizationMethod(StaticInt8Settings, "onnx", "onnx", runs_anywhere, "onnx-int8-static", "int8s", "D", _onnx_static,
+    matmul_dtype="int8"))
+METHODS.add("torch-dynamic-int8", QuantizationMethod(TorchDynamicInt8Settings, "torch", "torch-int8", runs_anywhere, "torch-int8", "torch-int8", "v",
+    _in_torch(lambda model, settings: torch_dynamic_int8(model)), matmul_dtype="int8"))
+METHODS.add("bnb-8bit", QuantizationMethod(Bnb8bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-8bit", "bnb-8bit", "P",
+    _in_torch(lambda model, settings: bitsandbytes(model, 8)), wants_gpu=True, matmul_dtype="int8"))
+METHODS.add("bnb-4bit", QuantizationMethod(Bnb4bitSettings, "torch", "torch", _needs_bitsandbytes, "bnb-4bit", "bnb-4bit", "X",
+    _in_torch(lambda model, settings: bitsandbytes(model, 4, settings.bnb_4bit_type)), wants_gpu=True,
+    matmul_dtype="fp16"))
+METHODS.add("fp16", QuantizationMethod(Fp16Settings, "torch", "torch", _needs_cuda, "fp16", "fp16", "*",
+    _in_torch(lambda model, settings: fp16(model)), wants_gpu=True, matmul_dtype="fp16"))
+METHODS.add("openvino-fp32", QuantizationMethod(OpenVinoFp32Settings, "onnx", "openvino", _needs_openvino, "openvino-fp32", "ov", "h",
+    _openvino("fp32")))
+METHODS.add("openvino-bf16", QuantizationMethod(OpenVinoBf16Settings, "onnx", "openvino", _needs_bf16_cpu, "openvino-bf16", "ov-bf16", "p",
+    _openvino("bf16"), matmul_dtype="bf16"))
+METHODS.add("openvino-int8", QuantizationMethod(OpenVinoInt8Settings, "onnx", "openvino", _needs_openvino, "openvino-int8", "ov-int8", "d",
+    _openvino(None), matmul_dtype="int8"))
 
 
 def candidate_methods() -> dict[str, QuantizationMethod]:
@@ -470,7 +394,9 @@ def candidate_methods() -> dict[str, QuantizationMethod]:
     return {mode: method for mode, method in METHODS.items() if method.takes == "onnx" and not method.chooses}
 
 
-AnyQuantizeSettings = Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]
+def any_quantize_settings() -> object:
+    """The settings of every method, told apart by `mode`: taken once all are registered (compress/stages/__init__.py)."""
+    return Annotated[Union[tuple(method.settings for method in METHODS.values())], Field(discriminator="mode")]
 
 
 def quantize(model: Artifact, settings: QuantizeSettings, context: StageContext) -> StageOutput:

@@ -6,14 +6,30 @@ from 1, so its "drop layers 12, 10, 8, 6" of a 12-layer model is `[11, 9, 7, 5]`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 from compress.errors import CompressError, excerpt
+from compress.registry import Registry
 
-Strategy = Literal["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution", "layers"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+CONTRIBUTION = "contribution"
+"""The strategy that scores layers on task examples first: which layers it drops is known only at run time."""
+EXPLICIT = "layers"
+"""The strategy given the list of layers to drop (and no K)."""
+
+
+@dataclass(frozen=True)
+class Given:
+    """What a strategy may read besides the model's layers and K."""
+
+    layers: Sequence[int] | None
+    scores: Sequence[float] | None
+    metric: str
+
+
+STRATEGIES: Registry[Callable[[int, int, Given], list[int]]] = Registry("strategy")
+"""Each strategy's function: the sorted 0-based layers it drops, given the model's layer count and K."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,16 @@ CONTRIBUTION_METRICS: dict[str, ContributionMetric] = {
 }
 
 
+@STRATEGIES.register("top")
+def _top(num_layers: int, k: int, given: Given) -> list[int]:
+    return list(range(num_layers - k, num_layers))
+
+
+@STRATEGIES.register("bottom")
+def _bottom(num_layers: int, k: int, given: Given) -> list[int]:
+    return list(range(k))
+
+
 def _alternate(num_layers: int, k: int, paper_parity: int) -> list[int]:
     """Every other layer counting down from the top, among layers whose 1-based number has this parity."""
     candidates = [i for i in reversed(range(num_layers)) if (i + 1) % 2 == paper_parity]
@@ -63,6 +89,39 @@ def _alternate(num_layers: int, k: int, paper_parity: int) -> list[int]:
             f"k: alternate-{variant} can drop at most {len(candidates)} of {num_layers} layers (got {k})"
         )
     return sorted(candidates[:k])
+
+
+STRATEGIES.add("alternate-even", lambda num_layers, k, given: _alternate(num_layers, k, paper_parity=0))
+STRATEGIES.add("alternate-odd", lambda num_layers, k, given: _alternate(num_layers, k, paper_parity=1))
+
+
+@STRATEGIES.register("symmetric")
+def _symmetric(num_layers: int, k: int, given: Given) -> list[int]:
+    """A middle block; with an odd number of kept layers the extra one stays on top."""
+    start = (num_layers - k) // 2
+    return list(range(start, start + k))
+
+
+@STRATEGIES.register(CONTRIBUTION)
+def _by_contribution(num_layers: int, k: int, given: Given) -> list[int]:
+    scores, metric = given.scores, given.metric
+    if metric not in CONTRIBUTION_METRICS:
+        raise CompressError(f"metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got {excerpt(metric)})")
+    rule = CONTRIBUTION_METRICS[metric]
+    if rule.per_block:
+        return contiguous_block_to_drop(num_layers, k, scores)
+    if scores is None or len(scores) != num_layers:
+        raise CompressError(f"contribution: needs one {metric} score per layer ({num_layers})")
+    first_dropped_first = sorted(range(num_layers), key=lambda i: scores[i], reverse=rule.drop_highest)
+    return sorted(first_dropped_first[:k])
+
+
+@STRATEGIES.register(EXPLICIT)
+def _explicit(num_layers: int, k: int, given: Given) -> list[int]:
+    return sorted(given.layers)  # checked by layers_to_drop, which takes K from them
+
+
+Strategy = Literal[STRATEGIES.names()]
 
 
 def layers_to_drop(
@@ -80,9 +139,9 @@ def layers_to_drop(
     the scores of `metric` (see CONTRIBUTION_METRICS): one per layer, or for "angular" one per
     possible start of a block of K layers.
     """
-    if strategy == "layers":
+    if strategy == EXPLICIT:
         if layers is None:
-            raise CompressError("layers: strategy 'layers' needs the list of layer indices to drop")
+            raise CompressError(f"layers: strategy '{EXPLICIT}' needs the list of layer indices to drop")
         bad = [i for i in layers if not 0 <= i < num_layers]
         if bad:
             raise CompressError(f"layers: indices must be in 0..{num_layers - 1} (got {bad})")
@@ -93,36 +152,9 @@ def layers_to_drop(
         raise CompressError(f"k: strategy '{strategy}' needs k, the number of layers to drop")
     if not 0 <= k < num_layers:
         raise CompressError(f"k: must be at least 0 and less than the model's {num_layers} layers (got {k})")
-
-    if strategy == "layers":
-        return sorted(layers)
-    if strategy == "top":
-        return list(range(num_layers - k, num_layers))
-    if strategy == "bottom":
-        return list(range(k))
-    if strategy == "alternate-even":
-        return _alternate(num_layers, k, paper_parity=0)
-    if strategy == "alternate-odd":
-        return _alternate(num_layers, k, paper_parity=1)
-    if strategy == "symmetric":
-        # A middle block; with an odd number of kept layers the extra one stays on top.
-        start = (num_layers - k) // 2
-        return list(range(start, start + k))
-    if strategy == "contribution":
-        return _by_contribution(num_layers, k, scores, metric)
-    raise CompressError(f"strategy: expected one of {', '.join(STRATEGIES)} (got {excerpt(strategy)})")
-
-
-def _by_contribution(num_layers: int, k: int, scores: Sequence[float] | None, metric: str) -> list[int]:
-    if metric not in CONTRIBUTION_METRICS:
-        raise CompressError(f"metric: expected one of {', '.join(CONTRIBUTION_METRICS)} (got {excerpt(metric)})")
-    rule = CONTRIBUTION_METRICS[metric]
-    if rule.per_block:
-        return contiguous_block_to_drop(num_layers, k, scores)
-    if scores is None or len(scores) != num_layers:
-        raise CompressError(f"contribution: needs one {metric} score per layer ({num_layers})")
-    first_dropped_first = sorted(range(num_layers), key=lambda i: scores[i], reverse=rule.drop_highest)
-    return sorted(first_dropped_first[:k])
+    if strategy not in STRATEGIES:
+        raise CompressError(f"strategy: expected one of {', '.join(STRATEGIES)} (got {excerpt(strategy)})")
+    return STRATEGIES[strategy](num_layers, k, Given(layers, scores, metric))
 
 
 def contiguous_block_to_drop(num_layers: int, k: int, distances: Sequence[float] | None) -> list[int]:

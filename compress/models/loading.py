@@ -102,7 +102,7 @@ MODEL_ALIASES: dict[str, EmbeddedModel] = {
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
                 "model_int8.safetensors")
 """Files one of which a PyTorch model folder needs: weights (whole or a sharded index), or a torch-int8
-model's (compress.pipeline.artifacts); an ONNX folder needs its graph instead (compress.exporters.onnx_file)."""
+model's (compress.models.artifacts); an ONNX folder needs its graph instead (compress.exporters.onnx_file)."""
 
 
 def resolve_model(ref: str | Path) -> str:

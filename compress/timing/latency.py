@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import psutil
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from compress.pipeline.artifacts import Artifact, RuntimeModel, predictor_for
+from compress.models.artifacts import Artifact, RuntimeModel, predictor_for
+from compress.timing.load import LoadElsewhere
 
 if TYPE_CHECKING:  # the memory process imports this module: datasets would cost it a second
     from datasets import Dataset
@@ -38,7 +38,7 @@ class Latency:
     threads: int
     device: str
     other_cpu_load: float | None  # CPU cores' worth of work done elsewhere during the timed calls (None: too short to tell)
-    matmul_gop: float | None = None  # the layers' MatMul work per call (compress/benchmarking/roofline.py)
+    matmul_gop: float | None = None  # the layers' MatMul work per call (compress/timing/roofline.py)
     fraction_of_int8_peak: float | None = None  # that work over p50, against this host's measured MatMul peaks (CPU only)
     fraction_of_fp32_peak: float | None = None
 
@@ -114,44 +114,6 @@ def describe_environment(environment: dict) -> str:
     cuda = environment.get("cuda")
     gpu = f"; {cuda['device']}, CUDA {cuda['cuda']}" if cuda else ""
     return f"Python {environment['python']}, {libraries}; CPU {cpu['model']}{numbers}{features}{gpu}"
-
-
-CONTENDED_LOAD = 0.5
-"""Cores' worth of other work during timing from which figures are flagged as taken on a busy machine."""
-
-
-def contended(other_cpu_load: float | None) -> bool:
-    """Whether a timing was taken on a busy machine (None: too short to tell, taken as quiet)."""
-    return other_cpu_load is not None and other_cpu_load >= CONTENDED_LOAD
-
-
-def busy_seconds_elsewhere() -> float:
-    """CPU seconds spent so far by everything but this process: other processes and, on a virtual
-    machine, time the hypervisor gave to other guests (steal). Counted as psutil's cpu_percent does."""
-    machine = psutil.cpu_times()
-    guest = getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)  # already inside user time
-    busy = sum(machine) - guest - machine.idle - getattr(machine, "iowait", 0.0)
-    own = psutil.Process().cpu_times()
-    return busy - own.user - own.system
-
-
-SHORTEST_LOAD_WINDOW = 0.5
-"""Seconds below which the load elsewhere is not told: CPU times come in 10 ms ticks, so over a
-window of a few ticks one tick of other work reads as a large fraction of a core."""
-
-
-class LoadElsewhere:
-    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`; None when
-    the block was too short to tell)."""
-
-    def __enter__(self) -> LoadElsewhere:
-        self._busy, self._start = busy_seconds_elsewhere(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        window = time.perf_counter() - self._start
-        busy = busy_seconds_elsewhere() - self._busy
-        self.cores = max(0.0, busy / window) if window >= SHORTEST_LOAD_WINDOW else None
 
 
 def timed_calls(call: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:

@@ -22,8 +22,8 @@ from collections.abc import Callable
 import numpy as np
 from transformers import PretrainedConfig
 
-from compress.benchmarking.latency import timed_calls
 from compress.surgery.architectures import ARCHITECTURES, layout_for, num_layers
+from compress.timing.latency import timed_calls
 
 PEAK_ROWS, PEAK_DEPTH, PEAK_COLUMNS = 128, 768, 3072
 PEAK_WEIGHT_SCALE = 0.01

@@ -36,7 +36,8 @@ from compress.errors import CompressError, excerpt, failure, one_line
 from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
 from compress.exporters.torch_quantize import torch_dynamic_int8
-from compress.pipeline.models import count_parameters, load_config, load_saved, load_tokenizer, saved_class
+from compress.models.loading import count_parameters, load_config, load_saved, load_tokenizer, saved_class
+from compress.registry import Registry
 from compress.surgery.architectures import max_sequence_length
 
 Kind = Literal["torch", "onnx", "torch-int8", "openvino", "runtime"]
@@ -100,6 +101,10 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
     return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
 
 
+RUNTIMES: Registry[type[RuntimeModel]] = Registry("runtime")
+"""Each kind of runtime model, by its `kind`; a folder is loaded as the first whose files it holds."""
+
+
 class OnnxModel(RuntimeModel):
     kind = "onnx"
 
@@ -118,6 +123,9 @@ class OnnxModel(RuntimeModel):
         from compress.exporters.onnx_runtime import onnx_device
 
         return onnx_device()
+
+
+RUNTIMES.add(OnnxModel.kind, OnnxModel)
 
 
 class OpenVinoModel(RuntimeModel):
@@ -155,6 +163,9 @@ class OpenVinoModel(RuntimeModel):
         if multiple := self.quantization.get(PADDING_SETTING):
             return padded_predictor(self, multiple, threads)
         return compiled_predictor(self.compiled(threads))
+
+
+RUNTIMES.add(OpenVinoModel.kind, OpenVinoModel)
 
 
 def compiled_predictor(compiled) -> Predictor:
@@ -195,8 +206,6 @@ def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = 
     return predict
 
 
-RUNTIMES: dict[Kind, type[RuntimeModel]] = {"onnx": OnnxModel, "openvino": OpenVinoModel}
-"""Each kind of runtime model; a folder is loaded as the first whose files it holds."""
 
 Artifact = Union[PreTrainedModel, RuntimeModel]
 
@@ -328,7 +337,7 @@ def load_artifact(folder: Path, device: str | None = None) -> Artifact:
 
 def base_kind(ref: str) -> Kind:
     """The kind of model a recipe's `model:` names: an ONNX folder, or anything from_pretrained loads."""
-    from compress.pipeline.models import MODEL_ALIASES
+    from compress.models.loading import MODEL_ALIASES
 
     return "onnx" if ref not in MODEL_ALIASES and Path(ref).expanduser().is_dir() and onnx_file(Path(ref).expanduser()) else "torch"
 
