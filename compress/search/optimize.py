@@ -1,0 +1,361 @@
+"""`compress optimize`: the fastest (or smallest) model within a score budget, found by a search that uses
+the problem's structure instead of training every combination.
+
+- The reference is the full model fine-tuned the same way; the budget is `max_score_drop` points below it.
+- For one strategy and training, the score falls as more layers are dropped, so the largest K within budget
+  is found by bisection (about log2(L) trainings).
+- Strategies are tried in the paper's prior order (top first, distilled before fine-tuned); a later one
+  only matters if it can drop more layers than the best so far, so its first training is at that K + 1 and
+  one that fails there is stopped after that one training.
+- The full model and the students near the budget are then tried in every precision and engine of the
+  search space (nothing trains).
+
+Every trial is a row of the goal's sweep (compress/search/goal.py), built by the one executor into the run
+folder's cache (work/) and measured as a benchmark row (results.jsonl), so a killed search resumes without
+training anything twice and a changed budget reuses every finished trial. Trials are scored on examples
+held out of the training data; the chosen model's dev score (never seen by the search) is reported beside,
+with its standard error. Optuna's SQLite storage (`trials.db`) keeps the trials for its tools.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from compress.benchmarking.bench import Benchmark, guard_settings
+from compress.benchmarking.records import RESULTS_FILE, append_record, drop_cut_record, merge_records, read_records
+from compress.benchmarking.report import write_report
+from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
+from compress.benchmarking.sweep import combination_recipe
+from compress.data.loading import load_task_data
+from compress.errors import CompressError
+from compress.evaluation.evaluate import evaluate
+from compress.folders import claimed, copy_folder, replace_file, write_text, writing
+from compress.models.loading import load_config
+from compress.pipeline.recipe import recipe_yaml
+from compress.search.goal import Goal, goal_sweep
+from compress.surgery.architectures import num_layers
+
+FINAL = "final"
+CHOSEN_RECIPE = "chosen.yaml"
+REPORT = "report.md"
+PLOT = "search.png"
+TRIALS_DB = "trials.db"
+REFERENCE_PRECISION = "torch-fp32"
+"""Students are compared in the precision they are trained in; other precisions are tried once a student is chosen."""
+
+
+class BudgetSpent(Exception):
+    """The goal's training or time budget allows no further training."""
+
+
+@dataclass
+class Trial:
+    combination: Combination
+    record: dict
+
+    @property
+    def points(self) -> float:
+        return 100 * self.record["score"]
+
+
+class Search:
+    def __init__(self, goal: Goal, out: Path, console: Console):
+        self.goal, self.out, self.console = goal, out, console
+        self.sweep = goal_sweep(goal)
+        self.benchmark = Benchmark(out, self.sweep.latency, console, self.sweep, peak_memory=False)
+        self.trials: dict[str, Trial] = {}
+        self.trainings = 0
+        """Models this search has trained, in this and earlier runs (the records' distinct trained folders)."""
+        self.started = time.monotonic()
+        self.spent_before = 0.0
+
+    # --- trials -------------------------------------------------------------------------------------
+
+    def _row(self, c: Combination) -> BenchRow:
+        recipe = combination_recipe(self.sweep, c)
+        text = yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
+        return BenchRow(c, recipe, text, f"goal {self.sweep.name}", recipe.stages[-1].name)
+
+    def trial(self, strategy: str, k: int, training: str, precision: str = REFERENCE_PRECISION) -> Trial | None:
+        """The measured row of one combination: found in results.jsonl, or built and measured now (None: it failed)."""
+        c = Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)
+        if c.key not in self.trials:
+            row = self._row(c)
+            trained = trained_node(row.node)
+            if trained is not None and self.benchmark.executor.cache.find(trained) is None:
+                self._check_budget()
+                self.trainings += 1
+            self.console.print(f"[bold]trial[/] {c.label}")
+            record = self.benchmark.measured_row(row)
+            append_record(self.out / RESULTS_FILE, record)
+            if record.status != "ok":
+                self.console.print(f"[yellow]trial failed[/] {c.label}: {record.error}")
+                return None
+            self.trials[c.key] = Trial(c, json.loads(record.line()))
+            self._keep_in_optuna(self.trials[c.key])
+        return self.trials[c.key]
+
+    def _keep_in_optuna(self, trial: Trial) -> None:
+        """The trial in Optuna's storage (trials.db), for optuna-dashboard and Optuna's analyses."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(storage=f"sqlite:///{self.out / TRIALS_DB}", study_name=self.sweep.name, load_if_exists=True)
+        c = trial.combination
+        params = {"strategy": c.strategy, "k": c.k, "training": c.training, "precision": c.precision}
+        search = self.goal.search
+        # One value space per parameter for the whole study, as Optuna requires: the goal's search space.
+        distributions = {
+            "strategy": optuna.distributions.CategoricalDistribution(sorted({FULL, *search.strategies})),
+            "k": optuna.distributions.IntDistribution(0, self.layers),
+            "training": optuna.distributions.CategoricalDistribution(sorted({"finetune", *search.training})),
+            "precision": optuna.distributions.CategoricalDistribution(sorted({REFERENCE_PRECISION, *search.precisions})),
+        }
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, value=self.cost(trial),
+            user_attrs={"key": c.key, "score": trial.record["score"], "measured_in": trial.record["measured_in"]}))
+
+    def _check_budget(self) -> None:
+        budget = self.goal.budget
+        if budget.trainings is not None and self.trainings >= budget.trainings:
+            raise BudgetSpent(f"{budget.trainings} trainings")
+        if budget.hours is not None and self.spent_before + time.monotonic() - self.started >= 3600 * budget.hours:
+            raise BudgetSpent(f"{budget.hours:g} hours")
+
+    def resume(self) -> None:
+        """Trials recorded by earlier runs of this folder count as done, and their trainings and time as spent."""
+        records = read_records(self.out)
+        for record in merge_records(records):
+            if record["status"] == "ok":
+                c = Combination(*(record[f] for f in ("model", "task", "strategy", "k", "training", "precision")))
+                self.trials[c.key] = Trial(c, record)
+        self.trainings = len({r["trained_in"] for r in records if r.get("trained_in")})
+        self.spent_before = sum(r.get("seconds_total") or 0.0 for r in records)
+
+    # --- what the goal asks -------------------------------------------------------------------------
+
+    def cost(self, trial: Trial) -> float:
+        """What the goal minimises, for one trial: latency in ms at the goal's timing, or size on disk in MB."""
+        objective = self.goal.objective
+        if objective.minimize == "size":
+            return trial.record["size_mb"]
+        length = str(objective.sequence_length)
+        for timing in trial.record.get("latency") or []:
+            if timing["batch_size"] == objective.batch_size and timing["sequence_length"] == length:
+                return timing["p50_ms"]
+        raise CompressError(f"{self.out / RESULTS_FILE}: {trial.combination.label} has no timing at batch {objective.batch_size}, "
+                            f"length {length}")
+
+    def within_budget(self, trial: Trial | None) -> bool:
+        return trial is not None and trial.points >= self.reference.points - self.goal.max_score_drop
+
+    # --- the search ---------------------------------------------------------------------------------
+
+    @cached_property
+    def layers(self) -> int:
+        return num_layers(load_config(self.goal.model))
+
+    def arm_ks(self, strategy: str, training: str) -> list[int]:
+        """The Ks one strategy and training may try, ascending."""
+        return sorted(k for k in (self.goal.search.k or range(1, self.layers)) if k < self.layers)
+
+    def run(self) -> Trial:
+        """Search, and return the chosen trial (`stopped`: why the search ended early, if it did)."""
+        self.stopped = None
+        self.reference = self.trial(FULL, 0, "finetune")
+        if self.reference is None:
+            raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
+        best: Trial | None = None
+        try:
+            arms = [(strategy, training) for training in self.goal.search.training for strategy in self.goal.search.strategies]
+            for number, (strategy, training) in enumerate(arms):
+                best = self._bisect(strategy, training, best, prior_best=number == 0)
+            for model in self.worth_converting():
+                for precision in self.goal.search.precisions:
+                    c = model.combination
+                    self.trial(c.strategy, c.k, c.training, precision)
+        except BudgetSpent as spent:
+            self.stopped = str(spent)
+            self.console.print(f"[yellow]budget spent[/]: {spent}; choosing among the trials done")
+        return self.choose()
+
+    def worth_converting(self) -> list[Trial]:
+        """The trained models to try in every precision (which trains nothing): the full model and every student
+        whose score is within the budget or short of it by less than twice its standard error, as a quantized
+        model's score can differ from its own by that much either way; those that drop most layers first."""
+        def near(t: Trial) -> bool:
+            return t.points + 2 * 100 * (t.record.get("score_stderr") or 0.0) >= self.reference.points - self.goal.max_score_drop
+
+        trained = [t for t in self.trials.values() if t.combination.precision == REFERENCE_PRECISION and near(t)]
+        return sorted(trained, key=lambda t: (-t.combination.k, -t.points))
+
+    def _bisect(self, strategy: str, training: str, best: Trial | None, prior_best: bool) -> Trial | None:
+        """The largest K this strategy and training keep within budget, if larger than `best`'s; else `best`. The
+        arm the paper's prior ranks first is bisected from the middle; every later one must first show that it
+        keeps the smallest K it could win with, or it is stopped after that one training."""
+        candidates = [k for k in self.arm_ks(strategy, training) if best is None or k > best.combination.k]
+        k = largest_within(candidates, lambda k: self.within_budget(self.trial(strategy, k, training)), smallest_first=not prior_best)
+        return best if k is None else self.trial(strategy, k, training)
+
+    def meets_target(self, trial: Trial) -> bool:
+        return self.goal.objective.target is None or self.cost(trial) <= self.goal.objective.target
+
+    def choose(self) -> Trial:
+        """The trial the goal asks for: within the score budget, the smallest cost; with a target, the best score
+        that meets it (the smallest cost where none does)."""
+        within = [t for t in self.trials.values() if self.within_budget(t)]
+        meeting = [t for t in within if self.goal.objective.target is not None and self.meets_target(t)]
+        if meeting:
+            return max(meeting, key=lambda t: (t.points, -self.cost(t)))
+        return min(within, key=lambda t: (self.cost(t), -t.points))
+
+    def write(self, chosen: Trial) -> dict:
+        """final/, chosen.yaml, report.md and summary.json for the chosen trial; returns the summary."""
+        target = self.goal.objective.target
+        faster = sorted((t for t in self.trials.values() if self.cost(t) < self.cost(chosen)), key=self.cost, reverse=True)
+        folder = self.out / "work" / chosen.record["measured_in"]
+        with writing(self.out / FINAL) as partial:
+            copy_folder(folder, partial)
+        recipe = combination_recipe(self.sweep, chosen.combination)
+        write_text(self.out / CHOSEN_RECIPE, f"# What compress optimize chose; `compress run {CHOSEN_RECIPE}` builds it again.\n"
+                   + recipe_yaml(recipe))
+        dev = self._dev_scores(chosen)
+        summary = {
+            "goal": self.goal.model_dump(mode="json", exclude_none=True),
+            "chosen": chosen.combination.label,
+            "chosen_key": chosen.combination.key,
+            "reference_points": round(self.reference.points, 2),
+            "chosen_points": round(chosen.points, 2),
+            "cost": self.cost(chosen),
+            "reference_cost": self.cost(self.reference),
+            "next_faster": None if not faster else {"label": faster[0].combination.label, "points": round(faster[0].points, 2),
+                                                    "cost": self.cost(faster[0])},
+            "dev": dev,
+            "trials": len(self.trials),
+            "trainings": self.trainings,
+            "compute_seconds": round(sum(t.record.get("seconds_total") or 0.0 for t in self.trials.values()), 1),
+            "stopped": self.stopped,
+            "target_missed_by": None if self.meets_target(chosen) else round(self.cost(chosen) - target, 3),
+        }
+        write_text(self.out / REPORT, render_report(summary, self.goal))
+        self.plot(chosen)
+        write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def plot(self, chosen: Trial) -> None:
+        """search.png: every trial's score against what the goal minimises, the budget's line and the chosen one marked."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter
+
+        figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+        FigureCanvasAgg(figure)
+        axis = figure.subplots()
+        trials = list(self.trials.values())
+        within = [self.within_budget(t) for t in trials]
+        axis.scatter([self.cost(t) for t in trials], [t.points for t in trials], c=["tab:blue" if w else "tab:gray" for w in within], s=24)
+        for t in trials:
+            c = t.combination
+            label = "full" if not c.k else f"{c.strategy}{c.k}{' KD' if c.training == 'distill' else ''}"
+            axis.annotate(f"{label} {c.precision}", (self.cost(t), t.points), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        axis.axhline(self.reference.points - self.goal.max_score_drop, color="tab:red", linestyle="--", linewidth=1,
+                     label=f"budget: {self.goal.max_score_drop:g} points below the full model")
+        axis.scatter([self.cost(chosen)], [chosen.points], marker="*", s=220, color="tab:red", zorder=3, label=f"chosen: {chosen.combination.label}")
+        unit = "median latency (ms)" if self.goal.objective.minimize == "latency" else "size on disk (MB)"
+        axis.set(xscale="log", xlabel=unit, ylabel="score on the held-out split (points)",
+                 title=f"{self.goal.model} on {self.goal.task}: {len(trials)} trials")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 5, 10 rather than 2 x 10^0
+        axis.xaxis.set_major_formatter(plain)
+        axis.xaxis.set_minor_formatter(plain)
+        axis.tick_params(axis="x", which="minor", labelsize=7)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+        replace_file(self.out / PLOT, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+
+    def _dev_scores(self, chosen: Trial) -> dict:
+        """The chosen model's and the reference's scores on the task's dev split, which no trial was scored on."""
+        from compress.models.artifacts import load_artifact, predictor_for
+
+        data = load_task_data(self.goal.task, self.goal.data)
+        tokenizer = self.benchmark.executor.tokenizer(self.goal.model)
+        scores = {}
+        for name, trial in (("reference", self.reference), ("chosen", chosen)):
+            model = load_artifact(self.out / "work" / trial.record["measured_in"])
+            metrics = evaluate(predictor_for(model, self.goal.objective.threads), data, tokenizer, self.goal.max_length, 64)
+            metric = data.task.primary_metric
+            scores[name] = {"points": round(100 * metrics[metric], 2), "stderr_points": round(100 * metrics.get(f"{metric}_stderr", 0.0), 2)}
+        drop = scores["reference"]["points"] - scores["chosen"]["points"]
+        return {**scores, "drop_points": round(drop, 2), "within_budget": drop <= self.goal.max_score_drop}
+
+
+def largest_within(candidates: list[int], within: Callable[[int], bool], smallest_first: bool = False) -> int | None:
+    """The largest of the ascending `candidates` for which `within` holds, asking as few as a bisection needs, given
+    that it holds for every candidate below one it holds for (fewer layers dropped lose less). With `smallest_first`
+    the smallest is asked first: where it fails, nothing larger can hold, and one question settles it (the way to
+    rule out a strategy that must beat a K found already). Without, the bisection starts in the middle, which a
+    small student that failed to learn at all (it happens, at small budgets) cannot mislead as easily."""
+    if not candidates or (smallest_first and not within(candidates[0])):
+        return None
+    # within(candidates[low]) holds (-1: nothing known to); candidates[high:] fail or are past the end
+    low, high = (0 if smallest_first else -1), len(candidates)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if within(candidates[middle]):
+            low = middle
+        else:
+            high = middle
+    return candidates[low] if low >= 0 else None
+
+
+def render_report(summary: dict, goal: Goal) -> str:
+    unit = "ms" if goal.objective.minimize == "latency" else "MB"
+    dev = summary["dev"]
+    lines = [
+        f"# {goal.name}: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model",
+        "",
+        f"**Chosen: {summary['chosen']}** — {summary['cost']:.2f} {unit} against the full model's {summary['reference_cost']:.2f} {unit} "
+        f"({summary['reference_cost'] / summary['cost']:.2f}x), {summary['chosen_points']:.2f} points on the held-out split against "
+        f"{summary['reference_points']:.2f}.",
+        "",
+        f"On the dev split, which the search never scored on: {dev['chosen']['points']:.2f} ± {dev['chosen']['stderr_points']:.2f} "
+        f"against {dev['reference']['points']:.2f} ± {dev['reference']['stderr_points']:.2f}: a drop of {dev['drop_points']:.2f} points, "
+        + ("within the budget." if dev["within_budget"] else f"**more than the budget of {goal.max_score_drop:g}** (the held-out split flattered it)."),
+        "",
+    ]
+    if summary["next_faster"]:
+        nxt = summary["next_faster"]
+        lines.append(f"The next faster trial, {nxt['label']} ({nxt['cost']:.2f} {unit}), scored {nxt['points']:.2f} points: "
+                     f"{summary['reference_points'] - nxt['points']:.2f} below the full model, over the budget.")
+    else:
+        lines.append("No trial was faster.")
+    lines += ["", f"Search cost: {summary['trials']} trials, {summary['trainings']} trainings, "
+              f"{summary['compute_seconds'] / 60:.1f} minutes of compute."]
+    if summary["stopped"]:
+        lines.append(f"The search stopped early: its budget of {summary['stopped']} was spent.")
+    if summary["target_missed_by"] is not None:
+        lines.append(f"**No trial met the target of {goal.objective.target:g} {unit}**: the fastest within the score budget "
+                     f"missed it by {summary['target_missed_by']:g} {unit}.")
+    return "\n".join(lines) + "\n"
+
+
+def optimize(goal: Goal, out: Path, console: Console, command: str | None = None) -> dict:
+    """Search for the goal's model in `out` (resuming what an earlier run of it left); returns the summary."""
+    with claimed(out, "optimize run"):
+        if drop_cut_record(out / RESULTS_FILE):
+            console.print(f"[yellow]note[/]: {out / RESULTS_FILE} ended in a record cut short; that trial runs again")
+        guard_settings(goal_sweep(goal), out, retime=True)
+        search = Search(goal, out, console)
+        search.resume()
+        summary = search.write(search.run())
+        write_report(read_records(out), out, command)
+    return summary
+
+

@@ -1,0 +1,155 @@
+"""`compress optimize`: real trainings of the embedded MiniLM at tiny size. A goal that is met, one whose target
+no trial meets, a kill -9 mid-search and a resume that trains nothing twice, the held-out split, bad goal
+files; the bisection itself on every monotone pattern."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import compress
+from compress.benchmarking.records import read_records
+from compress.data.loading import HOLDOUT, DataSettings, load_task_data
+from compress.search.optimize import largest_within
+from tests.helpers import assert_one_line_error, invoke
+
+GOAL = {
+    "model": "minilm-l6",
+    "task": "rotten-tomatoes",
+    "data": {"source": "embedded", "max_train_examples": 240, "max_eval_examples": 80},
+    "max_length": 32,
+    "max_score_drop": 100.0,  # every student qualifies: the search must find the largest K it may try
+    "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-4},
+    "search": {"strategies": ["top", "bottom"], "k": [2, 4], "training": ["finetune"], "precisions": ["torch-fp32", "onnx-int8-dynamic"]},
+    "objective": {"threads": 1},
+}
+
+
+def write_goal(folder: Path, **changes) -> Path:
+    file = folder / "goal.yaml"
+    file.write_text(yaml.safe_dump({**GOAL, **changes}, sort_keys=False))
+    return file
+
+
+@pytest.mark.parametrize("smallest_first", [False, True])
+@pytest.mark.parametrize("holds", [[], [True], [False], *[[True] * n + [False] * (7 - n) for n in range(8)]])
+def test_bisection_finds_the_largest_k_within_budget_in_log_questions(holds, smallest_first):
+    candidates = list(range(1, len(holds) + 1))
+    asked = []
+
+    def within(k):
+        asked.append(k)
+        return holds[k - 1]
+
+    expected = max((k for k, ok in zip(candidates, holds) if ok), default=None)
+    assert largest_within(candidates, within, smallest_first) == expected
+    assert len(asked) <= 1 + math.ceil(math.log2(len(candidates) + 1))
+    assert len(set(asked)) == len(asked)  # never asks twice
+    if smallest_first and holds and not holds[0]:
+        assert asked == [1]  # a strategy that cannot beat the best so far costs one training
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("optimize")
+    result = invoke("optimize", write_goal(folder), "--out", folder / "run")
+    assert result.exit_code == 0, result.output
+    return folder / "run", result
+
+
+def test_a_goal_that_is_met_gives_a_model_a_recipe_and_a_report(searched):
+    run, result = searched
+    summary = json.loads((run / "summary.json").read_text())
+    records = [r for r in read_records(run) if r["status"] == "ok"]
+    students = {(r["strategy"], r["k"]) for r in records if r["k"]}
+    # top first: k=2, then k=4 (the largest); bottom is asked only whether it beats k=4, which it cannot
+    assert students == {("top", 2), ("top", 4)}
+    assert summary["trainings"] == 3  # the full model and two students
+    def task_p50(record):
+        return next(t["p50_ms"] for t in record["latency"] if t["sequence_length"] == "task" and t["batch_size"] == 1)
+
+    # everything is within a 100-point budget: the chosen one is the fastest trial
+    assert summary["cost"] == min(map(task_p50, records)) == task_p50(next(r for r in records if r["key"] == summary["chosen_key"]))
+    assert summary["dev"]["chosen"]["points"] > 0 and summary["dev"]["within_budget"]
+    model = compress.load(run / "final")
+    assert model.kind in ("torch", "onnx") and len(model(["a fine film"])) == 1
+    check = invoke("check", run / "chosen.yaml")
+    assert check.exit_code == 0, check.output
+    report = (run / "report.md").read_text()
+    assert f"Chosen: {summary['chosen']}" in report and "dev split" in report and "3 trainings" in report
+    for name in ("results.md", "pareto.png", "search.png", "trials.db"):
+        assert (run / name).is_file()
+
+
+def test_a_changed_goal_reuses_every_finished_trial(searched, tmp_path):
+    run, _ = searched
+    before = {p: p.stat().st_mtime_ns for p in (run / "work").rglob("stage.json")}
+    goal = write_goal(tmp_path, objective={"threads": 1, "minimize": "size"})
+    result = invoke("optimize", goal, "--out", run)
+    assert result.exit_code == 0, result.output
+    after = {p: p.stat().st_mtime_ns for p in (run / "work").rglob("stage.json")}
+    assert {p: after[p] for p in before} == before  # nothing rebuilt
+    assert json.loads((run / "summary.json").read_text())["trainings"] == 3
+
+
+def test_a_target_no_trial_meets_ends_with_the_fastest_and_by_how_much(searched, tmp_path):
+    run, _ = searched
+    goal = write_goal(tmp_path, objective={"threads": 1, "target": 0.001})
+    result = invoke("optimize", goal, "--out", run)  # the report is printed, then one line says what was missed
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1 and "objective.target" in result.stderr and "missed it by" in result.stderr
+    assert (run / "final" / "config.json").is_file() and "**No trial met the target" in (run / "report.md").read_text()
+
+
+def test_a_search_killed_mid_way_resumes_without_training_twice(tmp_path):
+    goal = write_goal(tmp_path, search={**GOAL["search"], "strategies": ["top"], "precisions": ["torch-fp32"]})
+    run = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "compress"), "optimize", str(goal), "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while len(read_records(run)) < 2 and time.monotonic() < deadline:  # the full model and the first student
+        time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = {r["key"] for r in read_records(run)}
+    assert len(first) >= 2
+    result = invoke("optimize", goal, "--out", run)
+    assert result.exit_code == 0, result.output
+    keys = [r["key"] for r in read_records(run)]
+    assert len(keys) == len(set(keys)), "a trial was measured twice"
+    trained = [p for p in (run / "work").rglob("stage.json") if json.loads(p.read_text())["stage"] == "finetune"]
+    assert len(trained) == json.loads((run / "summary.json").read_text())["trainings"] == 3
+
+
+def test_the_held_out_split_is_carved_from_train_and_disjoint_from_dev():
+    settings = DataSettings(source="embedded", max_train_examples=400)
+    plain = load_task_data("rotten-tomatoes", settings)
+    carved = load_task_data("rotten-tomatoes", settings.model_copy(update={"holdout": 0.25}))
+    held, train = list(carved.dev[HOLDOUT]["text_a"]), list(carved.train["text_a"])
+    assert list(carved.dev) == [HOLDOUT] and len(held) == 100 and len(train) == 300
+    assert sorted(held + train) == sorted(plain.train["text_a"])
+    assert not set(held) & set(next(iter(plain.dev.values()))["text_a"])
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"max_score_drop": -1}, "max_score_drop"),
+    ({"max_score_drop": None}, "max_score_drop"),
+    ({"objective": {"minimize": "speed"}}, "objective.minimize"),
+    ({"search": {"precisions": ["fp8"]}}, "search.precisions"),
+    ({"data": {"source": "embedded", "holdout": 0.2}}, "data.holdout"),
+    ({"budget": {"trainings": 0}}, "budget.trainings"),
+    ({"surprise": 1}, "surprise"),
+])
+def test_a_bad_goal_file_is_one_line(tmp_path, change, expected):
+    goal = write_goal(tmp_path, **change)
+    for command in (("check", goal), ("optimize", goal, "--out", tmp_path / "run")):
+        assert_one_line_error(invoke(*command), "goal.yaml", expected)
+    assert not (tmp_path / "run").exists()
