@@ -1,0 +1,152 @@
+"""The paper's 12-layer claims, read from the paper12 sweeps (issue #38): per task, every strategy's drop at
+K = 2, 4, 6 against the full MPNet-12, the seeds of the rows that decide the claims, what distillation and
+int8 change, a figure in the paper's form (per task, bars by strategy, colour by K) and a verdict per claim.
+
+It reads whatever the sweeps have finished (they resume across sittings) and says what is still missing:
+
+    .venv/bin/python bench/paper12_report.py --out bench/results/paper12
+
+Scores in points (score x 100); "±" is the dev set's bootstrap standard error of one model, "sd" the spread
+over training seeds. A difference counts only where it exceeds twice the larger standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from compress.benchmarking.records import merge_records, read_records
+
+TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
+STRATEGIES = ["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution"]
+KS = [2, 4, 6]
+SEEDS = ["", "_seed43", "_seed44"]
+
+
+def _records(results: Path, task: str) -> list[list[dict]]:
+    """The finished records of each seed's sweep of `task` (an absent sweep gives none)."""
+    return [[r for r in merge_records(read_records(results / f"paper12_{task}{seed}")) if r["status"] == "ok"] for seed in SEEDS]
+
+
+def _row(records: list[dict], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> dict | None:
+    return next((r for r in records if (r["strategy"], r["k"], r["training"], r["precision"]) == (strategy, k, training, precision)), None)
+
+
+def _points(record: dict | None) -> float | None:
+    return None if record is None else 100 * record["score"]
+
+
+def _se(record: dict | None) -> float:
+    return 100 * (record or {}).get("score_stderr", 0.0)
+
+
+def _cell(record: dict | None, full: dict | None) -> str:
+    if record is None:
+        return "not yet"
+    delta = f" ({_points(record) - _points(full):+.1f})" if full else ""
+    return f"{_points(record):.1f} ± {_se(record):.1f}{delta}"
+
+
+def verdict(better: dict | None, worse: dict | None) -> str:
+    """Whether `better` scores above `worse` by more than twice the larger standard error."""
+    if better is None or worse is None:
+        return "not yet run"
+    gap = _points(better) - _points(worse)
+    noise = 2 * max(_se(better), _se(worse))
+    if gap > noise:
+        return f"holds ({gap:+.1f} points, beyond 2 SE = {noise:.1f})"
+    if gap < -noise:
+        return f"does not hold ({gap:+.1f} points, beyond 2 SE = {noise:.1f})"
+    return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
+
+
+def task_section(task: str, by_seed: list[list[dict]]) -> list[str]:
+    records = by_seed[0]
+    full = _row(records, "full", 0)
+    name = TASKS[task]
+    if full is None:
+        return [f"## {name}", "", "Not run yet: the full model has not finished.", ""]
+    metric = full["primary_metric"]
+    lines = [f"## {name}", "", f"Full MPNet-12: **{_points(full):.1f} ± {_se(full):.1f}** ({metric}; majority class "
+             f"{100 * (full.get('majority_score') or 0):.1f}). Each cell: score ± SE (change against the full model).", "",
+             "| strategy | " + " | ".join(f"K={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
+    for strategy in STRATEGIES:
+        lines.append(f"| {strategy} | " + " | ".join(_cell(_row(records, strategy, k), full) for k in KS) + " |")
+    lines.append("| top + distill | " + " | ".join(_cell(_row(records, "top", k, "distill"), full) for k in KS) + " |")
+    lines.append("| top + distill, int8 | " + " | ".join(_cell(_row(records, "top", k, "distill", "onnx-int8-dynamic"), full) for k in KS) + " |")
+    lines += ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims:", "",
+              "| row | seeds | mean | sd |", "|---|---|---|---|"]
+    for label, strategy, k in (("full", "full", 0), ("top-4", "top", 4), ("top-6", "top", 6), ("bottom-4", "bottom", 4)):
+        values = [_points(_row(seed, strategy, k)) for seed in by_seed]
+        found = [v for v in values if v is not None]
+        spread = f"{statistics.stdev(found):.1f}" if len(found) > 1 else "–"
+        lines.append(f"| {label} | {', '.join('–' if v is None else f'{v:.1f}' for v in values)} | "
+                     f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
+    lines += ["", "Claims:", ""]
+    for k in KS:
+        top = _row(records, "top", k)
+        others = [r for r in (_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
+        best_other = max(others, key=_points, default=None)
+        lines.append(f"- top is the best strategy at K={k}: {verdict(top, best_other)}"
+                     + (f" (best other: {best_other['strategy']})" if best_other else ""))
+    for k, bound in ((4, 2.0), (6, 3.3)):
+        top = _row(records, "top", k)
+        if top is not None:
+            drop = _points(full) - _points(top)
+            lines.append(f"- top-{k} costs at most about {bound:g} points: {drop:.1f} ± {max(_se(full), _se(top)):.1f} "
+                         + ("(holds)" if drop <= bound + 2 * max(_se(full), _se(top)) else "(does not hold)"))
+    for k in KS:
+        bottom = _row(records, "bottom", k)
+        others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
+        worst_other = min(others, key=_points, default=None)
+        lines.append(f"- bottom is the worst at K={k}: {verdict(worst_other, bottom)}")
+    for k in KS:
+        lines.append(f"- distillation over fine-tuning, top-{k}: {verdict(_row(records, 'top', k, 'distill'), _row(records, 'top', k))}")
+    return lines + [""]
+
+
+def plot(results: Path, out: Path) -> None:
+    """Per task, bars by strategy, colour by K: the change against the full model, as the paper draws it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8), sharey=True)
+    width = 0.8 / len(KS)
+    for axis, task in zip(axes, TASKS):
+        records = _records(results, task)[0]
+        full = _row(records, "full", 0)
+        for i, k in enumerate(KS):
+            deltas = [(_points(_row(records, s, k)) - _points(full)) if full and _row(records, s, k) else 0.0 for s in STRATEGIES]
+            axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, label=f"K={k}")
+        axis.set_xticks([x + width for x in range(len(STRATEGIES))], STRATEGIES, rotation=45, ha="right", fontsize=8)
+        axis.set_title(f"{TASKS[task]}" + ("" if full else " (not run yet)"))
+        axis.axhline(0, color="black", linewidth=0.8)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("points against the full MPNet-12")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "strategies_by_task.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/paper12"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = ["# The paper's 12-layer claims on MPNet-12 (issue #38)", "",
+             "Generated by `.venv/bin/python bench/paper12_report.py --out bench/results/paper12` from the sweeps "
+             "`bench/sweeps/paper12_*.yaml` (their commands are in each file); rows marked *not yet* have not finished.", "",
+             "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
+    for task in TASKS:
+        lines += task_section(task, _records(args.results, task))
+    (args.out / "README.md").write_text("\n".join(lines))
+    plot(args.results, args.out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
