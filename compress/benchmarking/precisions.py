@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from compress.stages.base import StageSettings
-from compress.stages.export import ExportSettings, onnx_precision
+from compress.stages.base import TRAINED, StageSettings
+from compress.stages.export import EXPORTED, ExportSettings, onnx_precision
 from compress.stages.quantize import METHODS, QuantizationMethod
 
-TRAINED = "torch-fp32"
-EXPORTED = "onnx-fp32"
 LEVELS = get_args(ExportSettings.model_fields["optimization"].annotation)  # none, O1, O2, O3
 
 

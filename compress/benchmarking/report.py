@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from compress.benchmarking.precisions import PRECISIONS, Precision  # noqa: E402
+from compress.benchmarking.precisions import PRECISIONS, TRAINED, Precision  # noqa: E402
 from compress.benchmarking.records import merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
@@ -71,7 +71,7 @@ def strategy_rank(strategy: str) -> tuple[int, str]:
 def with_deltas(records: list[dict]) -> list[dict]:
     """Add score change (in points) against the full fine-tuned fp32 model and against plain top-K, same K."""
     ok = [r for r in records if r["status"] == "ok"]
-    reference = {(r["model"], r["task"], r["strategy"], r["k"]): r for r in ok if r["training"] == "finetune" and r["precision"] == "torch-fp32"}
+    reference = {(r["model"], r["task"], r["strategy"], r["k"]): r for r in ok if r["training"] == "finetune" and r["precision"] == TRAINED}
     headlines = {key: headline_timing(group) for key, group in _grouped(records).items()}
     rows = []
     for r in records:
@@ -153,7 +153,7 @@ def _mark_majority(axis, group: list[dict], plotted: list[float] | None = None) 
 
 def _full_model(group: list[dict]) -> dict | None:
     """The full fine-tuned model in PyTorch fp32: the row every change is measured against."""
-    return next((r for r in group if r["strategy"] == FULL and r["training"] == "finetune" and r["precision"] == "torch-fp32"
+    return next((r for r in group if r["strategy"] == FULL and r["training"] == "finetune" and r["precision"] == TRAINED
                  and r["status"] == "ok"), None)
 
 
@@ -263,7 +263,7 @@ def strategy_table(rows: list[dict]) -> str:
     change in points against the full fine-tuned model (PyTorch fp32 rows only)."""
     lines = []
     for (model, task), group in _grouped(rows).items():
-        plain = {(r["strategy"], r["k"], r["training"]): r for r in group if r["precision"] == "torch-fp32"}
+        plain = {(r["strategy"], r["k"], r["training"]): r for r in group if r["precision"] == TRAINED}
         ks = sorted({k for _, k, _ in plain if k})
         full = plain.get((FULL, 0, "finetune"))
         if not ks or not full:
@@ -291,7 +291,7 @@ def fastest_table(rows: list[dict], budget: float = SCORE_BUDGET_POINTS) -> str:
         for r in group:  # in the order of the rows (the full model first)
             trained_models.setdefault((r["strategy"], r["k"], r["training"]), []).append(r)
         for trained, variants in trained_models.items():
-            fp32 = next((r for r in variants if r["precision"] == "torch-fp32"), None)
+            fp32 = next((r for r in variants if r["precision"] == TRAINED), None)
             if fp32 is None or len(variants) < 2:
                 continue
             allowed = [r for r in variants if 100 * (fp32["score"] - r["score"]) <= budget]
@@ -365,14 +365,14 @@ def plot_layers_dropped(rows: list[dict], path: Path) -> None:
     groups = _grouped(rows)
     figure, axes = _panels(groups, "Score against layers dropped (fine-tuned, PyTorch fp32)")
     for axis, ((model, task), group) in zip(axes, groups.items()):
-        plain = [r for r in group if r["training"] == "finetune" and r["precision"] == "torch-fp32"]
+        plain = [r for r in group if r["training"] == "finetune" and r["precision"] == TRAINED]
         full = _full_model(group)
         for strategy in sorted({r["strategy"] for r in plain} - {FULL}):
             line = sorted((r["k"], r["score"]) for r in plain if r["strategy"] == strategy)
             if full:
                 line = [(0, full["score"]), *line]
             axis.plot([k for k, _ in line], [s for _, s in line], marker="o", label=strategy)
-        distilled = sorted((r["k"], r["score"]) for r in group if r["training"] == "distill" and r["precision"] == "torch-fp32")
+        distilled = sorted((r["k"], r["score"]) for r in group if r["training"] == "distill" and r["precision"] == TRAINED)
         if distilled:
             axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
         _mark_majority(axis, group)

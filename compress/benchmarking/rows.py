@@ -23,7 +23,7 @@ from compress.pipeline.graph import StageNode, recipe_graph
 from compress.pipeline.recipe import Recipe, load_recipe, read_yaml
 from compress.stages import STAGES
 from compress.stages.base import ModelDescription, StageSettings
-from compress.stages.export import ExportSettings
+from compress.stages.export import EXPORTED, ExportSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.stages.quantize import DynamicInt8Settings
 
@@ -114,7 +114,7 @@ def baseline_recipe(recipe: Recipe) -> Recipe | None:
         "description": f"The full {recipe.model} fine-tuned on {recipe.task} as recipe {recipe.name} trains (generated)",
         "stages": [
             FinetuneSettings(name=BASELINE_TRAINED, **hyperparameters),
-            ExportSettings(name="onnx-fp32"),
+            ExportSettings(name=EXPORTED),
             DynamicInt8Settings(name=BASELINE_INT8, mode="dynamic-int8", seed=recipe.seed),
         ],
     })

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
-from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.precisions import PRECISIONS, TRAINED
 from compress.benchmarking.rows import FULL, BenchRow, Combination
 from compress.data.loading import DataSettings, load_task_data
 from compress.data.seeds import Seed
@@ -34,7 +34,7 @@ from compress.surgery.architectures import check_max_length, layout_for, num_lay
 from compress.surgery.strategies import EXPLICIT, Strategy, layers_to_drop
 
 Training = Literal["finetune", "distill"]
-BASELINE_PRECISIONS = ("torch-fp32", "onnx-int8-dynamic")
+BASELINE_PRECISIONS = (TRAINED, "onnx-int8-dynamic")
 
 
 class Strict(BaseModel):
@@ -51,7 +51,7 @@ class Grid(Strict):
     strategies: list[Strategy] = Field(min_length=1)
     k: list[int] = Field(min_length=1)
     training: list[Training] = Field(["finetune"], min_length=1)
-    precisions: list[Annotated[str, AfterValidator(known_precision)]] = Field(["torch-fp32"], min_length=1)
+    precisions: list[Annotated[str, AfterValidator(known_precision)]] = Field([TRAINED], min_length=1)
 
 
 class LatencySettings(Strict):

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from compress.benchmarking.precisions import EXPORTED, TRAINED
 from compress.benchmarking.sweep import Grid, LatencySettings, Sweep, Training, check_sweep, known_precision
 from compress.data.loading import DataSettings
 from compress.data.seeds import Seed
@@ -29,7 +30,7 @@ PAPER_STRATEGIES: list[Strategy] = ["top", "bottom", "alternate-even", "alternat
 """Sajjad et al.'s strategies (alternate both ways) and their contribution-based one, in the paper's prior order: top first."""
 GOAL_KEY = "max_score_drop"
 """The field that makes a YAML file a goal rather than a recipe."""
-DEFAULT_PRECISIONS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-o2", "openvino-int8"]
+DEFAULT_PRECISIONS = [TRAINED, EXPORTED, "onnx-int8-dynamic", "onnx-int8-dynamic-o2", "openvino-int8"]
 """What the chosen student is tried in, after training: the engines `best` compares on a CPU."""
 
 

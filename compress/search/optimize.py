@@ -33,6 +33,7 @@ from compress.benchmarking.bench import Benchmark, guard_settings
 from compress.benchmarking.records import RESULTS_FILE, append_record, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
+from compress.benchmarking.precisions import TRAINED
 from compress.benchmarking.sweep import combination_recipe
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
@@ -48,7 +49,7 @@ CHOSEN_RECIPE = "chosen.yaml"
 REPORT = "report.md"
 PLOT = "search.png"
 TRIALS_DB = "trials.db"
-REFERENCE_PRECISION = "torch-fp32"
+REFERENCE_PRECISION = TRAINED
 """Students are compared in the precision they are trained in; other precisions are tried once a student is chosen."""
 
 

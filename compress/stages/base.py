@@ -67,6 +67,10 @@ class StageSettings(BaseModel):
         """Add what this stage does to the description of the model a chain of stages makes."""
 
 
+TRAINED = "torch-fp32"
+"""The precision name of a model as training left it: PyTorch, fp32."""
+
+
 @dataclass
 class ModelDescription:
     """How a benchmark row names the model a chain of stages makes: what a sweep varies."""
@@ -76,7 +80,7 @@ class ModelDescription:
     training: str = "none"
     optimization: str = "none"
     """The ONNX optimizer level of the export the chain made, if any."""
-    precision: str = "torch-fp32"
+    precision: str = TRAINED
 
 
 @dataclass

@@ -26,6 +26,10 @@ ORT_FORMAT_TOLERANCE = 1e-4
 """Largest allowed |.ort logit - .onnx logit|: the same graph, optimized once at conversion instead of at load."""
 
 
+EXPORTED = "onnx-fp32"
+"""The precision name of a model exported to ONNX and nothing more (an optimizer level is appended)."""
+
+
 class ExportSettings(StageSettings):
     stage: Literal["export"] = "export"
     opset: int = Field(18, ge=14, le=23)
@@ -44,7 +48,7 @@ class ExportSettings(StageSettings):
 
     def describe(self, described: ModelDescription) -> None:
         described.optimization = self.optimization
-        described.precision = onnx_precision("onnx-fp32", self.optimization)
+        described.precision = onnx_precision(EXPORTED, self.optimization)
 
 
 def onnx_precision(name: str, optimization: str) -> str:
