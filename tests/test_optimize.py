@@ -109,6 +109,17 @@ def test_a_target_no_trial_meets_ends_with_the_fastest_and_by_how_much(searched,
     assert (run / "final" / "config.json").is_file() and "**No trial met the target" in (run / "report.md").read_text()
 
 
+def test_a_training_budget_stops_the_search_and_the_trained_models_are_still_converted(searched, tmp_path):
+    run, _ = searched  # three models trained there already
+    goal = write_goal(tmp_path, budget={"trainings": 2}, search={**GOAL["search"], "k": [2, 3, 4]})  # k=3 would train
+    result = invoke("optimize", goal, "--out", run)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped"] == "2 trainings" and summary["trainings"] == 3
+    assert not any(r["k"] == 3 for r in read_records(run))
+    assert "budget of 2 trainings was spent" in (run / "report.md").read_text()
+
+
 def test_a_search_killed_mid_way_resumes_without_training_twice(tmp_path):
     goal = write_goal(tmp_path, search={**GOAL["search"], "strategies": ["top"], "precisions": ["torch-fp32"]})
     run = tmp_path / "run"

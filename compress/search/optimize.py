@@ -179,13 +179,13 @@ class Search:
             arms = [(strategy, training) for training in self.goal.search.training for strategy in self.goal.search.strategies]
             for number, (strategy, training) in enumerate(arms):
                 best = self._bisect(strategy, training, best, prior_best=number == 0)
-            for model in self.worth_converting():
-                for precision in self.goal.search.precisions:
-                    c = model.combination
-                    self.trial(c.strategy, c.k, c.training, precision)
         except BudgetSpent as spent:
             self.stopped = str(spent)
-            self.console.print(f"[yellow]budget spent[/]: {spent}; choosing among the trials done")
+            self.console.print(f"[yellow]budget spent[/]: {spent}; the models trained so far are still tried in every precision")
+        for model in self.worth_converting():  # converting trains nothing: the training budget does not stop it
+            for precision in self.goal.search.precisions:
+                c = model.combination
+                self.trial(c.strategy, c.k, c.training, precision)
         return self.choose()
 
     def worth_converting(self) -> list[Trial]:
