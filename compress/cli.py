@@ -368,15 +368,16 @@ def _task_data(task: str, data_source: str, data_path: Optional[Path], text_colu
     """The task's data from the data options (with training examples), or a one-line error naming the option."""
     from pydantic import ValidationError
 
-    from compress.data.loading import DataSettings, load_task_data
+    from compress.data.loading import SOURCES, DataSettings, load_task_data
     from compress.pipeline.recipe import format_validation_error
 
+    reads = SOURCES[data_source].fields if data_source in SOURCES else ()  # --data-path: a folder, or one file for train and dev
     try:
         data_settings = DataSettings(
             source=data_source,
-            path=data_path if data_source == "glue-dir" else None,
-            train=data_path if data_source == "files" else None,
-            dev=data_path if data_source == "files" else None,
+            path=data_path if "path" in reads else None,
+            train=data_path if "train" in reads else None,
+            dev=data_path if "dev" in reads else None,
             text_columns=text_columns.split(",") if text_columns else None,
         )
     except ValidationError as error:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TextIO
+from typing import Annotated, Any, ClassVar, TextIO
 
 import datasets
 import pandas as pd
@@ -24,26 +24,42 @@ import pydantic
 from compress.data.seeds import Seed
 from compress.data.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
 from compress.errors import CompressError, excerpt
+from compress.registry import Registry
 
 log = logging.getLogger(__name__)
 
-Source = Literal["hub", "glue-dir", "files", "embedded"]
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's examples can come from: what of `data:` it reads, which tasks it serves, the checks it
+    makes before any work (reading at most the first line of a file), and how it loads the examples."""
 
-# Fields that mean something with one source only; the caps and the seed apply to every source.
-_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
-    "glue-dir": ("path",),
-    "files": ("train", "dev", "text_columns", "label_column", "labels", "regression"),
-}
-_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "glue-dir": ("path",),
-    "files": ("train", "dev", "text_columns"),
-}
+    serves: Callable[[TaskSpec], bool]
+    check: Callable[[TaskSpec | None, DataSettings], None]
+    """Fail fast: files and folders exist, headers hold the columns (the task is None for a name only files knows)."""
+    load: Callable[[TaskSpec, DataSettings], TaskData]
+    fields: tuple[str, ...] = ()
+    """Settings that mean something with this source only (the caps and the seed apply to every source)."""
+    required: tuple[str, ...] = ()
+    origin: Callable[[TaskData, DataSettings, str], str] = lambda data, settings, split: data.source
+    """Where a split was read from, for messages."""
+    any_task_name: bool = False
+    """Whether a task outside the table may be named (its labels then come from the data)."""
+
+
+SOURCES: Registry[DataSource] = Registry("data source")
+"""Every data source, by the name `data.source` takes; each entry is added beside its loader below."""
+
+
+def _known_source(name: str) -> str:
+    if name not in SOURCES:
+        raise ValueError(f"expected one of {', '.join(SOURCES)} (got {excerpt(name)})")
+    return name
 
 
 class DataSettings(pydantic.BaseModel, extra="forbid"):
     """The `data:` section of a recipe: where a task's examples come from and how many to use."""
 
-    source: Source = "hub"
+    source: Annotated[str, pydantic.AfterValidator(_known_source)] = "hub"
     path: Path | None = None  # glue-dir: the folder holding SST-2/, CoLA/, ...
     train: Path | None = None  # files: .csv, .tsv (GLUE style, no quoting) or .jsonl / .json (JSON lines)
     dev: Path | None = None
@@ -70,11 +86,11 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
 
     @pydantic.model_validator(mode="after")
     def _check_combination(self) -> DataSettings:
-        for name in _REQUIRED_FIELDS.get(self.source, ()):
+        for name in SOURCES[self.source].required:
             if getattr(self, name) is None:
                 raise ValueError(f"data.{name} is required with source: {self.source}")
-        for source, names in _SOURCE_FIELDS.items():
-            for name in names:
+        for source, entry in SOURCES.items():
+            for name in entry.fields:
                 # compared with the default, not model_fields_set: callers may pass None for "not given"
                 if source != self.source and getattr(self, name) != type(self).model_fields[name].default:
                     raise ValueError(f"data.{name} is only used with source: {source}, not {self.source}")
@@ -95,14 +111,6 @@ class TaskData:
 
 # --- which task, and can this source serve it -------------------------------------------------
 
-_SOURCE_SERVES: dict[str, Callable[[TaskSpec], bool]] = {
-    "hub": lambda task: task.hub is not None,
-    "glue-dir": lambda task: task.tsv is not None,
-    "files": lambda task: True,
-    "embedded": lambda task: task.embedded is not None,
-}
-
-
 def resolve_task(name: str, settings: DataSettings) -> TaskSpec:
     """The table's entry for name; with source: files, a name outside the table gets a task built from
     data.labels (default: the sorted distinct train labels) or data.regression."""
@@ -111,11 +119,11 @@ def resolve_task(name: str, settings: DataSettings) -> TaskSpec:
 
 def _table_task(name: str, settings: DataSettings) -> TaskSpec | None:
     """The table's entry, checked against the settings; None for a name only source: files can serve."""
-    task = find_task(name) if settings.source == "files" else get_task(name)
+    task = find_task(name) if SOURCES[settings.source].any_task_name else get_task(name)
     if task is None:
         return None
-    if not _SOURCE_SERVES[settings.source](task):
-        usable = [source for source, serves in _SOURCE_SERVES.items() if serves(task)]
+    if not SOURCES[settings.source].serves(task):
+        usable = [source for source, entry in SOURCES.items() if entry.serves(task)]
         raise CompressError(
             f"data.source: task '{task.name}' cannot be read from {settings.source} (usable: {', '.join(usable)})"
         )
@@ -191,18 +199,17 @@ def check_data_files(name: str, settings: DataSettings) -> None:
 
     Reads only the first line of each file.
     """
-    task = _table_task(name, settings)
-    if settings.source == "glue-dir":
-        _check_glue_dir(task.tsv, settings.path)
-    elif settings.source == "files":
-        for field, path in (("train", settings.train), ("dev", settings.dev)):
-            _require_file(path, f"data.{field} file")
-            _check_columns(path, [*settings.text_columns, settings.label_column])
-    elif settings.source == "embedded":
-        _embedded_file(task.embedded)
+    SOURCES[settings.source].check(_table_task(name, settings), settings)
 
 
-def _check_glue_dir(layout: TsvLayout, root: Path) -> None:
+def _check_files(task: TaskSpec | None, settings: DataSettings) -> None:
+    for field, path in (("train", settings.train), ("dev", settings.dev)):
+        _require_file(path, f"data.{field} file")
+        _check_columns(path, [*settings.text_columns, settings.label_column])
+
+
+def _check_glue_dir(task: TaskSpec, settings: DataSettings) -> None:
+    layout, root = task.tsv, settings.path
     if not root.is_dir():
         raise CompressError(f"{root}: data.path folder not found")
     folder = root / layout.folder
@@ -449,12 +456,25 @@ def _load_embedded(task: TaskSpec, settings: DataSettings) -> TaskData:
     return TaskData(task, split["train"], {"validation": split["test"]}, source)
 
 
-_LOADERS: dict[str, Callable[[TaskSpec, DataSettings], TaskData]] = {
-    "hub": _load_hub,
-    "glue-dir": _load_glue_dir,
-    "files": _load_files,
-    "embedded": _load_embedded,
-}
+def _from_train(split: str) -> bool:
+    """Whether a split's examples come from the training file: the training split, or what was held out of it."""
+    return split in ("train", HOLDOUT)
+
+
+def _glue_dir_origin(data: TaskData, settings: DataSettings, split: str) -> str:
+    layout = data.task.tsv
+    return str(settings.path / layout.folder / (layout.train_file if _from_train(split) else layout.dev_files[split]))
+
+
+SOURCES.add("hub", DataSource(serves=lambda task: task.hub is not None, check=lambda task, settings: None, load=_load_hub))
+SOURCES.add("glue-dir", DataSource(serves=lambda task: task.tsv is not None, check=_check_glue_dir, load=_load_glue_dir,
+                                   fields=("path",), required=("path",), origin=_glue_dir_origin))
+SOURCES.add("files", DataSource(serves=lambda task: True, check=_check_files, load=_load_files,
+                                fields=("train", "dev", "text_columns", "label_column", "labels", "regression"),
+                                required=("train", "dev", "text_columns"), any_task_name=True,
+                                origin=lambda data, settings, split: str(settings.train if _from_train(split) else settings.dev)))
+SOURCES.add("embedded", DataSource(serves=lambda task: task.embedded is not None, check=lambda task, settings: _embedded_file(task.embedded),
+                                   load=_load_embedded))
 
 
 def _cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
@@ -470,7 +490,7 @@ HOLDOUT = "holdout"
 
 def load_task_data(name: str, settings: DataSettings) -> TaskData:
     check_data_files(name, settings)
-    loaded = _LOADERS[settings.source](resolve_task(name, settings), settings)
+    loaded = SOURCES[settings.source].load(resolve_task(name, settings), settings)
     data = replace(
         loaded,
         train=_cap(loaded.train, settings.max_train_examples, settings.seed),
@@ -499,10 +519,4 @@ def _check_usable(data: TaskData, settings: DataSettings) -> None:
 
 def _split_origin(data: TaskData, settings: DataSettings, split: str) -> str:
     """The file a split was read from (the hub dataset or embedded corpus otherwise), for messages."""
-    from_train = split in ("train", HOLDOUT)
-    if settings.source == "files":
-        return str(settings.train if from_train else settings.dev)
-    if settings.source == "glue-dir":
-        layout = data.task.tsv
-        return str(settings.path / layout.folder / (layout.train_file if from_train else layout.dev_files[split]))
-    return data.source
+    return SOURCES[settings.source].origin(data, settings, split)
