@@ -14,6 +14,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from compress.errors import CompressError
+from compress.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -54,40 +55,34 @@ class LayerLayout:
     """Weight matrices of that width in a feed-forward block: 2, or 3 where it is gated (GLU)."""
 
 
-ARCHITECTURES: dict[str, LayerLayout] = {
-    "bert": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "roberta": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
-    "xlm-roberta": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
-    "electra": LayerLayout("encoder.layer", "num_hidden_layers"),
-    "mpnet": LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True),
-    "deberta-v2": LayerLayout("encoder.layer", "num_hidden_layers", max_positions_field=None),
-    "distilbert": LayerLayout("transformer.layer", "n_layers", ffn_size_field="hidden_dim"),
-    "modernbert": LayerLayout(
-        "layers", "num_hidden_layers", per_layer_config_fields=("layer_types",), first_layer_built_apart=True, ffn_matrices=3
-    ),
-    "xlnet": LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last", ffn_size_field="d_inner"),
-    "albert": LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True),
-    "gpt2": LayerLayout(
-        "h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", onnx_optimizer="gpt2", position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last",
-        ffn_size_field="n_inner",
-    ),
-    "llama": LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, onnx_optimizer=None, classifier_token="last", ffn_matrices=3),
-    "qwen2": LayerLayout(
-        "layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",), onnx_optimizer=None,
-        classifier_token="last", ffn_matrices=3,
-    ),
-}
+ARCHITECTURES: Registry[LayerLayout] = Registry("architecture")
+"""Every architecture layer dropping knows, by `config.model_type`; adding one is adding its entry here."""
+
+ARCHITECTURES.add("bert", LayerLayout("encoder.layer", "num_hidden_layers"))
+ARCHITECTURES.add("roberta", LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True))
+ARCHITECTURES.add("xlm-roberta", LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True))
+ARCHITECTURES.add("electra", LayerLayout("encoder.layer", "num_hidden_layers"))
+ARCHITECTURES.add("mpnet", LayerLayout("encoder.layer", "num_hidden_layers", positions_after_padding=True))
+ARCHITECTURES.add("deberta-v2", LayerLayout("encoder.layer", "num_hidden_layers", max_positions_field=None))
+ARCHITECTURES.add("distilbert", LayerLayout("transformer.layer", "n_layers", ffn_size_field="hidden_dim"))
+ARCHITECTURES.add("modernbert", LayerLayout("layers", "num_hidden_layers", per_layer_config_fields=("layer_types",),
+                                             first_layer_built_apart=True, ffn_matrices=3))
+ARCHITECTURES.add("xlnet", LayerLayout("layer", "n_layer", sequence_first=True, max_positions_field=None, classifier_token="last", ffn_size_field="d_inner"))
+ARCHITECTURES.add("albert", LayerLayout("encoder.albert_layer_groups", "num_hidden_layers", shared_weights=True))
+ARCHITECTURES.add("gpt2", LayerLayout("h", "n_layer", normed_last_hidden_state=True, max_positions_field="n_positions", onnx_optimizer="gpt2",
+                                       position_dependent_flags=("scale_attn_by_inverse_layer_idx",), classifier_token="last",
+                                       ffn_size_field="n_inner"))
+ARCHITECTURES.add("llama", LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, onnx_optimizer=None, classifier_token="last", ffn_matrices=3))
+ARCHITECTURES.add("qwen2", LayerLayout("layers", "num_hidden_layers", normed_last_hidden_state=True, per_layer_config_fields=("layer_types",),
+                                        onnx_optimizer=None, classifier_token="last", ffn_matrices=3))
 
 
 def layout_for(config: PretrainedConfig, where: str = "model") -> LayerLayout:
     """The table entry for a config's `model_type`, or a one-line error listing what is supported."""
-    try:
-        return ARCHITECTURES[config.model_type]
-    except KeyError:
+    if config.model_type not in ARCHITECTURES:
         supported = ", ".join(sorted(ARCHITECTURES))
-        raise CompressError(
-            f"{where}: architecture '{config.model_type}' has no layer-layout entry (supported: {supported})"
-        ) from None
+        raise CompressError(f"{where}: architecture '{config.model_type}' has no layer-layout entry (supported: {supported})")
+    return ARCHITECTURES[config.model_type]
 
 
 def num_layers(config: PretrainedConfig) -> int:
