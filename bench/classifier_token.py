@@ -26,7 +26,7 @@ from rich.console import Console
 
 from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers, metric_scores
-from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.rows import FULL
 from compress.benchmarking.sweep import expand, load_sweep
 from compress.data.loading import load_task_data
@@ -48,15 +48,15 @@ def students(sweep) -> list[tuple[str, str, str, int]]:
     return sorted(found, key=lambda s: (s[0], s[1], s[2] != FULL, s[2], s[3]))
 
 
-def sweep_rows(results: Path | None) -> dict[tuple, dict]:
+def sweep_rows(results: Path | None) -> dict[tuple, BenchRecord]:
     """(model, task, strategy, K) -> the sweep's plain fine-tuned fp32 record of that student."""
     if results is None:
         return {}
     records = merge_records(read_records(results))
     return {
-        (r["model"], r["task"], r["strategy"], r["k"]): r
+        (r.model, r.task, r.strategy, r.k): r
         for r in records
-        if r.get("status") == "ok" and r["training"] == "finetune" and r["precision"] == "torch-fp32"
+        if r.status == "ok" and r.training == "finetune" and r.precision == "torch-fp32"
     }
 
 
@@ -129,9 +129,9 @@ def main() -> None:
         Console(stderr=True).print(f"error: {error}", highlight=False)
         sys.exit(2)
     for row in rows:
-        record = finished.get((row["model"], row["task"], row["strategy"], row["k"]), {})
-        row["score"] = record.get("score")
-        row["train_loss_mean"] = (record.get("notes") or {}).get("train_loss_mean")
+        record = finished.get((row["model"], row["task"], row["strategy"], row["k"]))
+        row["score"] = None if record is None else record.score
+        row["train_loss_mean"] = None if record is None else (record.notes or {}).get("train_loss_mean")
     command = "python " + " ".join(sys.argv)
     text = markdown(rows, args.examples, command)
     out.mkdir(parents=True, exist_ok=True)

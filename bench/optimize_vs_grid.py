@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.rows import FULL, Combination
 from compress.search.goal import PAPER_STRATEGIES, Goal, Objective
 from compress.search.optimize import REFERENCE_PRECISION, Search, Trial
@@ -25,9 +25,9 @@ from compress.search.optimize import REFERENCE_PRECISION, Search, Trial
 class Replay(Search):
     """The search, asking a committed sweep's records instead of training."""
 
-    def __init__(self, goal: Goal, records: list[dict]):
+    def __init__(self, goal: Goal, records: list[BenchRecord]):
         self.goal, self.console = goal, Console(quiet=True)
-        self.records = {r["key"]: r for r in records}
+        self.records = {r.key: r for r in records}
         self.trials: dict[str, Trial] = {}
         self.trained: set[str] = set()
         self.asked: list[str] = []
@@ -39,21 +39,21 @@ class Replay(Search):
             return None
         if c.key not in self.trials:
             self.asked.append(c.label)
-            self.trained.add(record["trained_in"])
+            self.trained.add(record.trained_in)
             self.trials[c.key] = Trial(c, record)
         return self.trials[c.key]
 
     def arm_ks(self, strategy, training):
-        return sorted({r["k"] for r in self.records.values() if r["strategy"] == strategy and r["training"] == training and r["k"]})
+        return sorted({r.k for r in self.records.values() if r.strategy == strategy and r.training == training and r.k})
 
 
 def compare(folder: Path, max_score_drop: float, batch_size: int, length: str) -> dict:
-    records = [r for r in merge_records(read_records(folder)) if r["status"] == "ok"]
+    records = [r for r in merge_records(read_records(folder)) if r.status == "ok"]
     first = records[0]
-    strategies = [s for s in PAPER_STRATEGIES if any(r["strategy"] == s for r in records)]
-    trainings = [t for t in ("distill", "finetune") if any(r["training"] == t and r["k"] for r in records)]
-    precisions = list(dict.fromkeys(r["precision"] for r in records))
-    goal = Goal(model=first["model"], task=first["task"], max_score_drop=max_score_drop,
+    strategies = [s for s in PAPER_STRATEGIES if any(r.strategy == s for r in records)]
+    trainings = [t for t in ("distill", "finetune") if any(r.training == t and r.k for r in records)]
+    precisions = list(dict.fromkeys(r.precision for r in records))
+    goal = Goal(model=first.model, task=first.task, max_score_drop=max_score_drop,
                 objective=Objective(batch_size=batch_size, sequence_length=length if length == "task" else int(length)),
                 search={"strategies": strategies, "training": trainings, "precisions": precisions})
     replay = Replay(goal, records)
@@ -61,13 +61,13 @@ def compare(folder: Path, max_score_drop: float, batch_size: int, length: str) -
     grid = Replay(goal, records)
     grid.reference = grid.trial(FULL, 0, "finetune")
     for r in records:
-        grid.trial(r["strategy"], r["k"], r["training"], r["precision"])
+        grid.trial(r.strategy, r.k, r.training, r.precision)
     best = grid.choose()
     return {
         "folder": str(folder), "max_score_drop": max_score_drop, "timing": f"batch {batch_size}, length {length}",
         "search": chosen.combination.label, "search_points": chosen.points, "search_ms": replay.cost(chosen),
         "grid": best.combination.label, "grid_points": best.points, "grid_ms": grid.cost(best),
-        "search_trainings": len(replay.trained), "grid_trainings": len({r["trained_in"] for r in records}),
+        "search_trainings": len(replay.trained), "grid_trainings": len({r.trained_in for r in records}),
         "reference_points": replay.reference.points, "asked": replay.asked,
     }
 

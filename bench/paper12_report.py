@@ -16,7 +16,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.records import BenchRecord, merge_records, read_records
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 STRATEGIES = ["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution"]
@@ -24,31 +24,31 @@ KS = [2, 4, 6]
 SEEDS = ["", "_seed43", "_seed44"]
 
 
-def _records(results: Path, task: str) -> list[list[dict]]:
+def _records(results: Path, task: str) -> list[list[BenchRecord]]:
     """The finished records of each seed's sweep of `task` (an absent sweep gives none)."""
-    return [[r for r in merge_records(read_records(results / f"paper12_{task}{seed}")) if r["status"] == "ok"] for seed in SEEDS]
+    return [[r for r in merge_records(read_records(results / f"paper12_{task}{seed}")) if r.status == "ok"] for seed in SEEDS]
 
 
-def _row(records: list[dict], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> dict | None:
-    return next((r for r in records if (r["strategy"], r["k"], r["training"], r["precision"]) == (strategy, k, training, precision)), None)
+def _row(records: list[BenchRecord], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> BenchRecord | None:
+    return next((r for r in records if (r.strategy, r.k, r.training, r.precision) == (strategy, k, training, precision)), None)
 
 
-def _points(record: dict | None) -> float | None:
-    return None if record is None else 100 * record["score"]
+def _points(record: BenchRecord | None) -> float | None:
+    return None if record is None else 100 * record.score
 
 
-def _se(record: dict | None) -> float:
-    return 100 * (record or {}).get("score_stderr", 0.0)
+def _se(record: BenchRecord | None) -> float:
+    return 100 * record.score_stderr if record and record.score_stderr is not None else 0.0
 
 
-def _cell(record: dict | None, full: dict | None) -> str:
+def _cell(record: BenchRecord | None, full: BenchRecord | None) -> str:
     if record is None:
         return "not yet"
     delta = f" ({_points(record) - _points(full):+.1f})" if full else ""
     return f"{_points(record):.1f} ± {_se(record):.1f}{delta}"
 
 
-def verdict(better: dict | None, worse: dict | None) -> str:
+def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
     """Whether `better` scores above `worse` by more than twice the larger standard error."""
     if better is None or worse is None:
         return "not yet run"
@@ -61,15 +61,15 @@ def verdict(better: dict | None, worse: dict | None) -> str:
     return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
 
 
-def task_section(task: str, by_seed: list[list[dict]]) -> list[str]:
+def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     records = by_seed[0]
     full = _row(records, "full", 0)
     name = TASKS[task]
     if full is None:
         return [f"## {name}", "", "Not run yet: the full model has not finished.", ""]
-    metric = full["primary_metric"]
+    metric = full.primary_metric
     lines = [f"## {name}", "", f"Full MPNet-12: **{_points(full):.1f} ± {_se(full):.1f}** ({metric}; majority class "
-             f"{100 * (full.get('majority_score') or 0):.1f}). Each cell: score ± SE (change against the full model).", "",
+             f"{100 * (full.majority_score or 0):.1f}). Each cell: score ± SE (change against the full model).", "",
              "| strategy | " + " | ".join(f"K={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
     for strategy in STRATEGIES:
         lines.append(f"| {strategy} | " + " | ".join(_cell(_row(records, strategy, k), full) for k in KS) + " |")
@@ -89,7 +89,8 @@ def task_section(task: str, by_seed: list[list[dict]]) -> list[str]:
         others = [r for r in (_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
         best_other = max(others, key=_points, default=None)
         lines.append(f"- top is the best strategy at K={k}: {verdict(top, best_other)}"
-                     + (f" (best other: {best_other['strategy']})" if best_other else ""))
+                     + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
+                        if best_other else ""))
     for k, bound in ((4, 2.0), (6, 3.3)):
         top = _row(records, "top", k)
         if top is not None:
@@ -100,7 +101,8 @@ def task_section(task: str, by_seed: list[list[dict]]) -> list[str]:
         bottom = _row(records, "bottom", k)
         others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
         worst_other = min(others, key=_points, default=None)
-        lines.append(f"- bottom is the worst at K={k}: {verdict(worst_other, bottom)}")
+        lines.append(f"- bottom is the worst at K={k}: {verdict(worst_other, bottom)}"
+                     + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others else ""))
     for k in KS:
         lines.append(f"- distillation over fine-tuning, top-{k}: {verdict(_row(records, 'top', k, 'distill'), _row(records, 'top', k))}")
     return lines + [""]

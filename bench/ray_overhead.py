@@ -86,7 +86,7 @@ def main() -> None:
             for executor in ("local", "ray") if round_ % 2 == 0 else ("ray", "local"):
                 out = Path(scratch) / f"{executor}-{round_}"
                 walls[executor].append(run(sweep, out, executor))
-                scores[executor] = {r["key"]: r["score"] for r in read_records(out)}
+                scores[executor] = {r.key: r.score for r in read_records(out)}
                 print(f"round {round_ + 1}, {executor}: {walls[executor][-1]:.1f} s", flush=True)
             for name, seconds in zip(starts, ray_start()):
                 starts[name].append(seconds)

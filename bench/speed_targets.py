@@ -28,7 +28,7 @@ from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark
 from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.records import merge_records, read_records
+from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.rows import FULL, Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
@@ -112,19 +112,18 @@ def speedup(medians: dict[str, list[float]], reference: Combination, student: Co
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def round_fractions(record: dict, model_ms: list[float], peak_ms: dict[str, list[float]]) -> tuple[list[float] | None, str]:
+def round_fractions(record: BenchRecord, model_ms: list[float], peak_ms: dict[str, list[float]]) -> tuple[list[float] | None, str]:
     """Round by round, the share of the host's MatMul peak (in the type the row computes in, timed in the same
     round) that the row's time reached, from the MatMul work the sweep recorded at this batch and length
     (None for a record without it)."""
-    dtype = PRECISIONS[record["precision"]].matmul_dtype
-    gop = next((t.get("matmul_gop") for t in record["latency"]
-                if t["batch_size"] == BATCH_SIZE and t["sequence_length"] == str(SEQUENCE_LENGTH)), None)
+    dtype = PRECISIONS[record.precision].matmul_dtype
+    gop = next((t.matmul_gop for t in record.latency or [] if t.batch_size == BATCH_SIZE and t.sequence_length == str(SEQUENCE_LENGTH)), None)
     if gop is None or dtype not in peak_ms:
         return None, dtype
     return [fractions_in_turns(gop, [ms], {dtype: [peak]})[dtype] for ms, peak in zip(model_ms, peak_ms[dtype])], dtype
 
 
-def table(rows: list[Combination], records: dict, medians: dict[str, list[float]], peak_ms: dict[str, list[float]]) -> list[str]:
+def table(rows: list[Combination], records: dict[str, BenchRecord], medians: dict[str, list[float]], peak_ms: dict[str, list[float]]) -> list[str]:
     full = records[rows[0].key]
     lines = ["| row | score | Δ points | params (M) | size (MB) | p50 ms (median of rounds) | speed-up | of MatMul peak |",
              "|---|---|---|---|---|---|---|---|"]
@@ -132,14 +131,14 @@ def table(rows: list[Combination], records: dict, medians: dict[str, list[float]
         r = records[c.key]
         fractions, dtype = round_fractions(r, medians[c.key], peak_ms)
         lines.append(
-            f"| {c.label} | {r['score']:.4f} | {100 * (r['score'] - full['score']):+.2f} | {r['parameters'] / 1e6:.1f} | "
-            f"{r['size_mb']:.1f} | {statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
+            f"| {c.label} | {r.score:.4f} | {100 * (r.score - full.score):+.2f} | {r.parameters / 1e6:.1f} | "
+            f"{r.size_mb:.1f} | {statistics.median(medians[c.key]):.2f} | {speedup(medians, rows[0], c)[0]:.2f}x | "
             f"{'' if fractions is None else f'{statistics.median(fractions):.0%} {dtype}'} |"
         )
     return lines
 
 
-def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str],
+def roofline_lines(records: dict[str, BenchRecord], medians: dict, model: str, task: str, int8_precisions: list[str],
                    peak_ms: dict[str, list[float]]) -> list[str]:
     lines = []
     for int8 in int8_precisions:
@@ -154,16 +153,16 @@ def roofline_lines(records: dict, medians: dict, model: str, task: str, int8_pre
     return lines
 
 
-def target_lines(records: dict, medians: dict, model: str, task: str, int8_precisions: list[str]) -> list[str]:
+def target_lines(records: dict[str, BenchRecord], medians: dict, model: str, task: str, int8_precisions: list[str]) -> list[str]:
     lines = []
     for int8, target in itertools.product(int8_precisions, TARGETS):
         reference = Combination(model, task, FULL, 0, "finetune", target.reference(int8))
         for training in ("distill", "finetune"):
             student = Combination(model, task, "top", target.k, training, int8)
             ratio, low, high = speedup(medians, reference, student)
-            points = 100 * (records[student.key]["score"] - records[reference.key]["score"])
-            figures = (f"{ratio:.2f}x (rounds: {low:.2f}-{high:.2f}), score {records[student.key]['score']:.4f} vs "
-                       f"{records[reference.key]['score']:.4f} ({points:+.2f} points)")
+            points = 100 * (records[student.key].score - records[reference.key].score)
+            figures = (f"{ratio:.2f}x (rounds: {low:.2f}-{high:.2f}), score {records[student.key].score:.4f} vs "
+                       f"{records[reference.key].score:.4f} ({points:+.2f} points)")
             if training == "distill":
                 met = ratio >= target.min_speedup and points >= -target.max_points_lost
                 lines.append(f"- {target.text(int8)}: **{'met' if met else 'not met'}**: {figures}")
@@ -176,25 +175,25 @@ OVERHEAD_LIMIT_SECONDS = 10.0
 """The issue's target for the harness's overhead per combination (everything but training and the timed runs)."""
 
 
-def overhead_lines(records: list[dict]) -> list[str]:
-    first_runs: dict[str, dict] = {}  # the run that built each combination, not a later --retime
+def overhead_lines(records: list[BenchRecord]) -> list[str]:
+    first_runs: dict[str, BenchRecord] = {}  # the run that built each combination, not a later --retime
     for r in records:
-        if r["status"] == "ok" and "overhead" in r.get("seconds", {}):
-            first_runs.setdefault(r["key"], r)
+        if r.status == "ok" and "overhead" in (r.seconds or {}):
+            first_runs.setdefault(r.key, r)
     timed = list(first_runs.values())
     if not timed:
         return ["- no record carries the time split (records written before it was added)"]
     # the issue's wording: everything but training and the timed runs, so dropping, export,
     # quantization and the dev evaluation count, besides the harness's own bookkeeping
     everything_else = [
-        r["seconds_total"] - sum(r["seconds"]["stages"].get(s, 0.0) for s in TRAINING_STAGES)
-        - r["seconds"]["timing"] - r["seconds"].get("memory", 0.0)  # measured runs: timing, and the memory run
+        r.seconds_total - sum(r.seconds["stages"].get(s, 0.0) for s in TRAINING_STAGES)
+        - r.seconds["timing"] - r.seconds.get("memory", 0.0)  # measured runs: timing, and the memory run
         for r in timed
     ]
     over = sum(seconds >= OVERHEAD_LIMIT_SECONDS for seconds in everything_else)
-    evaluation = [r["seconds"]["evaluate"] for r in timed]
-    other_stages = [sum(t for s, t in r["seconds"]["stages"].items() if s not in TRAINING_STAGES) for r in timed]
-    own = [r["seconds"]["overhead"] for r in timed]
+    evaluation = [r.seconds["evaluate"] for r in timed]
+    other_stages = [sum(t for s, t in r.seconds["stages"].items() if s not in TRAINING_STAGES) for r in timed]
+    own = [r.seconds["overhead"] for r in timed]
     return [
         f"- {len(timed)} combinations, as first run. Everything but training and the measured runs (timing and the memory "
         f"run), so loading, dropping, export, quantization, the dev evaluation and bookkeeping: median {statistics.median(everything_else):.1f} s, "
@@ -227,7 +226,7 @@ def main() -> None:
         print(text)
         (args.out / "overhead.md").write_text(text)
         return
-    records = {r["key"]: r for r in merge_records(all_records) if r["status"] == "ok"}
+    records = {r.key: r for r in merge_records(all_records) if r.status == "ok"}
     benchmark = Benchmark(args.out, sweep.latency, Console(), sweep)
     benchmark.executor.may_train = False  # time the sweep's own trained models; never train here
     environment = timing_environment("cpu")

@@ -49,10 +49,10 @@ def train(precision: str, folder: Path) -> dict:
     out = folder / precision
     subprocess.run([str(Path(sys.executable).with_name("compress")), "bench", str(file), "--out", str(out)],
                    check=True, stdout=subprocess.DEVNULL)
-    record = next(r for r in read_records(out) if r["precision"] == "torch-fp32")
-    return {"steps_per_second": record["notes"]["train_steps_per_second"], "train_seconds": record["train_seconds"],
-            "other_cpu_load": record.get("train_other_cpu_load"), "computed_in": record["notes"]["precision"],
-            "accuracy": record["score"], "stderr": record["score_stderr"]}
+    record = next(r for r in read_records(out) if r.precision == "torch-fp32")
+    return {"steps_per_second": record.notes["train_steps_per_second"], "train_seconds": record.train_seconds,
+            "other_cpu_load": record.train_other_cpu_load, "computed_in": record.notes["precision"],
+            "accuracy": record.score, "stderr": record.score_stderr}
 
 
 def joined(values: list, form: str) -> str:

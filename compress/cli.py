@@ -322,9 +322,9 @@ def bench_run(
             console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
         console.print(f"{len(rows)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
-    records = benchmark.run(rows, retry_failed=retry_failed, retime=retime, command=_command_line())
-    failed = sum(r["status"] != "ok" for r in records)
-    console.print(f"{len(records)} combinations in {folder / TABLE_FILES[1]} ({failed} failed); plots: {', '.join(PLOTS)}")
+    rows = benchmark.run(rows, retry_failed=retry_failed, retime=retime, command=_command_line())
+    failed = sum(row.record.status != "ok" for row in rows)
+    console.print(f"{len(rows)} combinations in {folder / TABLE_FILES[1]} ({failed} failed); plots: {', '.join(PLOTS)}")
 
 
 @bench_app.command("merge")

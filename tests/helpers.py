@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from compress.benchmarking.records import BenchRecord
 from compress.cli import app
 from compress.pipeline.cache import STAGE_FILE
 
@@ -76,3 +77,12 @@ def assert_scored_on(metrics: dict, examples: int) -> None:
     accuracy = metrics["accuracy"]
     assert abs(accuracy * examples - round(accuracy * examples)) < 1e-6, (accuracy, examples)
     assert (metrics["accuracy_stderr"] > 0) == (0 < accuracy < 1), metrics
+
+
+def bench_record(latency: list[dict] = (), **fields) -> BenchRecord:
+    """A finished record of the fields a report test names; what it leaves out is filled with placeholders."""
+    timing = {"p95_ms": 0.0, "throughput": 0.0, "threads": 2, "device": "cpu: a"}
+    finished = {"key": "k", "model": "m", "task": "t", "strategy": "top", "k": 0, "training": "finetune", "precision": "torch-fp32",
+                "status": "ok", "primary_metric": "accuracy", "score": 0.9, "layers": 6, "parameters": 1, "size_mb": 1.0}
+    record = {**finished, **fields}
+    return BenchRecord(**record, metrics={record["primary_metric"]: record["score"]}, latency=[{**timing, **t} for t in latency])

@@ -32,7 +32,7 @@ from compress.folders import CHECKPOINTS, MARKER, claim
 from compress.models.loading import load_config
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.timing.roofline import matmul_gop
-from tests.helpers import assert_scored_on, bench, build_stamps
+from tests.helpers import assert_scored_on, bench, bench_record, build_stamps
 
 TINY = {
     "name": "tiny",
@@ -137,7 +137,7 @@ def test_majority_class_line_does_not_squeeze_points_far_above_it(scores, line_d
     band; RTE students near chance keep it."""
     figure, axis = plt.subplots()
     axis.scatter([10, 20], scores)
-    _mark_majority(axis, [{"majority_score": 0.51}], scores)
+    _mark_majority(axis, [bench_record(majority_score=0.51)], scores)
     noted = [t.get_text() for t in axis.texts if "majority class" in t.get_text()]
     plt.close(figure)
     assert noted == (["majority class"] if line_drawn else ["majority class: 0.5100 (below)"])
@@ -145,12 +145,11 @@ def test_majority_class_line_does_not_squeeze_points_far_above_it(scores, line_d
 
 
 def test_strategy_table_has_the_papers_layout():
-    def row(strategy, k, score, training="finetune", precision="torch-fp32"):
-        return {"key": f"{strategy}|{k}|{training}|{precision}", "model": "m", "task": "sst2", "strategy": strategy,
-                "k": k, "training": training, "precision": precision, "status": "ok", "score": score,
-                "primary_metric": "accuracy"}
+    def row(strategy, k, score, training="finetune", precision="torch-fp32", **fields):
+        return bench_record(key=f"{strategy}|{k}|{training}|{precision}", task="sst2", strategy=strategy, k=k, training=training,
+                            precision=precision, score=score, **fields)
 
-    records = [{**row(FULL, 0, 0.90), "majority_score": 0.5}, row("contribution", 2, 0.85), row("bottom", 2, 0.80), row("top", 4, 0.86),
+    records = [row(FULL, 0, 0.90, majority_score=0.5), row("contribution", 2, 0.85), row("bottom", 2, 0.80), row("top", 4, 0.86),
                row("top", 2, 0.88), row("top", 2, 0.87, training="distill"), row("top", 2, 0.10, precision="onnx-int8-dynamic")]
     lines = strategy_table(with_deltas(records)).splitlines()
     # strategies in the paper's order, distilled rows last, only PyTorch fp32 scores
@@ -179,45 +178,45 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     folder, _, output = finished_sweep
     out = folder / "out"
     records = read_records(out)
-    assert {r["status"] for r in records} == {"ok"}
+    assert {r.status for r in records} == {"ok"}
     assert len(records) == 6
-    by_name = {(r["strategy"], r["k"], r["training"], r["precision"]): r for r in records}
+    by_name = {(r.strategy, r.k, r.training, r.precision): r for r in records}
     full, int8 = by_name[(FULL, 0, "finetune", "torch-fp32")], by_name[(FULL, 0, "finetune", "onnx-int8-dynamic")]
     top = by_name[("top", 1, "finetune", "torch-fp32")]
-    assert full["layers"] == 6 and top["layers"] == 5 and top["kept_layers"] == [0, 1, 2, 3, 4]
-    assert top["parameters"] < full["parameters"] and int8["parameters"] == full["parameters"]
-    assert int8["size_mb"] < 0.35 * full["size_mb"]
+    assert full.layers == 6 and top.layers == 5 and top.kept_layers == [0, 1, 2, 3, 4]
+    assert top.parameters < full.parameters and int8.parameters == full.parameters
+    assert int8.size_mb < 0.35 * full.size_mb
     for r in records:
-        assert_scored_on(r["metrics"], TINY["tasks"]["rotten-tomatoes"]["max_eval_examples"])
-        assert r["score"] == r["metrics"]["accuracy"] and r["latency"][0]["p50_ms"] > 0 and r["threads"] == 2
-        load = r["latency"][0]["other_cpu_load"]  # None when the timed calls took too short a time to tell
+        assert_scored_on(r.metrics, TINY["tasks"]["rotten-tomatoes"]["max_eval_examples"])
+        assert r.score == r.metrics["accuracy"] and r.latency[0].p50_ms > 0 and r.threads == 2
+        load = r.latency[0].other_cpu_load  # None when the timed calls took too short a time to tell
         assert load is None or load >= 0
-        assert r["peak_memory_mb"] > 0
-        assert r["train_other_cpu_load"] is None or r["train_other_cpu_load"] >= 0  # None: trained too briefly to tell
+        assert r.peak_memory_mb > 0
+        assert r.train_other_cpu_load is None or r.train_other_cpu_load >= 0  # None: trained too briefly to tell
         # the roofline: MatMul work per call (5 or 6 MiniLM layers, batch 1 at 128 tokens) against this run's measured peaks
-        timing = r["latency"][0]
-        assert timing["sequence_length"] == "128"
-        assert timing["matmul_gop"] == pytest.approx(matmul_gop(load_config("minilm-l6"), [(1, 128)]) * r["layers"] / 6, rel=1e-3)
-        assert r["matmul_peaks_gops"]["int8"] > 0 and r["matmul_peaks_gops"]["fp32"] > 0
-        achieved = timing["matmul_gop"] / (timing["p50_ms"] / 1000)
-        assert timing["fraction_of_fp32_peak"] == pytest.approx(achieved / r["matmul_peaks_gops"]["fp32"], abs=1e-3)
-    assert by_name[("top", 1, "distill", "torch-fp32")]["notes"]["loss"] == "kl"
+        timing = r.latency[0]
+        assert timing.sequence_length == "128"
+        assert timing.matmul_gop == pytest.approx(matmul_gop(load_config("minilm-l6"), [(1, 128)]) * r.layers / 6, rel=1e-3)
+        assert r.matmul_peaks_gops["int8"] > 0 and r.matmul_peaks_gops["fp32"] > 0
+        achieved = timing.matmul_gop / (timing.p50_ms / 1000)
+        assert timing.fraction_of_fp32_peak == pytest.approx(achieved / r.matmul_peaks_gops["fp32"], abs=1e-3)
+    assert by_name[("top", 1, "distill", "torch-fp32")].notes["loss"] == "kl"
     # each stage's time is charged to the combination that built it, and only once
-    assert full["seconds"]["stages"]["finetune"] > 0 and int8["seconds"]["stages"].keys() == {"export", "quantize"}
-    assert top["seconds"]["stages"].keys() == {"drop", "finetune"}
-    assert by_name[("top", 1, "distill", "torch-fp32")]["seconds"]["stages"].keys() == {"distill"}
-    assert all(0 <= r["seconds"]["overhead"] < r["seconds_total"] for r in records)
+    assert full.seconds["stages"]["finetune"] > 0 and int8.seconds["stages"].keys() == {"export", "quantize"}
+    assert top.seconds["stages"].keys() == {"drop", "finetune"}
+    assert by_name[("top", 1, "distill", "torch-fp32")].seconds["stages"].keys() == {"distill"}
+    assert all(0 <= r.seconds["overhead"] < r.seconds_total for r in records)
     # the noise of each score over the choice of 32 dev examples: about sqrt(p(1-p)/32), 0.06 to 0.09 here
-    assert all(0.03 < r["score_stderr"] < 0.12 and r["metrics"]["accuracy_stderr"] == r["score_stderr"] for r in records)
+    assert all(0.03 < r.score_stderr < 0.12 and r.metrics["accuracy_stderr"] == r.score_stderr for r in records)
     # the same learn-nothing score for every row: the majority training label's share of dev
-    majority = {r["majority_score"] for r in records}
+    majority = {r.majority_score for r in records}
     assert len(majority) == 1 and 0.3 < majority.pop() < 0.8
     table = (out / "results.md").read_text()
-    assert f"majority class: {full['majority_score']:.4f}" in table
+    assert f"majority class: {full.majority_score:.4f}" in table
     assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
-    assert f"| {FULL} | 0 | finetune | torch-fp32 | {full['score']:.4f} ± {full['score_stderr']:.4f} |" in table
-    top_delta = 100 * (top["score"] - full["score"])
-    assert f"| top | {top['score']:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"
+    assert f"| {FULL} | 0 | finetune | torch-fp32 | {full.score:.4f} ± {full.score_stderr:.4f} |" in table
+    top_delta = 100 * (top.score - full.score)
+    assert f"| top | {top.score:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"
     assert "| top + distill | " in table
     assert "### minilm-l6 on rotten-tomatoes: the fastest engine and precision per timing, at most 0.5 points below PyTorch fp32" in table
     for plot in ("pareto.png", "layers_dropped.png", "size.png"):
@@ -227,11 +226,11 @@ def test_tiny_sweep_end_to_end(finished_sweep):
         assert width > 300 and height > 200
     assert "combinations" in output and "left" in output
     # each record says what its timings were taken with, and so does the table
-    libraries = full["environment"]["libraries"]
+    libraries = full.environment["libraries"]
     assert libraries["torch"] == torch.__version__ and libraries["onnxruntime"] == onnxruntime.__version__
-    assert f"Timed with Python {full['environment']['python']}, torch {torch.__version__}, " in table
-    assert "| MatMul GOP | of peak |" in table and f"{full['latency'][0]['fraction_of_fp32_peak']:.0%} fp32 |" in table
-    assert f"{int8['latency'][0]['fraction_of_int8_peak']:.0%} int8 |" in table and "measured with onnxruntime in the same run" in table
+    assert f"Timed with Python {full.environment['python']}, torch {torch.__version__}, " in table
+    assert "| MatMul GOP | of peak |" in table and f"{full.latency[0].fraction_of_fp32_peak:.0%} fp32 |" in table
+    assert f"{int8.latency[0].fraction_of_int8_peak:.0%} int8 |" in table and "measured with onnxruntime in the same run" in table
 
 
 def test_teacher_is_built_once_and_shared(finished_sweep):
@@ -243,11 +242,11 @@ def test_teacher_is_built_once_and_shared(finished_sweep):
     # top at K=1 (layer 5), so its dropped model and student are top's, not made again
     assert built == {"finetune:012345": 1, "export:012345": 1, "quantize:012345": 1, "drop:01234": 1, "drop:12345": 1,
                      "finetune:01234": 1, "finetune:12345": 1, "distill:01234": 1}
-    records = {r["strategy"]: r for r in read_records(out) if r["k"] == 1 and r["training"] == "finetune"}
-    assert records["alternate-even"]["trained_in"] == records["top"]["trained_in"] == records["top"]["measured_in"]
-    assert records["alternate-even"]["score"] == records["top"]["score"]
-    distilled = next(r for r in read_records(out) if r["training"] == "distill")
-    teacher = read_stage_record(out / "work" / distilled["trained_in"]).settings["teacher"]
+    records = {r.strategy: r for r in read_records(out) if r.k == 1 and r.training == "finetune"}
+    assert records["alternate-even"].trained_in == records["top"].trained_in == records["top"].measured_in
+    assert records["alternate-even"].score == records["top"].score
+    distilled = next(r for r in read_records(out) if r.training == "distill")
+    teacher = read_stage_record(out / "work" / distilled.trained_in).settings["teacher"]
     assert teacher == "teacher" and not list((out / "work").rglob("*.partial"))
 
 
@@ -283,13 +282,13 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     after = read_records(out)
     assert after[: len(before)] == before, "earlier records are kept"
     retimed = after[len(before):]
-    assert sorted(r["key"] for r in retimed) == sorted(r["key"] for r in before)
-    assert all(r["seconds"]["stages"] == {} and r["score"] == pytest.approx(b["score"]) for r, b in zip(
-        sorted(retimed, key=lambda r: r["key"]), sorted(before, key=lambda r: r["key"])))
+    assert sorted(r.key for r in retimed) == sorted(r.key for r in before)
+    assert all(r.seconds["stages"] == {} and r.score == pytest.approx(b.score) for r, b in zip(
+        sorted(retimed, key=lambda r: r.key), sorted(before, key=lambda r: r.key)))
     assert (out / "results.csv").read_text().count("\n") == 1 + len(before), "one row per combination"
-    assert {r["key"]: r["measured_in"] for r in retimed} == {r["key"]: r["measured_in"] for r in before}
+    assert {r.key: r.measured_in for r in retimed} == {r.key: r.measured_in for r in before}
     # measured again without memory: each row keeps the memory its build was measured with
-    assert {r["key"]: r["peak_memory_mb"] for r in retimed} == {r["key"]: r["peak_memory_mb"] for r in before}
+    assert {r.key: r.peak_memory_mb for r in retimed} == {r.key: r.peak_memory_mb for r in before}
 
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
@@ -303,12 +302,12 @@ def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
         assert result.exit_code == 0 and "3 to run" in result.output, result.output
     result = bench("merge", tmp_path / "shard1", tmp_path / "shard2", "--out", tmp_path / "merged")
     assert result.exit_code == 0, result.output
-    single = {r["key"]: r["score"] for r in read_records(folder / "out")}
-    merged = {r["key"]: r["score"] for r in read_records(tmp_path / "merged")}
+    single = {r.key: r.score for r in read_records(folder / "out")}
+    merged = {r.key: r.score for r in read_records(tmp_path / "merged")}
     assert merged.keys() == single.keys()
     assert all(merged[k] == pytest.approx(single[k], abs=1e-6) for k in single)
     assert (tmp_path / "merged" / "pareto.png").exists()
-    assert all(r.get("peak_memory_mb") is None for r in read_records(tmp_path / "merged")), "--no-peak-memory measures none"
+    assert all(r.peak_memory_mb is None for r in read_records(tmp_path / "merged")), "--no-peak-memory measures none"
 
 
 @pytest.mark.slow
@@ -332,7 +331,7 @@ def test_interrupted_sweep_resumes_without_rebuilding(tmp_path, monkeypatch):
     monkeypatch.setattr(Benchmark, "measure", real_measure)
     result = bench(sweep, "--no-peak-memory", "--out", tmp_path / "out")
     assert result.exit_code == 0 and "1 already done" in result.output
-    keys = [r["key"] for r in read_records(tmp_path / "out")]
+    keys = [r.key for r in read_records(tmp_path / "out")]
     assert len(keys) == len(set(keys)) == 3, "the two baseline rows and top k=1"
     assert (teacher / STAGE_FILE).stat().st_mtime_ns == stamp
 
@@ -347,9 +346,9 @@ def test_failed_combination_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypa
     monkeypatch.setitem(STAGES._entries, "export", never_parity)
     result = bench(write_sweep(tmp_path, content), "--no-peak-memory", "--out", tmp_path / "out")
     assert result.exit_code == 0
-    records = {r["precision"] + str(r["k"]): r for r in read_records(tmp_path / "out")}
-    assert records["onnx-fp321"]["status"] == "failed" and "ONNX logits differ" in records["onnx-fp321"]["error"]
-    assert records["torch-fp321"]["status"] == "ok"
+    records = {r.precision + str(r.k): r for r in read_records(tmp_path / "out")}
+    assert records["onnx-fp321"].status == "failed" and "ONNX logits differ" in records["onnx-fp321"].error
+    assert records["torch-fp321"].status == "ok"
     assert "failed" in (tmp_path / "out" / "results.md").read_text()
 
 
@@ -432,37 +431,34 @@ def test_merge_refuses_shards_of_other_sweeps(finished_sweep, tmp_path):
 
 def test_speedups_only_between_timings_on_one_device():
     def row(strategy, k, p50, device):
-        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
-                "precision": "torch-fp32", "status": "ok", "score": 0.9,
-                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": p50, "threads": 2, "device": device}]}
+        return bench_record(key=strategy, strategy=strategy, k=k,
+                            latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": p50, "threads": 2, "device": device}])
 
-    rows = {r["strategy"]: r for r in with_deltas([row(FULL, 0, 10.0, "cpu: a"), row("top", 2, 5.0, "cpu: a"),
-                                                   row("bottom", 2, 1.0, "cpu: b")])}
-    assert rows["top"]["speedup_vs_full"] == 2.0 and rows["bottom"]["speedup_vs_full"] is None
+    rows = {r.record.strategy: r for r in with_deltas([row(FULL, 0, 10.0, "cpu: a"), row("top", 2, 5.0, "cpu: a"),
+                                                       row("bottom", 2, 1.0, "cpu: b")])}
+    assert rows["top"].speedup_vs_full == 2.0 and rows["bottom"].speedup_vs_full is None
 
 
 def test_the_fastest_engine_within_the_score_budget_is_named_per_timing():
     def row(precision, score, p50_128, p50_task, device="cpu: a"):
-        return {"key": precision, "model": "m", "task": "t", "strategy": FULL, "k": 0, "training": "finetune", "precision": precision,
-                "status": "ok", "score": score, "primary_metric": "accuracy", "threads": 2, "layers": 6, "parameters": 1e6, "size_mb": 4.0,
-                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": p50_128, "threads": 2, "device": device},
-                            {"batch_size": 1, "sequence_length": "task", "p50_ms": p50_task, "threads": 2, "device": device}]}
+        return bench_record(key=precision, strategy=FULL, precision=precision, score=score, threads=2, parameters=10**6, size_mb=4.0,
+                            latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": p50_128, "threads": 2, "device": device},
+                                     {"batch_size": 1, "sequence_length": "task", "p50_ms": p50_task, "threads": 2, "device": device}])
 
-    rows = with_deltas([row("torch-fp32", 0.900, 20.0, 8.0), row("onnx-int8-dynamic", 0.897, 5.0, 1.5),
-                        row("openvino-int8", 0.890, 4.0, 1.7), row("onnx-fp32", 0.900, 9.0, 1.6, device="cpu: b")])
-    table = fastest_table(rows)
+    records = [row("torch-fp32", 0.900, 20.0, 8.0), row("onnx-int8-dynamic", 0.897, 5.0, 1.5),
+               row("openvino-int8", 0.890, 4.0, 1.7), row("onnx-fp32", 0.900, 9.0, 1.6, device="cpu: b")]
+    table = fastest_table(records)
     # openvino-int8 is faster at 128 tokens but 1 point below fp32; onnx-fp32 was timed on another machine
     assert "| full | batch 1, sequence 128 | onnx-int8-dynamic | 0.8970 (-0.30) | 5.00 | 4.00x |" in table
     assert "| full | batch 1, the task's own lengths | onnx-int8-dynamic | 0.8970 (-0.30) | 1.50 | 5.33x |" in table
-    assert "| full | batch 1, sequence 128 | openvino-int8 | 0.8900 (-1.00) | 4.00 | 5.00x |" in fastest_table(rows, budget=2.0)
+    assert "| full | batch 1, sequence 128 | openvino-int8 | 0.8900 (-1.00) | 4.00 | 5.00x |" in fastest_table(records, budget=2.0)
 
 
 def test_a_row_trained_on_a_busy_machine_is_marked():
     def row(strategy, k, train_load):
-        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
-                "precision": "torch-fp32", "status": "ok", "score": 0.9, "primary_metric": "accuracy", "threads": 2,
-                "layers": 6 - k, "parameters": 1e6, "size_mb": 4.0, "train_seconds": 100.0, "train_other_cpu_load": train_load,
-                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}]}
+        return bench_record(key=strategy, strategy=strategy, k=k, threads=2, layers=6 - k, parameters=10**6, size_mb=4.0,
+                            train_seconds=100.0, train_other_cpu_load=train_load,
+                            latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}])
 
     table = markdown_table(with_deltas([row(FULL, 0, 0.02), row("top", 2, 1.1)]))
     assert "| 100 |" in table and "| 100‡ |" in table and "‡ trained while other work used" in table
@@ -473,10 +469,9 @@ def test_rows_timed_with_other_software_are_flagged_in_the_table():
     def row(strategy, k, onnxruntime):
         environment = {"python": "3.11.7", "libraries": {"onnxruntime": onnxruntime},
                        "cpu": {"model": "AMD EPYC", "family": "25", "model_number": "17", "features": ["avx512_vnni"]}}
-        return {"key": strategy, "model": "m", "task": "t", "strategy": strategy, "k": k, "training": "finetune",
-                "precision": "torch-fp32", "status": "ok", "score": 0.9, "primary_metric": "accuracy", "threads": 2,
-                "layers": 6 - k, "parameters": 1e6, "size_mb": 4.0, "environment": environment,
-                "latency": [{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}]}
+        return bench_record(key=strategy, strategy=strategy, k=k, threads=2, layers=6 - k, parameters=10**6, size_mb=4.0,
+                            environment=environment,
+                            latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": 5.0, "threads": 2, "device": "cpu: a"}])
 
     same = markdown_table(with_deltas([row(FULL, 0, "1.22.1"), row("top", 2, "1.22.1")]))
     assert "Timed with Python 3.11.7, onnxruntime 1.22.1; CPU AMD EPYC, family 25 model 17 (avx512_vnni)." in same
@@ -499,7 +494,7 @@ def test_serving_peak_memory_is_measured_per_model_in_a_fresh_process(finished_s
     # embedding row) become resident
     assert 20 < small < 2 * size_on_disk(full) / 1e6
     assert large > small + 50, "a batch of 64 x 128 tokens needs far more activation memory than one"
-    assert all(r["peak_memory_mb"] > 0 for r in read_records(folder / "out"))
+    assert all(r.peak_memory_mb > 0 for r in read_records(folder / "out"))
 
 
 def test_retime_makes_a_missing_export_of_a_trained_model(finished_sweep, tmp_path):
@@ -583,14 +578,14 @@ def test_tables_and_plots_use_the_timings_the_sweep_has(finished_sweep, tmp_path
     folder, _, _ = finished_sweep
     records = read_records(folder / "out")
     for r in records:
-        r["latency"] = [{**t, "batch_size": 4, "sequence_length": "64"} for t in r["latency"]]
+        r.latency = [t.model_copy(update={"batch_size": 4, "sequence_length": "64"}) for t in r.latency]
     (tmp_path / "b4s64").mkdir()
     rows = write_report(records, tmp_path / "b4s64")
     table = (tmp_path / "b4s64" / "results.md").read_text()
     assert "latency: batch 4, sequence 64," in table
-    assert all(r["speedup_vs_full"] is not None for r in rows), "speed-ups come from the timings there are"
+    assert all(row.speedup_vs_full is not None for row in rows), "speed-ups come from the timings there are"
     for r in records:
-        r["latency"] = []
+        r.latency = []
     (tmp_path / "untimed").mkdir()
     write_report(records, tmp_path / "untimed")
     assert "latency: not timed," in (tmp_path / "untimed" / "results.md").read_text()
@@ -610,11 +605,11 @@ def test_classifier_token_script_drops_each_student_as_the_sweep_did(finished_sw
     rows = json.loads((tmp_path / "classifier_token.json").read_text())["rows"]
     assert [(r["strategy"], r["k"]) for r in rows] == [(FULL, 0), ("alternate-even", 1), ("bottom", 1), ("top", 1)]
     records = {
-        (r["strategy"], r["k"]): r for r in read_records(folder / "out") if r["training"] == "finetune" and r["precision"] == "torch-fp32"
+        (r.strategy, r.k): r for r in read_records(folder / "out") if r.training == "finetune" and r.precision == "torch-fp32"
     }
     for row in rows:
-        assert row["kept_layers"] == records[(row["strategy"], row["k"])]["kept_layers"]
-        assert row["score"] == records[(row["strategy"], row["k"])]["score"]
+        assert row["kept_layers"] == records[(row["strategy"], row["k"])].kept_layers
+        assert row["score"] == records[(row["strategy"], row["k"])].score
         assert row["top_layer"] == row["kept_layers"][-1] and -1 <= row["classifier_token_cosine"] <= 1
     # the embedded MiniLM's [CLS] varies between inputs only at its top layer (layer 5)
     by_strategy = {row["strategy"]: row["classifier_token_cosine"] for row in rows}

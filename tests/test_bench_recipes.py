@@ -74,27 +74,27 @@ def recipe_bench(tmp_path_factory):
 def test_recipes_run_beside_the_generated_baseline(recipe_bench):
     files, out, result = recipe_bench
     assert result.exit_code == 0, result.output
-    rows = {(r["recipe"], r["precision"]): r for r in read_records(out)}
+    rows = {(r.recipe, r.precision): r for r in read_records(out)}
     assert set(rows) == {
         ("baseline-minilm-l6-rotten-tomatoes", "torch-fp32"),
         ("baseline-minilm-l6-rotten-tomatoes", "onnx-int8-dynamic"),
         ("top1", "torch-fp32"),
         ("bottom1-int8", "onnx-int8-dynamic"),
     }
-    assert all(r["status"] == "ok" for r in rows.values())
+    assert all(r.status == "ok" for r in rows.values())
     top1, bottom1 = rows[("top1", "torch-fp32")], rows[("bottom1-int8", "onnx-int8-dynamic")]
-    assert (top1["strategy"], top1["k"], top1["layers"], top1["kept_layers"]) == ("top", 1, 5, [0, 1, 2, 3, 4])
-    assert bottom1["kept_layers"] == [1, 2, 3, 4, 5] and bottom1["size_mb"] < top1["size_mb"] / 2
-    assert top1["train_seconds"] > 0 and top1["trained_in"] == top1["measured_in"]
-    assert read_stage_record(out / "work" / top1["trained_in"]).identity == top1["identity"]
-    assert bottom1["trained_in"] != bottom1["measured_in"] and read_stage_record(out / "work" / bottom1["measured_in"]).stage == "quantize"
+    assert (top1.strategy, top1.k, top1.layers, top1.kept_layers) == ("top", 1, 5, [0, 1, 2, 3, 4])
+    assert bottom1.kept_layers == [1, 2, 3, 4, 5] and bottom1.size_mb < top1.size_mb / 2
+    assert top1.train_seconds > 0 and top1.trained_in == top1.measured_in
+    assert read_stage_record(out / "work" / top1.trained_in).identity == top1.identity
+    assert bottom1.trained_in != bottom1.measured_in and read_stage_record(out / "work" / bottom1.measured_in).stage == "quantize"
     table = (out / "results.md").read_text()
     assert "| top (top1) | 1 | finetune | torch-fp32 |" in table
     assert "| full (baseline-minilm-l6-rotten-tomatoes) | 0 | finetune | torch-fp32 |" in table
     assert "+0.00" in table  # the baseline is the reference the changes are counted from
-    assert (out / "work" / top1["measured_in"] / "model.safetensors").exists()
+    assert (out / "work" / top1.measured_in / "model.safetensors").exists()
     baseline = rows[("baseline-minilm-l6-rotten-tomatoes", "torch-fp32")]
-    assert "name: baseline-minilm-l6-rotten-tomatoes" in (out / "work" / baseline["measured_in"] / "README.md").read_text()
+    assert "name: baseline-minilm-l6-rotten-tomatoes" in (out / "work" / baseline.measured_in / "README.md").read_text()
 
 
 def test_a_second_run_of_the_recipes_trains_nothing(recipe_bench):
@@ -209,6 +209,6 @@ def test_a_teacher_that_is_the_baseline_is_trained_once(tmp_path):
     assert sorted(r.stage for r in records) == ["distill", "distill", "drop", "drop", "export", "finetune", "quantize"]
     (trained,) = [r for r in records if r.stage == "finetune"]
     assert trained.name == "finetune", "built once, by the baseline that asked first"
-    rows = {r["recipe"]: r for r in read_records(out)}
-    assert rows["distill-top1"]["status"] == rows["distill-top2"]["status"] == "ok"
-    assert {rows[name]["notes"]["teacher"] for name in ("distill-top1", "distill-top2")} == {"teacher"}
+    rows = {r.recipe: r for r in read_records(out)}
+    assert rows["distill-top1"].status == rows["distill-top2"].status == "ok"
+    assert {rows[name].notes["teacher"] for name in ("distill-top1", "distill-top2")} == {"teacher"}

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.records import BenchRecord, read_records
+from compress.benchmarking.records import RECORD_VERSION as BENCH_RECORD_VERSION
+from compress.benchmarking.records import BenchRecord, read_records, version_1_to_2
 from compress.benchmarking.report import write_report
 from compress.benchmarking.rows import describe
 from compress.benchmarking.sweep import Sweep, sweep_rows
@@ -154,6 +155,20 @@ def test_every_committed_results_folder_redraws_the_same_tables(folder, tmp_path
     write_report(read_records(folder), tmp_path, command)
     for table in ("results.md", "results.csv"):
         assert (tmp_path / table).read_bytes() == (folder / table).read_bytes(), table
+
+
+def test_records_read_back_typed_and_one_of_the_first_version_is_migrated_by_its_step(tmp_path, monkeypatch):
+    first_version = (REPO / "bench" / "results" / "minilm_cola" / "results.jsonl").read_text().splitlines()[0]  # written before the version was
+    assert "schema_version" not in json.loads(first_version)
+    (tmp_path / "results.jsonl").write_text(first_version + "\n")
+    migrated = []
+    monkeypatch.setattr(BenchRecord, "MIGRATIONS", (lambda record: version_1_to_2(migrated.append(record) or record),))
+    (record,) = read_records(tmp_path)
+    assert isinstance(record, BenchRecord) and record.schema_version == BENCH_RECORD_VERSION == 2
+    assert migrated == [json.loads(first_version)] and record.measured_in is None and record.latency[0].p50_ms == 16.557
+    current = tmp_path / "current.jsonl"
+    current.write_text(record.line())
+    assert read_records(current) == [record] and migrated == [json.loads(first_version)], "a current record takes no step"
 
 
 def test_a_record_that_is_not_one_is_refused_with_its_line(tmp_path):

@@ -8,9 +8,10 @@ import onnx
 import pytest
 import torch
 
-from compress.benchmarking.report import markdown_table
+from compress.benchmarking.report import ReportRow, markdown_table
 from compress.timing.load import LoadElsewhere
 from compress.timing.roofline import PEAK_DEPTH, PEAK_ROWS, peak_models
+from tests.helpers import bench_record
 
 
 def spin(seconds: float) -> None:
@@ -27,12 +28,13 @@ def test_too_short_a_window_tells_no_load():
 
 
 def test_table_marks_latencies_timed_on_a_busy_machine():
-    row = {"model": "m", "task": "t", "strategy": "top", "k": 1, "training": "finetune", "precision": "torch-fp32",
-           "status": "ok", "primary_metric": "accuracy", "score": 0.9, "delta_vs_full": -1.0, "delta_vs_top": 0.0,
-           "layers": 5, "parameters": 1e6, "size_mb": 4.0, "speedup_vs_full": 1.2, "threads": 2, "device": "cpu"}
-    timing = {"batch_size": 1, "sequence_length": "128", "p50_ms": 10.0, "p95_ms": 12.0}
-    quiet = markdown_table([{**row, "latency": [{**timing, "other_cpu_load": 0.1}]}])
-    busy = markdown_table([{**row, "latency": [{**timing, "other_cpu_load": 1.3}]}])
+    def row(other_cpu_load):
+        timing = {"batch_size": 1, "sequence_length": "128", "p50_ms": 10.0, "p95_ms": 12.0, "other_cpu_load": other_cpu_load}
+        record = bench_record(k=1, layers=5, parameters=10**6, size_mb=4.0, threads=2, device="cpu", latency=[timing])
+        return ReportRow(record, delta_vs_full=-1.0, delta_vs_top=0.0, speedup_vs_full=1.2)
+
+    quiet = markdown_table([row(0.1)])
+    busy = markdown_table([row(1.3)])
     assert "10.00 |" in quiet and "†" not in quiet
     assert "10.00† |" in busy and "† timed while other work" in busy
 

@@ -68,16 +68,16 @@ def searched(tmp_path_factory):
 def test_a_goal_that_is_met_gives_a_model_a_recipe_and_a_report(searched):
     run, result = searched
     summary = json.loads((run / "summary.json").read_text())
-    records = [r for r in read_records(run) if r["status"] == "ok"]
-    students = {(r["strategy"], r["k"]) for r in records if r["k"]}
+    records = [r for r in read_records(run) if r.status == "ok"]
+    students = {(r.strategy, r.k) for r in records if r.k}
     # top first: k=2, then k=4 (the largest); bottom is asked only whether it beats k=4, which it cannot
     assert students == {("top", 2), ("top", 4)}
     assert summary["trainings"] == 3  # the full model and two students
     def task_p50(record):
-        return next(t["p50_ms"] for t in record["latency"] if t["sequence_length"] == "task" and t["batch_size"] == 1)
+        return next(t.p50_ms for t in record.latency if t.sequence_length == "task" and t.batch_size == 1)
 
     # everything is within a 100-point budget: the chosen one is the fastest trial
-    assert summary["cost"] == min(map(task_p50, records)) == task_p50(next(r for r in records if r["key"] == summary["chosen_key"]))
+    assert summary["cost"] == min(map(task_p50, records)) == task_p50(next(r for r in records if r.key == summary["chosen_key"]))
     assert summary["dev"]["chosen"]["points"] > 0 and summary["dev"]["within_budget"]
     model = compress.load(run / "final")
     assert model.kind in ("torch", "onnx") and len(model(["a fine film"])) == 1
@@ -116,7 +116,7 @@ def test_a_training_budget_stops_the_search_and_the_trained_models_are_still_con
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped"] == "2 trainings" and summary["trainings"] == 3
-    assert not any(r["k"] == 3 for r in read_records(run))
+    assert not any(r.k == 3 for r in read_records(run))
     assert "budget of 2 trainings was spent" in (run / "report.md").read_text()
 
 
@@ -130,11 +130,11 @@ def test_a_search_killed_mid_way_resumes_without_training_twice(tmp_path):
         time.sleep(1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    first = {r["key"] for r in read_records(run)}
+    first = {r.key for r in read_records(run)}
     assert len(first) >= 2
     result = invoke("optimize", goal, "--out", run)
     assert result.exit_code == 0, result.output
-    keys = [r["key"] for r in read_records(run)]
+    keys = [r.key for r in read_records(run)]
     assert len(keys) == len(set(keys)), "a trial was measured twice"
     trained = [p for p in (run / "work").rglob("stage.json") if json.loads(p.read_text())["stage"] == "finetune"]
     assert len(trained) == json.loads((run / "summary.json").read_text())["trainings"] == 3

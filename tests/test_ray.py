@@ -72,14 +72,14 @@ def both(tmp_path_factory, local_ray):
 
 def test_ray_makes_the_records_the_local_executor_makes(both):
     folder, _ = both
-    local = {r["key"]: r for r in read_records(folder / "local")}
-    distributed = {r["key"]: r for r in read_records(folder / "ray")}
+    local = {r.key: r for r in read_records(folder / "local")}
+    distributed = {r.key: r for r in read_records(folder / "ray")}
     assert len(local) == len(distributed) == ROWS and local.keys() == distributed.keys()
     for key, row in distributed.items():
-        assert row["status"] == "ok", row
+        assert row.status == "ok", row
         for field in ("score", "metrics", "kept_layers", "parameters", "identity", "measured_in", "trained_in", "size_mb"):
-            assert row[field] == local[key][field], (key, field)  # seeded training, the same thread count: the same model
-        assert row["latency"][0]["p50_ms"] > 0 and row["seconds"]["overhead"] >= 0
+            assert getattr(row, field) == getattr(local[key], field), (key, field)  # seeded training, the same thread count: the same model
+        assert row.latency[0].p50_ms > 0 and row.seconds["overhead"] >= 0
 
 
 def test_each_model_is_built_by_one_task_for_the_whole_run(both):
@@ -92,7 +92,7 @@ def test_each_model_is_built_by_one_task_for_the_whole_run(both):
     assert sorted(r.stage for r in records) == sorted(["finetune", "export", "quantize", "drop", "finetune", "distill"])
     assert len(benchmark.submitted) == len(records), "one task per model, none for a model another row shares"
     # each build's time is charged once, to the first row that needed it
-    charged = Counter(stage for r in read_records(folder / "ray") for stage in r["seconds"]["stages"])
+    charged = Counter(stage for r in read_records(folder / "ray") for stage in r.seconds["stages"])
     assert charged == Counter({"finetune": 2, "export": 1, "quantize": 1, "drop": 1, "distill": 1})
 
 
@@ -122,7 +122,7 @@ def test_a_killed_driver_loses_no_record_and_a_second_run_finishes(tmp_path, loc
 
     result = bench(sweep_file, "--no-peak-memory", "--out", out, "--executor", "ray")
     assert result.exit_code == 0, result.output
-    keys = [r["key"] for r in read_records(out)]
+    keys = [r.key for r in read_records(out)]
     assert len(keys) == len(set(keys)) == ROWS, "no row lost, none twice"
     assert read_records(out)[: len(first)] == first
 
@@ -140,7 +140,7 @@ def test_a_task_that_raises_is_a_failed_row_and_the_rest_finish(tmp_path, local_
     result = bench(never, *QUICK_TIMING, "--out", tmp_path / "out", "--executor", "ray")
     assert result.exit_code == 0, result.output
     records = read_records(tmp_path / "out")
-    failed = {r["recipe"]: r["error"] for r in records if r["status"] != "ok"}
+    failed = {r.recipe: r.error for r in records if r.status != "ok"}
     assert len(records) == 3, "the two baseline rows (the rest, which finish) and the recipe"
     assert list(failed) == ["never-parity"] and "ONNX logits differ" in failed["never-parity"]
 

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from compress.benchmarking.memory import serving_peak_mb
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
-from compress.benchmarking.report import REPORT_FILES, write_report
+from compress.benchmarking.report import REPORT_FILES, ReportRow, write_report
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.errors import CompressError, failure
@@ -126,14 +126,14 @@ def shared_settings(folders: list[Path]) -> dict | None:
 TO_RUN, DONE, CANNOT_RUN, NOT_FINISHED = "to run", "done", "not here", "not finished"
 
 
-def plan(rows: list[BenchRow], records: list[dict], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
+def plan(rows: list[BenchRow], records: list[BenchRecord], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
     """What a run does with each row (by key), given the records already written: runs it (`to run`),
     skips it as `done` or as `not here` (this machine cannot run its precision); with `retime`, runs only
     finished ones. A record of the row's name that measured another model (its recipe was changed since)
     is refused: the folder's table would mix the two."""
-    ok = {r["key"] for r in records if r["status"] == "ok"}
-    recorded = {r["key"] for r in records}
-    measured = {r["key"]: r["identity"] for r in records if r.get("identity")}
+    ok = {r.key for r in records if r.status == "ok"}
+    recorded = {r.key for r in records}
+    measured = {r.key: r.identity for r in records if r.identity}
     for row in rows:
         if measured.get(row.combination.key, row.node.identity) != row.node.identity:
             raise CompressError(f"{row.origin}: the results folder holds a record of another version of it ({row.combination.label}); "
@@ -169,7 +169,7 @@ class Benchmark:
         self.sweep = sweep
         self.executor = Executor(StageCache(self.work, work_folder_name), console)
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[dict]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[ReportRow]:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished rows again
         from their builds (nothing is trained), appending records that supersede the earlier ones. Then the
         folder's tables and plots are drawn again from all its records (`command`: the one written above
@@ -198,7 +198,7 @@ class Benchmark:
             self.console.print(f"{len(rows)} combinations: {counts[DONE]} already done, "
                                f"{counts[CANNOT_RUN]} cannot run on this machine (skipped here), {len(todo)} to run")
         # measuring again without memory keeps each row's memory measured before (the same build)
-        memory_before = {} if self.peak_memory else {r["key"]: r.get("peak_memory_mb") for r in merge_records(earlier) if r["status"] == "ok"}
+        memory_before = {} if self.peak_memory else {r.key: r.peak_memory_mb for r in merge_records(earlier) if r.status == "ok"}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
             bar = progress.add_task("benchmark", total=len(todo))
@@ -333,7 +333,7 @@ def removable_builds(out_dir: Path) -> list[Path]:
     resumed benchmark trains nothing twice (it drops layers again in seconds); so do the checkpoints of
     an unfinished training, which a later run resumes from."""
     work = out_dir / WORK
-    measured = {work / r["measured_in"] for r in merge_records(read_records(out_dir)) if r["status"] == "ok" and r.get("measured_in")}
+    measured = {work / r.measured_in for r in merge_records(read_records(out_dir)) if r.status == "ok" and r.measured_in}
     removable = [p for p in work.rglob(f"*{PARTIAL}") if p.is_dir()]
     removable += [p for p in work.rglob(f"*{CHECKPOINTS}")
                   if p.is_dir() and (p.with_name(p.name.removesuffix(CHECKPOINTS)) / STAGE_FILE).is_file()]
@@ -359,7 +359,7 @@ def clean_builds(folder: Path, dry_run: bool) -> tuple[list[Path], int]:
     return removable, freed
 
 
-def merge_results(folders: list[Path], out: Path, command: str) -> list[dict]:
+def merge_results(folders: list[Path], out: Path, command: str) -> list[BenchRecord]:
     """Join the records of several shards' folders into `out`, with its tables and plots; returns the records.
     Every input is read and checked before anything is written."""
     if out.exists() and not out.is_dir():
@@ -376,6 +376,6 @@ def merge_results(folders: list[Path], out: Path, command: str) -> list[dict]:
     with claimed(out, "benchmark results"):
         if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
             write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
-        write_text(out / RESULTS_FILE, "".join(BenchRecord.model_validate(r).line() for r in records))
+        write_text(out / RESULTS_FILE, "".join(r.line() for r in records))
         write_report(records, out, command)
     return records

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark, now_utc
 from compress.benchmarking.records import BenchRecord
+from compress.benchmarking.report import ReportRow
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings
 from compress.errors import CompressError, failure, first_line
@@ -115,7 +116,7 @@ class RayBenchmark(Benchmark):
         self.submitted: list[str] = []
         """The identity of each node a build task was submitted for, in order."""
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[dict]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[ReportRow]:
         # Ray's processes start before the results folder is held: they keep the machine's own temporary folder.
         started_here = connect(self.address)
         try:

@@ -1,8 +1,8 @@
 """Benchmark records: one JSON line per measured (or failed) combination in `results.jsonl`.
 
-`BenchRecord` is the one shape records are written in and read back as. Older files still load:
-records from before the schema version was written (version 1) hold the same fields, fewer of them,
-and are migrated on read, so every committed table can be drawn again from its records unchanged.
+`BenchRecord` is the one shape records are written in and read back as, from the loop that measures
+them to the report that draws them. Older files still load: each older version is migrated on read
+(`MIGRATIONS`), so every committed table can be drawn again from its records unchanged.
 """
 
 from __future__ import annotations
@@ -16,10 +16,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from compress.errors import CompressError
 from compress.folders import append_text, refuse_link
+from compress.versions import VersionedRecord
 
 RESULTS_FILE = "results.jsonl"
-RECORD_VERSION = 2
-"""1: records written before the version was (no `measured_in`, `schema_version`); 2: since the one executor."""
+
+
+def version_1_to_2(record: dict) -> dict:
+    """Version 1, written before the one executor (and before the version was), holds the same fields,
+    fewer of them: what it lacks (`measured_in`, `identity`, `matmul_peaks_gops`) was not recorded, and stays None."""
+    return record
+
+
+MIGRATIONS = (version_1_to_2,)
+RECORD_VERSION = len(MIGRATIONS) + 1
+"""2: since the one executor."""
 
 
 class Timing(BaseModel):
@@ -47,11 +57,12 @@ FINISHED_FIELDS = ("metrics", "primary_metric", "score", "layers", "parameters",
 """What every finished ("ok") record holds: the score and the figures each table row shows."""
 
 
-class BenchRecord(BaseModel):
+class BenchRecord(VersionedRecord):
     """A combination (model, task, strategy, K, training, precision; a recipe's name when a list of recipes
     was benchmarked), its status, and what was measured of its model."""
 
     model_config = ConfigDict(extra="forbid")
+    MIGRATIONS = MIGRATIONS
 
     schema_version: int = RECORD_VERSION
     key: str
@@ -98,13 +109,6 @@ class BenchRecord(BaseModel):
     """Where the combination's time went: load, evaluate, timing, memory, build, stages by name, overhead."""
     notes: dict | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _migrate(cls, data):
-        if isinstance(data, dict) and "schema_version" not in data:
-            data = {**data, "schema_version": RECORD_VERSION}  # version 1: the same fields, fewer of them
-        return data
-
     @model_validator(mode="after")
     def _finished_has_its_figures(self):
         """A finished record holds what the tables read of it: refused when read, not when a table is drawn."""
@@ -121,9 +125,9 @@ class BenchRecord(BaseModel):
         return json.dumps({k: v for k, v in self.model_dump(mode="json").items() if v is not None}) + "\n"
 
 
-def read_records(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[BenchRecord]:
     """Records of a results.jsonl file, or of the one inside a results folder (none if it is missing),
-    checked and migrated, as the dicts the report reads."""
+    checked and migrated."""
     path = path / RESULTS_FILE if path.is_dir() else path
     if not path.exists():
         return []
@@ -144,7 +148,7 @@ def read_records(path: Path) -> list[dict]:
                 where = ".".join(map(str, problem["loc"])) or "record"
                 raise CompressError(f"{path}: line {number}: {where}: {problem['msg'].removeprefix('Value error, ')}; "
                                     "expected one benchmark record per line") from None
-            records.append({k: v for k, v in record.model_dump(mode="json").items() if v is not None})
+            records.append(record)
     return records
 
 
@@ -152,14 +156,14 @@ def append_record(path: Path, record: BenchRecord) -> None:
     append_text(path, record.line())
 
 
-def merge_records(records: list[dict]) -> list[dict]:
+def merge_records(records: list[BenchRecord]) -> list[BenchRecord]:
     """One record per combination: a finished one wins over a failed one, the later (by the time it
     finished, whatever folder or shard it comes from) over the earlier."""
-    chosen: dict[str, dict] = {}
-    for record in sorted(records, key=lambda r: r.get("finished") or ""):
-        previous = chosen.get(record["key"])
-        if previous is None or record["status"] == "ok" or previous["status"] != "ok":
-            chosen[record["key"]] = record
+    chosen: dict[str, BenchRecord] = {}
+    for record in sorted(records, key=lambda r: r.finished or ""):
+        previous = chosen.get(record.key)
+        if previous is None or record.status == "ok" or previous.status != "ok":
+            chosen[record.key] = record
     return list(chosen.values())
 
 

@@ -14,15 +14,29 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from compress.folders import LOCK, MARKER, PARTIAL, SCRATCH, copy_folder, writing
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE
+from compress.versions import VersionedRecord
 
 STAGE_FILE = "stage.json"
-RECORD_VERSION = 3
-"""1: records from before the version was written (the same fields, no `other_cpu_load`); 2: no `files`."""
+
+
+def version_1_to_2(record: dict) -> dict:
+    """Version 1, written before the version was, lacks only `other_cpu_load`: not measured, None by default."""
+    return record
+
+
+def version_2_to_3(record: dict) -> dict:
+    """Version 2 lacks `files`: None by default, so the folder's files are taken on trust."""
+    return record
+
+
+MIGRATIONS = (version_1_to_2, version_2_to_3)
+RECORD_VERSION = len(MIGRATIONS) + 1
+"""3: with the files each stage left."""
 UNLISTED = {STAGE_FILE, CARD_FILE, MARKER, LOCK}
 """Files of a stage folder its record does not list: the record itself, and what a linked copy writes anew."""
 
@@ -50,10 +64,11 @@ def file_facts(folder: Path) -> dict[str, FileFacts]:
     return {name: FileFacts(size=path.stat().st_size, sha256=_sha256(path)) for name, path in listed_files(folder).items()}
 
 
-class StageRecord(BaseModel):
+class StageRecord(VersionedRecord):
     """What a finished stage folder's stage.json says about its model."""
 
     model_config = ConfigDict(extra="ignore")
+    MIGRATIONS = MIGRATIONS
 
     schema_version: int = RECORD_VERSION
     identity: str
@@ -78,13 +93,6 @@ class StageRecord(BaseModel):
     """Every file the stage left, as it left it (None: recorded before files were listed, and taken on trust)."""
     max_length: int | None = None
     """Tokens per input the recipe trained, scored and timed with: what running the folder truncates at (None: not recorded)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _migrate(cls, data):
-        if isinstance(data, dict) and "schema_version" not in data:
-            data = {**data, "schema_version": RECORD_VERSION}  # version 1 lacks only what defaults fill in
-        return data
 
     def write(self, folder: Path) -> None:
         (folder / STAGE_FILE).write_text(self.model_dump_json(indent=2) + "\n")

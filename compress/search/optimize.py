@@ -30,7 +30,7 @@ import yaml
 from rich.console import Console
 
 from compress.benchmarking.bench import Benchmark, guard_settings
-from compress.benchmarking.records import RESULTS_FILE, append_record, drop_cut_record, merge_records, read_records
+from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
@@ -60,11 +60,11 @@ class BudgetSpent(Exception):
 @dataclass
 class Trial:
     combination: Combination
-    record: dict
+    record: BenchRecord
 
     @property
     def points(self) -> float:
-        return 100 * self.record["score"]
+        return 100 * self.record.score
 
 
 class Search:
@@ -100,7 +100,7 @@ class Search:
             if record.status != "ok":
                 self.console.print(f"[yellow]trial failed[/] {c.label}: {record.error}")
                 return None
-            self.trials[c.key] = Trial(c, json.loads(record.line()))
+            self.trials[c.key] = Trial(c, record)
             self._keep_in_optuna(self.trials[c.key])
         return self.trials[c.key]
 
@@ -122,7 +122,7 @@ class Search:
         }
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=distributions, value=self.cost(trial),
-            user_attrs={"key": c.key, "score": trial.record["score"], "measured_in": trial.record["measured_in"]}))
+            user_attrs={"key": c.key, "score": trial.record.score, "measured_in": trial.record.measured_in}))
 
     def _check_budget(self) -> None:
         budget = self.goal.budget
@@ -135,11 +135,11 @@ class Search:
         """Trials recorded by earlier runs of this folder count as done, and their trainings and time as spent."""
         records = read_records(self.out)
         for record in merge_records(records):
-            if record["status"] == "ok":
-                c = Combination(*(record[f] for f in ("model", "task", "strategy", "k", "training", "precision")))
+            if record.status == "ok":
+                c = Combination(record.model, record.task, record.strategy, record.k, record.training, record.precision)
                 self.trials[c.key] = Trial(c, record)
-        self.trainings = len({r["trained_in"] for r in records if r.get("trained_in")})
-        self.spent_before = sum(r.get("seconds_total") or 0.0 for r in records)
+        self.trainings = len({r.trained_in for r in records if r.trained_in})
+        self.spent_before = sum(r.seconds_total or 0.0 for r in records)
 
     # --- what the goal asks -------------------------------------------------------------------------
 
@@ -147,11 +147,11 @@ class Search:
         """What the goal minimises, for one trial: latency in ms at the goal's timing, or size on disk in MB."""
         objective = self.goal.objective
         if objective.minimize == "size":
-            return trial.record["size_mb"]
+            return trial.record.size_mb
         length = str(objective.sequence_length)
-        for timing in trial.record.get("latency") or []:
-            if timing["batch_size"] == objective.batch_size and timing["sequence_length"] == length:
-                return timing["p50_ms"]
+        for timing in trial.record.latency or []:
+            if timing.batch_size == objective.batch_size and timing.sequence_length == length:
+                return timing.p50_ms
         raise CompressError(f"{self.out / RESULTS_FILE}: {trial.combination.label} has no timing at batch {objective.batch_size}, "
                             f"length {length}")
 
@@ -193,7 +193,7 @@ class Search:
         whose score is within the budget or short of it by less than twice its standard error, as a quantized
         model's score can differ from its own by that much either way; those that drop most layers first."""
         def near(t: Trial) -> bool:
-            return t.points + 2 * 100 * (t.record.get("score_stderr") or 0.0) >= self.reference.points - self.goal.max_score_drop
+            return t.points + 2 * 100 * (t.record.score_stderr or 0.0) >= self.reference.points - self.goal.max_score_drop
 
         trained = [t for t in self.trials.values() if t.combination.precision == REFERENCE_PRECISION and near(t)]
         return sorted(trained, key=lambda t: (-t.combination.k, -t.points))
@@ -222,7 +222,7 @@ class Search:
         """final/, chosen.yaml, report.md and summary.json for the chosen trial; returns the summary."""
         target = self.goal.objective.target
         faster = sorted((t for t in self.trials.values() if self.cost(t) < self.cost(chosen)), key=self.cost, reverse=True)
-        folder = self.out / "work" / chosen.record["measured_in"]
+        folder = self.out / "work" / chosen.record.measured_in
         with writing(self.out / FINAL) as partial:
             copy_folder(folder, partial)
         recipe = combination_recipe(self.sweep, chosen.combination)
@@ -242,7 +242,7 @@ class Search:
             "dev": dev,
             "trials": len(self.trials),
             "trainings": self.trainings,
-            "compute_seconds": round(sum(t.record.get("seconds_total") or 0.0 for t in self.trials.values()), 1),
+            "compute_seconds": round(sum(t.record.seconds_total or 0.0 for t in self.trials.values()), 1),
             "stopped": self.stopped,
             "target_missed_by": None if self.meets_target(chosen) else round(self.cost(chosen) - target, 3),
         }
@@ -289,7 +289,7 @@ class Search:
         tokenizer = self.benchmark.executor.tokenizer(self.goal.model)
         scores = {}
         for name, trial in (("reference", self.reference), ("chosen", chosen)):
-            model = load_artifact(self.out / "work" / trial.record["measured_in"])
+            model = load_artifact(self.out / "work" / trial.record.measured_in)
             metrics = evaluate(predictor_for(model, self.goal.objective.threads), data, tokenizer, self.goal.max_length, 64)
             metric = data.task.primary_metric
             scores[name] = {"points": round(100 * metrics[metric], 2), "stderr_points": round(100 * metrics.get(f"{metric}_stderr", 0.0), 2)}

@@ -1,0 +1,37 @@
+"""Versioned records: files written by older releases still read. Each change to a record's fields is one
+step from its version to the next; a record read is brought from the version it names to the current one
+by those steps in order, so stage records and benchmark records share one way of being migrated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from pydantic import BaseModel, model_validator
+
+Migration = Callable[[dict], dict]
+"""One version's fields as the next version's (the version is stamped by `migrate`)."""
+
+
+def migrate(data: dict, steps: tuple[Migration, ...]) -> dict:
+    """`data` as the version after the last of `steps` (the step from version 1 to 2 first): from the
+    version it names, 1 when it names none (records from before the version was written). A version this
+    code cannot read is left for validation to refuse."""
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version < 1:
+        return data
+    for number, step in enumerate(steps[version - 1:], start=version):
+        data = {**step(data), "schema_version": number + 1}
+    return data
+
+
+class VersionedRecord(BaseModel):
+    """A record that names its `schema_version` and reads every older one through its `MIGRATIONS`."""
+
+    MIGRATIONS: ClassVar[tuple[Migration, ...]] = ()
+    """The step from version 1 to 2, from 2 to 3, ...: the current version is one past the last."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data):
+        return migrate(data, cls.MIGRATIONS) if isinstance(data, dict) else data
