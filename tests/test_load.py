@@ -128,5 +128,8 @@ def test_bad_inputs_to_load_and_predict_are_one_line(run, tmp_path):
     taken.write_text("mine")
     assert_one_line_error(invoke("predict", run / "onnx", texts, "--out", taken), "exists")
     assert taken.read_text() == "mine"
+    bare = tmp_path / "bare"
+    assert invoke("drop", "minilm-l6", "--strategy", "top", "-k", "4", "-o", bare).exit_code == 0
+    assert_one_line_error(invoke("predict", bare, texts), "bare encoder", "fine-tune or distil it")
     with pytest.raises(compress.errors.CompressError, match="input 1: expected a text or a pair"):
         compress.load(run / "dropped")(["fine", 3])

@@ -23,6 +23,8 @@ from compress.models.loading import load_tokenizer
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.surgery.architectures import max_sequence_length
 
+HEAD_SUFFIX = "ForSequenceClassification"
+"""The classes of models with the task head `load` runs (labels, or a value for regression)."""
 DEFAULT_MAX_LENGTH = 512
 """Tokens kept of an input when the folder does not say what it was trained with (nor the model's positions)."""
 
@@ -52,6 +54,9 @@ class CompressedModel:
         self.model = load_artifact(self.folder)
         self.kind = kind_of(self.model)
         self.config = self.model.config
+        if not any(name.endswith(HEAD_SUFFIX) for name in self.config.architectures or ()):
+            raise CompressError(f"{self.folder}: a bare encoder with no task head ({', '.join(self.config.architectures or ['none named'])}), "
+                                "as compress drop leaves it; fine-tune or distil it on a task first (a recipe), then load that folder")
         self.tokenizer = load_tokenizer(self.folder)
         self.batch_size = batch_size
         self.max_length = max_length or self._trained_length()
