@@ -92,11 +92,10 @@ def replace_file(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(temporary)
         os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise _disk_error(path, error) from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)  # our own sibling, named by this process: never the user's file
+        if isinstance(error, OSError):
+            raise _disk_error(path, error) from None
         raise
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pydantic
 
 from compress.data.seeds import Seed
-from compress.data.tasks import EmbeddedCorpus, TaskSpec, TsvLayout, find_task, get_task
+from compress.data.tasks import EmbeddedCorpus, TaskSpec, find_task, get_task
 from compress.errors import CompressError, excerpt
 from compress.registry import Registry
 

@@ -303,11 +303,8 @@ def _first_paragraph(doc: str | None) -> str:
 def modules(page: str) -> str:
     """Every module of the installed packages (compress/ and exporters/), with its docstring's first sentence."""
     rows = ["| module | what it is |", "|---|---|"]
-    for package_dir, dotted in ((ROOT / "compress", "compress"), (ROOT / "exporters", "compress.exporters")):
+    for package_dir in (ROOT / "compress", ROOT / "exporters"):
         for path in sorted(package_dir.rglob("*.py")):
-            relative = path.relative_to(package_dir).with_suffix("")
-            parts = [p for p in relative.parts if p != "__init__"]
-            name = ".".join([dotted, *parts])
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
             shown = path.relative_to(ROOT).as_posix()
             rows.append(f"| `{shown}` | {_escape(_first_paragraph(doc))} |")
