@@ -17,9 +17,9 @@ from pathlib import Path
 from rich.console import Console
 
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
-from compress.benchmarking.rows import FULL, Combination
+from compress.benchmarking.rows import Combination
 from compress.search.goal import PAPER_STRATEGIES, Goal, Objective
-from compress.search.optimize import REFERENCE_PRECISION, Search, Trial
+from compress.search.optimize import Search, Trial
 
 
 class Replay(Search):
@@ -31,17 +31,16 @@ class Replay(Search):
         self.trials: dict[str, Trial] = {}
         self.trained: set[str] = set()
         self.asked: list[str] = []
+        self.rounds_asked = 0
 
-    def trial(self, strategy, k, training, precision=REFERENCE_PRECISION):
-        c = Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)
-        record = self.records.get(c.key)
-        if record is None:
-            return None
-        if c.key not in self.trials:
+    def ask(self, combinations: list[Combination]) -> None:
+        new = [c for c in dict.fromkeys(combinations) if c.key in self.records and c.key not in self.trials]
+        self.rounds_asked += bool(new)
+        for c in new:
+            record = self.records[c.key]
             self.asked.append(c.label)
             self.trained.add(record.trained_in)
             self.trials[c.key] = Trial(c, record)
-        return self.trials[c.key]
 
     def arm_ks(self, strategy, training):
         return sorted({r.k for r in self.records.values() if r.strategy == strategy and r.training == training and r.k})
@@ -59,16 +58,14 @@ def compare(folder: Path, max_score_drop: float, batch_size: int, length: str) -
     replay = Replay(goal, records)
     chosen = replay.run()
     grid = Replay(goal, records)
-    grid.reference = grid.trial(FULL, 0, "finetune")
-    for r in records:
-        grid.trial(r.strategy, r.k, r.training, r.precision)
+    grid.ask([Combination(r.model, r.task, r.strategy, r.k, r.training, r.precision) for r in records])
     best = grid.choose()
     return {
         "folder": str(folder), "max_score_drop": max_score_drop, "timing": f"batch {batch_size}, length {length}",
         "search": chosen.combination.label, "search_points": chosen.points, "search_ms": replay.cost(chosen),
         "grid": best.combination.label, "grid_points": best.points, "grid_ms": grid.cost(best),
         "search_trainings": len(replay.trained), "grid_trainings": len({r.trained_in for r in records}),
-        "reference_points": replay.reference.points, "asked": replay.asked,
+        "reference_points": replay.reference.points, "asked": replay.asked, "rounds": replay.rounds_asked,
     }
 
 
@@ -79,8 +76,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--length", default="task", help="'task' or the fixed timing length the sweep used (e.g. 128)")
     args = parser.parse_args()
-    print("| sweep | budget | search picks | grid picks | same, or as fast within budget | trainings: search / grid |")
-    print("|---|---|---|---|---|---|")
+    print("| sweep | budget | search picks | grid picks | same, or as fast within budget | trainings: search / grid | search rounds |")
+    print("|---|---|---|---|---|---|---|")
     for folder in args.folders:
         for drop in args.max_score_drop:
             row = compare(folder, drop, args.batch_size, args.length)
@@ -88,7 +85,8 @@ def main() -> None:
                                                      and row["search_points"] >= row["reference_points"] - drop)
             print(f"| {folder.name} | {drop:g} | {row['search']} ({row['search_points']:.2f}, {row['search_ms']:.2f} ms) | "
                   f"{row['grid']} ({row['grid_points']:.2f}, {row['grid_ms']:.2f} ms) | {'yes' if same else 'no'} | "
-                  f"{row['search_trainings']} / {row['grid_trainings']} ({100 * row['search_trainings'] / row['grid_trainings']:.0f} %) |")
+                  f"{row['search_trainings']} / {row['grid_trainings']} ({100 * row['search_trainings'] / row['grid_trainings']:.0f} %) | "
+                  f"{row['rounds']} |")
 
 
 if __name__ == "__main__":

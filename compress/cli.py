@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -114,13 +115,33 @@ def _settings_pairs(pairs: list[str], option: str) -> dict:
     return settings
 
 
+OPTIONS = "command line"
+"""Where a recipe made from command-line options comes from, in its error messages."""
+
+
+@contextmanager
+def _naming_options():
+    """A recipe check's error on a recipe made from `compress drop`'s options names the option, not the recipe field."""
+    try:
+        yield
+    except CompressError as error:
+        text = str(error).removeprefix(f"{OPTIONS}: ")
+        field, sep, message = text.partition(": ")
+        field = field.removeprefix("stages[0].")
+        option = {"data": "data-path", "data.source": "data-source", "data.path": "data-path", "data.train": "data-path",
+                  "data.dev": "data-path", "data.text_columns": "text-columns"}.get(field, field.replace("_", "-"))
+        if not sep or not re.fullmatch(r"[a-z-]+", option):  # not one field's problem: kept as it is
+            raise
+        raise CompressError(f"--{option}: {message}") from None
+
+
 @app.command()
 @user_errors
 def stage(
     name: Annotated[str, typer.Argument(help="Stage: drop, finetune, distill, export or quantize.")],
     model: Annotated[str, typer.Argument(help="Alias, model folder (PyTorch or ONNX) or hub id.")],
-    task: Annotated[str, typer.Option(help="Task the stage trains, calibrates or evaluates on.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the model lands in OUT/final.")],
+    task: Annotated[Optional[str], typer.Option(help="Task the stage trains, calibrates or evaluates on (a drop by a fixed strategy needs none).")] = None,
     data: Annotated[list[str], typer.Option("--data", help="Data setting key=value, as in a recipe's data: section (repeatable).")] = [],  # noqa: B006
     settings: Annotated[list[str], typer.Option("--set", help="Stage setting key=value, as in a recipe stage (repeatable).")] = [],  # noqa: B006
     max_length: Annotated[int, typer.Option(help="Tokens per example.")] = 128,
@@ -134,18 +155,17 @@ def stage(
     from compress.pipeline.runner import run_recipe
 
     _quiet_libraries()
-    where = "command line"
     content = {
         "name": name,
         "model": model,
-        "task": task,
-        "data": _settings_pairs(data, "--data"),
+        **({"task": task} if task is not None else {}),
+        **({"data": _settings_pairs(data, "--data")} if data else {}),
         "max_length": max_length,
         "stages": [{"stage": name, "name": name, **_settings_pairs(settings, "--set")}],
     }
-    recipe = recipe_from_mapping(content, where)
-    data = check_recipe(recipe, where)
-    run_recipe(recipe, where, out, overwrite, console, recipe_text=yaml.safe_dump(content, sort_keys=False), data=data)
+    recipe = recipe_from_mapping(content, OPTIONS)
+    data = check_recipe(recipe, OPTIONS)
+    run_recipe(recipe, OPTIONS, out, overwrite, console, recipe_text=yaml.safe_dump(content, sort_keys=False), data=data)
 
 
 @app.command()
@@ -165,11 +185,27 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe or goal YAML 
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
 
 
+ExecutorOption = Annotated[str, typer.Option(help="local: one model after another in this process; ray: the stage graph as Ray tasks.")]
+AddressOption = Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster to join (e.g. ray://head:10001, or auto); "
+                                                      "default: a local Ray instance on this machine's CPUs.")]
+
+
+def _check_executor(executor: str, address: str | None) -> None:
+    from compress.benchmarking.executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise CompressError(f"--executor: expected one of {', '.join(EXECUTORS)} (got {excerpt(executor)})")
+    if address and executor != "ray":
+        raise CompressError("--address: only used with --executor ray")
+
+
 @app.command()
 @user_errors
 def optimize(
     goal_file: Annotated[Path, typer.Argument(help="Goal YAML: model, task, data, max_score_drop (see docs).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<goal name>).")] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
 ) -> None:
     """Find the fastest (or smallest) model within a score budget on this machine; writes final/, chosen.yaml,
     report.md, every trial (results.jsonl, tables, plots) and Optuna's trials.db.
@@ -181,7 +217,8 @@ def optimize(
     _quiet_libraries()
     goal = load_goal(goal_file)
     folder = out or Path("runs") / goal.name
-    summary = search(goal, folder, console, _command_line())
+    _check_executor(executor, address)
+    summary = search(goal, folder, console, _command_line(), executor, address)
     console.print((folder / REPORT).read_text())
     console.print(f"Final model: {folder / 'final'}  (report: {folder / REPORT}; recipe: {folder / 'chosen.yaml'})")
     if summary["target_missed_by"] is not None:
@@ -192,7 +229,7 @@ def optimize(
 @app.command()
 @user_errors
 def predict(
-    folder: Annotated[Path, typer.Argument(help="A model folder compress wrote (a stage's folder, or a run's final/).")],
+    folder: Annotated[Path, typer.Argument(help="A folder compress wrote: a run folder (its final model), its final/ or a stage's folder.")],
     inputs: Annotated[Path, typer.Argument(help="Texts: one per line, or a .csv/.tsv (with a header) or .jsonl file.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSON-lines file for the predictions (default: standard output).")] = None,
     text_column: Annotated[Optional[str], typer.Option(help="CSV/JSON-lines: the column of texts (default: text, else sentence).")] = None,
@@ -264,9 +301,8 @@ def bench_run(
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
-    executor: Annotated[str, typer.Option(help="local: one model after another in this process; ray: the stage graph as Ray tasks.")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="With --executor ray: the cluster to join (e.g. ray://head:10001, or auto); "
-                                                   "default: a local Ray instance on this machine's CPUs.")] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
     latency: Annotated[list[str], typer.Option("--latency", help="For recipes: a timing setting key=value, as in a sweep's latency: "
                                                "section (repeatable), e.g. --latency batch_sizes=[1]; a sweep sets them in its file.")] = [],  # noqa: B006
     peak_memory: Annotated[bool, typer.Option("--peak-memory/--no-peak-memory", help="Measure each row's serving peak memory in a fresh "
@@ -288,11 +324,8 @@ def bench_run(
     _quiet_libraries()
     if out is not None and out.exists() and not out.is_dir():
         raise CompressError(f"--out: {out} is a file; expected a folder for the results")
-    if executor not in EXECUTORS:
-        raise CompressError(f"--executor: expected one of {', '.join(EXECUTORS)} (got {excerpt(executor)})")
-    if address and executor != "ray":
-        raise CompressError("--address: only used with --executor ray")
-    engine = {"address": address} if executor == "ray" else {}
+    _check_executor(executor, address)
+    engine = {"address": address} if address else {}
     not_recipes = [str(f) for f in files if not is_recipe_file(f)]
     if len(files) == 1 and not_recipes:
         if latency:
@@ -364,22 +397,24 @@ ExamplesOption = Annotated[int, typer.Option(min=1, help="Training examples to m
 MaxLengthOption = Annotated[int, typer.Option(min=8, help="Tokens per example.")]
 
 
+def _data_settings(data_source: str, data_path: Optional[Path], text_columns: Optional[str]) -> dict:
+    """A recipe's `data:` from the data options: --data-path is a folder, or one file for train and dev."""
+    from compress.data.loading import SOURCES
+
+    reads = SOURCES[data_source].fields if data_source in SOURCES else ()
+    settings = {"source": data_source, **{field: str(data_path) for field in ("path", "train", "dev") if field in reads and data_path}}
+    return settings | ({"text_columns": text_columns.split(",")} if text_columns else {})
+
+
 def _task_data(task: str, data_source: str, data_path: Optional[Path], text_columns: Optional[str]):
     """The task's data from the data options (with training examples), or a one-line error naming the option."""
     from pydantic import ValidationError
 
-    from compress.data.loading import SOURCES, DataSettings, load_task_data
+    from compress.data.loading import DataSettings, load_task_data
     from compress.pipeline.recipe import format_validation_error
 
-    reads = SOURCES[data_source].fields if data_source in SOURCES else ()  # --data-path: a folder, or one file for train and dev
     try:
-        data_settings = DataSettings(
-            source=data_source,
-            path=data_path if "path" in reads else None,
-            train=data_path if "train" in reads else None,
-            dev=data_path if "dev" in reads else None,
-            text_columns=text_columns.split(",") if text_columns else None,
-        )
+        data_settings = DataSettings.model_validate(_data_settings(data_source, data_path, text_columns))
     except ValidationError as error:
         raise CompressError(format_validation_error("command line (data options)", error)) from None
     return load_task_data(task, data_settings)  # refuses a task without training examples
@@ -390,7 +425,7 @@ def _task_data(task: str, data_source: str, data_path: Optional[Path], text_colu
 def drop(
     model: Annotated[str, typer.Argument(help="Alias (minilm-l6, mpnet-12), local folder or hub id.")],
     strategy: Annotated[str, typer.Option(help="top, bottom, alternate-even, alternate-odd, symmetric, contribution, layers.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the smaller model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the smaller model lands in OUT/final.")],
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="How many layers to drop.")] = None,
     layers: Annotated[Optional[str], typer.Option(help="strategy layers: comma-separated 0-based indices.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="contribution: cosine (default), block-influence or angular.")] = None,
@@ -402,14 +437,12 @@ def drop(
     max_length: MaxLengthOption = 128,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
 ) -> None:
-    """Drop layers from a model and save it, with nothing else (no fine-tuning): the drop stage on its own."""
-    from compress.folders import check_writable, claimed
-    from compress.pipeline.model_card import CARD_FILE, render_model_card
-    from compress.models.loading import count_parameters, load_saved, load_tokenizer
-    from compress.stages import StageContext, run_stage
+    """Drop layers from a model, with nothing else (no fine-tuning): a one-stage recipe run into OUT, the model in OUT/final.
+
+    Without --task the model keeps the head it has (none for a pre-trained encoder); strategy contribution scores layers on the task's examples."""
+    from compress.pipeline.recipe import check_recipe, recipe_from_mapping, recipe_yaml
+    from compress.pipeline.runner import run_recipe
     from compress.stages.drop import DropSettings
-    from compress.surgery.architectures import check_max_length, num_layers
-    from compress.surgery.layer_drop import kept_original_layers
 
     _quiet_libraries()
     try:
@@ -417,32 +450,16 @@ def drop(
     except ValueError:
         raise CompressError(f"--layers: expected comma-separated integers (got {excerpt(layers)})") from None
     given = {"k": k, "layers": indices, "metric": metric}
-    settings = _validated(DropSettings, {"strategy": strategy, "examples": examples, **{f: v for f, v in given.items() if v is not None}})
-    if strategy == "contribution" and task is None:
-        raise CompressError("--task: strategy contribution scores layers on task examples; name the task")
-    check_writable(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CompressError(f"{out}: folder exists; pass --overwrite to replace it")
+    stage = {"stage": "drop", "name": "drop", "strategy": strategy, "examples": examples, **{f: v for f, v in given.items() if v is not None}}
+    _validated(DropSettings, stage)  # a mistake is named by its option, before the recipe's own checks
+    content = {"name": "drop", "model": model, "max_length": max_length, "stages": [stage]}
+    if task is not None:
+        content |= {"task": task, "data": _data_settings(data_source, data_path, text_columns)}
+    with _naming_options():
+        recipe = recipe_from_mapping(content, OPTIONS)
+        data = check_recipe(recipe, OPTIONS)
+    run_recipe(recipe, OPTIONS, out, overwrite, console, recipe_text=recipe_yaml(recipe), data=data)
 
-    tokenizer = load_tokenizer(model)
-    network = load_saved(model)
-    check_max_length(network.config, max_length, "--max-length")
-    count = num_layers(network.config)
-    try:
-        settings.check_chain(network.config, count, 0)
-    except CompressError as error:
-        raise CompressError(f"--{error}") from None
-    data = _task_data(task, data_source, data_path, text_columns) if strategy == "contribution" else None
-    # Held before anything in it changes: --overwrite never empties a folder another process is writing.
-    with claimed(out, "dropped model", overwrite):
-        # The stage reads task data only to score layers (strategy contribution).
-        run_stage(settings, network, StageContext(data, tokenizer, out, max_length, eval_batch_size=64))
-        card = render_model_card(network.config, count_parameters(network), model, None, None, None, None)
-        (out / CARD_FILE).write_text(card)
-    console.print(
-        f"dropped {count - num_layers(network.config)} layers ({strategy}); kept original layers {kept_original_layers(network.config)}; "
-        f"{num_layers(network.config)} layers, {count_parameters(network):,} parameters -> {out}"
-    )
 
 
 def _validated(settings_model, content: dict):

@@ -36,7 +36,20 @@ PARTIAL = ".partial"
 CHECKPOINTS = ".checkpoints"
 """Suffix of the folder beside a model being trained where its training checkpoints outlive an interrupted run."""
 CHECKPOINTS_IDENTITY = "identity"
+FINAL = "final"
+"""The folder of a run (`compress run`, `stage`, `drop`, `optimize`) that holds its final model; a run folder
+given where a model is expected stands for it."""
+RUN_SUMMARY_FILE = "results.json"
+RECIPE_FILE = "recipe.yaml"
+"""Beside the stage folders of a run: what it made, and the recipe it ran."""
 _KEEP_WHEN_EMPTYING = (MARKER, LOCK)
+
+
+def model_folder(path: Path) -> Path:
+    """The model folder `path` names: itself, or for a run folder (no config.json of its own) its final model."""
+    if not (path / "config.json").is_file() and (path / FINAL / "config.json").is_file():
+        return path / FINAL
+    return path
 
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

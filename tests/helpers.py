@@ -86,3 +86,22 @@ def bench_record(latency: list[dict] = (), **fields) -> BenchRecord:
                 "status": "ok", "primary_metric": "accuracy", "score": 0.9, "layers": 6, "parameters": 1, "size_mb": 1.0}
     record = {**finished, **fields}
     return BenchRecord(**record, metrics={record["primary_metric"]: record["score"]}, latency=[{**timing, **t} for t in latency])
+
+
+GOAL = {
+    "model": "minilm-l6",
+    "task": "rotten-tomatoes",
+    "data": {"source": "embedded", "max_train_examples": 240, "max_eval_examples": 80},
+    "max_length": 32,
+    "max_score_drop": 100.0,  # every student qualifies: the search must find the largest K it may try
+    "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-4},
+    "search": {"strategies": ["top", "bottom"], "k": [2, 4], "training": ["finetune"], "precisions": ["torch-fp32", "onnx-int8-dynamic"]},
+    "objective": {"threads": 1},
+}
+"""A goal for `compress optimize` at tiny size: real trainings of the embedded MiniLM in seconds."""
+
+
+def write_goal(folder: Path, **changes) -> Path:
+    file = folder / "goal.yaml"
+    file.write_text(yaml.safe_dump({**GOAL, **changes}, sort_keys=False))
+    return file

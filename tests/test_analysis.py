@@ -212,12 +212,12 @@ def test_drop_contribution_by_angular_distance_drops_the_closest_contiguous_bloc
         *REVIEWS, "--examples", "16", "-o", out,
     )
     assert result.exit_code == 0, (result.output, result.exception)
-    scores = json.loads((out / "contribution_scores.json").read_text())
+    scores = json.loads((out / "final" / "contribution_scores.json").read_text())
     assert scores["metric"] == "angular" and scores["block"] == 2
     distances = [row["score"] for row in scores["layers"]]
     assert distances[-1] is None and all(0 < d < 1 for d in distances[:-1])
     start = min(range(5), key=lambda i: distances[i])
-    config = json.loads((out / "config.json").read_text())
+    config = json.loads((out / "final" / "config.json").read_text())
     assert config["compress_layer_drop"]["drops"][0]["dropped_layers"] == [start, start + 1]
 
 
@@ -245,7 +245,7 @@ def dropped_minilm(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "minilm-odd"
     result = invoke("drop", "minilm-l6", "--strategy", "alternate-odd", "-k", "2", "-o", out)
     assert result.exit_code == 0, result.output
-    card = (out / "README.md").read_text()
+    card = (out / "final" / "README.md").read_text()
     assert card.startswith("# minilm-l6, 4 of 6 layers\n") and "not fine-tuned" in card and "kept [0, 1, 3, 5]" in card
     return out
 

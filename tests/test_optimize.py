@@ -19,25 +19,7 @@ import compress
 from compress.benchmarking.records import read_records
 from compress.data.loading import HOLDOUT, DataSettings, load_task_data
 from compress.search.optimize import largest_within
-from tests.helpers import assert_one_line_error, invoke
-
-GOAL = {
-    "model": "minilm-l6",
-    "task": "rotten-tomatoes",
-    "data": {"source": "embedded", "max_train_examples": 240, "max_eval_examples": 80},
-    "max_length": 32,
-    "max_score_drop": 100.0,  # every student qualifies: the search must find the largest K it may try
-    "training": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-4},
-    "search": {"strategies": ["top", "bottom"], "k": [2, 4], "training": ["finetune"], "precisions": ["torch-fp32", "onnx-int8-dynamic"]},
-    "objective": {"threads": 1},
-}
-
-
-def write_goal(folder: Path, **changes) -> Path:
-    file = folder / "goal.yaml"
-    file.write_text(yaml.safe_dump({**GOAL, **changes}, sort_keys=False))
-    return file
-
+from tests.helpers import GOAL, assert_one_line_error, invoke, write_goal
 
 @pytest.mark.parametrize("smallest_first", [False, True])
 @pytest.mark.parametrize("holds", [[], [True], [False], *[[True] * n + [False] * (7 - n) for n in range(8)]])

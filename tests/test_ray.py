@@ -4,6 +4,7 @@ a driver killed mid-sweep and run again, and a failing task recorded as a failed
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from rich.console import Console
 from compress.benchmarking.records import read_records
 from compress.benchmarking.sweep import Sweep, sweep_rows
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
-from tests.helpers import QUICK_TIMING, bench
+from tests.helpers import GOAL, QUICK_TIMING, bench, invoke, write_goal
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -143,6 +144,25 @@ def test_a_task_that_raises_is_a_failed_row_and_the_rest_finish(tmp_path, local_
     failed = {r.recipe: r.error for r in records if r.status != "ok"}
     assert len(records) == 3, "the two baseline rows (the rest, which finish) and the recipe"
     assert list(failed) == ["never-parity"] and "ONNX logits differ" in failed["never-parity"]
+
+
+def test_the_goal_search_on_ray_asks_the_trials_the_local_executor_asks(tmp_path, local_ray):
+    """A round's trials run in parallel on two workers; the answers decide the next round, so the same trials are asked."""
+    goal = write_goal(tmp_path, max_score_drop=1.0, search={**GOAL["search"], "k": [1, 2, 3, 4, 5]})
+    runs = {}
+    for executor in ("local", "ray"):
+        result = invoke("optimize", goal, "--out", tmp_path / executor, "--executor", executor)
+        assert result.exit_code == 0, result.output
+        runs[executor] = {r.key: r for r in read_records(tmp_path / executor)}
+    assert runs["local"].keys() == runs["ray"].keys()
+    for key, record in runs["ray"].items():
+        assert record.status == "ok", key
+        # Seeded: the same models, up to float noise between processes (which int8 of a near-chance model can turn into a flipped label).
+        if record.precision == "torch-fp32":
+            assert record.score == runs["local"][key].score, key
+    chosen = [json.loads((tmp_path / executor / "summary.json").read_text()) for executor in ("local", "ray")]
+    assert chosen[0]["trainings"] == chosen[1]["trainings"] >= 3
+    assert {c["reference_points"] for c in chosen} == {chosen[0]["reference_points"]}
 
 
 def test_an_address_without_ray_is_refused_with_one_line(tmp_path):

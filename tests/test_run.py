@@ -16,6 +16,7 @@ import yaml
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 import compress.stages
+from compress.models.loading import resolve_model
 from tests.helpers import assert_scored_on, invoke, write_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,29 +238,84 @@ def test_interrupted_run_keeps_completed_stages(tmp_path, monkeypatch):
 # --- `compress drop` -----------------------------------------------------------------------------
 
 
-def test_drop_top_saves_a_clean_smaller_model(tmp_path):
+def test_drop_top_saves_a_clean_smaller_model_through_the_executor(tmp_path):
     out = tmp_path / "top"
     result = invoke("drop", "minilm-l6", "--strategy", "top", "-k", "2", "-o", out)
     assert_ok(result)
     assert "[0, 1, 2, 3]" in result.stdout
-    model = load_cleanly(out, AutoModel)
+    model = load_cleanly(out / "final", AutoModel)
     assert model.config.num_hidden_layers == 4 and len(model.encoder.layer) == 4
     assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 2, 3]
     assert model.config.compress_layer_drop["drops"] == [{"strategy": "top", "dropped_layers": [4, 5]}]
-    assert (out / "tokenizer_config.json").is_file()
-    assert not out.with_name("top.partial").exists()
+    assert (out / "final" / "tokenizer_config.json").is_file()
+    # A run folder like any other: the recipe it ran, the stage's record, results.json; no task, no scores.
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["stages"] == [{"stage": "drop", "name": "drop", "strategy": "top", "k": 2}] and "task" not in recipe
+    record = json.loads((out / "drop" / "stage.json").read_text())
+    assert record["kept_layers"] == [0, 1, 2, 3] and record["metrics"] == {}
+    assert json.loads((out / "results.json").read_text())["task"] is None
+    # The run folder stands for its final model wherever a model is expected.
+    assert AutoConfig.from_pretrained(resolve_model(out)).num_hidden_layers == 4
 
-    again = invoke("drop", "minilm-l6", "--strategy", "bottom", "-k", "1", "-o", out)
-    assert again.exit_code == 2, again.output
-    assert "Traceback" not in again.output
-    assert len(again.stderr.splitlines()) == 1 and "--overwrite" in again.stderr
-    assert AutoConfig.from_pretrained(out).compress_layer_drop["kept_layers"] == [0, 1, 2, 3]  # untouched
+    again = invoke("drop", "minilm-l6", "--strategy", "top", "-k", "2", "-o", out)
+    assert_ok(again)
+    assert "reused" in again.stdout  # the same drop is found, not made again
+
+    other = invoke("drop", "minilm-l6", "--strategy", "bottom", "-k", "1", "-o", out)
+    assert_ok(other)  # as an edited recipe: the stage is made again with its new settings
+    assert AutoConfig.from_pretrained(out / "final").compress_layer_drop["kept_layers"] == [1, 2, 3, 4, 5]
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["stages"][0]["strategy"] == "bottom"
+
+
+def test_drop_refuses_bad_options_in_one_line_naming_the_option(tmp_path):
+    for options, named in [
+        (["--strategy", "top"], "--k"),
+        (["--strategy", "sideways", "-k", "1"], "--strategy"),
+        (["--strategy", "top", "-k", "9"], "k"),
+        (["--strategy", "contribution", "-k", "1"], "task"),
+    ]:
+        result = invoke("drop", "minilm-l6", *options, "-o", tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.splitlines()) == 1 and named in result.stderr, result.stderr
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stages, problem", [
+    ([{"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", "epochs": 1}], "stages[1]: finetune trains on the task's examples"),
+    ([{"stage": "drop", "strategy": "contribution", "k": 1}], "stages[0]: drop strategy 'contribution' scores layers"),
+    ([{"stage": "export"}], "stages[0]: export checks the graph"),
+])
+def test_a_recipe_without_a_task_refuses_stages_that_read_task_data(tmp_path, stages, problem):
+    file = write_recipe(tmp_path, "no-task", {"model": "minilm-l6", "stages": stages})
+    result = invoke("run", file, "-o", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and problem in result.stderr and "name a task" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_without_a_task_refuses_data_settings(tmp_path):
+    file = write_recipe(tmp_path, "no-task", {"model": "minilm-l6", "data": {"source": "embedded"},
+                                              "stages": [{"stage": "drop", "strategy": "top", "k": 1}]})
+    result = invoke("check", file)
+    assert result.exit_code == 2 and "data: given without a task" in result.stderr, result.output
+
+
+def test_a_dropped_run_folder_is_a_model_a_recipe_can_start_from(tmp_path):
+    dropped = tmp_path / "dropped"
+    assert_ok(invoke("drop", "minilm-l6", "--strategy", "top", "-k", "4", "-o", dropped))
+    recipe = tiny(RECIPES / "quickstart.yaml")
+    recipe |= {"model": str(dropped), "stages": [{"stage": "finetune", "epochs": 1}]}
+    run = tmp_path / "run"
+    assert_ok(invoke("run", write_recipe(tmp_path, "from-dropped", recipe), "-o", run))
+    final = load_cleanly(run / "final")
+    assert final.config.num_hidden_layers == 2
+    assert final.config.compress_layer_drop["kept_layers"] == [0, 1]
 
 
 def test_drop_alternate_odd(tmp_path):
     out = tmp_path / "odd"
     assert_ok(invoke("drop", "minilm-l6", "--strategy", "alternate-odd", "-k", "2", "-o", out))
-    model = load_cleanly(out, AutoModel)
+    model = load_cleanly(out / "final", AutoModel)
     assert model.config.compress_layer_drop["kept_layers"] == [0, 1, 3, 5]
     assert len(model.encoder.layer) == 4
 
@@ -273,7 +329,7 @@ def test_drop_contribution_scores_and_drops_the_highest(tmp_path):
     assert_ok(result)
     assert "score" in result.stdout and "Contribution" in result.stdout  # the printed table
 
-    scores = json.loads((out / "contribution_scores.json").read_text())
+    scores = json.loads((out / "final" / "contribution_scores.json").read_text())
     assert scores["task"] == "rotten-tomatoes" and scores["examples"] == 16
     rows = scores["layers"]
     assert [row["layer"] for row in rows] == list(range(6))
@@ -281,10 +337,14 @@ def test_drop_contribution_scores_and_drops_the_highest(tmp_path):
     assert len({row["score"] for row in rows}) == 6  # real, distinct measurements
 
     highest = sorted(sorted(range(6), key=lambda i: rows[i]["score"], reverse=True)[:2])
-    config = AutoConfig.from_pretrained(out)
+    config = AutoConfig.from_pretrained(out / "final")
     assert config.compress_layer_drop["drops"][0]["dropped_layers"] == highest
     assert config.compress_layer_drop["kept_layers"] == [i for i in range(6) if i not in highest]
-    assert load_cleanly(out, AutoModel).config.num_hidden_layers == 4
+    # With a task, the model gets the task's head (seeded, untrained), ready to fine-tune; nothing may run it as trained.
+    assert load_cleanly(out / "final").config.num_hidden_layers == 4
+    (texts := out.parent / "texts.txt").write_text("a fine film\n")
+    refused = invoke("predict", out, texts)
+    assert refused.exit_code == 2 and "never trained" in refused.stderr, refused.output
 
 
 # --- a real GLUE folder --------------------------------------------------------------------------

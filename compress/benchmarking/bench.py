@@ -14,6 +14,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,6 +209,10 @@ class Benchmark:
                         record.peak_memory_mb = memory_before.get(record.key)
                     append_record(results_path, record)
                 progress.advance(bar)
+
+    def session(self) -> AbstractContextManager:
+        """Held around work this executor runs outside `run` (the goal search's rounds): here, nothing."""
+        return nullcontext()
 
     def records(self, todo: list[BenchRow], announce: Callable[[str], None]) -> Iterator[BenchRecord | None]:
         """Each row's record as it finishes (None: measuring again found its trained model missing).

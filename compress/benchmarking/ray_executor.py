@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -118,9 +119,15 @@ class RayBenchmark(Benchmark):
 
     def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[ReportRow]:
         # Ray's processes start before the results folder is held: they keep the machine's own temporary folder.
+        with self.session():
+            return super().run(rows, retry_failed, retime, command)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Connected to the cluster (or a local Ray instance started, and shut down after)."""
         started_here = connect(self.address)
         try:
-            return super().run(rows, retry_failed, retime, command)
+            yield
         finally:
             if started_here:
                 _import_ray().shutdown()

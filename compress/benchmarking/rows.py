@@ -140,6 +140,9 @@ def load_recipes(files: list[Path]) -> dict[str, tuple[Recipe, str]]:
         except CompressError as error:
             problems.append(str(error))
             continue
+        if recipe.task is None:
+            problems.append(f"{file}: task: a benchmark scores each model on a task; name one")
+            continue
         if recipe.name in recipes:
             problems.append(f"{file}: name '{recipe.name}' is also the name of {recipes[recipe.name][1]}; "
                             "recipes in one benchmark need different names")

@@ -24,6 +24,7 @@ from transformers import (
 
 from compress.data.tasks import TaskSpec
 from compress.errors import CompressError, first_line
+from compress.folders import model_folder
 from compress.exporters import onnx_file
 
 
@@ -110,7 +111,7 @@ def resolve_model(ref: str | Path) -> str:
     ref = str(ref)
     if ref in MODEL_ALIASES:
         return str(MODEL_ALIASES[ref].folder())
-    path = Path(ref).expanduser()
+    path = model_folder(Path(ref).expanduser())
     if path.exists():
         if not (path / "config.json").is_file():
             raise CompressError(f"model: folder '{ref}' has no config.json")

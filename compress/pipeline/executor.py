@@ -29,7 +29,7 @@ from compress.models.artifacts import (
     predictor_for,
     size_on_disk,
 )
-from compress.models.loading import load_for_task, load_tokenizer, resolve_model
+from compress.models.loading import load_for_task, load_saved, load_tokenizer, resolve_model
 from compress.pipeline.cache import StageCache, StageRecord, file_facts
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE, render_model_card
@@ -37,7 +37,7 @@ from compress.pipeline.recipe import Recipe
 from compress.stages import StageContext, run_stage
 from compress.stages.base import TrainingCheckpoints
 from compress.surgery.architectures import num_layers
-from compress.surgery.layer_drop import kept_original_layers
+from compress.surgery.layer_drop import kept_original_layers, original_num_layers
 from compress.timing.load import LoadElsewhere
 
 CHECKPOINT_MINUTES = "COMPRESS_CHECKPOINT_MINUTES"
@@ -74,8 +74,11 @@ class Executor:
         self._tokenizers: dict = {}
         self.checkpoint_seconds = checkpoint_seconds()  # read now: a bad value stops the command before any work
 
-    def data(self, recipe: Recipe, loaded: TaskData | None = None) -> TaskData:
-        """The recipe's task data, loaded once (`loaded`: where validating the recipe loaded them already)."""
+    def data(self, recipe: Recipe, loaded: TaskData | None = None) -> TaskData | None:
+        """The recipe's task data, loaded once (`loaded`: where validating the recipe loaded them already);
+        None for a recipe without a task."""
+        if recipe.task is None:
+            return None
         key = recipe.task + recipe.data.model_dump_json()
         if key not in self._data:
             self._data[key] = loaded or load_task_data(recipe.task, recipe.data)
@@ -111,7 +114,9 @@ class Executor:
         if base_kind(recipe.model) == "onnx":
             model = load_artifact(Path(resolve_model(recipe.model)))
             return model, onnx_parameter_count(model)
-        model = load_for_task(recipe.model, self.data(recipe).task, self.tokenizer(recipe.model), recipe.seed)
+        data = self.data(recipe)
+        # Without a task the model keeps the head it has (none for a pre-trained encoder).
+        model = load_saved(recipe.model) if data is None else load_for_task(recipe.model, data.task, self.tokenizer(recipe.model), recipe.seed)
         return model, parameter_count(model)
 
     def _build(self, node: StageNode, source: tuple[Path, StageRecord] | None, reads: dict[str, Path]) -> tuple[Path, StageRecord]:
@@ -131,7 +136,8 @@ class Executor:
             with LoadElsewhere() as elsewhere:
                 output = run_stage(node.settings, model, context)
             model = output.model
-            metrics = evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size) if node.trained else {}
+            scored = node.trained and data is not None
+            metrics = evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size) if scored else {}
             record = StageRecord(
                 identity=node.identity,
                 name=node.name,
@@ -153,10 +159,12 @@ class Executor:
                 max_length=recipe.max_length,
             )
             record.write(partial)
-            card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)
+            card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, None if data is None else data.source, metrics,
+                                      node.recipe_text)
             (partial / CARD_FILE).write_text(card)
         self.cache.add(folder, record)
         self.built.append(record)
         scores = ", ".join(f"{name} {text}" for name, text in metric_texts(metrics).items())
-        self.console.print(f"{node.name}: {record.layers} layers, {record.parameters:,} parameters" + (f", {scores}" if scores else ""))
+        kept = f" (original layers {record.kept_layers})" if record.layers < original_num_layers(model.config) else ""
+        self.console.print(f"{node.name}: {record.layers} layers{kept}, {record.parameters:,} parameters" + (f", {scores}" if scores else ""))
         return folder, record

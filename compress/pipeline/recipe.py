@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
-from compress.folders import check_folder_name
+from compress.folders import FINAL, RECIPE_FILE, RUN_SUMMARY_FILE, check_folder_name
 from compress.models.artifacts import base_kind
 from compress.models.loading import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
@@ -27,7 +27,7 @@ from compress.surgery.architectures import check_max_length, layout_for, num_lay
 
 BASE = "base"
 """The name a stage's `from` uses for the pre-trained model itself."""
-RESERVED_NAMES = (BASE, "final", "recipe.yaml", "results.json")
+RESERVED_NAMES = (BASE, FINAL, RECIPE_FILE, RUN_SUMMARY_FILE)
 """Names a stage cannot take: 'base', and what a run folder holds beside the stage folders."""
 MAX_YAML_VALUES = 100_000
 """Values (scalars and items) a recipe or sweep file may expand to: far above any real one, far below
@@ -44,8 +44,9 @@ class Recipe(BaseModel):
     name: str | None = Field(None, description="Run name; default: the recipe file's name.")
     description: str | None = None
     model: str = Field(description="Alias (minilm-l6, mpnet-12), local folder or Hugging Face hub id.")
-    task: str = Field(description="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
-                      "rotten-tomatoes (embedded), or your own name with data.source: files.")
+    task: str | None = Field(None, description="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "
+                             "rotten-tomatoes (embedded), or your own name with data.source: files. Left out, the "
+                             "stages may only drop layers by a fixed strategy, and the model keeps the head it has.")
     data: DataSettings = Field(default_factory=DataSettings)
     max_length: int = Field(128, ge=8, description="Tokens per example, for training and evaluation.")
     eval_batch_size: int = Field(64, ge=1)
@@ -56,6 +57,12 @@ class Recipe(BaseModel):
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
         return None if name is None else check_folder_name(name, "name")
+
+    @model_validator(mode="after")
+    def _data_needs_a_task(self):
+        if self.task is None and "data" in self.model_fields_set:
+            raise ValueError("data: given without a task; name the task (task:) these data are for")
+        return self
 
     @model_validator(mode="after")
     def _stage_names_and_sources(self):
@@ -255,8 +262,9 @@ def recipe_from_mapping(content: dict, where: str) -> Recipe:
         raise CompressError(format_validation_error(where, error)) from None
 
 
-def check_recipe(recipe: Recipe, file: Path | str) -> TaskData:
-    """The checks that need the model's config and the data: all before any work starts. Returns the data."""
+def check_recipe(recipe: Recipe, file: Path | str) -> TaskData | None:
+    """The checks that need the model's config and the data: all before any work starts. Returns the data
+    (None for a recipe without a task)."""
     try:
         config = load_config(recipe.model)
         layout_for(config)
@@ -264,7 +272,7 @@ def check_recipe(recipe: Recipe, file: Path | str) -> TaskData:
         check_weights(recipe.model)
         if base_kind(recipe.model) == "torch":
             load_tokenizer(recipe.model)
-        data = load_task_data(recipe.task, recipe.data)
+        data = None if recipe.task is None else load_task_data(recipe.task, recipe.data)
     except CompressError as error:
         raise CompressError(f"{file}: {error}") from None
 
@@ -279,8 +287,10 @@ def check_recipe(recipe: Recipe, file: Path | str) -> TaskData:
                 f"{where}: {stage.stage} needs a model of kind '{stage.input_kind()}', "
                 f"but '{source}' is of kind '{kinds[source]}'{hint}"
             )
+        if data is None and (use := stage.task_data_use()):
+            raise CompressError(f"{where}: {stage.stage} {use}; name a task (task:, or --task) or leave the stage out")
         try:
-            stage.check_chain(config, layers_after[source], len(data.train))
+            stage.check_chain(config, layers_after[source], len(data.train) if data else 0)
         except CompressError as error:
             raise CompressError(f"{where}.{error}") from None
         for field, ref in stage.model_references().items():

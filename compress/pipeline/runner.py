@@ -16,19 +16,27 @@ from rich.table import Table
 from compress.data.loading import TaskData
 from compress.errors import CompressError
 from compress.evaluation.metrics import metric_texts
-from compress.folders import check_replaceable, check_writable, claimed, copy_folder, refuse_link, write_text, writing
+from compress.folders import (
+    FINAL,
+    RECIPE_FILE,
+    RUN_SUMMARY_FILE,
+    check_replaceable,
+    check_writable,
+    claimed,
+    copy_folder,
+    refuse_link,
+    write_text,
+    writing,
+)
 from compress.pipeline.cache import StageCache, StageRecord
 from compress.pipeline.executor import Executor
 from compress.pipeline.graph import recipe_graph
 from compress.pipeline.recipe import Recipe
 
-FINAL = "final"
-RUN_SUMMARY_FILE = "results.json"
-RECIPE_FILE = "recipe.yaml"
 
 
 def summary_table(recipe: Recipe, records: list[StageRecord]) -> Table:
-    table = Table(title=f"{recipe.name}: {recipe.model} on {recipe.task}")
+    table = Table(title=f"{recipe.name}: {recipe.model}" + (f" on {recipe.task}" if recipe.task else ""))
     texts = [metric_texts(r.metrics) for r in records]
     metric_names = list(dict.fromkeys(name for t in texts for name in t))
     for column in ("stage", "from", "kind", "layers", "parameters", "size", *metric_names, "time"):
@@ -64,11 +72,12 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
         raise CompressError(f"{recipe_file}: {error}") from None
     with claimed(run_folder, "run folder", overwrite):
         write_text(run_folder / RECIPE_FILE, recipe_text)
-        console.print(
-            f"[bold]{recipe.task}[/]: {len(data.train):,} training examples, "
-            + ", ".join(f"{len(d):,} {split}" for split, d in data.dev.items())
-            + f" ({data.source})"
-        )
+        if data is not None:
+            console.print(
+                f"[bold]{recipe.task}[/]: {len(data.train):,} training examples, "
+                + ", ".join(f"{len(d):,} {split}" for split, d in data.dev.items())
+                + f" ({data.source})"
+            )
         nodes = recipe_graph(recipe, recipe_text)
         done = [name for name, node in nodes.items() if executor.cache.find(node)]
         if done:
@@ -87,7 +96,7 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
             "recipe": recipe.name,
             "model": recipe.model,
             "task": recipe.task,
-            "data": data.source,
+            "data": None if data is None else data.source,
             "final": {**records[-1].model_dump(), "folder": FINAL},
             "stages": [r.model_dump() for r in records],
         }

@@ -18,6 +18,7 @@ import torch
 from transformers import DataCollatorWithPadding
 
 from compress.errors import CompressError, excerpt
+from compress.folders import model_folder
 from compress.models.artifacts import kind_of, load_artifact, predictor_for
 from compress.models.loading import load_tokenizer
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
@@ -46,9 +47,10 @@ class CompressedModel:
     labels with scores (classification) or values (regression); `logits` gives the head's raw output."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, batch_size: int = 32, max_length: int | None = None):
-        self.folder = Path(folder)
+        self.folder = model_folder(Path(folder))
         if not (self.folder / "config.json").is_file():
-            raise CompressError(f"{self.folder}: no config.json; expected a model folder compress wrote (a stage's folder or final/)")
+            raise CompressError(f"{self.folder}: no config.json; expected a model folder compress wrote (a run folder, "
+                                "its final/ or a stage's folder)")
         if batch_size < 1:
             raise CompressError(f"batch_size: expected at least 1 (got {batch_size})")
         self.model = load_artifact(self.folder)
@@ -56,7 +58,11 @@ class CompressedModel:
         self.config = self.model.config
         if not any(name.endswith(HEAD_SUFFIX) for name in self.config.architectures or ()):
             raise CompressError(f"{self.folder}: a bare encoder with no task head ({', '.join(self.config.architectures or ['none named'])}), "
-                                "as compress drop leaves it; fine-tune or distil it on a task first (a recipe), then load that folder")
+                                "as compress drop leaves a pre-trained encoder; fine-tune or distil it on a task first (a recipe), then load that folder")
+        self.record = read_stage_record(self.folder) if (self.folder / STAGE_FILE).is_file() else None
+        if self.record is not None and not self.record.metrics:
+            raise CompressError(f"{self.folder}: its task head was never trained (its {STAGE_FILE} holds no dev scores: layers dropped "
+                                "from a model not fine-tuned); fine-tune or distil it on the task first (a recipe), then load that folder")
         self.tokenizer = load_tokenizer(self.folder)
         self.batch_size = batch_size
         self.max_length = max_length or self._trained_length()
@@ -65,9 +71,8 @@ class CompressedModel:
 
     def _trained_length(self) -> int:
         """The length the recipe trained and timed with (its stage record), else what the model's positions serve."""
-        record = read_stage_record(self.folder) if (self.folder / STAGE_FILE).is_file() else None
-        if record is not None and record.max_length:
-            return record.max_length
+        if self.record is not None and self.record.max_length:
+            return self.record.max_length
         return max_sequence_length(self.config) or DEFAULT_MAX_LENGTH
 
     @property
@@ -129,7 +134,7 @@ def _checked(text: Text, index: int) -> Text:
 
 
 def load(folder: str | Path, threads: int | None = None, batch_size: int = 32, max_length: int | None = None) -> CompressedModel:
-    """A folder compress wrote (any stage's, `final/`), ready to run: `compress.load("runs/x/final")(["a text"])`.
+    """A folder compress wrote (a run folder, its `final/`, any stage's), ready to run: `compress.load("runs/x")(["a text"])`.
 
     `threads`: compute threads (default: as many as PyTorch uses); `batch_size`: inputs run together;
     `max_length`: tokens kept of each input (default: what the recipe trained with)."""

@@ -4,11 +4,16 @@ the problem's structure instead of training every combination.
 - The reference is the full model fine-tuned the same way; the budget is `max_score_drop` points below it.
 - For one strategy and training, the score falls as more layers are dropped, so the largest K within budget
   is found by bisection (about log2(L) trainings).
-- Strategies are tried in the paper's prior order (top first, distilled before fine-tuned); a later one
-  only matters if it can drop more layers than the best so far, so its first training is at that K + 1 and
-  one that fails there is stopped after that one training.
-- The full model and the students near the budget are then tried in every precision and engine of the
-  search space (nothing trains).
+- The strategy the paper ranks first (top, distilled before fine-tuned where both are searched) is bisected
+  first; every other one only matters if it can drop more layers than that, so its first training is at
+  that K + 1 and one that fails there is stopped after that one training.
+- The full model and the students near the budget are tried in every precision and engine of the search
+  space (nothing trains).
+
+The search runs in rounds: a round asks every question that does not wait on another's answer (the next
+K of each strategy still open, the conversions of students measured already), and the next round is
+decided by the answers alone. So `--executor ray` runs a round's trials in parallel and asks exactly
+the trials the local executor asks one after another.
 
 Every trial is a row of the goal's sweep (compress/search/goal.py), built by the one executor into the run
 folder's cache (work/) and measured as a benchmark row (results.jsonl), so a killed search resumes without
@@ -29,7 +34,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from compress.benchmarking.bench import Benchmark, guard_settings
+from compress.benchmarking.bench import guard_settings
+from compress.benchmarking.executors import EXECUTORS
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
@@ -38,13 +44,12 @@ from compress.benchmarking.sweep import combination_recipe
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
-from compress.folders import claimed, copy_folder, replace_file, write_text, writing
+from compress.folders import FINAL, claimed, copy_folder, replace_file, write_text, writing
 from compress.models.loading import load_config
 from compress.pipeline.recipe import recipe_yaml
 from compress.search.goal import Goal, goal_sweep
 from compress.surgery.architectures import num_layers
 
-FINAL = "final"
 CHOSEN_RECIPE = "chosen.yaml"
 REPORT = "report.md"
 PLOT = "search.png"
@@ -67,14 +72,64 @@ class Trial:
         return 100 * self.record.score
 
 
+class Bisection:
+    """The largest of the ascending `candidates` for which a question holds, asked as a bisection, given that it
+    holds for every candidate below one it holds for (fewer layers dropped lose less): one question at a time
+    (`question`, `answer`), so that the questions of several run together. With `smallest_first` the smallest
+    is asked first: where it fails, nothing larger can hold, and one question settles it (the way to rule out
+    a strategy that must beat a K found already). Without, the bisection starts in the middle, which a small
+    student that failed to learn at all (it happens, at small budgets) cannot mislead as easily."""
+
+    def __init__(self, candidates: list[int], smallest_first: bool = False):
+        self.candidates = candidates
+        # the question holds for candidates[low] (-1: none known to); candidates[high:] fail or are past the end
+        self.low, self.high = -1, len(candidates)
+        self.smallest_first = smallest_first
+
+    def question(self) -> int | None:
+        """The next candidate to ask about; None once settled."""
+        if self.high - self.low <= 1:
+            return None
+        return self.candidates[self.low + 1 if self.smallest_first else (self.low + self.high) // 2]
+
+    def answer(self, k: int, holds: bool) -> None:
+        index = self.candidates.index(k)
+        if holds:
+            self.low = max(self.low, index)
+        else:
+            self.high = min(self.high, index)
+        self.smallest_first = False
+
+    def only_above(self, k: int) -> None:
+        """Only candidates above `k` matter now (a K found elsewhere): those at or below it are not asked."""
+        self.low = max(self.low, sum(c <= k for c in self.candidates) - 1)
+
+    def found(self) -> int | None:
+        return self.candidates[self.low] if self.low >= 0 else None
+
+
+@dataclass
+class Arm:
+    """One strategy and training of the search space, and its bisection over K."""
+
+    strategy: str
+    training: str
+    bisection: Bisection
+
+
 class Search:
-    def __init__(self, goal: Goal, out: Path, console: Console):
+    def __init__(self, goal: Goal, out: Path, console: Console, executor: str = "local", address: str | None = None):
         self.goal, self.out, self.console = goal, out, console
         self.sweep = goal_sweep(goal)
-        self.benchmark = Benchmark(out, self.sweep.latency, console, self.sweep, peak_memory=False)
+        where = {"address": address} if address else {}
+        self.benchmark = EXECUTORS[executor](out, self.sweep.latency, console, self.sweep, peak_memory=False, **where)
         self.trials: dict[str, Trial] = {}
+        self.failed: set[str] = set()
+        """Keys of the combinations that failed in this run (not asked again)."""
         self.trainings = 0
         """Models this search has trained, in this and earlier runs (the records' distinct trained folders)."""
+        self.training: set[str] = set()
+        """Identities of the trained models this run has asked for (each counted once)."""
         self.started = time.monotonic()
         self.spent_before = 0.0
 
@@ -85,24 +140,45 @@ class Search:
         text = yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
         return BenchRow(c, recipe, text, f"goal {self.sweep.name}", recipe.stages[-1].name)
 
+    def combination(self, strategy: str, k: int, training: str, precision: str = REFERENCE_PRECISION) -> Combination:
+        return Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)
+
     def trial(self, strategy: str, k: int, training: str, precision: str = REFERENCE_PRECISION) -> Trial | None:
-        """The measured row of one combination: found in results.jsonl, or built and measured now (None: it failed)."""
-        c = Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)
-        if c.key not in self.trials:
+        """The measured trial of one combination: asked in a round before (None: it failed, or was never asked)."""
+        return self.trials.get(self.combination(strategy, k, training, precision).key)
+
+    def ask(self, combinations: list[Combination]) -> None:
+        """Measure, as one round, every combination not measured yet (in parallel, on Ray); each that succeeds
+        becomes a trial. Trainings past the training budget are not started: those before them still run,
+        then BudgetSpent is raised."""
+        rows, spent = [], None
+        for c in dict.fromkeys(c for c in combinations if c.key not in self.trials and c.key not in self.failed):
             row = self._row(c)
             trained = trained_node(row.node)
-            if trained is not None and self.benchmark.executor.cache.find(trained) is None:
-                self._check_budget()
+            if trained is not None and self.benchmark.executor.cache.find(trained) is None and trained.identity not in self.training:
+                try:
+                    self._check_budget()
+                except BudgetSpent as error:
+                    spent = error
+                    continue
+                self.training.add(trained.identity)
                 self.trainings += 1
-            self.console.print(f"[bold]trial[/] {c.label}")
-            record = self.benchmark.measured_row(row)
+            rows.append(row)
+        if rows:
+            self.console.print("[bold]trials[/] " + "; ".join(row.combination.label for row in rows))
+        for record in self.benchmark.records(rows, lambda text: None):
+            if record is None:
+                continue
             append_record(self.out / RESULTS_FILE, record)
+            c = next(row.combination for row in rows if row.combination.key == record.key)
             if record.status != "ok":
                 self.console.print(f"[yellow]trial failed[/] {c.label}: {record.error}")
-                return None
+                self.failed.add(c.key)
+                continue
             self.trials[c.key] = Trial(c, record)
             self._keep_in_optuna(self.trials[c.key])
-        return self.trials[c.key]
+        if spent is not None:
+            raise spent
 
     def _keep_in_optuna(self, trial: Trial) -> None:
         """The trial in Optuna's storage (trials.db), for optuna-dashboard and Optuna's analyses."""
@@ -156,7 +232,8 @@ class Search:
                             f"length {length}")
 
     def within_budget(self, trial: Trial | None) -> bool:
-        return trial is not None and trial.points >= self.reference.points - self.goal.max_score_drop
+        reference = self.reference
+        return trial is not None and reference is not None and trial.points >= reference.points - self.goal.max_score_drop
 
     # --- the search ---------------------------------------------------------------------------------
 
@@ -171,40 +248,74 @@ class Search:
     def run(self) -> Trial:
         """Search, and return the chosen trial (`stopped`: why the search ended early, if it did)."""
         self.stopped = None
-        self.reference = self.trial(FULL, 0, "finetune")
-        if self.reference is None:
-            raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
-        best: Trial | None = None
+        arms = [Arm(strategy, training, Bisection(self.arm_ks(strategy, training)))
+                for training in self.goal.search.training for strategy in self.goal.search.strategies]
+        reference = self.combination(FULL, 0, "finetune")
         try:
-            arms = [(strategy, training) for training in self.goal.search.training for strategy in self.goal.search.strategies]
-            for number, (strategy, training) in enumerate(arms):
-                best = self._bisect(strategy, training, best, prior_best=number == 0)
+            first, later = arms[:1], arms[1:]
+            self.rounds(first, with_first_round=[reference])
+            best = self.best(first)
+            for arm in later:
+                arm.bisection = Bisection([k for k in arm.bisection.candidates if best is None or k > best.combination.k], smallest_first=True)
+            self.rounds(later)
         except BudgetSpent as spent:
             self.stopped = str(spent)
             self.console.print(f"[yellow]budget spent[/]: {spent}; the models trained so far are still tried in every precision")
-        for model in self.worth_converting():  # converting trains nothing: the training budget does not stop it
-            for precision in self.goal.search.precisions:
-                c = model.combination
-                self.trial(c.strategy, c.k, c.training, precision)
+        self.ask(self.conversions())  # converting trains nothing: the training budget does not stop it
+        if self.reference is None:
+            raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
         return self.choose()
+
+    @property
+    def reference(self) -> Trial | None:
+        return self.trial(FULL, 0, "finetune")
+
+    def rounds(self, arms: list[Arm], with_first_round: list[Combination] = ()) -> None:
+        """Bisect `arms` together, a round at a time: each round asks each open arm's next K and converts the
+        students the last round found near the budget; an arm that can no longer beat the best K found is closed."""
+        extra = list(with_first_round)
+        while True:
+            questions = [(arm, k) for arm in arms if (k := arm.bisection.question()) is not None]
+            asked = extra + [self.combination(arm.strategy, k, arm.training) for arm, k in questions] + self.conversions()
+            if not questions and not asked:
+                return
+            self.ask(asked)
+            if self.reference is None:
+                raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
+            extra = []
+            for arm, k in questions:
+                arm.bisection.answer(k, self.within_budget(self.trial(arm.strategy, k, arm.training)))
+            if (best := self.best(arms)) is not None:
+                for arm in arms:
+                    arm.bisection.only_above(best.combination.k)
+            if not questions:
+                return
+
+    def best(self, arms: list[Arm]) -> Trial | None:
+        """The student of `arms` within budget that drops the most layers (the first arm's, on a tie)."""
+        found = [self.trial(arm.strategy, k, arm.training) for arm in arms for k in arm.bisection.candidates]
+        within = [t for t in found if self.within_budget(t)]
+        return max(within, key=lambda t: t.combination.k, default=None)
+
+    def conversions(self) -> list[Combination]:
+        """Every precision of the models worth converting that is not measured yet."""
+        return [self.combination(t.combination.strategy, t.combination.k, t.combination.training, precision)
+                for t in self.worth_converting() for precision in self.goal.search.precisions
+                if self.trial(t.combination.strategy, t.combination.k, t.combination.training, precision) is None]
 
     def worth_converting(self) -> list[Trial]:
         """The trained models to try in every precision (which trains nothing): the full model and every student
         whose score is within the budget or short of it by less than twice its standard error, as a quantized
         model's score can differ from its own by that much either way; those that drop most layers first."""
+        reference = self.reference
+        if reference is None:
+            return []
+
         def near(t: Trial) -> bool:
-            return t.points + 2 * 100 * (t.record.score_stderr or 0.0) >= self.reference.points - self.goal.max_score_drop
+            return t.points + 2 * 100 * (t.record.score_stderr or 0.0) >= reference.points - self.goal.max_score_drop
 
         trained = [t for t in self.trials.values() if t.combination.precision == REFERENCE_PRECISION and near(t)]
         return sorted(trained, key=lambda t: (-t.combination.k, -t.points))
-
-    def _bisect(self, strategy: str, training: str, best: Trial | None, prior_best: bool) -> Trial | None:
-        """The largest K this strategy and training keep within budget, if larger than `best`'s; else `best`. The
-        arm the paper's prior ranks first is bisected from the middle; every later one must first show that it
-        keeps the smallest K it could win with, or it is stopped after that one training."""
-        candidates = [k for k in self.arm_ks(strategy, training) if best is None or k > best.combination.k]
-        k = largest_within(candidates, lambda k: self.within_budget(self.trial(strategy, k, training)), smallest_first=not prior_best)
-        return best if k is None else self.trial(strategy, k, training)
 
     def meets_target(self, trial: Trial) -> bool:
         return self.goal.objective.target is None or self.cost(trial) <= self.goal.objective.target
@@ -298,22 +409,11 @@ class Search:
 
 
 def largest_within(candidates: list[int], within: Callable[[int], bool], smallest_first: bool = False) -> int | None:
-    """The largest of the ascending `candidates` for which `within` holds, asking as few as a bisection needs, given
-    that it holds for every candidate below one it holds for (fewer layers dropped lose less). With `smallest_first`
-    the smallest is asked first: where it fails, nothing larger can hold, and one question settles it (the way to
-    rule out a strategy that must beat a K found already). Without, the bisection starts in the middle, which a
-    small student that failed to learn at all (it happens, at small budgets) cannot mislead as easily."""
-    if not candidates or (smallest_first and not within(candidates[0])):
-        return None
-    # within(candidates[low]) holds (-1: nothing known to); candidates[high:] fail or are past the end
-    low, high = (0 if smallest_first else -1), len(candidates)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if within(candidates[middle]):
-            low = middle
-        else:
-            high = middle
-    return candidates[low] if low >= 0 else None
+    """The largest of the ascending `candidates` for which `within` holds, asking one question at a time (Bisection)."""
+    bisection = Bisection(candidates, smallest_first)
+    while (k := bisection.question()) is not None:
+        bisection.answer(k, within(k))
+    return bisection.found()
 
 
 def render_report(summary: dict, goal: Goal) -> str:
@@ -347,13 +447,16 @@ def render_report(summary: dict, goal: Goal) -> str:
     return "\n".join(lines) + "\n"
 
 
-def optimize(goal: Goal, out: Path, console: Console, command: str | None = None) -> dict:
-    """Search for the goal's model in `out` (resuming what an earlier run of it left); returns the summary."""
-    with claimed(out, "optimize run"):
+def optimize(goal: Goal, out: Path, console: Console, command: str | None = None, executor: str = "local",
+             address: str | None = None) -> dict:
+    """Search for the goal's model in `out` (resuming what an earlier run of it left), its trials run by `executor`
+    ('local', or 'ray': on the cluster at `address`, else a local Ray instance); returns the summary."""
+    search = Search(goal, out, console, executor, address)
+    # Ray's processes start before the folder is held: they keep the machine's own temporary folder.
+    with search.benchmark.session(), claimed(out, "optimize run"):
         if drop_cut_record(out / RESULTS_FILE):
             console.print(f"[yellow]note[/]: {out / RESULTS_FILE} ended in a record cut short; that trial runs again")
         guard_settings(goal_sweep(goal), out, retime=True)
-        search = Search(goal, out, console)
         search.resume()
         summary = search.write(search.run())
         write_report(read_records(out), out, command)

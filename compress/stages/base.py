@@ -55,6 +55,11 @@ class StageSettings(BaseModel):
     def layers_after(self, layers_before: int) -> int:
         return layers_before
 
+    def task_data_use(self) -> str | None:
+        """What this stage reads the task's examples for; None where it reads none (a recipe without a task
+        may hold only such stages)."""
+        return "reads the task's examples"
+
     def wants_gpu(self) -> bool:
         """Whether the stage runs on a GPU where there is one (a cluster gives its task one)."""
         return False
@@ -104,7 +109,8 @@ class TrainingCheckpoints:
 class StageContext:
     """What a stage may read besides its input model; `output_dir` is where it may write extra files."""
 
-    data: TaskData
+    data: TaskData | None
+    """None in a recipe without a task (its stages' task_data_use() is None)."""
     tokenizer: PreTrainedTokenizerBase
     output_dir: Path
     max_length: int

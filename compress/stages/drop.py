@@ -40,10 +40,15 @@ class DropSettings(StageSettings):
 
     @model_validator(mode="after")
     def _k_or_layers(self):
-        if self.strategy == EXPLICIT and (self.layers is None or self.k is not None):
-            raise ValueError(f"strategy '{EXPLICIT}' takes the list 'layers' and no 'k'")
-        if self.strategy != EXPLICIT and (self.k is None or self.layers is not None):
-            raise ValueError(f"strategy '{self.strategy}' takes 'k' and no 'layers'")
+        # Each message starts with the field at fault, so that the command line names its option.
+        if self.strategy == EXPLICIT and self.layers is None:
+            raise ValueError(f"layers: strategy '{EXPLICIT}' takes the list of layers to drop")
+        if self.strategy == EXPLICIT and self.k is not None:
+            raise ValueError(f"k: not used with strategy '{EXPLICIT}', which takes the list 'layers'")
+        if self.strategy != EXPLICIT and self.k is None:
+            raise ValueError(f"k: strategy '{self.strategy}' takes k, how many layers to drop")
+        if self.strategy != EXPLICIT and self.layers is not None:
+            raise ValueError(f"layers: only used with strategy '{EXPLICIT}' (got strategy '{self.strategy}', which takes k)")
         if "metric" in self.model_fields_set and self.strategy != CONTRIBUTION:
             raise ValueError(f"metric: only used with strategy '{CONTRIBUTION}' (got strategy '{self.strategy}')")
         return self
@@ -53,6 +58,9 @@ class DropSettings(StageSettings):
         if self.strategy == CONTRIBUTION:
             return None
         return layers_to_drop(self.strategy, layers_before, self.k, layers=self.layers)
+
+    def task_data_use(self) -> str | None:
+        return "strategy 'contribution' scores layers on the task's training examples" if self.strategy == CONTRIBUTION else None
 
     def identity_settings(self, layers_before: int) -> dict:
         # Two strategies that drop the same layers (top and alternate-even at K=1) make the same model.

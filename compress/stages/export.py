@@ -46,6 +46,9 @@ class ExportSettings(StageSettings):
     def output_kind(self) -> Kind:
         return "onnx"
 
+    def task_data_use(self) -> str | None:
+        return "checks the graph against PyTorch on the task's dev examples"
+
     def describe(self, described: ModelDescription) -> None:
         described.optimization = self.optimization
         described.precision = onnx_precision(EXPORTED, self.optimization)

@@ -95,6 +95,9 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
     def wants_gpu(self) -> bool:
         return True
 
+    def task_data_use(self) -> str | None:
+        return "trains on the task's examples"
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if problem := self.budget_problem(train_examples):
             raise CompressError(problem)

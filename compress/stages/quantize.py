@@ -55,6 +55,9 @@ class QuantizeSettings(StageSettings):
     def wants_gpu(self) -> bool:
         return self.method.wants_gpu
 
+    def task_data_use(self) -> str | None:
+        return "checks (or calibrates) the quantized model on the task's examples"
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if reason := self.method.cannot_run():
             raise CompressError(f"mode: {reason}")
