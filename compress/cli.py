@@ -119,20 +119,23 @@ OPTIONS = "command line"
 """Where a recipe made from command-line options comes from, in its error messages."""
 
 
+DROP_OPTIONS = {"model": "MODEL", "task": "--task", "max_length": "--max-length", "data": "--data-path", "data.source": "--data-source",
+                "data.path": "--data-path", "data.train": "--data-path", "data.dev": "--data-path", "data.text_columns": "--text-columns",
+                "stages[0].strategy": "--strategy", "stages[0].k": "--k", "stages[0].layers": "--layers",
+                "stages[0].metric": "--metric", "stages[0].examples": "--examples"}
+"""A recipe field, by the `compress drop` option or argument that sets it."""
+
+
 @contextmanager
 def _naming_options():
     """A recipe check's error on a recipe made from `compress drop`'s options names the option, not the recipe field."""
     try:
         yield
     except CompressError as error:
-        text = str(error).removeprefix(f"{OPTIONS}: ")
-        field, sep, message = text.partition(": ")
-        field = field.removeprefix("stages[0].")
-        option = {"data": "data-path", "data.source": "data-source", "data.path": "data-path", "data.train": "data-path",
-                  "data.dev": "data-path", "data.text_columns": "text-columns"}.get(field, field.replace("_", "-"))
-        if not sep or not re.fullmatch(r"[a-z-]+", option):  # not one field's problem: kept as it is
+        field, sep, message = str(error).removeprefix(f"{OPTIONS}: ").partition(": ")
+        if not sep or field not in DROP_OPTIONS:  # not one option's problem (e.g. a data file's): kept as it is
             raise
-        raise CompressError(f"--{option}: {message}") from None
+        raise CompressError(f"{DROP_OPTIONS[field]}: {message}") from None
 
 
 @app.command()
@@ -170,8 +173,9 @@ def stage(
 
 @app.command()
 @user_errors
-def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe or goal YAML to validate.")]) -> None:
-    """Validate a recipe (schema, model, layer counts, data files), or a goal file, without running it."""
+def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe, goal or sweep YAML to validate.")]) -> None:
+    """Validate a recipe (schema, model, layer counts, data files), a goal or a sweep file, without running it."""
+    from compress.benchmarking.sweep import SWEEP_KEY, expand, load_sweep
     from compress.pipeline.recipe import load_recipe, read_yaml
     from compress.search.goal import GOAL_KEY, load_goal
 
@@ -180,6 +184,10 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe or goal YAML 
     if isinstance(content, dict) and GOAL_KEY in content:
         goal = load_goal(recipe_file)
         console.print(f"{recipe_file}: ok (goal: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model)")
+        return
+    if isinstance(content, dict) and SWEEP_KEY in content:
+        sweep = load_sweep(recipe_file)
+        console.print(f"{recipe_file}: ok (sweep: {len(expand(sweep))} combinations; `compress bench {recipe_file} --dry-run` lists them)")
         return
     recipe = load_recipe(recipe_file)
     console.print(f"{recipe_file}: ok ({len(recipe.stages)} stages: {', '.join(s.name for s in recipe.stages)})")
@@ -435,7 +443,8 @@ def drop(
     text_columns: TextColumnsOption = None,
     examples: ExamplesOption = 500,
     max_length: MaxLengthOption = 128,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder (only one compress made).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start again: empty the run folder (only one compress made); without it the same "
+                                            "options resume, and other options make the stage again and replace final/.")] = False,
 ) -> None:
     """Drop layers from a model, with nothing else (no fine-tuning): a one-stage recipe run into OUT, the model in OUT/final.
 
@@ -452,6 +461,8 @@ def drop(
     given = {"k": k, "layers": indices, "metric": metric}
     stage = {"stage": "drop", "name": "drop", "strategy": strategy, "examples": examples, **{f: v for f, v in given.items() if v is not None}}
     _validated(DropSettings, stage)  # a mistake is named by its option, before the recipe's own checks
+    if task is None and (use := DropSettings.model_validate(stage).task_data_use()):
+        raise CompressError(f"--task: {use}; name the task")
     content = {"name": "drop", "model": model, "max_length": max_length, "stages": [stage]}
     if task is not None:
         content |= {"task": task, "data": _data_settings(data_source, data_path, text_columns)}

@@ -13,6 +13,7 @@ import onnxruntime
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from compress.benchmarking.bench import SETTINGS_FILE, Benchmark, guard_settings
 from compress.benchmarking.records import read_records
@@ -32,7 +33,7 @@ from compress.folders import CHECKPOINTS, MARKER, claim
 from compress.models.loading import load_config
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.timing.roofline import matmul_gop
-from tests.helpers import assert_scored_on, bench, bench_record, build_stamps
+from tests.helpers import assert_scored_on, bench, bench_record, build_stamps, invoke
 
 TINY = {
     "name": "tiny",
@@ -248,6 +249,40 @@ def test_teacher_is_built_once_and_shared(finished_sweep):
     distilled = next(r for r in read_records(out) if r.training == "distill")
     teacher = read_stage_record(out / "work" / distilled.trained_in).settings["teacher"]
     assert teacher == "teacher" and not list((out / "work").rglob("*.partial"))
+
+
+def test_refinetune_drops_layers_of_the_fine_tuned_model_and_trains_again(tmp_path):
+    """The paper's task-specific dropping: fine-tune the full model, drop from it, fine-tune again."""
+    sweep = {**TINY, "grids": [{"strategies": ["top"], "k": [2], "training": ["refinetune"]}]}
+    out = tmp_path / "out"
+    result = bench(write_sweep(tmp_path, sweep), "--no-peak-memory", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {(r.strategy, r.training): r for r in read_records(out)}
+    student, full = rows[("top", "refinetune")], rows[(FULL, "finetune")]
+    assert student.status == "ok" and student.kept_layers == [0, 1, 2, 3] and student.seconds["stages"].keys() == {"drop", "finetune"}
+    finetuned = read_stage_record(out / "work" / student.trained_in)
+    assert finetuned.source == "drop" and read_stage_record(dropped_folder(out)).source == "teacher"
+    # the dropped model holds the fine-tuned full model's layers (the baseline's, from the cache), not the pre-trained ones
+    teacher = load_file(out / "work" / full.trained_in / "model.safetensors")
+    kept = load_file(dropped_folder(out) / "model.safetensors")
+    name = next(n for n in kept if "layer.3." in n and n.endswith("weight"))
+    assert torch.equal(kept[name], teacher[name])
+    assert "| top | 2 | refinetune | torch-fp32 |" in (out / "results.md").read_text()
+
+
+def dropped_folder(out: Path) -> Path:
+    return next(p.parent for p in (out / "work").rglob(STAGE_FILE) if read_stage_record(p.parent).stage == "drop")
+
+
+def test_check_validates_a_sweep_whole(tmp_path):
+    result = invoke("check", write_sweep(tmp_path))
+    assert result.exit_code == 0 and "ok (sweep: 6 combinations" in result.output, result.output
+    unknown = {**TINY, "grids": [{"strategies": ["top"], "k": [1], "training": ["refinetune", "retrain"]}]}
+    result = invoke("check", write_sweep(tmp_path, unknown, "unknown.yaml"))
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and "retrain" in result.stderr, result.output
+    too_many = {**TINY, "grids": [{"strategies": ["top"], "k": [9]}]}  # needs the model's config: checked past the schema
+    result = invoke("check", write_sweep(tmp_path, too_many, "too-many.yaml"))
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and "k" in result.stderr and "6 layers" in result.stderr, result.output
 
 
 def test_dry_run_lists_combinations_in_run_order_and_writes_nothing(tmp_path):

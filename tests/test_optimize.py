@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from rich.console import Console
 
 import compress
 from compress.benchmarking.records import read_records
 from compress.data.loading import HOLDOUT, DataSettings, load_task_data
-from compress.search.optimize import largest_within
-from tests.helpers import GOAL, assert_one_line_error, invoke, write_goal
+from compress.errors import CompressError
+from compress.search.goal import Goal
+from compress.search.optimize import Bisection, BudgetSpent, Search, Trial, largest_within
+from tests.helpers import GOAL, assert_one_line_error, bench_record, invoke, write_goal
 
 @pytest.mark.parametrize("smallest_first", [False, True])
 @pytest.mark.parametrize("holds", [[], [True], [False], *[[True] * n + [False] * (7 - n) for n in range(8)]])
@@ -37,6 +39,76 @@ def test_bisection_finds_the_largest_k_within_budget_in_log_questions(holds, sma
     assert len(set(asked)) == len(asked)  # never asks twice
     if smallest_first and holds and not holds[0]:
         assert asked == [1]  # a strategy that cannot beat the best so far costs one training
+
+
+class Answered(Search):
+    """The search's rounds, answered from a table of points instead of trained: (strategy, k, training) -> points
+    (a missing entry fails). Every K of a 12-layer model may be tried; converting changes nothing."""
+
+    def __init__(self, points: dict[tuple[str, int, str], float], budget: float = 1.0, trainings: int | None = None, **search):
+        self.goal = Goal.model_validate({**GOAL, "max_score_drop": budget, "budget": {"trainings": trainings},
+                                         "search": {"precisions": ["torch-fp32"], **search}})
+        self.console, self.points = Console(quiet=True), points
+        self.trials, self.failed, self.trainings, self.rounds_asked = {}, set(), 0, []
+
+    layers = 12
+
+    def arm_ks(self, strategy, training):
+        return list(range(1, 12))
+
+    def ask(self, combinations):
+        new = [c for c in dict.fromkeys(combinations) if c.key not in self.trials and c.key not in self.failed]
+        if not new:
+            return
+        self.rounds_asked.append([c.label for c in new])
+        for c in new:
+            points = self.points.get((c.strategy, c.k, c.training))
+            if points is None:
+                self.failed.add(c.key)
+                continue
+            if self.goal.budget.trainings is not None and self.trainings >= self.goal.budget.trainings:
+                raise BudgetSpent(f"{self.goal.budget.trainings} trainings")
+            self.trainings += 1
+            self.trials[c.key] = Trial(c, bench_record(key=c.key, strategy=c.strategy, k=c.k, training=c.training, score=points / 100,
+                                                       latency=[{"batch_size": 1, "sequence_length": "task", "p50_ms": 12.0 - c.k}]))
+
+
+def falling(start: float, per_layer: float, strategy: str = "top", training: str = "finetune") -> dict:
+    """A strategy whose score falls by `per_layer` points with each layer dropped."""
+    return {(strategy, k, training): start - per_layer * k for k in range(1, 12)}
+
+
+def test_the_rounds_find_the_largest_k_and_stop_the_weaker_strategies_after_one_question():
+    points = {("full", 0, "finetune"): 90.0, **falling(90.0, 0.3), **falling(90.0, 0.6, "bottom")}
+    search = Answered(points, budget=1.0, strategies=["top", "bottom"], training=["finetune"])
+    chosen = search.run()
+    assert chosen.combination.label == "top k=3 finetune torch-fp32"  # 90 - 3 x 0.3 = 89.1, within 1 point; k=4 is not
+    assert search.rounds_asked[0] == ["full torch-fp32"], "the reference alone first"
+    bottom = [label for round_ in search.rounds_asked for label in round_ if label.startswith("bottom")]
+    assert bottom == ["bottom k=4 finetune torch-fp32"], "bottom must beat k=3 first, fails there, and is stopped"
+
+
+def test_a_reference_that_fails_ends_the_search_before_any_student_trains():
+    search = Answered({**falling(90.0, 0.3)}, strategies=["top"], training=["finetune"])
+    with pytest.raises(CompressError, match="no full model to compare with: it could not be fine-tuned"):
+        search.run()
+    assert search.rounds_asked == [["full torch-fp32"]]
+
+
+def test_a_training_budget_spent_mid_round_keeps_what_was_trained_and_says_so():
+    points = {("full", 0, "finetune"): 90.0, **falling(90.0, 0.1), **falling(90.0, 0.1, "bottom"), **falling(90.0, 0.1, "symmetric")}
+    search = Answered(points, budget=1.0, trainings=4, strategies=["top", "bottom", "symmetric"], training=["finetune"])
+    chosen = search.run()
+    assert search.stopped == "4 trainings" and search.trainings == 4
+    assert chosen.combination.k > 0 and search.within_budget(chosen)
+
+
+def test_bisection_asks_nothing_at_or_below_a_k_found_elsewhere():
+    bisection = Bisection(list(range(1, 12)), smallest_first=True)
+    bisection.only_above(5)
+    assert bisection.question() == 6 and bisection.found() is None  # found: only what its own answers say
+    bisection.answer(6, False)
+    assert bisection.question() is None and bisection.found() is None
 
 
 @pytest.fixture(scope="module")

@@ -271,8 +271,9 @@ def test_drop_refuses_bad_options_in_one_line_naming_the_option(tmp_path):
     for options, named in [
         (["--strategy", "top"], "--k"),
         (["--strategy", "sideways", "-k", "1"], "--strategy"),
-        (["--strategy", "top", "-k", "9"], "k"),
-        (["--strategy", "contribution", "-k", "1"], "task"),
+        (["--strategy", "top", "-k", "9"], "--k: must be at least 0 and less than the model's 6 layers"),
+        (["--strategy", "contribution", "-k", "1"], "--task: strategy 'contribution' scores layers"),
+        (["--strategy", "top", "-k", "1", "--max-length", "4096"], "--max-length: at most 512 tokens"),
     ]:
         result = invoke("drop", "minilm-l6", *options, "-o", tmp_path / "out")
         assert result.exit_code == 2, result.output

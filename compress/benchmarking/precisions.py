@@ -13,9 +13,11 @@ from typing import get_args
 
 from compress.stages.base import TRAINED, StageSettings
 from compress.stages.export import EXPORTED, ExportSettings, onnx_precision
-from compress.stages.quantize import METHODS, QuantizationMethod
+from compress.stages.quantize import DEFAULT_INT8, METHODS, QuantizationMethod
 
 LEVELS = get_args(ExportSettings.model_fields["optimization"].annotation)  # none, O1, O2, O3
+INT8 = METHODS[DEFAULT_INT8].precision
+"""The int8 precision every benchmark's baseline row compares with (onnxruntime's dynamic int8)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from matplotlib import ticker  # noqa: E402
 from compress.benchmarking.precisions import PRECISIONS, TRAINED, Precision  # noqa: E402
 from compress.benchmarking.records import BenchRecord, Timing, merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
+from compress.benchmarking.sweep import TRAININGS, training_label  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
 from compress.folders import replace_file, write_text  # noqa: E402
 from compress.stages.fastest import SCORE_BUDGET_POINTS  # noqa: E402
@@ -291,9 +292,11 @@ def strategy_table(rows: list[ReportRow]) -> str:
         full = plain.get((FULL, 0, "finetune"))
         if not ks or not full:
             continue
-        names = sorted({(s, t) for s, _, t in plain if s != FULL}, key=lambda st: (st[1] == "distill", strategy_rank(st[0])))
+        kinds = list(TRAININGS)  # plain fine-tuning first, then each other kind, each in the paper's strategy order
+        names = sorted({(s, t) for s, _, t in plain if s != FULL},
+                       key=lambda st: (kinds.index(st[1]) if st[1] in kinds else len(kinds), st[1], strategy_rank(st[0])))
         frame = pd.DataFrame(
-            [[f"{strategy}{' + distill' if training == 'distill' else ''}",
+            [[f"{strategy}{training_label(training)}",
               *(f"{row.record.score:.4f} ({row.delta_vs_full:+.1f})" if (row := plain.get((strategy, k, training))) else "" for k in ks)]
              for strategy, training in names],
             columns=["strategy", *(f"K={k}" for k in ks)],
@@ -324,7 +327,7 @@ def fastest_table(records: list[BenchRecord], budget: float = SCORE_BUDGET_POINT
                 timed = [(t.p50_ms, r) for r in allowed for t in r.latency or []
                          if (t.batch_size, t.sequence_length) == shape and t.device == reference.device and t.threads == reference.threads]
                 best_ms, best = min(timed, key=lambda pair: pair[0])
-                cells.append([f"{trained[0]}{trained[1] or ''}{' + distill' if trained[2] == 'distill' else ''}", describe_timing(shape),
+                cells.append([f"{trained[0]}{trained[1] or ''}{training_label(trained[2])}", describe_timing(shape),
                               best.precision, f"{best.score:.4f} ({100 * (best.score - fp32.score):+.2f})",
                               f"{best_ms:.2f}", f"{reference.p50_ms / best_ms:.2f}x"])
         if cells:
@@ -448,7 +451,7 @@ def _short_label(r: BenchRecord, timing: Timing | None = None) -> str:
     peak = f" ({text.split()[0]})" if timing and (text := peak_text(r, timing)) else ""
     if r.strategy == FULL:
         return f"full{precision}{peak}"
-    return f"{r.strategy}{r.k}{' KD' if r.training == 'distill' else ''}{precision}{peak}"
+    return f"{r.strategy}{r.k}{training_label(r.training, short=True)}{precision}{peak}"
 
 
 TABLE_FILES = ("results.csv", "results.md")

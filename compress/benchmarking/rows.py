@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.benchmarking.precisions import PRECISIONS
+from compress.benchmarking.precisions import INT8, PRECISIONS
 from compress.errors import CompressError
 from compress.folders import safe_folder_name
 from compress.pipeline.graph import StageNode, recipe_graph
@@ -92,7 +92,7 @@ def trained_node(node: StageNode | None) -> StageNode | None:
     return node
 
 
-BASELINE_TRAINED, BASELINE_INT8 = "finetune", "onnx-int8-dynamic"
+BASELINE_TRAINED, BASELINE_INT8 = "finetune", INT8
 """Stage names in a baseline recipe: the fine-tuned full model and its int8 export."""
 
 
@@ -115,7 +115,7 @@ def baseline_recipe(recipe: Recipe) -> Recipe | None:
         "stages": [
             FinetuneSettings(name=BASELINE_TRAINED, **hyperparameters),
             ExportSettings(name=EXPORTED),
-            DynamicInt8Settings(name=BASELINE_INT8, mode="dynamic-int8", seed=recipe.seed),
+            DynamicInt8Settings(name=BASELINE_INT8, seed=recipe.seed),
         ],
     })
 

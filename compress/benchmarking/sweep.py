@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
-from compress.benchmarking.precisions import PRECISIONS, TRAINED
+from compress.benchmarking.precisions import INT8, PRECISIONS, TRAINED
 from compress.benchmarking.rows import FULL, BenchRow, Combination
 from compress.data.loading import DataSettings, load_task_data
 from compress.data.seeds import Seed
@@ -27,14 +29,56 @@ from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
 from compress.models.loading import check_weights, load_config
 from compress.pipeline.recipe import BASE, Recipe, named_after_file, validate_yaml_file
+from compress.registry import Registry
+from compress.stages.base import StageSettings
 from compress.stages.distill import DistillationLoss, DistillSettings
 from compress.stages.drop import DropSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
 from compress.surgery.strategies import EXPLICIT, Strategy, layers_to_drop
 
-Training = Literal["finetune", "distill"]
-BASELINE_PRECISIONS = (TRAINED, "onnx-int8-dynamic")
+BASELINE_PRECISIONS = (TRAINED, INT8)
+SWEEP_KEY = "grids"
+"""The field that makes a YAML file a sweep rather than a recipe (`stages`) or a goal."""
+
+
+@dataclass(frozen=True)
+class TrainingKind:
+    """How a sweep trains a student: the stages that make it from the pre-trained model, given the layer drop."""
+
+    stages: Callable[[Sweep, DropSettings], list[StageSettings]]
+    about: str
+    label: str = ""
+    """Beside the strategy in tables (`top + distill`); plain fine-tuning has none."""
+    short_label: str = ""
+    """Beside the strategy and K in plots (`top4 KD`)."""
+
+
+def _teacher(sweep: Sweep) -> FinetuneSettings:
+    """The full model fine-tuned as the sweep fine-tunes: the baseline row's model, shared through the cache."""
+    return FinetuneSettings(name="teacher", **sweep.training.model_dump())
+
+
+TRAININGS: Registry[TrainingKind] = Registry("training")
+TRAININGS.add("finetune", TrainingKind(
+    lambda sweep, drop: [drop, FinetuneSettings(name="finetune", **sweep.training.model_dump())],
+    "drop layers of the pre-trained model, then fine-tune (the paper's main order)"))
+TRAININGS.add("distill", TrainingKind(
+    lambda sweep, drop: [_teacher(sweep), drop, DistillSettings(name="distill", **sweep.training.model_dump(),
+                                                                **sweep.distillation.model_dump(), teacher="teacher")],
+    "drop layers of the pre-trained model, then train on the labels and the fine-tuned full model's outputs", " + distill", " KD"))
+TRAININGS.add("refinetune", TrainingKind(
+    lambda sweep, drop: [_teacher(sweep), drop.model_copy(update={"source": "teacher"}),
+                         FinetuneSettings(name="finetune", **sweep.training.model_dump())],
+    "fine-tune the full model, drop layers of it, then fine-tune again (the paper's task-specific dropping)", " + refinetune", " FT"))
+Training = Literal[tuple(TRAININGS)]
+
+
+def training_label(training: str, short: bool = False) -> str:
+    """How tables (`top + distill`) or plots (`top4 KD`) mark a student's training: nothing for plain fine-tuning,
+    or for a recipe row that trains otherwise."""
+    kind = TRAININGS.get(training)
+    return "" if kind is None else kind.short_label if short else kind.label
 
 
 class Strict(BaseModel):
@@ -172,17 +216,13 @@ def load_sweep(file: Path) -> Sweep:
 
 
 def combination_recipe(sweep: Sweep, c: Combination) -> Recipe:
-    """The recipe that makes combination `c`'s model: fine-tune (the full model), or drop layers and
-    fine-tune or distil from the full fine-tuned model; then the stages of its precision."""
-    training = sweep.training.model_dump()
+    """The recipe that makes combination `c`'s model: fine-tune (the full model), or drop layers and train
+    as its training kind says (TRAININGS); then the stages of its precision."""
     if c.strategy == FULL:
-        stages = [FinetuneSettings(name="finetune", **training)]
+        stages = [FinetuneSettings(name="finetune", **sweep.training.model_dump())]
     else:
-        teacher = [FinetuneSettings(name="teacher", **training)] if c.training == "distill" else []
         drop = DropSettings(name="drop", source=BASE, strategy=c.strategy, k=c.k, examples=sweep.contribution_examples, seed=sweep.seed)
-        student = (DistillSettings(name="distill", **training, **sweep.distillation.model_dump(), teacher="teacher")
-                   if c.training == "distill" else FinetuneSettings(name="finetune", **training))
-        stages = [*teacher, drop, student]
+        stages = TRAININGS[c.training].stages(sweep, drop)
     stages += PRECISIONS[c.precision].stages(sweep.seed, sweep.calibration_examples)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{c.model}-{c.task}-{c.strategy}-k{c.k}-{c.training}-{c.precision}").strip(".-")
     return Recipe(name=name, model=c.model, task=c.task, data=sweep.tasks[c.task], max_length=sweep.max_length,

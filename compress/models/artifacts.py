@@ -36,6 +36,7 @@ from compress.errors import CompressError, excerpt, failure, one_line
 from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
 from compress.exporters.torch_quantize import torch_dynamic_int8
+from compress.folders import model_folder
 from compress.models.loading import count_parameters, load_config, load_saved, load_tokenizer, saved_class
 from compress.registry import Registry
 from compress.surgery.architectures import max_sequence_length
@@ -229,8 +230,7 @@ def predictor_for(model: Artifact, threads: int | None = None) -> Predictor:
 def kind_of(artifact: Artifact) -> Kind:
     if isinstance(artifact, RuntimeModel):
         return artifact.kind
-    quantization = getattr(artifact.config, QUANTIZATION_FIELD, None) or {}
-    return "torch-int8" if quantization.get("mode") == "torch-dynamic-int8" else "torch"
+    return "torch-int8" if _quantized_linears(artifact) else "torch"
 
 
 def _quantized_linears(model: torch.nn.Module) -> dict[str, DynamicQuantizedLinear]:
@@ -339,7 +339,10 @@ def base_kind(ref: str) -> Kind:
     """The kind of model a recipe's `model:` names: an ONNX folder, or anything from_pretrained loads."""
     from compress.models.loading import MODEL_ALIASES
 
-    return "onnx" if ref not in MODEL_ALIASES and Path(ref).expanduser().is_dir() and onnx_file(Path(ref).expanduser()) else "torch"
+    if ref in MODEL_ALIASES:
+        return "torch"
+    folder = model_folder(Path(ref).expanduser())
+    return "onnx" if folder.is_dir() and onnx_file(folder) else "torch"
 
 
 def onnx_parameter_count(model: OnnxModel) -> int:

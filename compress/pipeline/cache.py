@@ -13,13 +13,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from compress.folders import LOCK, MARKER, PARTIAL, SCRATCH, copy_folder, writing
-from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE
 from compress.versions import VersionedRecord
+
+if TYPE_CHECKING:  # the graph reads stage records (a folder compress made, given as a model): only the cache's types point back
+    from compress.pipeline.graph import StageNode
 
 STAGE_FILE = "stage.json"
 
@@ -93,6 +96,8 @@ class StageRecord(VersionedRecord):
     """Every file the stage left, as it left it (None: recorded before files were listed, and taken on trust)."""
     max_length: int | None = None
     """Tokens per input the recipe trained, scored and timed with: what running the folder truncates at (None: not recorded)."""
+    trained: bool | None = None
+    """Whether the model's task head has been trained (None: recorded before this was; its dev scores tell)."""
 
     def write(self, folder: Path) -> None:
         (folder / STAGE_FILE).write_text(self.model_dump_json(indent=2) + "\n")

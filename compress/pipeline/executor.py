@@ -157,6 +157,7 @@ class Executor:
                 other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
                 files=file_facts(partial),
                 max_length=recipe.max_length,
+                trained=node.trained,
             )
             record.write(partial)
             card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, None if data is None else data.source, metrics,

@@ -12,10 +12,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from transformers import PretrainedConfig
 
-from compress.models.loading import has_task_head, load_config
+from compress.models.loading import has_task_head, load_config, resolve_model
+from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.pipeline.recipe import BASE, Recipe
 from compress.stages import STAGES, StageSettings
 from compress.surgery.architectures import num_layers
@@ -52,10 +54,18 @@ def _config(model: str) -> PretrainedConfig:
     return load_config(model)
 
 
+def _made_as(model: str) -> str | None:
+    """The identity of the stage that made `model`, where it is a folder compress made (None: any other model)."""
+    folder = Path(resolve_model(model))
+    return read_stage_record(folder).identity if (folder / STAGE_FILE).is_file() else None
+
+
 def recipe_graph(recipe: Recipe, recipe_text: str) -> dict[str, StageNode]:
     """Stage name -> node, in the recipe's order."""
     config = _config(recipe.model)
     run = {key: getattr(recipe, key) for key in ("model", "task", "max_length", "eval_batch_size", "seed")}
+    if (made := _made_as(recipe.model)) is not None:
+        run["model_made_as"] = made  # a folder compress made, and may make again with other settings at the same path
     base_identity = json.dumps({**run, "data": recipe.data.identity_settings()}, sort_keys=True)
     nodes: dict[str, StageNode] = {}
     layers = {BASE: num_layers(config)}

@@ -60,9 +60,9 @@ class CompressedModel:
             raise CompressError(f"{self.folder}: a bare encoder with no task head ({', '.join(self.config.architectures or ['none named'])}), "
                                 "as compress drop leaves a pre-trained encoder; fine-tune or distil it on a task first (a recipe), then load that folder")
         self.record = read_stage_record(self.folder) if (self.folder / STAGE_FILE).is_file() else None
-        if self.record is not None and not self.record.metrics:
-            raise CompressError(f"{self.folder}: its task head was never trained (its {STAGE_FILE} holds no dev scores: layers dropped "
-                                "from a model not fine-tuned); fine-tune or distil it on the task first (a recipe), then load that folder")
+        if self.record is not None and not (self.record.metrics if self.record.trained is None else self.record.trained):
+            raise CompressError(f"{self.folder}: its task head was never trained (layers dropped from a model not fine-tuned on a "
+                                "task); fine-tune or distil it on the task first (a recipe), then load that folder")
         self.tokenizer = load_tokenizer(self.folder)
         self.batch_size = batch_size
         self.max_length = max_length or self._trained_length()

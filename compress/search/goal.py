@@ -16,21 +16,23 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from compress.benchmarking.precisions import EXPORTED, TRAINED
+from compress.benchmarking.precisions import EXPORTED, INT8, TRAINED
 from compress.benchmarking.sweep import Grid, LatencySettings, Sweep, Training, check_sweep, known_precision
 from compress.data.loading import DataSettings
 from compress.data.seeds import Seed
 from compress.errors import CompressError
 from compress.pipeline.recipe import named_after_file, validate_yaml_file
 from compress.stages.distill import DistillationLoss
+from compress.stages.export import onnx_precision
 from compress.stages.finetune import TrainingHyperparameters
+from compress.stages.quantize import METHODS
 from compress.surgery.strategies import Strategy
 
 PAPER_STRATEGIES: list[Strategy] = ["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution"]
 """Sajjad et al.'s strategies (alternate both ways) and their contribution-based one, in the paper's prior order: top first."""
 GOAL_KEY = "max_score_drop"
 """The field that makes a YAML file a goal rather than a recipe."""
-DEFAULT_PRECISIONS = [TRAINED, EXPORTED, "onnx-int8-dynamic", "onnx-int8-dynamic-o2", "openvino-int8"]
+DEFAULT_PRECISIONS = [TRAINED, EXPORTED, INT8, onnx_precision(INT8, "O2"), METHODS["openvino-int8"].precision]
 """What the chosen student is tried in, after training: the engines `best` compares on a CPU."""
 
 
@@ -52,7 +54,8 @@ class SearchSpace(Strict):
     strategies: list[Strategy] = Field(default_factory=lambda: list(PAPER_STRATEGIES), min_length=1)
     k: list[PositiveInt] | None = Field(None, description="Layer counts to drop that may be tried; default: 1 to L-1.")
     training: list[Training] = Field(["distill", "finetune"], min_length=1,
-                                     description="How students learn the task: distilled from the full model, or fine-tuned.")
+                                     description="How students learn the task, in the order tried: distilled from the full model, "
+                                     "fine-tuned, or fine-tuned again after dropping layers of the fine-tuned full model (refinetune).")
     precisions: list[Annotated[str, AfterValidator(known_precision)]] = Field(
         default_factory=lambda: list(DEFAULT_PRECISIONS), min_length=1,
         description="Engines and precisions the chosen student is tried in (none trains).")
@@ -60,7 +63,8 @@ class SearchSpace(Strict):
 
 class Budget(Strict):
     trainings: PositiveInt | None = Field(None, description="At most this many models trained (the full reference counts).")
-    hours: float | None = Field(None, gt=0, description="No new training starts after this many hours.")
+    hours: float | None = Field(None, gt=0, description="No new round of trials starts after this many hours (a round's "
+                                "trainings start together).")
 
 
 class Goal(Strict):

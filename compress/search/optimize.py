@@ -37,10 +37,10 @@ from rich.console import Console
 from compress.benchmarking.bench import guard_settings
 from compress.benchmarking.executors import EXECUTORS
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
-from compress.benchmarking.report import write_report
+from compress.benchmarking.report import pareto_front, write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
-from compress.benchmarking.sweep import combination_recipe
+from compress.benchmarking.sweep import combination_recipe, training_label
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
@@ -49,6 +49,7 @@ from compress.models.loading import load_config
 from compress.pipeline.recipe import recipe_yaml
 from compress.search.goal import Goal, goal_sweep
 from compress.surgery.architectures import num_layers
+from compress.timing.latency import describe_environment
 
 CHOSEN_RECIPE = "chosen.yaml"
 REPORT = "report.md"
@@ -84,13 +85,16 @@ class Bisection:
         self.candidates = candidates
         # the question holds for candidates[low] (-1: none known to); candidates[high:] fail or are past the end
         self.low, self.high = -1, len(candidates)
+        self.floor = -1
+        """Candidates up to this index are not asked: a K found elsewhere makes them moot (`only_above`)."""
         self.smallest_first = smallest_first
 
     def question(self) -> int | None:
         """The next candidate to ask about; None once settled."""
-        if self.high - self.low <= 1:
+        low = max(self.low, self.floor)
+        if self.high - low <= 1:
             return None
-        return self.candidates[self.low + 1 if self.smallest_first else (self.low + self.high) // 2]
+        return self.candidates[low + 1 if self.smallest_first else (low + self.high) // 2]
 
     def answer(self, k: int, holds: bool) -> None:
         index = self.candidates.index(k)
@@ -102,9 +106,10 @@ class Bisection:
 
     def only_above(self, k: int) -> None:
         """Only candidates above `k` matter now (a K found elsewhere): those at or below it are not asked."""
-        self.low = max(self.low, sum(c <= k for c in self.candidates) - 1)
+        self.floor = max(self.floor, sum(c <= k for c in self.candidates) - 1)
 
     def found(self) -> int | None:
+        """The largest candidate this bisection's own answers hold for (None: none asked held)."""
         return self.candidates[self.low] if self.low >= 0 else None
 
 
@@ -250,10 +255,12 @@ class Search:
         self.stopped = None
         arms = [Arm(strategy, training, Bisection(self.arm_ks(strategy, training)))
                 for training in self.goal.search.training for strategy in self.goal.search.strategies]
-        reference = self.combination(FULL, 0, "finetune")
         try:
+            # The reference alone first: the first arm's student may be distilled from it, and must not train it again if it failed.
+            self.ask([self.combination(FULL, 0, "finetune")])
+            self._check_reference()
             first, later = arms[:1], arms[1:]
-            self.rounds(first, with_first_round=[reference])
+            self.rounds(first)
             best = self.best(first)
             for arm in later:
                 arm.bisection = Bisection([k for k in arm.bisection.candidates if best is None or k > best.combination.k], smallest_first=True)
@@ -262,27 +269,29 @@ class Search:
             self.stopped = str(spent)
             self.console.print(f"[yellow]budget spent[/]: {spent}; the models trained so far are still tried in every precision")
         self.ask(self.conversions())  # converting trains nothing: the training budget does not stop it
-        if self.reference is None:
-            raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
+        self._check_reference()
         return self.choose()
+
+    def _check_reference(self) -> None:
+        if self.reference is None:
+            why = (f"the budget of {self.stopped} was spent before it was fine-tuned" if self.stopped
+                   else "it could not be fine-tuned (see results.jsonl)")
+            raise CompressError(f"{self.goal.model}: no full model to compare with: {why}")
 
     @property
     def reference(self) -> Trial | None:
         return self.trial(FULL, 0, "finetune")
 
-    def rounds(self, arms: list[Arm], with_first_round: list[Combination] = ()) -> None:
+    def rounds(self, arms: list[Arm]) -> None:
         """Bisect `arms` together, a round at a time: each round asks each open arm's next K and converts the
-        students the last round found near the budget; an arm that can no longer beat the best K found is closed."""
-        extra = list(with_first_round)
+        students the last round found near the budget; an arm that can no longer beat the best K found is closed.
+        The budget of hours is checked before each round: the trainings of a round start together."""
         while True:
             questions = [(arm, k) for arm in arms if (k := arm.bisection.question()) is not None]
-            asked = extra + [self.combination(arm.strategy, k, arm.training) for arm, k in questions] + self.conversions()
-            if not questions and not asked:
+            asked = [self.combination(arm.strategy, k, arm.training) for arm, k in questions] + self.conversions()
+            if not asked:
                 return
             self.ask(asked)
-            if self.reference is None:
-                raise CompressError(f"{self.goal.model}: the full model could not be fine-tuned (see results.jsonl); nothing to compare with")
-            extra = []
             for arm, k in questions:
                 arm.bisection.answer(k, self.within_budget(self.trial(arm.strategy, k, arm.training)))
             if (best := self.best(arms)) is not None:
@@ -329,8 +338,9 @@ class Search:
             return max(meeting, key=lambda t: (t.points, -self.cost(t)))
         return min(within, key=lambda t: (self.cost(t), -t.points))
 
-    def write(self, chosen: Trial) -> dict:
-        """final/, chosen.yaml, report.md and summary.json for the chosen trial; returns the summary."""
+    def write(self, chosen: Trial, command: str | None = None) -> dict:
+        """final/, chosen.yaml, report.md and summary.json for the chosen trial (`command`: the one named in the
+        report); returns the summary."""
         target = self.goal.objective.target
         faster = sorted((t for t in self.trials.values() if self.cost(t) < self.cost(chosen)), key=self.cost, reverse=True)
         folder = self.out / "work" / chosen.record.measured_in
@@ -356,6 +366,8 @@ class Search:
             "compute_seconds": round(sum(t.record.seconds_total or 0.0 for t in self.trials.values()), 1),
             "stopped": self.stopped,
             "target_missed_by": None if self.meets_target(chosen) else round(self.cost(chosen) - target, 3),
+            "command": command,
+            "timed_with": describe_environment(chosen.record.environment) if chosen.record.environment else None,
         }
         write_text(self.out / REPORT, render_report(summary, self.goal))
         self.plot(chosen)
@@ -374,16 +386,19 @@ class Search:
         trials = list(self.trials.values())
         within = [self.within_budget(t) for t in trials]
         axis.scatter([self.cost(t) for t in trials], [t.points for t in trials], c=["tab:blue" if w else "tab:gray" for w in within], s=24)
-        for t in trials:
+        # Only the trials no other beats on both axes, and the reference, are named: 60 labels would hide each other.
+        front = set(pareto_front([(self.cost(t), t.points) for t in trials]))
+        for index, t in enumerate(trials):
             c = t.combination
-            label = "full" if not c.k else f"{c.strategy}{c.k}{' KD' if c.training == 'distill' else ''}"
-            axis.annotate(f"{label} {c.precision}", (self.cost(t), t.points), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            if index in front or t is self.reference:
+                label = "full" if not c.k else f"{c.strategy}{c.k}{training_label(c.training, short=True)}"
+                axis.annotate(f"{label} {c.precision}", (self.cost(t), t.points), fontsize=6, xytext=(3, 2), textcoords="offset points")
         axis.axhline(self.reference.points - self.goal.max_score_drop, color="tab:red", linestyle="--", linewidth=1,
                      label=f"budget: {self.goal.max_score_drop:g} points below the full model")
         axis.scatter([self.cost(chosen)], [chosen.points], marker="*", s=220, color="tab:red", zorder=3, label=f"chosen: {chosen.combination.label}")
         unit = "median latency (ms)" if self.goal.objective.minimize == "latency" else "size on disk (MB)"
         axis.set(xscale="log", xlabel=unit, ylabel="score on the held-out split (points)",
-                 title=f"{self.goal.model} on {self.goal.task}: {len(trials)} trials")
+                 title=f"{self.goal.model} on {self.goal.task}: {len(trials)} trials (named: those no other beats on both axes)")
         plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2, 5, 10 rather than 2 x 10^0
         axis.xaxis.set_major_formatter(plain)
         axis.xaxis.set_minor_formatter(plain)
@@ -422,6 +437,8 @@ def render_report(summary: dict, goal: Goal) -> str:
     lines = [
         f"# {goal.name}: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model",
         "",
+        *([f"Made by `{summary['command']}`.", ""] if summary.get("command") else []),
+        *([f"Timed with {summary['timed_with']}.", ""] if summary.get("timed_with") else []),
         f"**Chosen: {summary['chosen']}** — {summary['cost']:.2f} {unit} against the full model's {summary['reference_cost']:.2f} {unit} "
         f"({summary['reference_cost'] / summary['cost']:.2f}x), {summary['chosen_points']:.2f} points on the held-out split against "
         f"{summary['reference_points']:.2f}.",
@@ -458,7 +475,7 @@ def optimize(goal: Goal, out: Path, console: Console, command: str | None = None
             console.print(f"[yellow]note[/]: {out / RESULTS_FILE} ended in a record cut short; that trial runs again")
         guard_settings(goal_sweep(goal), out, retime=True)
         search.resume()
-        summary = search.write(search.run())
+        summary = search.write(search.run(), command)
         write_report(read_records(out), out, command)
     return summary
 

@@ -83,6 +83,8 @@ class ModelDescription:
     strategies: list[str] = field(default_factory=list)
     k: int = 0
     training: str = "none"
+    dropped_after_training: bool = False
+    """Whether layers were dropped from a model already trained on the task (and trained again after)."""
     optimization: str = "none"
     """The ONNX optimizer level of the export the chain made, if any."""
     precision: str = TRAINED

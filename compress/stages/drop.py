@@ -77,6 +77,7 @@ class DropSettings(StageSettings):
             check_droppable(config, dropped)
 
     def describe(self, described: ModelDescription) -> None:
+        described.dropped_after_training = described.training != "none"
         described.strategies.append(self.strategy)
         described.k += self.k if self.k is not None else len(self.layers)
 

@@ -107,7 +107,8 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
 
     def describe(self, described: ModelDescription) -> None:
         if described.training != "distill":
-            described.training = self.stage
+            # fine-tuned, dropped, fine-tuned again: the paper's task-specific dropping (a sweep's `refinetune`)
+            described.training = "refinetune" if described.dropped_after_training else self.stage
 
 
 class TrainingFacts(StageFacts):

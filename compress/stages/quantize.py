@@ -78,8 +78,12 @@ class OnnxInt8Settings(QuantizeSettings):
     added_later: ClassVar[dict[str, object]] = {"ort_format": False}
 
 
+DEFAULT_INT8 = "dynamic-int8"
+"""The int8 method every benchmark's baseline row and a goal search's defaults compare with: onnxruntime's dynamic int8."""
+
+
 class DynamicInt8Settings(OnnxInt8Settings):
-    mode: Literal["dynamic-int8"]
+    mode: Literal["dynamic-int8"] = DEFAULT_INT8
 
 
 class CalibratedSettings(QuantizeSettings):
@@ -371,7 +375,7 @@ class QuantizationMethod:
 
 METHODS: Registry[QuantizationMethod] = Registry("quantization method")
 """By the `mode` a recipe names; `best` is added by compress/stages/fastest.py, which chooses among the others."""
-METHODS.add("dynamic-int8", QuantizationMethod(DynamicInt8Settings, "onnx", "onnx", runs_anywhere, "onnx-int8-dynamic", "int8", "s", _onnx_dynamic,
+METHODS.add(DEFAULT_INT8, QuantizationMethod(DynamicInt8Settings, "onnx", "onnx", runs_anywhere, "onnx-int8-dynamic", "int8", "s", _onnx_dynamic,
     matmul_dtype="int8"))
 METHODS.add("static-int8", QuantizationMethod(StaticInt8Settings, "onnx", "onnx", runs_anywhere, "onnx-int8-static", "int8s", "D", _onnx_static,
     matmul_dtype="int8"))

@@ -268,6 +268,15 @@ def recipe_files(page: str) -> str:
     return "\n".join(out)
 
 
+def sweep_trainings(page: str) -> str:
+    """How a sweep grid's `training` values make a student, from the registry of training kinds."""
+    from compress.benchmarking.sweep import TRAININGS
+
+    rows = ["| training | stages |", "|---|---|"]
+    rows += [f"| `{name}` | {_escape(kind.about)} |" for name, kind in TRAININGS.items()]
+    return "\n".join(rows) + "\n"
+
+
 def cli(page: str) -> str:
     """The command line's own documentation, by Typer's `utils docs`, one heading level down."""
     result = subprocess.run(
@@ -519,6 +528,7 @@ GENERATORS = {
     "cli": cli,
     "stage-settings": stage_settings,
     "recipe-files": recipe_files,
+    "sweep-trainings": sweep_trainings,
     "modules": modules,
     "results": results,
     "layers": layers,
