@@ -105,30 +105,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
         lines.append(f"| {label} | {', '.join('–' if v is None else f'{v:.1f}' for v in values)} | "
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     lines += ["", "Claims:", ""]
-    for k in KS:
-        top = _row(records, "top", k)
-        others = [r for r in (_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
-        best_other = max(others, key=_points, default=None)
-        lines.append(f"- top is the best strategy at K={k}: {verdict(top, best_other)}"
-                     + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
-                        if best_other else ""))
-    for k, bound in ((4, 2.0), (6, 3.3)):
-        top = _row(records, "top", k)
-        if top is not None:
-            drop = _points(full) - _points(top)
-            lines.append(f"- top-{k} costs at most about {bound:g} points: {drop:.1f} ± {max(_se(full), _se(top)):.1f} "
-                         + ("(holds)" if drop <= bound + 2 * max(_se(full), _se(top)) else "(does not hold)"))
-    for k in KS:
-        bottom = _row(records, "bottom", k)
-        others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
-        worst_other = min(others, key=_points, default=None)
-        lines.append(f"- bottom is the worst at K={k}: {verdict(worst_other, bottom)}"
-                     + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others else ""))
-    for k in KS[1:]:
-        lines.append(f"- dropping from the pre-trained model beats dropping from the fine-tuned one (task information lost), top-{k}: "
-                     f"{verdict(_row(records, 'top', k), _row(records, 'top', k, 'refinetune'))}")
-    for k in KS:
-        lines.append(f"- distillation over fine-tuning, top-{k}: {verdict(_row(records, 'top', k, 'distill'), _row(records, 'top', k))}")
+    lines += [f"- {claim}: {finding}" for claim, finding in claims(records, full)]
     return lines + [""]
 
 
@@ -151,6 +128,59 @@ def paper_rows(task: str, full: BenchRecord, records: list[BenchRecord]) -> list
 
 def _paper_delta(scores: dict, key: str) -> str:
     return f"{scores[key] - scores[0]:+.2f}" if key in scores else "not published"
+
+
+def claims(records: list[BenchRecord], full: BenchRecord) -> list[tuple[str, str]]:
+    """Each claim of the paper one task's rows can test, with what they say of it (and the evidence)."""
+    found = []
+    for k in KS:
+        top = _row(records, "top", k)
+        others = [r for r in (_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
+        best_other = max(others, key=_points, default=None)
+        found.append((f"top is the best strategy at K={k}", _so_far(others) + verdict(top, best_other)
+                      + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
+                         if best_other else "")))
+    for k, bound in ((4, 2.0), (6, 3.3)):
+        top = _row(records, "top", k)
+        claim = f"top-{k} costs at most about {bound:g} points"
+        if top is None:
+            found.append((claim, "not yet run"))
+            continue
+        drop, noise = _points(full) - _points(top), max(_se(full), _se(top))
+        found.append((claim, f"{'holds' if drop <= bound + 2 * noise else 'does not hold'} ({drop:.1f} ± {noise:.1f} points)"))
+    for k in KS:
+        bottom = _row(records, "bottom", k)
+        others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
+        worst_other = min(others, key=_points, default=None)
+        found.append((f"bottom is the worst at K={k}", _so_far(others) + verdict(worst_other, bottom)
+                      + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others else "")))
+    for k in REFINETUNE_KS:
+        found.append((f"dropping from the fine-tuned model loses task information, top-{k}",
+                      verdict(_row(records, "top", k), _row(records, "top", k, "refinetune"))))
+    for k in KS:
+        found.append((f"distillation adds over fine-tuning, top-{k}", verdict(_row(records, "top", k, "distill"), _row(records, "top", k))))
+    return found
+
+
+def _so_far(others: list[BenchRecord]) -> str:
+    """A verdict against only some of the other strategies is provisional."""
+    return "so far " if 0 < len(others) < len(STRATEGIES) - 1 else ""
+
+
+def verdict_table(results: Path) -> list[str]:
+    """Every claim across the tasks at a glance: its verdict's first words per task (the evidence is in each task's section)."""
+    by_task = {}
+    for task in TASKS:
+        records = _records(results, task)[0]
+        full = _row(records, "full", 0)
+        by_task[task] = dict(claims(records, full)) if full else {}
+    names = next((list(found) for found in by_task.values() if found), [])
+    lines = ["## Verdicts", "", "| claim | " + " | ".join(TASKS.values()) + " |", "|---|" + "---|" * len(TASKS)]
+    for name in names:
+        cells = [by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + ["", "A difference counts only beyond twice the larger standard error; *cannot be told apart* is within it; "
+                    "*so far*: against the other strategies run until now.", ""]
 
 
 def plot(results: Path, out: Path) -> None:
@@ -189,6 +219,7 @@ def main() -> None:
              "`bench/sweeps/paper12_*.yaml` (their commands are in each file); rows marked *not yet* have not finished.", "",
              f"The paper's figures: {PAPER_SOURCE}", "",
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
+    lines += verdict_table(args.results)
     for task in TASKS:
         lines += task_section(task, _records(args.results, task))
     (args.out / "README.md").write_text("\n".join(lines))
