@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -32,15 +32,23 @@ class ExportError(Exception):
     """An export that cannot be done as asked (unsupported architecture, file too large, ...)."""
 
 
-class _Logits(torch.nn.Module):
-    """The model with positional inputs and the logits alone as output: what the exporter traces."""
+GraphOutputs = tuple[dict[str, dict[int, str]], Callable[[object, dict[str, torch.Tensor]], tuple[torch.Tensor, ...]]]
+"""The graph's outputs (name -> its dynamic axes), and the function of (the model's outputs, its named inputs)
+that makes them, in that order."""
+BATCH, TOKENS = {0: "batch_size"}, {0: "batch_size", 1: "sequence_length"}
+LOGITS: GraphOutputs = ({"logits": BATCH}, lambda outputs, inputs: (outputs.logits,))
 
-    def __init__(self, model: PreTrainedModel, names: list[str]):
+
+class _Traced(torch.nn.Module):
+    """The model with positional inputs and the graph's outputs alone: what the exporter traces."""
+
+    def __init__(self, model: PreTrainedModel, names: list[str], outputs: GraphOutputs):
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.select = model, names, outputs[1]
 
     def forward(self, *inputs):
-        return self.model(**dict(zip(self.names, inputs))).logits
+        named = dict(zip(self.names, inputs))
+        return self.select(self.model(**named), named)
 
 
 def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -87,20 +95,20 @@ def _plain_padding_masks(model: PreTrainedModel) -> Iterator[None]:
             setattr(module, MASK_BUILDER, original)
 
 
-def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int) -> None:
+def _torch_export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, opset: int, outputs: GraphOutputs) -> None:
     names = input_names(model, tokenizer)
     # Two rows of different lengths, so the traced graph sees padding and a real attention mask.
     dummy = tokenizer(["a short one", "a somewhat longer example, with padding in the other row"], padding=True, return_tensors="pt")
-    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    axes = {name: TOKENS for name in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python branches it fixes for padded batches
         torch.onnx.export(
-            _Logits(model, names).eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
+            _Traced(model, names, outputs).eval(),  # the exporter restores the wrapper's mode afterwards, and with it the model's
             tuple(dummy[n] for n in names),
             str(path),
             input_names=names,
-            output_names=["logits"],
-            dynamic_axes={**axes, "logits": {0: "batch_size"}},
+            output_names=list(outputs[0]),
+            dynamic_axes={**axes, **outputs[0]},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,  # the TorchScript exporter: its graph is the one onnxruntime's fusions match
@@ -125,8 +133,10 @@ def export_onnx(
     opset: int = 18,
     single_file: bool = True,
     fused_later: bool = False,
+    outputs: GraphOutputs = LOGITS,
 ) -> Path:
-    """Write `onnx/model.onnx` (inputs: token ids, attention mask[, token types]; output: logits),
+    """Write `onnx/model.onnx` (inputs: token ids, attention mask[, token types]; outputs: `outputs`, the logits
+    unless told otherwise),
     `config.json` and the tokenizer into `output_dir`; returns the ONNX file's path. `fused_later`: the
     graph goes on to onnxruntime's attention fusion (O2, O3), which needs transformers' own mask graph."""
     model = model.eval().to("cpu")
@@ -136,7 +146,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with nullcontext() if fused_later else _plain_padding_masks(model):
-            _torch_export(model, tokenizer, path, opset)
+            _torch_export(model, tokenizer, path, opset, outputs)
     except Exception as error:  # the exporter fails in many ways on code it cannot trace; each is one line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"torch.onnx.export cannot export {model.config.model_type} ({reason})") from None

@@ -15,6 +15,8 @@ from compress.pipeline.cache import STAGE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+GLUE = REPO.parent / "shared" / "glue"
+"""Real GLUE train/dev files beside the checkout (never copied into it); tests that need them skip without them."""
 
 
 def invoke(*args):

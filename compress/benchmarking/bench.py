@@ -30,6 +30,7 @@ from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_reco
 from compress.benchmarking.report import REPORT_FILES, ReportRow, write_report
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
+from compress.data.encoding import model_inputs
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import majority_class_metrics
@@ -267,7 +268,7 @@ class Benchmark:
         metrics = built.metrics or evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
         evaluated = time.perf_counter()
 
-        dev = next(iter(data.dev.values()))
+        dev = model_inputs(data.task, next(iter(data.dev.values())))  # as the model takes them: an embedder, texts alone
         # The host's MatMul peaks, measured once per run before the first timing (CPU timings only).
         peaks = None if device else matmul_peaks(latency.threads)
 

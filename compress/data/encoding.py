@@ -8,6 +8,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from compress.data.tasks import TaskSpec
+
 
 def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
     """Token ids for `text_a` (and `text_b` for sentence pairs), truncated to `max_length`, unpadded."""
@@ -18,6 +20,19 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: i
 
     text_columns = [c for c in ("text_a", "text_b") if c in dataset.column_names]
     return dataset.map(encode, batched=True, remove_columns=text_columns, desc="Tokenizing")
+
+
+def sentences(dataset: Dataset) -> Dataset:
+    """Every text of the examples as an example of its own (`text_a`, labels dropped): what an embedder encodes,
+    one text at a time, where a classifier takes a pair together."""
+    texts = list(dataset["text_a"]) + (list(dataset["text_b"]) if "text_b" in dataset.column_names else [])
+    return Dataset.from_dict({"text_a": texts})
+
+
+def model_inputs(task: TaskSpec, dataset: Dataset) -> Dataset:
+    """The examples as a model of `task` takes them in one input: an embedder each text alone, a classifier
+    an example (a pair together) with its label."""
+    return sentences(dataset) if task.embedding else dataset
 
 
 def padded_batches(

@@ -22,7 +22,7 @@ import pandas as pd
 import pydantic
 
 from compress.data.seeds import Seed
-from compress.data.tasks import EmbeddedCorpus, TaskSpec, find_task, get_task
+from compress.data.tasks import EmbeddedCorpus, TaskSpec, embedding_task, find_task, get_task
 from compress.errors import CompressError, excerpt
 from compress.registry import Registry
 
@@ -502,6 +502,11 @@ def load_task_data(name: str, settings: DataSettings) -> TaskData:
         data = replace(data, train=carved["train"], dev={HOLDOUT: carved["test"]}, source=f"{data.source}, {settings.holdout:g} held out of train")
     _check_usable(data, settings)
     return data
+
+
+def as_embedding_data(data: TaskData) -> TaskData:
+    """The same examples, for a sentence embedder (`embedding_task`)."""
+    return replace(data, task=embedding_task(data.task, "text_b" in data.train.column_names))
 
 
 def _check_usable(data: TaskData, settings: DataSettings) -> None:

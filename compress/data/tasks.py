@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compress.errors import CompressError
 
@@ -46,6 +46,8 @@ class TaskSpec:
     hub_dev_splits: dict[str, str]  # eval-split name -> hub split name
     tsv: TsvLayout | None
     embedded: EmbeddedCorpus | None = None
+    embedding: bool = False
+    """Whether models of this task are sentence embedders scored on their vectors (`embedding_task`), not classifiers."""
 
     @property
     def is_regression(self) -> bool:
@@ -165,6 +167,25 @@ TASKS: dict[str, TaskSpec] = {
         ),
     )
 }
+
+
+SIMILARITY_METRICS = ("spearman_cosine", "pearson_cosine")
+"""An embedder on scored sentence pairs (STS): the correlation of the cosine similarity of the two vectors with the gold score."""
+RETRIEVAL_METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10")
+"""An embedder on scored sentence pairs, used as a retrieval set: each pair's first text finds its second among all second texts."""
+
+
+def embedding_task(task: TaskSpec, pairs: bool) -> TaskSpec:
+    """`task` done by a sentence embedder, each text encoded alone: scored sentence pairs by the similarity of their
+    vectors (and as a retrieval set), labelled texts or pairs by a logistic regression on the frozen vectors (or on the
+    pair's similarity), as MTEB scores classification; its metrics are then those of the task."""
+    if task.embedding:
+        return task
+    if task.is_regression and not pairs:
+        raise CompressError(f"embedding: task '{task.name}' scores single texts; an embedder is scored on scored sentence "
+                            "pairs (STS, by similarity) or on labelled texts (by classification on its vectors)")
+    metrics = SIMILARITY_METRICS + RETRIEVAL_METRICS if task.is_regression else task.metrics
+    return replace(task, metrics=metrics, embedding=True)
 
 
 def _lookup_key(name: str) -> str:

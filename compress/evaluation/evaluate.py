@@ -8,6 +8,7 @@ from transformers import PreTrainedTokenizerBase
 
 from compress.data.encoding import padded_batches, tokenize
 from compress.data.loading import TaskData
+from compress.evaluation.embedding import evaluate_embedder
 from compress.evaluation.metrics import compute_metrics, standard_errors
 from compress.models.artifacts import Predictor
 
@@ -16,7 +17,9 @@ def evaluate(
     predict: Predictor, data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int
 ) -> dict[str, float]:
     """Metrics on every eval split, each with its standard error (`<metric>_stderr`); the first split's
-    metrics bare, the others prefixed by the split name."""
+    metrics bare, the others prefixed by the split name. An embedder is scored on its vectors (evaluate_embedder)."""
+    if data.task.embedding:
+        return evaluate_embedder(predict, data, tokenizer, max_length, batch_size)
     results: dict[str, float] = {}
     for position, (split, dataset) in enumerate(data.dev.items()):
         tokenized = tokenize(dataset, tokenizer, max_length)

@@ -19,6 +19,9 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "matthews_correlation": lambda labels, predicted: matthews_corrcoef(labels, predicted),
     "pearson": lambda labels, predicted: pearsonr(labels, predicted).statistic,
     "spearman": lambda labels, predicted: spearmanr(labels, predicted).statistic,
+    # an embedder's, of the cosine similarity of a pair's two vectors (compress.evaluation.embedding)
+    "pearson_cosine": lambda labels, similarity: pearsonr(labels, similarity).statistic,
+    "spearman_cosine": lambda labels, similarity: spearmanr(labels, similarity).statistic,
 }
 
 

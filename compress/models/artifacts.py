@@ -37,6 +37,7 @@ from compress.exporters import onnx_file
 from compress.exporters.openvino_convert import IR_FILE
 from compress.exporters.torch_quantize import torch_dynamic_int8
 from compress.folders import model_folder
+from compress.models.embedding import SENTENCE_EMBEDDING, embed, embedding_of
 from compress.models.loading import count_parameters, load_config, load_saved, load_tokenizer, saved_class
 from compress.registry import Registry
 from compress.surgery.architectures import max_sequence_length
@@ -53,7 +54,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
 
 
 Predictor = Callable[[dict[str, torch.Tensor]], np.ndarray]
-"""Maps one padded batch of inputs to its logits; lets every kind of model share evaluation and timing."""
+"""Maps one padded batch of inputs to its logits (an embedder: its sentence vectors); lets every kind of model share
+evaluation and timing."""
+
+
+def output_name(config: PretrainedConfig) -> str:
+    """The graph output a runtime model is run for: a classifier's logits, an embedder's sentence vectors."""
+    return SENTENCE_EMBEDDING if embedding_of(config) else "logits"
 
 QUANTIZATION_FIELD = "compress_quantization"
 """Config field recording how a model was quantized (mode and settings), for cards and loading."""
@@ -93,13 +100,13 @@ def _numpy_feed(batch: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, n
     return {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in wanted}
 
 
-def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
-    """Logits from an onnxruntime session on the graph at `path` (.onnx, or onnxruntime's .ort)."""
+def onnx_predictor(path: Path, threads: int | None = None, output: str = "logits") -> Predictor:
+    """The `output` of an onnxruntime session on the graph at `path` (.onnx, or onnxruntime's .ort)."""
     from compress.exporters.onnx_runtime import ort_session
 
     session = ort_session(path, threads or torch.get_num_threads())
     wanted = {i.name for i in session.get_inputs()}
-    return lambda batch: session.run(["logits"], _numpy_feed(batch, wanted))[0]
+    return lambda batch: session.run([output], _numpy_feed(batch, wanted))[0]
 
 
 RUNTIMES: Registry[type[RuntimeModel]] = Registry("runtime")
@@ -118,7 +125,7 @@ class OnnxModel(RuntimeModel):
         return onnx_file(self.folder)
 
     def predictor(self, threads: int | None = None) -> Predictor:
-        return onnx_predictor(self.path, threads)
+        return onnx_predictor(self.path, threads, output_name(self.config))
 
     def device(self) -> str:
         from compress.exporters.onnx_runtime import onnx_device
@@ -163,17 +170,17 @@ class OpenVinoModel(RuntimeModel):
     def predictor(self, threads: int | None = None) -> Predictor:
         if multiple := self.quantization.get(PADDING_SETTING):
             return padded_predictor(self, multiple, threads)
-        return compiled_predictor(self.compiled(threads))
+        return compiled_predictor(self.compiled(threads), output_name(self.config))
 
 
 RUNTIMES.add(OpenVinoModel.kind, OpenVinoModel)
 
 
-def compiled_predictor(compiled) -> Predictor:
-    """Logits from a model OpenVINO compiled; inputs it does not take are left out."""
+def compiled_predictor(compiled, output: str) -> Predictor:
+    """The `output` of a model OpenVINO compiled; inputs it does not take are left out."""
     wanted = {i.any_name for i in compiled.inputs}
-    logits = compiled.output(0)
-    return lambda batch: compiled(_numpy_feed(batch, wanted))[logits]
+    chosen = compiled.output(output)
+    return lambda batch: compiled(_numpy_feed(batch, wanted))[chosen]
 
 
 FIXED_SHAPES_KEPT = 16
@@ -194,7 +201,7 @@ def padded_predictor(model: OpenVinoModel, multiple: int, threads: int | None = 
 
     @lru_cache(maxsize=FIXED_SHAPES_KEPT)
     def predictor_for_shape(rows: int, length: int) -> Predictor:
-        return compiled_predictor(model.compiled(threads, (rows, length)))
+        return compiled_predictor(model.compiled(threads, (rows, length)), output_name(model.config))
 
     def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
         rows, length = batch["input_ids"].shape
@@ -213,11 +220,13 @@ Artifact = Union[PreTrainedModel, RuntimeModel]
 
 def torch_predictor(model: PreTrainedModel) -> Predictor:
     model.eval()
+    embedder = embedding_of(model.config) is not None
 
     @torch.no_grad()
     def predict(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        inputs = {k: v.to(model.device) for k, v in batch.items()}
-        return model(**inputs).logits.float().cpu().numpy()
+        inputs = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
+        output = embed(model, inputs)[0] if embedder else model(**inputs).logits
+        return output.float().cpu().numpy()
 
     return predict
 

@@ -15,6 +15,7 @@ import transformers
 from transformers import (
     MODEL_MAPPING,
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -183,6 +184,15 @@ def load_for_task(ref: str | Path, task: TaskSpec, tokenizer: PreTrainedTokenize
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def load_encoder(ref: str | Path) -> PreTrainedModel:
+    """The bare encoder of a checkpoint (its task or language-model head, if any, left out): what a sentence
+    embedder pools."""
+    try:
+        return AutoModel.from_pretrained(resolve_model(ref))
+    except Exception as error:
+        raise _load_failure(str(ref), "weights", error) from None
 
 
 def saved_class(config: PretrainedConfig) -> type[PreTrainedModel]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from compress.data.loading import TaskData, load_task_data
+from compress.data.loading import TaskData
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
@@ -29,7 +29,8 @@ from compress.models.artifacts import (
     predictor_for,
     size_on_disk,
 )
-from compress.models.loading import load_for_task, load_saved, load_tokenizer, resolve_model
+from compress.models.embedding import mark_embedder
+from compress.models.loading import load_encoder, load_for_task, load_saved, load_tokenizer, resolve_model
 from compress.pipeline.cache import StageCache, StageRecord, file_facts
 from compress.pipeline.graph import StageNode
 from compress.pipeline.model_card import CARD_FILE, render_model_card
@@ -58,6 +59,11 @@ def checkpoint_seconds() -> float:
     return 60 * minutes
 
 
+def embedder(recipe: Recipe):
+    """The recipe's model as a sentence embedder: its bare encoder, marked with the pooling the recipe gives it."""
+    return mark_embedder(load_encoder(recipe.model), recipe.embedding.resolve(Path(resolve_model(recipe.model)), recipe.model))
+
+
 class NotBuilt(CompressError):
     """A trained model that is not in the cache while training is not allowed (measuring again)."""
 
@@ -79,9 +85,9 @@ class Executor:
         None for a recipe without a task."""
         if recipe.task is None:
             return None
-        key = recipe.task + recipe.data.model_dump_json()
+        key = recipe.task + recipe.data.model_dump_json() + str(recipe.embedding is not None)
         if key not in self._data:
-            self._data[key] = loaded or load_task_data(recipe.task, recipe.data)
+            self._data[key] = loaded or recipe.load_data()
         return self._data[key]
 
     def tokenizer(self, model: str):
@@ -115,8 +121,13 @@ class Executor:
             model = load_artifact(Path(resolve_model(recipe.model)))
             return model, onnx_parameter_count(model)
         data = self.data(recipe)
+        if recipe.embedding is not None:
+            model = embedder(recipe)
         # Without a task the model keeps the head it has (none for a pre-trained encoder).
-        model = load_saved(recipe.model) if data is None else load_for_task(recipe.model, data.task, self.tokenizer(recipe.model), recipe.seed)
+        elif data is None:
+            model = load_saved(recipe.model)
+        else:
+            model = load_for_task(recipe.model, data.task, self.tokenizer(recipe.model), recipe.seed)
         return model, parameter_count(model)
 
     def _build(self, node: StageNode, source: tuple[Path, StageRecord] | None, reads: dict[str, Path]) -> tuple[Path, StageRecord]:
@@ -132,7 +143,7 @@ class Executor:
         with (checkpoints_for(folder, node.identity) if node.trains else nullcontext()) as checkpoints, writing(folder) as partial:
             training = checkpoints and TrainingCheckpoints(checkpoints, self.checkpoint_seconds, started)
             context = StageContext(data, tokenizer, partial, recipe.max_length, recipe.eval_batch_size, stage_folders=reads,
-                                   checkpoints=training)
+                                   checkpoints=training, base_model=(lambda: embedder(recipe)) if recipe.embedding else None)
             with LoadElsewhere() as elsewhere:
                 output = run_stage(node.settings, model, context)
             model = output.model

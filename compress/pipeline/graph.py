@@ -64,6 +64,8 @@ def recipe_graph(recipe: Recipe, recipe_text: str) -> dict[str, StageNode]:
     """Stage name -> node, in the recipe's order."""
     config = _config(recipe.model)
     run = {key: getattr(recipe, key) for key in ("model", "task", "max_length", "eval_batch_size", "seed")}
+    if recipe.embedding is not None:  # only where set, so that every classifier keeps the identity it had
+        run["embedding"] = recipe.embedding.model_dump()
     if (made := _made_as(recipe.model)) is not None:
         run["model_made_as"] = made  # a folder compress made, and may make again with other settings at the same path
     base_identity = json.dumps({**run, "data": recipe.data.identity_settings()}, sort_keys=True)
@@ -79,7 +81,9 @@ def recipe_graph(recipe: Recipe, recipe_text: str) -> dict[str, StageNode]:
             "reads": {name: nodes[ref].identity if ref in nodes else ref for name, ref in references.items()},
         }
         identity = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-        trained = STAGES[settings.stage].trains or (nodes[source].trained if source in nodes else has_task_head(config))
+        # an embedder is ready as it is; a pre-trained encoder has no task head until it is trained
+        ready = has_task_head(config) or recipe.embedding is not None
+        trained = STAGES[settings.stage].trains or (nodes[source].trained if source in nodes else ready)
         nodes[settings.name] = StageNode(identity, settings.name, settings, recipe, recipe_text, nodes.get(source), reads, trained)
         layers[settings.name] = settings.layers_after(layers[source])
     return nodes

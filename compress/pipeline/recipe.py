@@ -15,17 +15,19 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.data.loading import DataSettings, TaskData, load_task_data
+from compress.data.loading import DataSettings, TaskData, as_embedding_data, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import FINAL, RECIPE_FILE, RUN_SUMMARY_FILE, check_folder_name
 from compress.models.artifacts import base_kind
-from compress.models.loading import check_weights, load_config, load_tokenizer
+from compress.models.embedding import EmbeddingSettings
+from compress.models.loading import check_weights, load_config, load_tokenizer, resolve_model
 from compress.stages import STAGES
+from compress.stages.base import BASE_MODEL
 from compress.stages.quantize import METHODS
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
 
-BASE = "base"
+BASE = BASE_MODEL
 """The name a stage's `from` uses for the pre-trained model itself."""
 RESERVED_NAMES = (BASE, FINAL, RECIPE_FILE, RUN_SUMMARY_FILE)
 """Names a stage cannot take: 'base', and what a run folder holds beside the stage folders."""
@@ -48,6 +50,10 @@ class Recipe(BaseModel):
                              "rotten-tomatoes (embedded), or your own name with data.source: files. Left out, the "
                              "stages may only drop layers by a fixed strategy, and the model keeps the head it has.")
     data: DataSettings = Field(default_factory=DataSettings)
+    embedding: EmbeddingSettings | None = Field(
+        None, description="Make a sentence embedder (the encoder and its pooling) rather than a classifier: scored on "
+        "its vectors, distilled from the full embedder on texts alone (`{}`: pooling as the model's sentence-transformers "
+        "config says).")
     max_length: int = Field(128, ge=8, description="Tokens per example, for training and evaluation.")
     eval_batch_size: int = Field(64, ge=1)
     seed: Seed = Field(42, description="Seeds the new classification head of the pre-trained model.")
@@ -78,6 +84,19 @@ class Recipe(BaseModel):
                 )
             seen.append(stage.name)
         return self
+
+    @model_validator(mode="after")
+    def _embedding_needs_a_task(self):
+        if self.embedding is not None and self.task is None:
+            raise ValueError("embedding: an embedder is scored on a task's texts; name the task (task:) too")
+        return self
+
+    def load_data(self) -> TaskData | None:
+        """The task's examples (None without a task), as an embedder takes them where the recipe makes one."""
+        if self.task is None:
+            return None
+        data = load_task_data(self.task, self.data)
+        return as_embedding_data(data) if self.embedding is not None else data
 
     def chain(self, last: str) -> list:
         """The stages that lead from the model to stage `last`, in order (following `from`; a stage read,
@@ -272,7 +291,9 @@ def check_recipe(recipe: Recipe, file: Path | str) -> TaskData | None:
         check_weights(recipe.model)
         if base_kind(recipe.model) == "torch":
             load_tokenizer(recipe.model)
-        data = None if recipe.task is None else load_task_data(recipe.task, recipe.data)
+        if recipe.embedding is not None:
+            recipe.embedding.resolve(Path(resolve_model(recipe.model)), recipe.model)
+        data = recipe.load_data()
     except CompressError as error:
         raise CompressError(f"{file}: {error}") from None
 
@@ -289,11 +310,15 @@ def check_recipe(recipe: Recipe, file: Path | str) -> TaskData | None:
             )
         if data is None and (use := stage.task_data_use()):
             raise CompressError(f"{where}: {stage.stage} {use}; name a task (task:, or --task) or leave the stage out")
+        if problem := stage.kind_problem(recipe.embedding is not None):
+            raise CompressError(f"{where}.{problem}")
         try:
             stage.check_chain(config, layers_after[source], len(data.train) if data else 0)
         except CompressError as error:
             raise CompressError(f"{where}.{error}") from None
         for field, ref in stage.model_references().items():
+            if ref == BASE and recipe.embedding is not None:
+                continue  # the full embedder is a teacher as it is
             if ref == BASE:
                 raise CompressError(f"{where}.{field}: '{BASE}' has no trained head; name a fine-tuned stage or model")
             later = [s.name for s in recipe.stages[index:]]

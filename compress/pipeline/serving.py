@@ -20,6 +20,7 @@ from transformers import DataCollatorWithPadding
 from compress.errors import CompressError, excerpt
 from compress.folders import model_folder
 from compress.models.artifacts import kind_of, load_artifact, predictor_for
+from compress.models.embedding import embedding_of
 from compress.models.loading import load_tokenizer
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.surgery.architectures import max_sequence_length
@@ -44,7 +45,8 @@ class Prediction:
 
 class CompressedModel:
     """A model folder compress wrote, ready to run on raw texts or text pairs. Call it (or `predict`) for
-    labels with scores (classification) or values (regression); `logits` gives the head's raw output."""
+    labels with scores (classification), values (regression) or, from a sentence embedder, one vector per text
+    (an array, rows in input order); `logits` gives the head's raw output (an embedder's: its vectors)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, batch_size: int = 32, max_length: int | None = None):
         self.folder = model_folder(Path(folder))
@@ -56,7 +58,8 @@ class CompressedModel:
         self.model = load_artifact(self.folder)
         self.kind = kind_of(self.model)
         self.config = self.model.config
-        if not any(name.endswith(HEAD_SUFFIX) for name in self.config.architectures or ()):
+        self.embedding = embedding_of(self.config)
+        if self.embedding is None and not any(name.endswith(HEAD_SUFFIX) for name in self.config.architectures or ()):
             raise CompressError(f"{self.folder}: a bare encoder with no task head ({', '.join(self.config.architectures or ['none named'])}), "
                                 "as compress drop leaves a pre-trained encoder; fine-tune or distil it on a task first (a recipe), then load that folder")
         self.record = read_stage_record(self.folder) if (self.folder / STAGE_FILE).is_file() else None
@@ -83,12 +86,19 @@ class CompressedModel:
     def labels(self) -> list[str]:
         return [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
 
+    @property
+    def is_embedder(self) -> bool:
+        return self.embedding is not None
+
     def logits(self, texts: Iterable[Text], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """The head's output for each input, in input order (rows: inputs; columns: labels, or one for regression).
-        `on_batch(n)` is told after each batch of n inputs (a progress bar)."""
+        """The head's output for each input, in input order (rows: inputs; columns: labels, one for regression, or an
+        embedder's vector). `on_batch(n)` is told after each batch of n inputs (a progress bar)."""
         inputs = [_checked(text, index) for index, text in enumerate(texts)]
+        if self.is_embedder and (pair := next((i for i, text in enumerate(inputs) if not isinstance(text, str)), None)) is not None:
+            raise CompressError(f"input {pair}: a text pair, and a sentence embedder encodes each text alone; pass the two texts "
+                                "as inputs of their own and compare their vectors")
         if not inputs:
-            return np.zeros((0, self.config.num_labels), dtype=np.float32)
+            return np.zeros((0, self.config.hidden_size if self.is_embedder else self.config.num_labels), dtype=np.float32)
         encoded = [self._encode(text) for text in inputs]
         # Batches of similar lengths: each is padded to its longest input, so sorting computes less padding.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
@@ -103,9 +113,12 @@ class CompressedModel:
                     on_batch(len(chosen))
         return np.stack(rows)
 
-    def predict(self, texts: Iterable[Text], on_batch: Callable[[int], None] | None = None) -> list[Prediction] | list[float]:
-        """A `Prediction` per input (classification), or its value (regression), in input order."""
+    def predict(self, texts: Iterable[Text], on_batch: Callable[[int], None] | None = None) -> list[Prediction] | list[float] | np.ndarray:
+        """A `Prediction` per input (classification), its value (regression), or an embedder's vectors (an array, one
+        row per text), in input order."""
         logits = self.logits(texts, on_batch)
+        if self.is_embedder:
+            return logits
         if self.is_regression:
             return [float(row[0]) for row in logits]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -120,7 +133,10 @@ class CompressedModel:
         return self.tokenizer(first, second, truncation=True, max_length=self.max_length)
 
     def __repr__(self) -> str:
-        answers = "values" if self.is_regression else f"labels {', '.join(self.labels)}"
+        if self.is_embedder:
+            answers = f"vectors of {self.config.hidden_size} ({self.embedding.pooling} pooling{', normalised' if self.embedding.normalize else ''})"
+        else:
+            answers = "values" if self.is_regression else f"labels {', '.join(self.labels)}"
         return f"CompressedModel({str(self.folder)!r}: {self.kind}, {answers}, at most {self.max_length} tokens)"
 
 
@@ -141,11 +157,13 @@ def load(folder: str | Path, threads: int | None = None, batch_size: int = 32, m
     return CompressedModel(folder, threads, batch_size, max_length)
 
 
-def prediction_record(text: Text, answer: Prediction | float) -> dict:
+def prediction_record(text: Text, answer: Prediction | float | np.ndarray) -> dict:
     """One line of `compress predict`'s output: the input and what the model said of it."""
     given = {"text": text} if isinstance(text, str) else {"text": text[0], "text_pair": text[1]}
     if isinstance(answer, Prediction):
         return {**given, "label": answer.label, "score": round(answer.score, 6)}
+    if isinstance(answer, np.ndarray):
+        return {**given, "vector": [round(float(value), 7) for value in answer]}
     return {**given, "value": round(answer, 6)}
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compress.models.artifacts import Artifact, save_artifact
+from compress.models.embedding import embedding_of, write_sentence_transformers_files
 from compress.registry import Registry
 from compress.stages import fastest  # noqa: F401  (registers quantize mode `best` before the settings union is taken)
 from compress.stages.base import StageContext, StageOutput, StageSettings
@@ -43,6 +44,8 @@ def run_stage(settings: StageSettings, model: Artifact, context: StageContext) -
     output = STAGES[settings.stage].apply(model, settings, context)
     save_artifact(output.model, context.output_dir)
     context.tokenizer.save_pretrained(context.output_dir)
+    if embedding_of(output.model.config):  # sentence-transformers (and its ONNX and OpenVINO backends) load it as it is
+        write_sentence_transformers_files(context.output_dir, output.model.config, context.max_length)
     return output
 
 

@@ -4,6 +4,7 @@ hands back (its model and the facts it measured while making it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +15,10 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from compress.data.loading import TaskData
 from compress.models.artifacts import Artifact, Kind, load_artifact
 from compress.models.loading import load_saved
+
+
+BASE_MODEL = "base"
+"""The name by which a recipe's stages name its model itself (`from: base`; an embedder's `teacher: base`)."""
 
 
 class StageSettings(BaseModel):
@@ -63,6 +68,11 @@ class StageSettings(BaseModel):
     def wants_gpu(self) -> bool:
         """Whether the stage runs on a GPU where there is one (a cluster gives its task one)."""
         return False
+
+    def kind_problem(self, embedder: bool) -> str | None:
+        """Why these settings cannot make the kind of model the recipe makes (a sentence embedder, for a recipe with
+        `embedding:`, else a classifier), if they cannot; the text starts with the field at fault."""
+        return None
 
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         """Refuse, before any work, what this stage cannot do at its place in a recipe (a CompressError
@@ -121,11 +131,15 @@ class StageContext:
     """Finished stages this stage reads, by the name its settings give them."""
     checkpoints: TrainingCheckpoints | None = None
     """For a stage that trains: where its checkpoints outlive an interrupted run (None: it keeps none)."""
+    base_model: Callable[[], PreTrainedModel] | None = None
+    """The recipe's model as its first stage takes it, for a stage that reads `base` (an embedder's teacher)."""
 
     def load_model(self, ref: str) -> PreTrainedModel:
-        """A stage this stage reads by name, else a model alias, folder or hub id."""
+        """A stage this stage reads by name, the recipe's own model (`base`), else a model alias, folder or hub id."""
         if ref in self.stage_folders:
             return load_artifact(self.stage_folders[ref])
+        if ref == BASE_MODEL and self.base_model is not None:
+            return self.base_model()
         return load_saved(ref)
 
 

@@ -1,6 +1,8 @@
 """The `distill` stage: train the (dropped) model to match a fine-tuned teacher, with the Hugging Face Trainer.
 
-Loss per batch, classification:
+Loss per batch, a sentence embedder (a recipe with `embedding:`), on texts alone, no labels:
+    |normalize(student vector) - normalize(teacher vector)|^2 (= 2 - 2 cos), the batch's mean
+classification:
     alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 regression (one output):
     alpha * MSE(student, labels) + (1 - alpha) * MSE(student, teacher)
@@ -13,18 +15,23 @@ launch` and `torchrun` work as for `finetune`.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PretrainedConfig, PreTrainedModel
 
-from compress.data.encoding import padded_batches, tokenize
+from compress.data.encoding import model_inputs, padded_batches, tokenize
 from compress.errors import CompressError
+from compress.models.embedding import embed, embedding_of
 from compress.stages.base import ModelDescription, StageContext, StageOutput
 from compress.stages.finetune import (
     FinetuneSettings,
@@ -60,8 +67,28 @@ class DistillSettings(FinetuneSettings, DistillationLoss):
         description="An earlier stage's name in this recipe, or a fine-tuned model's folder, alias or hub id."
     )
 
+    sentences: Path | None = Field(
+        None, description="An embedding recipe's own texts to distil on, instead of the task's training texts: a plain "
+        "text file (one text per line) or JSON lines with a 'text' field.")
+
     def model_references(self) -> dict[str, str]:
         return {"teacher": self.teacher}
+
+    def kind_problem(self, embedder: bool) -> str | None:
+        if self.sentences is not None and not embedder:
+            return "sentences: only an embedding recipe (embedding:) distils on texts alone; a classifier learns from the task's examples"
+        return None
+
+    def identity_settings(self, layers_before: int) -> dict:
+        settings = super().identity_settings(layers_before)
+        if self.sentences is not None:  # the texts, not where they lie, decide the model
+            settings["sentences"] = hashlib.sha256(self.sentences.read_bytes()).hexdigest()
+        return settings
+
+    def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
+        if self.sentences is not None:
+            train_examples = len(read_sentences(self.sentences))
+        super().check_chain(config, layers_before, train_examples)
 
     def describe(self, described: ModelDescription) -> None:
         described.training = self.stage
@@ -79,8 +106,11 @@ class DistillFacts(TrainingFacts):
     alpha: float
     temperature: float
     hidden_weight: float
-    loss: Literal["kl", "mse"]
+    loss: Literal["kl", "mse", "vector-mse"]
     note_examples: int
+    cosine_to_teacher_before: float | None = None
+    """An embedder's: the mean cosine similarity of its vectors to the teacher's, on dev texts."""
+    cosine_to_teacher_after: float | None = None
     kl_to_teacher_before: float | None = None
     kl_to_teacher_after: float | None = None
     mse_to_teacher_before: float | None = None
@@ -246,6 +276,55 @@ class DistillationTrainer(ResumableTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def vector_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the unit vectors (2 - 2 cos), the batch's mean: what an embedder is distilled by."""
+    return (F.normalize(student.float(), dim=-1) - F.normalize(teacher.float(), dim=-1)).pow(2).sum(-1).mean()
+
+
+class EmbeddingDistillationTrainer(DistillationTrainer):
+    """A Trainer whose student reproduces a frozen teacher embedder's sentence vectors (and, with hidden_weight,
+    its hidden states); the examples are texts without labels."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        want_hidden = self.pairs is not None
+        vectors, outputs = embed(model, inputs, output_hidden_states=want_hidden)
+        accepted = self.teacher_inputs
+        with torch.no_grad():
+            teacher_vectors, teacher_outputs = embed(self.teacher, inputs if accepted is None else {k: v for k, v in inputs.items() if k in accepted},
+                                                     output_hidden_states=want_hidden)
+        loss = vector_loss(vectors, teacher_vectors)
+        if want_hidden:
+            loss = loss + self.settings.hidden_weight * hidden_loss(outputs.hidden_states, teacher_outputs.hidden_states, self.pairs,
+                                                                    inputs.get("attention_mask"))
+        return (loss, outputs) if return_outputs else loss
+
+
+def read_sentences(path: Path) -> list[str]:
+    """Texts of a plain text file (one per line) or of JSON lines (each an object with a 'text' field)."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise CompressError(f"sentences: {path}: no such file; expected texts, one per line, or JSON lines with 'text'") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CompressError(f"sentences: {path}: cannot read as UTF-8 text ({error})") from None
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        texts = lines
+    else:
+        texts = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                text = json.loads(line).get("text")
+            except (ValueError, AttributeError):
+                text = None
+            if not isinstance(text, str):
+                raise CompressError(f"sentences: {path}, line {number}: expected a JSON object with a 'text' string")
+            texts.append(text)
+    if not texts:
+        raise CompressError(f"sentences: {path}: no texts; expected at least one")
+    return texts
+
+
 # --- checks and the before/after note -------------------------------------------------------------
 
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
@@ -255,6 +334,13 @@ def check_teacher(teacher: object, student: PreTrainedModel, settings: DistillSe
     name = settings.teacher
     if not isinstance(teacher, PreTrainedModel):
         raise CompressError(f"teacher: '{name}' is not a PyTorch model (distill from a model before export/quantize)")
+    if embedding_of(student.config) is not None:
+        if embedding_of(teacher.config) is None:
+            raise CompressError(f"teacher: '{name}' is not a sentence embedder; an embedder distils from one (teacher: base, the full model)")
+        if teacher.config.hidden_size != student.config.hidden_size:
+            raise CompressError(f"teacher: '{name}' makes vectors of {teacher.config.hidden_size} numbers, the student "
+                                f"{student.config.hidden_size}; their vectors must be comparable")
+        return
     if not type(teacher).__name__.endswith("ForSequenceClassification"):
         raise CompressError(
             f"teacher: '{name}' loads as {type(teacher).__name__}, not a sequence-classification model; "
@@ -274,6 +360,20 @@ def check_teacher(teacher: object, student: PreTrainedModel, settings: DistillSe
                 f"teacher: '{name}' has labels {teacher_labels}, the student {student_labels}; "
                 "class ids must mean the same labels"
             )
+
+
+@torch.no_grad()
+def cosine_to_teacher(student: PreTrainedModel, teacher: PreTrainedModel, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """The mean cosine similarity of an embedder's vectors to its teacher's."""
+    was_training = student.training
+    student.eval()
+    device = next(student.parameters()).device
+    similarities = []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        similarities.append(F.cosine_similarity(embed(student, batch)[0].float(), embed(teacher, batch)[0].float(), dim=-1))
+    student.train(was_training)
+    return {"cosine_to_teacher": float(torch.cat(similarities).mean())}
 
 
 @torch.no_grad()
@@ -321,13 +421,14 @@ def _note_batches(context: StageContext) -> list[dict[str, torch.Tensor]]:
     dev = next(iter(context.data.dev.values()), None)
     if dev is None or len(dev) == 0:
         return []
-    dev = dev.select(range(min(NOTE_EXAMPLES, len(dev))))
-    tokenized = tokenize(dev, context.tokenizer, context.max_length)
+    dev = model_inputs(context.data.task, dev.select(range(min(NOTE_EXAMPLES, len(dev)))))
+    tokenized = tokenize(dev.select(range(min(NOTE_EXAMPLES, len(dev)))), context.tokenizer, context.max_length)
     return list(padded_batches(tokenized, context.tokenizer, context.eval_batch_size))
 
 
 def distill(model: PreTrainedModel, settings: DistillSettings, context: StageContext) -> StageOutput:
     regression = context.data.task.is_regression
+    embedder = embedding_of(model.config) is not None
     teacher = context.load_model(settings.teacher)
     check_teacher(teacher, model, settings, regression)
     teacher.eval().requires_grad_(False)
@@ -336,7 +437,8 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         normed_last = layout_for(model.config).normed_last_hidden_state
         pairs = hidden_pairs(teacher_layer_map(model.config, teacher.config), num_layers(teacher.config), normed_last)
 
-    train_set = tokenize(context.data.train, context.tokenizer, context.max_length)
+    texts = context.data.train if settings.sentences is None else Dataset.from_dict({"text_a": read_sentences(settings.sentences)})
+    train_set = tokenize(model_inputs(context.data.task, texts), context.tokenizer, context.max_length)
     note_batches = _note_batches(context)
     with trainer_folder(context) as folder:
         args = training_arguments(settings, folder)
@@ -346,11 +448,14 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         def measure(when: str) -> dict[str, float]:
             if not note_batches:
                 return {}
-            distances = distance_to_teacher(model, teacher, note_batches, regression, pairs)
+            if embedder:
+                distances = cosine_to_teacher(model, teacher, note_batches)
+            else:
+                distances = distance_to_teacher(model, teacher, note_batches, regression, pairs)
             return {f"{key}_{when}": value for key, value in distances.items()}
 
         before = measure("before")
-        trainer = DistillationTrainer(
+        trainer = (EmbeddingDistillationTrainer if embedder else DistillationTrainer)(
             model=model,
             args=args,
             train_dataset=train_set,
@@ -366,7 +471,7 @@ def distill(model: PreTrainedModel, settings: DistillSettings, context: StageCon
         after = measure("after")
 
     facts = DistillFacts(
-        **settings.loss_note(), loss="mse" if regression else "kl", **before, **after,
+        **settings.loss_note(), loss="vector-mse" if embedder else "mse" if regression else "kl", **before, **after,
         note_examples=sum(len(b["input_ids"]) for b in note_batches), **record,
     )
     return StageOutput(model, facts)

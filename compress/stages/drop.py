@@ -14,6 +14,7 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from compress.analysis.contribution import scoring_batches
 from compress.analysis.layers import analyze_layers, metric_scores
 from compress.analysis.report import statistics_table
+from compress.data.encoding import model_inputs
 from compress.data.seeds import Seed
 from compress.stages.base import ModelDescription, StageContext, StageOutput, StageSettings
 from compress.surgery.architectures import num_layers
@@ -115,7 +116,7 @@ def drop(model: PreTrainedModel, settings: DropSettings, context: StageContext) 
     scores = None
     if settings.strategy == CONTRIBUTION:
         scores = score_layers_for_drop(
-            model, context.tokenizer, context.data.train,
+            model, context.tokenizer, model_inputs(context.data.task, context.data.train),
             examples=settings.examples, max_length=context.max_length, seed=settings.seed,
             metric=settings.metric, k=settings.k, note={"task": context.data.task.name}, folder=context.output_dir,
         )

@@ -9,11 +9,12 @@ import numpy as np
 from pydantic import Field
 from transformers import PreTrainedModel
 
-from compress.data.encoding import padded_batches, tokenize
+from compress.data.encoding import model_inputs, padded_batches, tokenize
 from compress.errors import CompressError
-from compress.exporters.onnx_export import FUSING_LEVELS, ExportError, export_onnx, fused_operators, optimize_onnx
+from compress.exporters.onnx_export import FUSING_LEVELS, LOGITS, ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.exporters.ort_format import OrtFormatError, convert_to_ort
-from compress.models.artifacts import Kind, OnnxModel, onnx_predictor, torch_predictor
+from compress.models.artifacts import Kind, OnnxModel, onnx_predictor, output_name, torch_predictor
+from compress.models.embedding import embedding_of, graph_outputs
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.surgery.architectures import layout_for
 
@@ -71,14 +72,14 @@ class ExportFacts(OrtFormatFacts):
     parity_examples: int
 
 
-def write_ort_format(graph: Path, batch: dict, graph_logits: np.ndarray) -> float:
-    """The graph in onnxruntime's format beside it; how far its logits on `batch` are from the .onnx's
+def write_ort_format(graph: Path, batch: dict, graph_logits: np.ndarray, output: str) -> float:
+    """The graph in onnxruntime's format beside it; how far its `output` (logits) on `batch` is from the .onnx's
     (`graph_logits`; a CompressError past ORT_FORMAT_TOLERANCE)."""
     try:
         path = convert_to_ort(graph)
     except OrtFormatError as error:
         raise CompressError(f"ort_format: {error}") from None
-    difference = float(np.abs(onnx_predictor(path)(batch) - graph_logits).max())
+    difference = float(np.abs(onnx_predictor(path, output=output)(batch) - graph_logits).max())
     if difference > ORT_FORMAT_TOLERANCE:
         raise CompressError(f"ort_format: {path.name} gives logits {difference:.2e} away from {graph.name} "
                             f"(tolerance {ORT_FORMAT_TOLERANCE:g})")
@@ -87,11 +88,11 @@ def write_ort_format(graph: Path, batch: dict, graph_logits: np.ndarray) -> floa
 
 def parity_batch(context: StageContext, count: int) -> dict:
     """One padded batch of real dev examples whose lengths span the shortest to the longest."""
-    dev = tokenize(next(iter(context.data.dev.values())), context.tokenizer, context.max_length)
+    dev = tokenize(model_inputs(context.data.task, next(iter(context.data.dev.values()))), context.tokenizer, context.max_length)
     order = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
     picked = order[np.linspace(0, len(order) - 1, num=min(count, len(order))).round().astype(int)]
     batch = next(padded_batches(dev.select(picked), context.tokenizer, len(picked)))
-    batch.pop("labels")
+    batch.pop("labels", None)  # an embedder's texts have none
     return batch
 
 
@@ -101,8 +102,9 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
         raise CompressError(f"export.optimization: onnxruntime's transformer optimizer has no fusions for {model.config.model_type}; "
                             "use optimization: none")
     try:
+        embedding = embedding_of(model.config)
         path = export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file,
-                           fused_later=settings.optimization in FUSING_LEVELS)
+                           fused_later=settings.optimization in FUSING_LEVELS, outputs=graph_outputs(embedding) if embedding else LOGITS)
         if settings.optimization != "none":
             optimize_onnx(path, settings.optimization, model.config, optimizer)
     except ExportError as error:
@@ -115,9 +117,9 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     lengths = batch["attention_mask"].sum(dim=1)
     if difference > settings.tolerance:
         raise CompressError(
-            f"export: ONNX logits differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
+            f"export: ONNX outputs differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
             f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
         )
-    ort_difference = write_ort_format(path, batch, onnx_logits) if settings.ort_format else None
+    ort_difference = write_ort_format(path, batch, onnx_logits, output_name(model.config)) if settings.ort_format else None
     return StageOutput(exported, ExportFacts(fused_operators=fused_operators(path), parity_max_abs_logit_diff=difference,
                                              parity_examples=int(len(lengths)), ort_format_max_abs_logit_diff=ort_difference))

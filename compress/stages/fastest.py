@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PretrainedConfig
 
+from compress.data.encoding import model_inputs
 from compress.errors import CompressError, failure
 from compress.evaluation.evaluate import evaluate
 from compress.exporters import graph_files
@@ -183,7 +184,7 @@ def candidates_for(modes: list[str], methods: dict[str, QuantizationMethod], pad
 
 
 def _timing_batches(settings: BestSettings, context: StageContext) -> dict[str, list[dict]]:
-    dev = next(iter(context.data.dev.values()))
+    dev = model_inputs(context.data.task, next(iter(context.data.dev.values())))
     batches = {}
     for length in settings.lengths:
         if length == "task":

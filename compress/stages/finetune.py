@@ -98,6 +98,12 @@ class FinetuneSettings(StageSettings, TrainingHyperparameters):
     def task_data_use(self) -> str | None:
         return "trains on the task's examples"
 
+    def kind_problem(self, embedder: bool) -> str | None:
+        if embedder:
+            return ("stage: finetune trains a task head on labels, and an embedder has none; an embedding recipe trains by "
+                    "distill from the full embedder (teacher: base), on texts alone")
+        return None
+
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if problem := self.budget_problem(train_examples):
             raise CompressError(problem)

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from transformers import AutoConfig, PretrainedConfig
 
-from compress.data.encoding import padded_batches, tokenize
+from compress.data.encoding import model_inputs, padded_batches, tokenize
 from compress.data.seeds import Seed
 from compress.errors import CompressError
 from compress.exporters import ONNX_DIR, QUANTIZED_FILE
@@ -29,7 +29,17 @@ from compress.exporters.onnx_runtime import ort_session
 from compress.exporters.openvino_convert import IR_FILE, computed_precision, convert_onnx
 from compress.exporters.openvino_convert import quantize_int8 as quantize_openvino_int8
 from compress.exporters.torch_quantize import QuantizationError, bitsandbytes, fp16, torch_dynamic_int8
-from compress.models.artifacts import PADDING_SETTING, QUANTIZATION_FIELD, Artifact, Kind, OnnxModel, OpenVinoModel
+from compress.models.artifacts import (
+    PADDING_SETTING,
+    QUANTIZATION_FIELD,
+    Artifact,
+    Kind,
+    OnnxModel,
+    OpenVinoModel,
+    output_name,
+    torch_predictor,
+)
+from compress.models.embedding import embedding_of
 from compress.registry import Registry
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
@@ -208,6 +218,7 @@ def _calibration_feeds(model: OnnxModel, context: StageContext, settings: Calibr
     inputs = {i.name for i in ort_session(model.path).get_inputs()}
     train = context.data.train.shuffle(seed=settings.seed)
     chosen = train.select(range(min(settings.calibration_examples, len(train))))
+    chosen = model_inputs(context.data.task, chosen)
     batches = padded_batches(tokenize(chosen, context.tokenizer, context.max_length), context.tokenizer, settings.calibration_batch_size)
     return ({name: tensor.numpy().astype(np.int64) for name, tensor in batch.items() if name in inputs} for batch in batches)
 
@@ -217,7 +228,7 @@ def _onnx_int8_output(source: OnnxModel, settings: OnnxInt8Settings, context: St
     if not settings.ort_format:
         return StageOutput(quantized)
     batch = parity_batch(context, PARITY_EXAMPLES)
-    ort_difference = write_ort_format(quantized.path, batch, quantized.predictor()(batch))
+    ort_difference = write_ort_format(quantized.path, batch, quantized.predictor()(batch), output_name(quantized.config))
     return StageOutput(quantized, OrtFormatFacts(ort_format_max_abs_logit_diff=ort_difference))
 
 
@@ -271,8 +282,9 @@ def _openvino(precision: str | None) -> Callable:
             raise CompressError(f"{settings.mode}: OpenVINO logits differ from the ONNX graph's by {difference:.2e} on "
                                 f"{len(ours)} dev examples (tolerance {settings.tolerance:g})")
         computed = computed_precision(converted.compiled())
-        # a regression head's one output has no label to agree on
-        agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if ours.shape[-1] > 1 else None
+        # a regression head's one output has no label to agree on, nor an embedder's vector
+        labelled = ours.shape[-1] > 1 and not embedding_of(config)
+        agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean()) if labelled else None
         return StageOutput(converted, OpenVinoFacts(computed_precision=computed, parity_max_abs_logit_diff=difference,
                                                     parity_label_agreement=agreement, parity_examples=len(ours)))
 
@@ -308,15 +320,13 @@ class BatchConsistencyFacts(StageFacts):
 
 def batch_consistency(model, batch: dict) -> BatchConsistencyFacts:
     """Runs `batch` (padded) at once and each of its examples alone, without padding."""
-    device = next(model.parameters()).device
+    predict = torch_predictor(model)
     mask = batch["attention_mask"].bool()
-    with torch.no_grad():
-        together = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-        alone = torch.cat([model(**{k: v[i : i + 1, mask[i]].to(device) for k, v in batch.items()}).logits.float().cpu()
-                           for i in range(len(mask))])
+    together = torch.from_numpy(predict(batch))
+    alone = torch.cat([torch.from_numpy(predict({k: v[i : i + 1, mask[i]] for k, v in batch.items()})) for i in range(len(mask))])
     moved = (together - alone).abs().amax(-1)
     agreement = flips = None
-    if together.shape[-1] > 1:
+    if together.shape[-1] > 1 and not embedding_of(model.config):  # labels: not a value's, nor a vector's
         flipped = together.argmax(-1) != alone.argmax(-1)
         agreement = float((~flipped).float().mean())
         flips = int((flipped & (moved > NOISE_LOGITS)).sum())

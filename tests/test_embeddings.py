@@ -1,0 +1,189 @@
+"""Sentence embedders: the real all-MiniLM-L6-v2 as an embedder, dropped, distilled on texts alone, exported and
+quantized; its vectors checked against sentence-transformers, onnxruntime and transformers.js, its scores against
+values computed here independently."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression
+
+import compress
+from compress.data.loading import DataSettings, as_embedding_data, load_task_data
+from compress.evaluation.embedding import evaluate_embedder, retrieval_set
+from compress.exporters.onnx_runtime import ort_session
+from compress.models.artifacts import predictor_for
+from compress.models.embedding import Embedding, EmbeddingSettings, mark_embedder, read_embedding
+from compress.models.loading import load_encoder, load_tokenizer, resolve_model
+from compress.pipeline.cache import read_stage_record
+from tests.helpers import GLUE, assert_one_line_error, invoke, write_recipe
+
+SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
+JS = Path(__file__).resolve().parent / "js"
+needs_glue = pytest.mark.skipif(not (GLUE / "STS-B").is_dir(), reason=f"the GLUE files are not at {GLUE}")
+
+
+def sts_settings(**caps) -> dict:
+    return {"source": "glue-dir", "path": str(GLUE), **caps}
+
+
+def test_pooling_is_read_from_the_sentence_transformers_config():
+    assert read_embedding(Path(resolve_model("minilm-l6"))) == Embedding(pooling="mean", normalize=True)
+    resolved = EmbeddingSettings(pooling="cls", normalize=False).resolve(Path(resolve_model("minilm-l6")), "minilm-l6")
+    assert resolved == Embedding(pooling="cls", normalize=False)
+
+
+@pytest.fixture(scope="module")
+def sts_run(tmp_path_factory):
+    """MiniLM-L6 on STS-B: top-3 dropped, distilled from the full embedder on 256 training pairs' texts, exported, int8."""
+    if not (GLUE / "STS-B").is_dir():
+        pytest.skip(f"the GLUE files are not at {GLUE}")
+    folder = tmp_path_factory.mktemp("sts")
+    recipe = {"model": "minilm-l6", "task": "stsb", "embedding": {},
+              "data": sts_settings(max_train_examples=256, max_eval_examples=300), "max_length": 64,
+              "stages": [{"stage": "drop", "strategy": "top", "k": 3},
+                         {"stage": "distill", "teacher": "base", "epochs": 1, "batch_size": 16, "learning_rate": 1e-4},
+                         {"stage": "export"},
+                         {"stage": "quantize", "mode": "dynamic-int8"}]}
+    result = invoke("run", write_recipe(folder, "sts", recipe), "-o", folder / "run")
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def dev_sentences(count: int = 200) -> list[str]:
+    dev = load_task_data("stsb", DataSettings(**sts_settings())).dev["validation"]
+    return list(dict.fromkeys(list(dev["text_a"]) + list(dev["text_b"])))[-count:]  # the end: past the run's dev cap
+
+
+@pytest.mark.slow
+def test_distilled_student_is_closer_to_the_teacher_than_the_dropped_one(sts_run):
+    sentences = dev_sentences()
+    teacher = SentenceTransformer(resolve_model("minilm-l6"), device="cpu").encode(sentences)
+    dropped, distilled = (compress.load(sts_run / name)(sentences) for name in ("01-drop", "02-distill"))
+    cosine = [float(np.mean(np.sum(v * teacher, axis=1))) for v in (dropped, distilled)]  # all three normalise
+    assert cosine[1] > cosine[0] + 0.02, cosine
+    notes = read_stage_record(sts_run / "02-distill").notes
+    assert notes["loss"] == "vector-mse" and notes["cosine_to_teacher_after"] > notes["cosine_to_teacher_before"]
+
+
+@pytest.mark.slow
+def test_onnx_sentence_embedding_equals_sentence_transformers_encode(sts_run):
+    sentences = dev_sentences()
+    expected = SentenceTransformer(str(sts_run / "02-distill"), device="cpu").encode(sentences)
+    tokenizer = load_tokenizer(sts_run / "03-export")
+    session = ort_session(sts_run / "03-export" / "onnx" / "model.onnx")
+    names = [i.name for i in session.get_inputs()]
+    got = np.concatenate([session.run(["sentence_embedding"], {n: v.astype(np.int64) for n, v in tokenizer(
+        sentence, truncation=True, max_length=64, return_tensors="np").items() if n in names})[0] for sentence in sentences])
+    assert got.shape == expected.shape == (200, 384)
+    assert np.abs(got - expected).max() < 1e-4
+    # compress.load runs the exported folder on raw text the same way
+    assert np.abs(compress.load(sts_run / "03-export")(sentences) - expected).max() < 1e-4
+    assert compress.load(sts_run).is_embedder and compress.load(sts_run).kind == "onnx"
+
+
+@pytest.mark.slow
+def test_sts_spearman_and_retrieval_match_an_independent_computation(sts_run):
+    record = read_stage_record(sts_run / "02-distill")
+    dev = load_task_data("stsb", DataSettings(**sts_settings(max_train_examples=256, max_eval_examples=300))).dev["validation"]
+    model = SentenceTransformer(str(sts_run / "02-distill"), device="cpu")
+    first, second = model.encode(list(dev["text_a"])), model.encode(list(dev["text_b"]))
+    scores = np.asarray(dev["label"])
+    assert record.metrics["spearman_cosine"] == pytest.approx(spearmanr(np.sum(first * second, axis=1), scores).statistic, abs=1e-4)
+    # recall@1 and MRR@10, by brute force: each query's relevant text among the split's distinct second texts
+    documents = list(dict.fromkeys(dev["text_b"]))
+    doc_vectors = model.encode(documents)
+    hits, reciprocal = [], []
+    for i, (text, score) in enumerate(zip(dev["text_a"], scores)):
+        if score < scores.min() + 0.8 * (scores.max() - scores.min()):
+            continue
+        ranking = [documents[j] for j in np.argsort(-(doc_vectors @ first[i]), kind="stable")]
+        rank = ranking.index(dev["text_b"][i]) + 1
+        hits.append(rank == 1)
+        reciprocal.append(1 / rank if rank <= 10 else 0.0)
+    assert len(hits) > 20
+    assert record.metrics["recall@1"] == pytest.approx(np.mean(hits), abs=1e-6)
+    assert record.metrics["mrr@10"] == pytest.approx(np.mean(reciprocal), abs=1e-6)
+    assert 0 < record.metrics["ndcg@10"] <= 1
+
+
+def test_retrieval_set_takes_the_top_fifth_of_the_score_range():
+    queries, documents, relevant = retrieval_set(["a", "b", "c"], ["x", "y", "x"], np.array([5.0, 0.0, 4.1]))
+    assert queries == [0, 2] and documents == ["x", "y"] and list(relevant) == [0, 0]
+
+
+def test_classification_on_frozen_vectors_is_a_logistic_regression(tokenizer):
+    data = as_embedding_data(load_task_data("rotten-tomatoes", DataSettings(source="embedded", max_train_examples=600,
+                                                                             max_eval_examples=200)))
+    embedder = mark_embedder(load_encoder("minilm-l6"), Embedding(pooling="mean", normalize=True))
+    metrics = evaluate_embedder(predictor_for(embedder), data, tokenizer, 128, 32)
+    model = SentenceTransformer(resolve_model("minilm-l6"), device="cpu")
+    probe = LogisticRegression(max_iter=1000).fit(model.encode(list(data.train["text_a"])), data.train["label"])
+    dev = data.dev["validation"]
+    expected = float(np.mean(probe.predict(model.encode(list(dev["text_a"]))) == np.asarray(dev["label"])))
+    assert metrics["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert expected > 0.6  # the embedder's vectors carry the reviews' sentiment
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_transformers_js_feature_extraction_gives_the_onnxruntime_vectors(sts_run, tmp_path):
+    assert (JS / "node_modules" / "@huggingface" / "transformers").is_dir(), "make test installs tests/js (npm ci)"
+    sentences = dev_sentences()
+    (tmp_path / "sentences.json").write_text(json.dumps(sentences))
+    folder = sts_run / "03-export"
+    node = subprocess.run(["node", JS / "embed.mjs", folder, tmp_path / "sentences.json", "mean", "true"],
+                          capture_output=True, text=True, cwd=JS, timeout=300, env={**os.environ, "NODE_NO_WARNINGS": "1"})
+    assert node.returncode == 0, node.stderr
+    in_node = np.array(json.loads(node.stdout))
+    in_python = compress.load(folder, batch_size=1)(sentences)
+    assert in_node.shape == in_python.shape == (200, 384)
+    assert np.abs(in_node - in_python).max() < 1e-4
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"stages": [{"stage": "finetune"}]}, ("stages[0].stage", "finetune", "distill")),
+    ({"task": None}, ("embedding", "name the task")),
+    ({"embedding": {"pooling": "sum"}}, ("embedding.pooling", "mean")),
+    ({"embedding": None, "stages": [{"stage": "distill", "teacher": "base"}]}, ("teacher", "base")),
+])
+def test_settings_of_the_other_kind_get_one_line(tmp_path, change, expected):
+    recipe = {"model": "minilm-l6", "task": "rotten-tomatoes", "embedding": {}, "data": {"source": "embedded"},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
+    recipe.update(change)
+    recipe = {key: value for key, value in recipe.items() if value is not None}
+    if "task" not in recipe:
+        recipe.pop("data")
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "bad", recipe)), "bad.yaml", *expected)
+
+
+def test_sentences_without_an_embedder_and_an_embedder_without_a_pooling_config_get_one_line(tmp_path):
+    (tmp_path / "texts.txt").write_text("one text\nanother\n")
+    recipe = {"model": "minilm-l6", "task": "rotten-tomatoes", "data": {"source": "embedded"},
+              "stages": [{"stage": "finetune", "name": "teacher"},
+                         {"stage": "distill", "from": "base", "teacher": "teacher", "sentences": str(tmp_path / "texts.txt")}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "classifier", recipe)), "sentences", "embedding")
+    bare = tmp_path / "bare"
+    load_encoder("minilm-l6").save_pretrained(bare)  # config and weights, no sentence-transformers files
+    load_tokenizer("minilm-l6").save_pretrained(bare)
+    recipe = {"model": str(bare), "task": "rotten-tomatoes", "embedding": {}, "data": {"source": "embedded"},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "bare", recipe)), "embedding.pooling", "sentence-transformers")
+
+
+def test_single_text_scores_are_no_embedding_task(tmp_path):
+    rows = "".join(f'{{"text": "text {i}", "score": {i / 10}}}\n' for i in range(10))
+    (tmp_path / "train.jsonl").write_text(rows)
+    (tmp_path / "dev.jsonl").write_text(rows)
+    recipe = {"model": "minilm-l6", "task": "mine", "embedding": {},
+              "data": {"source": "files", "train": str(tmp_path / "train.jsonl"), "dev": str(tmp_path / "dev.jsonl"),
+                       "text_columns": ["text"], "label_column": "score", "regression": True},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "single", recipe)), "embedding", "scored sentence pairs")
