@@ -187,3 +187,25 @@ def test_single_text_scores_are_no_embedding_task(tmp_path):
                        "text_columns": ["text"], "label_column": "score", "regression": True},
               "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
     assert_one_line_error(invoke("check", write_recipe(tmp_path, "single", recipe)), "embedding", "scored sentence pairs")
+
+
+@needs_glue
+def test_every_kind_of_embedder_folder_loads_and_gives_the_vectors_of_its_source(tmp_path):
+    """No training: the cut embedder in PyTorch, ONNX (static int8 too), OpenVINO (int8) and torch int8, each loaded by
+    compress.load and compared with the PyTorch folder's vectors on real sentences."""
+    recipe = {"model": "minilm-l6", "task": "stsb", "embedding": {}, "data": sts_settings(max_train_examples=64, max_eval_examples=64),
+              "max_length": 64,
+              "stages": [{"stage": "drop", "strategy": "top", "k": 3}, {"stage": "export"},
+                         {"stage": "quantize", "name": "static", "mode": "static-int8", "calibration_examples": 64},
+                         {"stage": "quantize", "name": "openvino", "from": "02-export", "mode": "openvino-int8", "calibration_examples": 64},
+                         {"stage": "quantize", "name": "torch-int8", "from": "01-drop", "mode": "torch-dynamic-int8"}]}
+    result = invoke("run", write_recipe(tmp_path, "kinds", recipe), "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    sentences = dev_sentences(64)
+    reference = compress.load(tmp_path / "run" / "01-drop")(sentences)
+    assert np.abs(compress.load(tmp_path / "run" / "02-export")(sentences) - reference).max() < 1e-4
+    for name, kind in (("static", "onnx"), ("openvino", "openvino"), ("torch-int8", "torch-int8")):
+        model = compress.load(tmp_path / "run" / name)
+        vectors = model(sentences)
+        assert model.kind == kind and vectors.shape == reference.shape
+        assert np.sum(vectors * reference, axis=1).min() > 0.93, name  # int8: near, not equal

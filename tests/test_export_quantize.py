@@ -631,3 +631,22 @@ def test_a_padding_multiple_below_eight_is_refused_before_any_work(tmp_path):
     assert code == 2 and len(message.splitlines()) == 1 and "pad.yaml: stages[2].pad_to_multiple_of" in message and "8" in message, message
     code, message = check(write_minilm_recipe(tmp_path / "pad.yaml", stages[:2] + stages[3:]))
     assert code == 2 and len(message.splitlines()) == 1 and "stages[2].pad_multiples" in message and "8" in message, message
+
+
+def test_sentence_transformers_onnx_backend_loads_an_embedder_folder_as_it_is(tmp_path):
+    """Under the optimum stack, where sentence-transformers' ONNX backend runs (optimum's ORTModelForFeatureExtraction):
+    the exported and the int8 folders of a cut MiniLM embedder give compress's own vectors."""
+    pytest.importorskip("optimum.onnxruntime")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import compress
+
+    recipe = {"model": "minilm-l6", "task": "rotten-tomatoes", "embedding": {},
+              "data": {"source": "embedded", "max_train_examples": 32, "max_eval_examples": 32},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 3}, {"stage": "export"}, {"stage": "quantize", "mode": "dynamic-int8"}]}
+    (tmp_path / "embedder.yaml").write_text(yaml.safe_dump(recipe))
+    result = invoke("run", tmp_path / "embedder.yaml", "-o", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    for stage, graph in (("02-export", "onnx/model.onnx"), ("03-quantize", "onnx/model_quantized.onnx")):
+        folder = tmp_path / "run" / stage
+        model = sentence_transformers.SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": graph})
+        assert np.abs(model.encode(TEXTS) - compress.load(folder)(TEXTS)).max() < 1e-4, stage

@@ -26,7 +26,7 @@ from matplotlib import ticker  # noqa: E402
 from compress.benchmarking.precisions import PRECISIONS, TRAINED, Precision  # noqa: E402
 from compress.benchmarking.records import BenchRecord, Timing, merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
-from compress.benchmarking.sweep import TRAININGS, training_label  # noqa: E402
+from compress.benchmarking.sweep import TRAININGS, is_plain, training_label  # noqa: E402
 from compress.evaluation.metrics import metric_texts  # noqa: E402
 from compress.folders import replace_file, write_text  # noqa: E402
 from compress.stages.fastest import SCORE_BUDGET_POINTS  # noqa: E402
@@ -87,7 +87,7 @@ def with_deltas(records: list[BenchRecord]) -> list[ReportRow]:
     """The table's rows, in its order: each finished record with its score change (in points) against the
     full fine-tuned fp32 model and against plain top-K with the same K, and its speed-up over the full model."""
     ok = [r for r in records if r.status == "ok"]
-    reference = {(r.model, r.task, r.strategy, r.k): r for r in ok if r.training == "finetune" and r.precision == TRAINED}
+    reference = {(r.model, r.task, r.strategy, r.k): r for r in ok if is_plain(r.training) and r.precision == TRAINED}
     headlines = {key: headline_timing(group) for key, group in _grouped(records).items()}
     rows = []
     for r in records:
@@ -176,7 +176,7 @@ def _mark_majority(axis, group: list[BenchRecord], plotted: list[float] | None =
 
 def _full_model(group: list[BenchRecord]) -> BenchRecord | None:
     """The full fine-tuned model in PyTorch fp32: the row every change is measured against."""
-    return next((r for r in group if r.strategy == FULL and r.training == "finetune" and r.precision == TRAINED and r.status == "ok"), None)
+    return next((r for r in group if r.strategy == FULL and is_plain(r.training) and r.precision == TRAINED and r.status == "ok"), None)
 
 
 def _mark_full_model_noise(axis, group: list[BenchRecord]) -> None:
@@ -289,10 +289,10 @@ def strategy_table(rows: list[ReportRow]) -> str:
     for (model, task), group in _grouped(rows, lambda row: row.record).items():
         plain = {(row.record.strategy, row.record.k, row.record.training): row for row in group if row.record.precision == TRAINED}
         ks = sorted({k for _, k, _ in plain if k})
-        full = plain.get((FULL, 0, "finetune"))
+        full = next((row for (strategy, _, training), row in plain.items() if strategy == FULL and is_plain(training)), None)
         if not ks or not full:
             continue
-        kinds = list(TRAININGS)  # plain fine-tuning first, then each other kind, each in the paper's strategy order
+        kinds = sorted(TRAININGS, key=lambda name: not is_plain(name))  # plain first, then each other kind, each in the paper's strategy order
         names = sorted({(s, t) for s, _, t in plain if s != FULL},
                        key=lambda st: (kinds.index(st[1]) if st[1] in kinds else len(kinds), st[1], strategy_rank(st[0])))
         frame = pd.DataFrame(
@@ -392,7 +392,7 @@ def plot_layers_dropped(records: list[BenchRecord], path: Path) -> None:
     groups = _grouped(records)
     figure, axes = _panels(groups, "Score against layers dropped (fine-tuned, PyTorch fp32)")
     for axis, ((model, task), group) in zip(axes, groups.items()):
-        plain = [r for r in group if r.training == "finetune" and r.precision == TRAINED]
+        plain = [r for r in group if is_plain(r.training) and r.precision == TRAINED]
         full = _full_model(group)
         for strategy in sorted({r.strategy for r in plain} - {FULL}):
             line = sorted((r.k, r.score) for r in plain if r.strategy == strategy)

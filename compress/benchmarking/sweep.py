@@ -23,10 +23,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 
 from compress.benchmarking.precisions import INT8, PRECISIONS, TRAINED
 from compress.benchmarking.rows import FULL, BenchRow, Combination
-from compress.data.loading import DataSettings, load_task_data
+from compress.data.loading import DataSettings, as_embedding_data, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
+from compress.models.embedding import EmbeddingSettings
 from compress.models.loading import check_weights, load_config
 from compress.pipeline.recipe import BASE, Recipe, named_after_file, validate_yaml_file
 from compress.registry import Registry
@@ -42,6 +43,10 @@ SWEEP_KEY = "grids"
 """The field that makes a YAML file a sweep rather than a recipe (`stages`) or a goal."""
 
 
+CLASSIFIER, EMBEDDER = "classifier", "embedder"
+"""The kinds of model a sweep makes: classifiers (fine-tuned on labels), or sentence embedders (`embedding:`)."""
+
+
 @dataclass(frozen=True)
 class TrainingKind:
     """How a sweep trains a student: the stages that make it from the pre-trained model, given the layer drop."""
@@ -49,9 +54,13 @@ class TrainingKind:
     stages: Callable[[Sweep, DropSettings], list[StageSettings]]
     about: str
     label: str = ""
-    """Beside the strategy in tables (`top + distill`); plain fine-tuning has none."""
+    """Beside the strategy in tables (`top + distill`); the plain training of each kind of model has none."""
     short_label: str = ""
     """Beside the strategy and K in plots (`top4 KD`)."""
+    makes: tuple[str, ...] = (CLASSIFIER,)
+    """The kinds of model it can train."""
+    full: bool = False
+    """Whether the full model is made this way: the row every other one is measured against, for its kind of model."""
 
 
 def _teacher(sweep: Sweep) -> FinetuneSettings:
@@ -59,19 +68,39 @@ def _teacher(sweep: Sweep) -> FinetuneSettings:
     return FinetuneSettings(name="teacher", **sweep.training.model_dump())
 
 
+def _distilled(sweep: Sweep, drop: DropSettings) -> list[StageSettings]:
+    """A classifier learns from the fine-tuned full model; an embedder from the full embedder itself."""
+    settings = {**sweep.training.model_dump(), **sweep.distillation.model_dump()}
+    if sweep.embedding is not None:
+        return [drop, DistillSettings(name="distill", **settings, teacher=BASE)]
+    return [_teacher(sweep), drop, DistillSettings(name="distill", **settings, teacher="teacher")]
+
+
 TRAININGS: Registry[TrainingKind] = Registry("training")
 TRAININGS.add("finetune", TrainingKind(
     lambda sweep, drop: [drop, FinetuneSettings(name="finetune", **sweep.training.model_dump())],
-    "drop layers of the pre-trained model, then fine-tune (the paper's main order)"))
+    "drop layers of the pre-trained model, then fine-tune (the paper's main order)", full=True))
 TRAININGS.add("distill", TrainingKind(
-    lambda sweep, drop: [_teacher(sweep), drop, DistillSettings(name="distill", **sweep.training.model_dump(),
-                                                                **sweep.distillation.model_dump(), teacher="teacher")],
-    "drop layers of the pre-trained model, then train on the labels and the fine-tuned full model's outputs", " + distill", " KD"))
+    _distilled, "drop layers of the pre-trained model, then train on the labels and the fine-tuned full model's outputs "
+    "(an embedder: on the full embedder's sentence vectors, texts alone)", " + distill", " KD", makes=(CLASSIFIER, EMBEDDER)))
 TRAININGS.add("refinetune", TrainingKind(
     lambda sweep, drop: [_teacher(sweep), drop.model_copy(update={"source": "teacher"}),
                          FinetuneSettings(name="finetune", **sweep.training.model_dump())],
     "fine-tune the full model, drop layers of it, then fine-tune again (the paper's task-specific dropping)", " + refinetune", " FT"))
+TRAININGS.add("none", TrainingKind(
+    lambda sweep, drop: [drop], "drop layers and train nothing: an embedder as the cut leaves it", makes=(EMBEDDER,), full=True))
 Training = Literal[tuple(TRAININGS)]
+
+
+def full_training(embedder: bool) -> str:
+    """How the full model of a sweep's rows is made: fine-tuned (a classifier), or as it is (an embedder)."""
+    kind = EMBEDDER if embedder else CLASSIFIER
+    return next(name for name, entry in TRAININGS.items() if entry.full and kind in entry.makes)
+
+
+def is_plain(training: str) -> bool:
+    """Whether rows of this training are plain for their kind of model (fine-tuned; an embedder untrained)."""
+    return training in TRAININGS and TRAININGS[training].full
 
 
 def training_label(training: str, short: bool = False) -> str:
@@ -122,8 +151,15 @@ class Sweep(Strict):
         description="Shared by the teacher and every student, so rows differ only in what the sweep varies.",
     )
     distillation: DistillationLoss = Field(default_factory=DistillationLoss)
+    embedding: EmbeddingSettings | None = Field(
+        None, description="Make sentence embedders rather than classifiers (as a recipe's embedding:); their full model is the "
+        "embedder as it is, and students are distilled from it or left as the cut leaves them (training: none).")
     latency: LatencySettings = Field(default_factory=LatencySettings)
     grids: list[Grid] = Field(min_length=1)
+
+    @property
+    def full_training(self) -> str:
+        return full_training(self.embedding is not None)
 
     @field_validator("name")
     @classmethod
@@ -136,10 +172,11 @@ def expand(sweep: Sweep) -> list[Combination]:
     grids in the order the file lists them, so a sweep's author decides what finishes first."""
     found: dict[Combination, None] = {}  # a dict keeps first-seen order
     for model, task in itertools.product(sweep.models, sweep.tasks):
-        found.update(dict.fromkeys(Combination(model, task, FULL, 0, "finetune", p) for p in BASELINE_PRECISIONS))
+        full = sweep.full_training
+        found.update(dict.fromkeys(Combination(model, task, FULL, 0, full, p) for p in BASELINE_PRECISIONS))
         for grid in sweep.grids:
             for strategy, k, training, precision in itertools.product(grid.strategies, grid.k, grid.training, grid.precisions):
-                found[Combination(model, task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)] = None
+                found[Combination(model, task, FULL if k == 0 else strategy, k, full if k == 0 else training, precision)] = None
     return list(found)
 
 
@@ -188,13 +225,19 @@ def check_sweep(sweep: Sweep) -> list[str]:
             problems.append(f"models: {error}")
     for task, data in sweep.tasks.items():
         try:
-            examples = len(load_task_data(task, data).train)
+            loaded = load_task_data(task, data)
+            examples = len((as_embedding_data(loaded) if sweep.embedding is not None else loaded).train)
         except CompressError as error:
             problems.append(f"tasks.{task}: {error}")
             continue
         if problem := sweep.training.budget_problem(examples):
             problems.append(f"training.{problem} (task {task})")
+    kind = EMBEDDER if sweep.embedding is not None else CLASSIFIER
     for index, grid in enumerate(sweep.grids):
+        for training in grid.training:
+            if kind not in TRAININGS[training].makes:
+                able = [name for name, entry in TRAININGS.items() if kind in entry.makes]
+                problems.append(f"grids[{index}].training: '{training}' cannot train a {kind} (use {', '.join(able)})")
         for model, count in layer_counts.items():
             for strategy, k in itertools.product(grid.strategies, grid.k):
                 if strategy == EXPLICIT:
@@ -218,15 +261,17 @@ def load_sweep(file: Path) -> Sweep:
 def combination_recipe(sweep: Sweep, c: Combination) -> Recipe:
     """The recipe that makes combination `c`'s model: fine-tune (the full model), or drop layers and train
     as its training kind says (TRAININGS); then the stages of its precision."""
-    if c.strategy == FULL:
+    if c.strategy == FULL and sweep.embedding is not None:  # the embedder as it is: no layer dropped
+        stages = [DropSettings(name="full", source=BASE, strategy="top", k=0)]
+    elif c.strategy == FULL:
         stages = [FinetuneSettings(name="finetune", **sweep.training.model_dump())]
     else:
         drop = DropSettings(name="drop", source=BASE, strategy=c.strategy, k=c.k, examples=sweep.contribution_examples, seed=sweep.seed)
         stages = TRAININGS[c.training].stages(sweep, drop)
     stages += PRECISIONS[c.precision].stages(sweep.seed, sweep.calibration_examples)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{c.model}-{c.task}-{c.strategy}-k{c.k}-{c.training}-{c.precision}").strip(".-")
-    return Recipe(name=name, model=c.model, task=c.task, data=sweep.tasks[c.task], max_length=sweep.max_length,
-                  eval_batch_size=sweep.eval_batch_size, seed=sweep.seed, stages=stages)
+    return Recipe(name=name, model=c.model, task=c.task, data=sweep.tasks[c.task], embedding=sweep.embedding,
+                  max_length=sweep.max_length, eval_batch_size=sweep.eval_batch_size, seed=sweep.seed, stages=stages)
 
 
 def sweep_rows(sweep: Sweep) -> list[BenchRow]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -33,7 +32,10 @@ SENTENCE_BERT_CONFIG = "sentence_bert_config.json"
 SENTENCE_EMBEDDING = "sentence_embedding"
 """The graph output (and sentence-transformers' name) of the pooled vector."""
 TOKEN_EMBEDDINGS = "token_embeddings"
-"""The graph output of the encoder's last hidden state, which transformers.js pools itself."""
+"""The graph output of the encoder's last hidden state (sentence-transformers' name for it)."""
+LAST_HIDDEN_STATE = "last_hidden_state"
+"""The same tensor under the name optimum's ORTModelForFeatureExtraction (sentence-transformers' ONNX backend) and
+transformers.js's feature-extraction pipeline read."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,15 @@ class PoolingMode:
 POOLINGS: Registry[PoolingMode] = Registry("pooling")
 
 
+def _at_least(values: torch.Tensor, floor: float) -> torch.Tensor:
+    """`values.clamp(min=floor)` as an ONNX Max: a Clip with no upper bound leaves onnxruntime's symbolic shape
+    inference (static int8's pre-processing) without the shape of what it feeds."""
+    return torch.maximum(values, values.new_tensor(floor))
+
+
 def _mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return (tokens * weights).sum(1) / _at_least(weights.sum(1), 1e-9)
 
 
 def _max(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -159,7 +167,11 @@ def write_sentence_transformers_files(folder: Path, config: PretrainedConfig, ma
 def sentence_vectors(embedding: Embedding, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Pooled (and normalised, where the embedding is) sentence vectors from token vectors."""
     pooled = POOLINGS[embedding.pooling].pool(tokens, attention_mask)
-    return F.normalize(pooled, p=2, dim=-1) if embedding.normalize else pooled
+    if not embedding.normalize:
+        return pooled
+    # F.normalize's value, in operators onnxruntime's symbolic shape inference (static int8's pre-processing) follows:
+    # not its Expand, nor an opset-18 ReduceL2
+    return pooled / _at_least((pooled * pooled).sum(-1, keepdim=True).sqrt(), 1e-12)
 
 
 def embed(model: PreTrainedModel, inputs: dict[str, torch.Tensor], **options) -> tuple[torch.Tensor, object]:
@@ -171,9 +183,10 @@ def embed(model: PreTrainedModel, inputs: dict[str, torch.Tensor], **options) ->
 
 def graph_outputs(embedding: Embedding) -> GraphOutputs:
     """What an exported embedder's graph outputs: its names, and the function of (model outputs, inputs) that
-    makes them (token vectors for transformers.js to pool itself, and the sentence vector)."""
+    makes them: the token vectors, for runtimes that pool them themselves (under both names they are read by),
+    and the sentence vector."""
     def outputs(model_outputs, inputs: dict[str, torch.Tensor]):
         tokens = model_outputs.last_hidden_state
-        return tokens, sentence_vectors(embedding, tokens, inputs["attention_mask"])
+        return tokens, tokens.clone(), sentence_vectors(embedding, tokens, inputs["attention_mask"])
 
-    return {TOKEN_EMBEDDINGS: TOKENS, SENTENCE_EMBEDDING: BATCH}, outputs
+    return {LAST_HIDDEN_STATE: TOKENS, TOKEN_EMBEDDINGS: TOKENS, SENTENCE_EMBEDDING: BATCH}, outputs

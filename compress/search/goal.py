@@ -21,6 +21,7 @@ from compress.benchmarking.sweep import Grid, LatencySettings, Sweep, Training, 
 from compress.data.loading import DataSettings
 from compress.data.seeds import Seed
 from compress.errors import CompressError
+from compress.models.embedding import EmbeddingSettings
 from compress.pipeline.recipe import named_after_file, validate_yaml_file
 from compress.stages.distill import DistillationLoss
 from compress.stages.export import onnx_precision
@@ -53,9 +54,10 @@ class Objective(Strict):
 class SearchSpace(Strict):
     strategies: list[Strategy] = Field(default_factory=lambda: list(PAPER_STRATEGIES), min_length=1)
     k: list[PositiveInt] | None = Field(None, description="Layer counts to drop that may be tried; default: 1 to L-1.")
-    training: list[Training] = Field(["distill", "finetune"], min_length=1,
-                                     description="How students learn the task, in the order tried: distilled from the full model, "
-                                     "fine-tuned, or fine-tuned again after dropping layers of the fine-tuned full model (refinetune).")
+    training: list[Training] | None = Field(None, min_length=1,
+                                            description="How students learn the task, in the order tried: distilled from the full model, "
+                                            "fine-tuned, or fine-tuned again after dropping layers of the fine-tuned full model (refinetune); "
+                                            "default: distill, finetune (an embedder: distill).")
     precisions: list[Annotated[str, AfterValidator(known_precision)]] = Field(
         default_factory=lambda: list(DEFAULT_PRECISIONS), min_length=1,
         description="Engines and precisions the chosen student is tried in (none trains).")
@@ -83,6 +85,10 @@ class Goal(Strict):
                            "the task's dev split is only used to report the chosen model's score.")
     training: TrainingHyperparameters = Field(default_factory=TrainingHyperparameters)
     distillation: DistillationLoss = Field(default_factory=DistillationLoss)
+    embedding: EmbeddingSettings | None = Field(
+        None, description="Search for a sentence embedder rather than a classifier (as a recipe's embedding:): the reference is "
+        "the full embedder as it is, students are distilled from it, and max_score_drop is in points of the task's first "
+        "embedding metric (STS: Spearman of cosine similarity).")
     contribution_examples: PositiveInt = 300
     calibration_examples: PositiveInt = 300
 
@@ -91,6 +97,11 @@ class Goal(Strict):
         if self.data.holdout is not None:
             raise ValueError("data.holdout: set by the goal's own holdout; leave it out of data")
         return self
+
+    @property
+    def trainings(self) -> list[str]:
+        """How students are trained, in the order tried."""
+        return self.search.training or (["distill"] if self.embedding is not None else ["distill", "finetune"])
 
 
 def goal_sweep(goal: Goal) -> Sweep:
@@ -102,9 +113,9 @@ def goal_sweep(goal: Goal) -> Sweep:
         name=goal.name, models=[goal.model], tasks={goal.task: goal.data.model_copy(update={"holdout": goal.holdout})},
         max_length=goal.max_length, seed=goal.seed, contribution_examples=goal.contribution_examples,
         calibration_examples=goal.calibration_examples, training=goal.training, distillation=goal.distillation,
-        latency=LatencySettings(threads=objective.threads, batch_sizes=[objective.batch_size], sequence_length=timed_length,
+        embedding=goal.embedding, latency=LatencySettings(threads=objective.threads, batch_sizes=[objective.batch_size], sequence_length=timed_length,
                                 task_lengths=objective.sequence_length == "task", warmup=2, repeats=10),
-        grids=[Grid(strategies=goal.search.strategies, k=goal.search.k or [1], training=goal.search.training,
+        grids=[Grid(strategies=goal.search.strategies, k=goal.search.k or [1], training=goal.trainings,
                     precisions=goal.search.precisions)],
     )
 

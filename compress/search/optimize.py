@@ -40,7 +40,7 @@ from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_reco
 from compress.benchmarking.report import pareto_front, write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
-from compress.benchmarking.sweep import combination_recipe, training_label
+from compress.benchmarking.sweep import combination_recipe, full_training, training_label
 from compress.data.loading import load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
@@ -146,7 +146,8 @@ class Search:
         return BenchRow(c, recipe, text, f"goal {self.sweep.name}", recipe.stages[-1].name)
 
     def combination(self, strategy: str, k: int, training: str, precision: str = REFERENCE_PRECISION) -> Combination:
-        return Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, "finetune" if k == 0 else training, precision)
+        full = full_training(self.goal.embedding is not None)
+        return Combination(self.goal.model, self.goal.task, FULL if k == 0 else strategy, k, full if k == 0 else training, precision)
 
     def trial(self, strategy: str, k: int, training: str, precision: str = REFERENCE_PRECISION) -> Trial | None:
         """The measured trial of one combination: asked in a round before (None: it failed, or was never asked)."""
@@ -198,7 +199,7 @@ class Search:
         distributions = {
             "strategy": optuna.distributions.CategoricalDistribution(sorted({FULL, *search.strategies})),
             "k": optuna.distributions.IntDistribution(0, self.layers),
-            "training": optuna.distributions.CategoricalDistribution(sorted({"finetune", *search.training})),
+            "training": optuna.distributions.CategoricalDistribution(sorted({full_training(self.goal.embedding is not None), *self.goal.trainings})),
             "precision": optuna.distributions.CategoricalDistribution(sorted({REFERENCE_PRECISION, *search.precisions})),
         }
         study.add_trial(optuna.trial.create_trial(
@@ -254,10 +255,10 @@ class Search:
         """Search, and return the chosen trial (`stopped`: why the search ended early, if it did)."""
         self.stopped = None
         arms = [Arm(strategy, training, Bisection(self.arm_ks(strategy, training)))
-                for training in self.goal.search.training for strategy in self.goal.search.strategies]
+                for training in self.goal.trainings for strategy in self.goal.search.strategies]
         try:
             # The reference alone first: the first arm's student may be distilled from it, and must not train it again if it failed.
-            self.ask([self.combination(FULL, 0, "finetune")])
+            self.ask([self.combination(FULL, 0, "")])
             self._check_reference()
             first, later = arms[:1], arms[1:]
             self.rounds(first)
@@ -280,7 +281,7 @@ class Search:
 
     @property
     def reference(self) -> Trial | None:
-        return self.trial(FULL, 0, "finetune")
+        return self.trial(FULL, 0, "")
 
     def rounds(self, arms: list[Arm]) -> None:
         """Bisect `arms` together, a round at a time: each round asks each open arm's next K and converts the

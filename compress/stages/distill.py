@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ class DistillSettings(FinetuneSettings, DistillationLoss):
         description="An earlier stage's name in this recipe, or a fine-tuned model's folder, alias or hub id."
     )
 
+    added_later: ClassVar[dict[str, object]] = {**FinetuneSettings.added_later, "sentences": None}
     sentences: Path | None = Field(
         None, description="An embedding recipe's own texts to distil on, instead of the task's training texts: a plain "
         "text file (one text per line) or JSON lines with a 'text' field.")

@@ -101,8 +101,8 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     if settings.optimization != "none" and optimizer is None:
         raise CompressError(f"export.optimization: onnxruntime's transformer optimizer has no fusions for {model.config.model_type}; "
                             "use optimization: none")
+    embedding = embedding_of(model.config)
     try:
-        embedding = embedding_of(model.config)
         path = export_onnx(model, context.tokenizer, context.output_dir, settings.opset, settings.single_file,
                            fused_later=settings.optimization in FUSING_LEVELS, outputs=graph_outputs(embedding) if embedding else LOGITS)
         if settings.optimization != "none":
@@ -117,7 +117,7 @@ def export(model: PreTrainedModel, settings: ExportSettings, context: StageConte
     lengths = batch["attention_mask"].sum(dim=1)
     if difference > settings.tolerance:
         raise CompressError(
-            f"export: ONNX outputs differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
+            f"export: ONNX {'sentence vectors' if embedding else 'logits'} differ from PyTorch by {difference:.2e} on {len(lengths)} dev examples "
             f"of {int(lengths.min())}-{int(lengths.max())} tokens (tolerance {settings.tolerance:g})"
         )
     ort_difference = write_ort_format(path, batch, onnx_logits, output_name(model.config)) if settings.ort_format else None

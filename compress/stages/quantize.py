@@ -37,9 +37,8 @@ from compress.models.artifacts import (
     OnnxModel,
     OpenVinoModel,
     output_name,
-    torch_predictor,
 )
-from compress.models.embedding import embedding_of
+from compress.models.embedding import embed, embedding_of
 from compress.registry import Registry
 from compress.stages.base import ModelDescription, StageContext, StageFacts, StageOutput, StageSettings
 from compress.stages.export import ORT_FORMAT_HELP, PARITY_EXAMPLES, OrtFormatFacts, onnx_precision, parity_batch, write_ort_format
@@ -320,13 +319,20 @@ class BatchConsistencyFacts(StageFacts):
 
 def batch_consistency(model, batch: dict) -> BatchConsistencyFacts:
     """Runs `batch` (padded) at once and each of its examples alone, without padding."""
-    predict = torch_predictor(model)
+    device = next(model.parameters()).device
     mask = batch["attention_mask"].bool()
-    together = torch.from_numpy(predict(batch))
-    alone = torch.cat([torch.from_numpy(predict({k: v[i : i + 1, mask[i]] for k, v in batch.items()})) for i in range(len(mask))])
+    embedder = embedding_of(getattr(model, "config", None)) is not None
+
+    def answers(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        return (embed(model, inputs)[0] if embedder else model(**inputs).logits).float().cpu()
+
+    with torch.no_grad():
+        together = answers(batch)
+        alone = torch.cat([answers({k: v[i : i + 1, mask[i]] for k, v in batch.items()}) for i in range(len(mask))])
     moved = (together - alone).abs().amax(-1)
     agreement = flips = None
-    if together.shape[-1] > 1 and not embedding_of(model.config):  # labels: not a value's, nor a vector's
+    if together.shape[-1] > 1 and not embedder:  # labels: not a value's, nor a vector's
         flipped = together.argmax(-1) != alone.argmax(-1)
         agreement = float((~flipped).float().mean())
         flips = int((flipped & (moved > NOISE_LOGITS)).sum())
