@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
@@ -23,7 +24,9 @@ from compress.models.artifacts import predictor_for
 from compress.models.embedding import Embedding, EmbeddingSettings, mark_embedder, read_embedding
 from compress.models.loading import load_encoder, load_tokenizer, resolve_model
 from compress.pipeline.cache import read_stage_record
-from tests.helpers import GLUE, assert_one_line_error, invoke, write_recipe
+from compress.search.goal import goal_sweep, load_goal
+from compress.benchmarking.records import RESULTS_FILE, read_records
+from tests.helpers import GLUE, assert_one_line_error, bench, invoke, write_recipe
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
 JS = Path(__file__).resolve().parent / "js"
@@ -209,3 +212,34 @@ def test_every_kind_of_embedder_folder_loads_and_gives_the_vectors_of_its_source
         vectors = model(sentences)
         assert model.kind == kind and vectors.shape == reference.shape
         assert np.sum(vectors * reference, axis=1).min() > 0.93, name  # int8: near, not equal
+
+
+def test_a_sweep_of_embedders_measures_the_full_embedder_and_the_cut_ones(tmp_path):
+    sweep = {"name": "embedders", "models": ["minilm-l6"], "embedding": {},
+             "tasks": {"rotten-tomatoes": {"source": "embedded", "max_train_examples": 200, "max_eval_examples": 100}},
+             "max_length": 64, "latency": {"batch_sizes": [1], "repeats": 3, "warmup": 0, "task_lengths": False},
+             "grids": [{"strategies": ["top", "bottom"], "k": [3], "training": ["none"], "precisions": ["torch-fp32"]}]}
+    file = tmp_path / "embedders.yaml"
+    file.write_text(yaml.safe_dump(sweep))
+    result = bench(file, "--out", tmp_path / "out", "--no-peak-memory")
+    assert result.exit_code == 0, result.output
+    records = {r.key: r for r in read_records(tmp_path / "out" / RESULTS_FILE)}
+    assert all(r.status == "ok" for r in records.values()), {k: r.error for k, r in records.items()}
+    assert set(records) == {"minilm-l6|rotten-tomatoes|full|k0|none|torch-fp32", "minilm-l6|rotten-tomatoes|full|k0|none|onnx-int8-dynamic",
+                            "minilm-l6|rotten-tomatoes|top|k3|none|torch-fp32", "minilm-l6|rotten-tomatoes|bottom|k3|none|torch-fp32"}
+    full = records["minilm-l6|rotten-tomatoes|full|k0|none|torch-fp32"]
+    assert full.layers == 6 and full.primary_metric == "accuracy" and full.score > 0.6  # a linear probe on the full embedder
+    sweep["grids"][0]["training"] = ["finetune"]
+    file.write_text(yaml.safe_dump(sweep))
+    assert_one_line_error(invoke("check", file), "grids[0].training", "'finetune' cannot train embedders")
+
+
+def test_a_goal_for_an_embedder_distils_and_refuses_fine_tuning(tmp_path):
+    goal = {"model": "minilm-l6", "task": "rotten-tomatoes", "data": {"source": "embedded"}, "embedding": {}, "max_score_drop": 1.0}
+    file = tmp_path / "goal.yaml"
+    file.write_text(yaml.safe_dump(goal))
+    assert invoke("check", file).exit_code == 0
+    assert load_goal(file).trainings == ["distill"]
+    assert goal_sweep(load_goal(file)).full_training == "none"
+    file.write_text(yaml.safe_dump({**goal, "search": {"training": ["finetune"]}}))
+    assert_one_line_error(invoke("check", file), "goal.yaml", "'finetune' cannot train embedders")

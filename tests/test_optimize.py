@@ -70,7 +70,7 @@ class Answered(Search):
                 raise BudgetSpent(f"{self.goal.budget.trainings} trainings")
             self.trainings += 1
             self.trials[c.key] = Trial(c, bench_record(key=c.key, strategy=c.strategy, k=c.k, training=c.training, score=points / 100,
-                                                       latency=[{"batch_size": 1, "sequence_length": "task", "p50_ms": 12.0 - c.k}]))
+                                                       latency=[{"batch_size": 1, "sequence_length": "task", "p50_ms": 12.0 - c.k}]), "accuracy")
 
 
 def falling(start: float, per_layer: float, strategy: str = "top", training: str = "finetune") -> dict:

@@ -268,7 +268,8 @@ class Benchmark:
         metrics = built.metrics or evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
         evaluated = time.perf_counter()
 
-        dev = model_inputs(data.task, next(iter(data.dev.values())))  # as the model takes them: an embedder, texts alone
+        dev = next(iter(data.dev.values()))
+        inputs = model_inputs(data.task, dev)  # as the model takes them: an embedder, each text alone
         # The host's MatMul peaks, measured once per run before the first timing (CPU timings only).
         peaks = None if device else matmul_peaks(latency.threads)
 
@@ -280,12 +281,12 @@ class Benchmark:
                            fraction_of_fp32_peak=fractions.get("fp32"))
 
         timings = []
-        fixed = {size: fixed_length_batch(dev["text_a"], tokenizer, size, latency.sequence_length) for size in latency.batch_sizes}
+        fixed = {size: fixed_length_batch(inputs["text_a"], tokenizer, size, latency.sequence_length) for size in latency.batch_sizes}
         for batch_size in latency.batch_sizes:
             repeats = max(MIN_TIMED_CALLS, round(latency.repeats / math.sqrt(batch_size)))
             timings.append(timed_with_work([fixed[batch_size]], str(latency.sequence_length), repeats))
             if latency.task_lengths:  # a fresh random draw of dev examples for every timed call
-                real = task_length_batches(dev, tokenizer, batch_size, recipe.max_length, count=repeats, seed=recipe.seed)
+                real = task_length_batches(inputs, tokenizer, batch_size, recipe.max_length, count=repeats, seed=recipe.seed)
                 timings.append(timed_with_work(real, "task", repeats))
         timed = time.perf_counter()
         peak_memory = serving_peak_mb(folder, fixed[max(latency.batch_sizes)], device, latency.threads) if self.peak_memory else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from compress.benchmarking.precisions import INT8, PRECISIONS, TRAINED
 from compress.benchmarking.rows import FULL, BenchRow, Combination
@@ -32,7 +32,7 @@ from compress.models.loading import check_weights, load_config
 from compress.pipeline.recipe import BASE, Recipe, named_after_file, validate_yaml_file
 from compress.registry import Registry
 from compress.stages.base import StageSettings
-from compress.stages.distill import DistillationLoss, DistillSettings
+from compress.stages.distill import DistillationLoss, DistillSettings, read_sentences
 from compress.stages.drop import DropSettings
 from compress.stages.finetune import FinetuneSettings, TrainingHyperparameters
 from compress.surgery.architectures import check_max_length, layout_for, num_layers
@@ -72,7 +72,7 @@ def _distilled(sweep: Sweep, drop: DropSettings) -> list[StageSettings]:
     """A classifier learns from the fine-tuned full model; an embedder from the full embedder itself."""
     settings = {**sweep.training.model_dump(), **sweep.distillation.model_dump()}
     if sweep.embedding is not None:
-        return [drop, DistillSettings(name="distill", **settings, teacher=BASE)]
+        return [drop, DistillSettings(name="distill", **settings, teacher=BASE, sentences=sweep.sentences)]
     return [_teacher(sweep), drop, DistillSettings(name="distill", **settings, teacher="teacher")]
 
 
@@ -154,8 +154,17 @@ class Sweep(Strict):
     embedding: EmbeddingSettings | None = Field(
         None, description="Make sentence embedders rather than classifiers (as a recipe's embedding:); their full model is the "
         "embedder as it is, and students are distilled from it or left as the cut leaves them (training: none).")
+    sentences: Path | None = Field(
+        None, description="Embedders: distil students on these texts (a plain text file, one per line, or JSON lines "
+        "with 'text') instead of the task's training texts.")
     latency: LatencySettings = Field(default_factory=LatencySettings)
     grids: list[Grid] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sentences_for_embedders(self) -> Sweep:
+        if self.sentences is not None and self.embedding is None:
+            raise ValueError("sentences: only embedders (embedding:) distil on texts alone")
+        return self
 
     @property
     def full_training(self) -> str:
@@ -232,12 +241,17 @@ def check_sweep(sweep: Sweep) -> list[str]:
             continue
         if problem := sweep.training.budget_problem(examples):
             problems.append(f"training.{problem} (task {task})")
+    if sweep.sentences is not None:
+        try:
+            read_sentences(sweep.sentences)
+        except CompressError as error:
+            problems.append(str(error))
     kind = EMBEDDER if sweep.embedding is not None else CLASSIFIER
     for index, grid in enumerate(sweep.grids):
         for training in grid.training:
             if kind not in TRAININGS[training].makes:
                 able = [name for name, entry in TRAININGS.items() if kind in entry.makes]
-                problems.append(f"grids[{index}].training: '{training}' cannot train a {kind} (use {', '.join(able)})")
+                problems.append(f"grids[{index}].training: '{training}' cannot train {kind}s (use {', '.join(able)})")
         for model, count in layer_counts.items():
             for strategy, k in itertools.product(grid.strategies, grid.k):
                 if strategy == EXPLICIT:

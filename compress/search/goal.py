@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 
 from compress.benchmarking.precisions import EXPORTED, INT8, TRAINED
 from compress.benchmarking.sweep import Grid, LatencySettings, Sweep, Training, check_sweep, known_precision
-from compress.data.loading import DataSettings
+from compress.data.loading import DataSettings, TaskData, as_embedding_data, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError
 from compress.models.embedding import EmbeddingSettings
@@ -89,6 +89,8 @@ class Goal(Strict):
         None, description="Search for a sentence embedder rather than a classifier (as a recipe's embedding:): the reference is "
         "the full embedder as it is, students are distilled from it, and max_score_drop is in points of the task's first "
         "embedding metric (STS: Spearman of cosine similarity).")
+    metric: str | None = Field(None, description="The metric max_score_drop counts points of; default: the task's first "
+                               "(an embedder on scored pairs: spearman_cosine; or ndcg@10, mrr@10, recall@10, ...).")
     contribution_examples: PositiveInt = 300
     calibration_examples: PositiveInt = 300
 
@@ -97,6 +99,12 @@ class Goal(Strict):
         if self.data.holdout is not None:
             raise ValueError("data.holdout: set by the goal's own holdout; leave it out of data")
         return self
+
+    def load_data(self, holdout: bool) -> TaskData:
+        """The task's examples as the goal's models take them; with `holdout`, the split trials are scored on carved
+        out of the training examples, else the task's dev split."""
+        data = load_task_data(self.task, self.data.model_copy(update={"holdout": self.holdout}) if holdout else self.data)
+        return as_embedding_data(data) if self.embedding is not None else data
 
     @property
     def trainings(self) -> list[str]:
@@ -131,4 +139,6 @@ def load_goal(file: Path) -> Goal:
     problems = check_sweep(goal_sweep(goal))
     if problems:
         raise CompressError(f"{file}: {len(problems)} problem(s): " + "; ".join(problems))
+    if goal.metric is not None and goal.metric not in (metrics := goal.load_data(holdout=True).task.metrics):
+        raise CompressError(f"{file}: metric: {goal.task} is scored by {', '.join(metrics)} here (got {goal.metric!r})")
     return goal

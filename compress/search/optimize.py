@@ -41,7 +41,6 @@ from compress.benchmarking.report import pareto_front, write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
 from compress.benchmarking.sweep import combination_recipe, full_training, training_label
-from compress.data.loading import load_task_data
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.folders import FINAL, claimed, copy_folder, replace_file, write_text, writing
@@ -67,10 +66,16 @@ class BudgetSpent(Exception):
 class Trial:
     combination: Combination
     record: BenchRecord
+    metric: str
+    """The metric the goal's budget counts points of."""
 
     @property
     def points(self) -> float:
-        return 100 * self.record.score
+        return 100 * self.record.metrics[self.metric]
+
+    @property
+    def stderr_points(self) -> float:
+        return 100 * self.record.metrics.get(f"{self.metric}_stderr", 0.0)
 
 
 class Bisection:
@@ -181,7 +186,7 @@ class Search:
                 self.console.print(f"[yellow]trial failed[/] {c.label}: {record.error}")
                 self.failed.add(c.key)
                 continue
-            self.trials[c.key] = Trial(c, record)
+            self.trials[c.key] = Trial(c, record, self.goal.metric or record.primary_metric)
             self._keep_in_optuna(self.trials[c.key])
         if spent is not None:
             raise spent
@@ -204,7 +209,7 @@ class Search:
         }
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=distributions, value=self.cost(trial),
-            user_attrs={"key": c.key, "score": trial.record.score, "measured_in": trial.record.measured_in}))
+            user_attrs={"key": c.key, "score": trial.points / 100, "measured_in": trial.record.measured_in}))
 
     def _check_budget(self) -> None:
         budget = self.goal.budget
@@ -219,7 +224,7 @@ class Search:
         for record in merge_records(records):
             if record.status == "ok":
                 c = Combination(record.model, record.task, record.strategy, record.k, record.training, record.precision)
-                self.trials[c.key] = Trial(c, record)
+                self.trials[c.key] = Trial(c, record, self.goal.metric or record.primary_metric)
         self.trainings = len({r.trained_in for r in records if r.trained_in})
         self.spent_before = sum(r.seconds_total or 0.0 for r in records)
 
@@ -322,7 +327,7 @@ class Search:
             return []
 
         def near(t: Trial) -> bool:
-            return t.points + 2 * 100 * (t.record.score_stderr or 0.0) >= reference.points - self.goal.max_score_drop
+            return t.points + 2 * t.stderr_points >= reference.points - self.goal.max_score_drop
 
         trained = [t for t in self.trials.values() if t.combination.precision == REFERENCE_PRECISION and near(t)]
         return sorted(trained, key=lambda t: (-t.combination.k, -t.points))
@@ -355,6 +360,7 @@ class Search:
             "goal": self.goal.model_dump(mode="json", exclude_none=True),
             "chosen": chosen.combination.label,
             "chosen_key": chosen.combination.key,
+            "metric": chosen.metric,
             "reference_points": round(self.reference.points, 2),
             "chosen_points": round(chosen.points, 2),
             "cost": self.cost(chosen),
@@ -412,13 +418,13 @@ class Search:
         """The chosen model's and the reference's scores on the task's dev split, which no trial was scored on."""
         from compress.models.artifacts import load_artifact, predictor_for
 
-        data = load_task_data(self.goal.task, self.goal.data)
+        data = self.goal.load_data(holdout=False)
         tokenizer = self.benchmark.executor.tokenizer(self.goal.model)
         scores = {}
         for name, trial in (("reference", self.reference), ("chosen", chosen)):
             model = load_artifact(self.out / "work" / trial.record.measured_in)
             metrics = evaluate(predictor_for(model, self.goal.objective.threads), data, tokenizer, self.goal.max_length, 64)
-            metric = data.task.primary_metric
+            metric = self.goal.metric or data.task.primary_metric
             scores[name] = {"points": round(100 * metrics[metric], 2), "stderr_points": round(100 * metrics.get(f"{metric}_stderr", 0.0), 2)}
         drop = scores["reference"]["points"] - scores["chosen"]["points"]
         return {**scores, "drop_points": round(drop, 2), "within_budget": drop <= self.goal.max_score_drop}
@@ -436,7 +442,7 @@ def render_report(summary: dict, goal: Goal) -> str:
     unit = "ms" if goal.objective.minimize == "latency" else "MB"
     dev = summary["dev"]
     lines = [
-        f"# {goal.name}: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model",
+        f"# {goal.name}: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points of {summary.get('metric', 'its score')} below the full model",
         "",
         *([f"Made by `{summary['command']}`.", ""] if summary.get("command") else []),
         *([f"Timed with {summary['timed_with']}.", ""] if summary.get("timed_with") else []),
