@@ -390,18 +390,20 @@ def plot_pareto(records: list[BenchRecord], path: Path) -> None:
 def plot_layers_dropped(records: list[BenchRecord], path: Path) -> None:
     """The shape of the paper's figure: score against layers dropped, one line per strategy."""
     groups = _grouped(records)
-    figure, axes = _panels(groups, "Score against layers dropped (fine-tuned, PyTorch fp32)")
+    figure, axes = _panels(groups, "Score against layers dropped (PyTorch fp32)")
     for axis, ((model, task), group) in zip(axes, groups.items()):
-        plain = [r for r in group if is_plain(r.training) and r.precision == TRAINED]
+        trained = [r for r in group if r.precision == TRAINED and r.strategy != FULL]
         full = _full_model(group)
-        for strategy in sorted({r.strategy for r in plain} - {FULL}):
-            line = sorted((r.k, r.score) for r in plain if r.strategy == strategy)
+        colours: dict[str, str] = {}
+        # the plain training of each strategy as a solid line, each other training as a dashed one in its colour
+        for strategy, training in sorted({(r.strategy, r.training) for r in trained}, key=lambda st: (not is_plain(st[1]), st)):
+            line = sorted((r.k, r.score) for r in trained if (r.strategy, r.training) == (strategy, training))
             if full:
                 line = [(0, full.score), *line]
-            axis.plot([k for k, _ in line], [s for _, s in line], marker="o", label=strategy)
-        distilled = sorted((r.k, r.score) for r in group if r.training == "distill" and r.precision == TRAINED)
-        if distilled:
-            axis.plot([k for k, _ in distilled], [s for _, s in distilled], marker="s", linestyle="--", color="black", label="top + distill")
+            plain = is_plain(training)
+            drawn = axis.plot([k for k, _ in line], [s for _, s in line], marker="o" if plain else "s", linestyle="-" if plain else "--",
+                              color=colours.get(strategy), label=f"{strategy}{training_label(training)}")
+            colours.setdefault(strategy, drawn[0].get_color())
         _mark_majority(axis, group)
         _mark_full_model_noise(axis, group)
         axis.set(xlabel="layers dropped (K)", ylabel=group[0].primary_metric, title=f"{model} on {task}")
