@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
 import compress
+from compress.errors import CompressError
 from compress.data.loading import DataSettings, as_embedding_data, load_task_data
 from compress.evaluation.embedding import evaluate_embedder, retrieval_set
 from compress.exporters.onnx_runtime import ort_session
@@ -39,8 +40,14 @@ def sts_settings(**caps) -> dict:
 
 def test_pooling_is_read_from_the_sentence_transformers_config():
     assert read_embedding(Path(resolve_model("minilm-l6"))) == Embedding(pooling="mean", normalize=True)
-    resolved = EmbeddingSettings(pooling="cls", normalize=False).resolve(Path(resolve_model("minilm-l6")), "minilm-l6")
-    assert resolved == Embedding(pooling="cls", normalize=False)
+    assert EmbeddingSettings(pooling="cls", normalize=False).resolve("minilm-l6") == Embedding(pooling="cls", normalize=False)
+    assert EmbeddingSettings().resolve("minilm-l6") == Embedding(pooling="mean", normalize=True)
+
+
+def test_a_hub_model_s_pooling_config_is_fetched_and_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine cannot reach the hub; the real download code runs and fails
+    with pytest.raises(CompressError, match=r"model: cannot read the pooling config of 'sentence-transformers/all-MiniLM-L6-v2'"):
+        EmbeddingSettings().resolve("sentence-transformers/all-MiniLM-L6-v2")
 
 
 @pytest.fixture(scope="module")

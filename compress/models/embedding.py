@@ -19,8 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PretrainedConfig, PreTrainedModel
 
-from compress.errors import CompressError
+from compress.errors import CompressError, first_line
 from compress.exporters.onnx_export import BATCH, TOKENS, GraphOutputs
+from compress.models.loading import resolve_model
 from compress.registry import Registry
 
 EMBEDDING_FIELD = "compress_embedding"
@@ -98,15 +99,33 @@ class EmbeddingSettings(BaseModel):
     normalize: bool | None = Field(None, description="Scale sentence vectors to unit length; default: as the model "
                                    "folder's modules.json says (a Normalize module), else false.")
 
-    def resolve(self, folder: Path, name: str) -> Embedding:
-        """The pooling these settings give the model in `folder` (`name`: the model as the recipe names it)."""
-        found = read_embedding(folder)
+    def resolve(self, model: str) -> Embedding:
+        """The pooling these settings give `model` (an alias, a local folder or a hub id)."""
+        found = read_embedding(config_folder(model)) if self.pooling == "model" or self.normalize is None else None
         if self.pooling == "model" and found is None:
-            raise CompressError(f"embedding.pooling: model '{name}' has no sentence-transformers pooling config "
+            raise CompressError(f"embedding.pooling: model '{model}' has no sentence-transformers pooling config "
                                 f"({MODULES_FILE}, {POOLING_FOLDER}/config.json); name one of {', '.join(POOLINGS)}")
         pooling = found.pooling if self.pooling == "model" else self.pooling
         normalize = self.normalize if self.normalize is not None else bool(found and found.normalize)
         return Embedding(pooling=pooling, normalize=normalize)
+
+
+SENTENCE_TRANSFORMERS_FILES = ["config.json", MODULES_FILE, f"{POOLING_FOLDER}/config.json"]
+
+
+def config_folder(model: str) -> Path:
+    """A folder holding the model's config and sentence-transformers files: its own, or for a hub id the few
+    files fetched from the hub (the weights come with the model itself)."""
+    location = resolve_model(model)
+    if Path(location).is_dir():
+        return Path(location)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(location, allow_patterns=SENTENCE_TRANSFORMERS_FILES))
+    except Exception as error:  # offline, no such repository: one line
+        raise CompressError(f"model: cannot read the pooling config of '{model}' from the Hugging Face hub ({first_line(error)}); "
+                            "offline, use a local folder") from None
 
 
 def embedding_of(config: PretrainedConfig) -> Embedding | None:

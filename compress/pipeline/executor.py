@@ -61,7 +61,7 @@ def checkpoint_seconds() -> float:
 
 def embedder(recipe: Recipe):
     """The recipe's model as a sentence embedder: its bare encoder, marked with the pooling the recipe gives it."""
-    return mark_embedder(load_encoder(recipe.model), recipe.embedding.resolve(Path(resolve_model(recipe.model)), recipe.model))
+    return mark_embedder(load_encoder(recipe.model), recipe.embedding.resolve(recipe.model))
 
 
 class NotBuilt(CompressError):

@@ -21,7 +21,7 @@ from compress.errors import CompressError, excerpt
 from compress.folders import FINAL, RECIPE_FILE, RUN_SUMMARY_FILE, check_folder_name
 from compress.models.artifacts import base_kind
 from compress.models.embedding import EmbeddingSettings
-from compress.models.loading import check_weights, load_config, load_tokenizer, resolve_model
+from compress.models.loading import check_weights, load_config, load_tokenizer
 from compress.stages import STAGES
 from compress.stages.base import BASE_MODEL
 from compress.stages.quantize import METHODS
@@ -292,7 +292,7 @@ def check_recipe(recipe: Recipe, file: Path | str) -> TaskData | None:
         if base_kind(recipe.model) == "torch":
             load_tokenizer(recipe.model)
         if recipe.embedding is not None:
-            recipe.embedding.resolve(Path(resolve_model(recipe.model)), recipe.model)
+            recipe.embedding.resolve(recipe.model)
         data = recipe.load_data()
     except CompressError as error:
         raise CompressError(f"{file}: {error}") from None
