@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 
 from compress.benchmarking.precisions import INT8, PRECISIONS, TRAINED
 from compress.benchmarking.rows import FULL, BenchRow, Combination
-from compress.data.loading import DataSettings, as_embedding_data, load_task_data
+from compress.data.loading import DataSettings, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import check_folder_name
@@ -234,8 +234,7 @@ def check_sweep(sweep: Sweep) -> list[str]:
             problems.append(f"models: {error}")
     for task, data in sweep.tasks.items():
         try:
-            loaded = load_task_data(task, data)
-            examples = len((as_embedding_data(loaded) if sweep.embedding is not None else loaded).train)
+            examples = len(load_task_data(task, data, embedder=sweep.embedding is not None).train)
         except CompressError as error:
             problems.append(f"tasks.{task}: {error}")
             continue

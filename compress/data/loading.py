@@ -488,7 +488,13 @@ HOLDOUT = "holdout"
 """The split `DataSettings.holdout` carves from the training examples."""
 
 
-def load_task_data(name: str, settings: DataSettings) -> TaskData:
+def load_task_data(name: str, settings: DataSettings, embedder: bool = False) -> TaskData:
+    """The task's examples; with `embedder`, as a sentence embedder takes them (`as_embedding_data`)."""
+    data = _load_examples(name, settings)
+    return as_embedding_data(data) if embedder else data
+
+
+def _load_examples(name: str, settings: DataSettings) -> TaskData:
     check_data_files(name, settings)
     loaded = SOURCES[settings.source].load(resolve_task(name, settings), settings)
     data = replace(

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.data.loading import DataSettings, TaskData, as_embedding_data, load_task_data
+from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError, excerpt
 from compress.folders import FINAL, RECIPE_FILE, RUN_SUMMARY_FILE, check_folder_name
@@ -95,8 +95,7 @@ class Recipe(BaseModel):
         """The task's examples (None without a task), as an embedder takes them where the recipe makes one."""
         if self.task is None:
             return None
-        data = load_task_data(self.task, self.data)
-        return as_embedding_data(data) if self.embedding is not None else data
+        return load_task_data(self.task, self.data, embedder=self.embedding is not None)
 
     def chain(self, last: str) -> list:
         """The stages that lead from the model to stage `last`, in order (following `from`; a stage read,

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 
 from compress.benchmarking.precisions import EXPORTED, INT8, TRAINED
 from compress.benchmarking.sweep import Grid, LatencySettings, Sweep, Training, check_sweep, known_precision
-from compress.data.loading import DataSettings, TaskData, as_embedding_data, load_task_data
+from compress.data.loading import DataSettings, TaskData, load_task_data
 from compress.data.seeds import Seed
 from compress.errors import CompressError
 from compress.models.embedding import EmbeddingSettings
@@ -103,8 +103,8 @@ class Goal(Strict):
     def load_data(self, holdout: bool) -> TaskData:
         """The task's examples as the goal's models take them; with `holdout`, the split trials are scored on carved
         out of the training examples, else the task's dev split."""
-        data = load_task_data(self.task, self.data.model_copy(update={"holdout": self.holdout}) if holdout else self.data)
-        return as_embedding_data(data) if self.embedding is not None else data
+        settings = self.data.model_copy(update={"holdout": self.holdout}) if holdout else self.data
+        return load_task_data(self.task, settings, embedder=self.embedding is not None)
 
     @property
     def trainings(self) -> list[str]:

@@ -422,8 +422,9 @@ def _note_batches(context: StageContext) -> list[dict[str, torch.Tensor]]:
     dev = next(iter(context.data.dev.values()), None)
     if dev is None or len(dev) == 0:
         return []
-    dev = model_inputs(context.data.task, dev.select(range(min(NOTE_EXAMPLES, len(dev)))))
-    tokenized = tokenize(dev.select(range(min(NOTE_EXAMPLES, len(dev)))), context.tokenizer, context.max_length)
+    # an embedder takes each text of a pair alone: the first examples' texts, cut again to NOTE_EXAMPLES
+    inputs = model_inputs(context.data.task, dev.select(range(min(NOTE_EXAMPLES, len(dev)))))
+    tokenized = tokenize(inputs.select(range(min(NOTE_EXAMPLES, len(inputs)))), context.tokenizer, context.max_length)
     return list(padded_batches(tokenized, context.tokenizer, context.eval_batch_size))
 
 
