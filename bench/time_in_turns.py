@@ -9,7 +9,7 @@ configuration entries (e.g. `FOLDER::session.intra_op.allow_spinning=0`), so one
 with itself under other session settings.
 
 Each round times every model on the same batches (batch 1 at `--length` tokens, and dev examples of
-`--task` at their own lengths), one model after another, with a pause and two untimed calls between
+`--task` at their own lengths, as the first model takes them: a sentence embedder each text of a pair alone), one model after another, with a pause and two untimed calls between
 models (onnxruntime's spinning threads slow whatever runs right after them); the figure per model is
 the median over rounds of each round's median, and the ratio to the first model is taken round by
 round, so a slow spell of the host moves every model alike. Each time is also set against this host's
@@ -30,22 +30,25 @@ from compress.exporters import onnx_file
 from compress.exporters.onnx_runtime import ort_session
 from transformers import AutoConfig
 
+from compress.data.encoding import model_inputs
 from compress.data.loading import DataSettings, load_task_data
-from compress.models.artifacts import QUANTIZATION_FIELD, load_artifact, predictor_for
+from compress.models.artifacts import QUANTIZATION_FIELD, load_artifact, output_name, predictor_for
+from compress.models.embedding import embedding_of
 from compress.models.loading import load_tokenizer
 from compress.stages.quantize import METHODS
 from compress.timing.latency import describe_environment, fixed_length_batch, task_length_batches, timed_in_turns, timing_environment
 from compress.timing.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 
 
-def runner(folder: Path, entries: dict[str, str], threads: int):
-    """Logits for a batch of torch tensors: the folder's own engine, or an onnxruntime session of a bare
-    graph file or one with session entries."""
+def runner(folder: Path, config, entries: dict[str, str], threads: int):
+    """Logits (an embedder's sentence vectors) for a batch of torch tensors: the folder's own engine, or an
+    onnxruntime session of a bare graph file or one with session entries."""
     if folder.is_dir() and not entries:
         return predictor_for(load_artifact(folder), threads)
     session = ort_session(onnx_file(folder) if folder.is_dir() else folder, threads, config=entries)
     wanted = {i.name for i in session.get_inputs()}
-    return lambda batch: session.run(["logits"], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})
+    output = output_name(config) if config else "logits"
+    return lambda batch: session.run([output], {k: v.numpy().astype(np.int64) for k, v in batch.items() if k in wanted})
 
 
 def config_for(path: Path):
@@ -86,10 +89,12 @@ def main() -> None:
     configs = [config_for(f) for f in folders]
     tokenizer = load_tokenizer(args.tokenizer or str(folders[0] if folders[0].is_dir() else folders[0].parent))
     data = DataSettings(source="embedded") if args.task == "rotten-tomatoes" else DataSettings(source="glue-dir", path="../shared/glue")
-    dev = next(iter(load_task_data(args.task, data).dev.values()))
+    task_data = load_task_data(args.task, data, embedder=embedding_of(configs[0]) is not None)
+    dev = model_inputs(task_data.task, next(iter(task_data.dev.values())))
     batches = {"fixed": [fixed_length_batch(dev["text_a"], tokenizer, 1, args.length)] * args.calls,
                "real": task_length_batches(dev, tokenizer, 1, args.length, count=args.calls, seed=args.seed)}
-    runners = {str(index): runner(folder, entry, args.threads) for index, (folder, entry) in enumerate(zip(folders, entries))}
+    runners = {str(index): runner(folder, config, entry, args.threads)
+               for index, (folder, config, entry) in enumerate(zip(folders, configs, entries))}
     per_round = timed_in_turns({**runners, **peak_runners(args.threads)}, batches, args.rounds)
     peak_ms = take_peaks(per_round)
     peaks = peaks_of_rounds(peak_ms)
@@ -98,7 +103,7 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"Command: `{command}`\n\nHost: {describe_environment(timing_environment('cpu'))}; {args.threads} threads, "
           f"{args.rounds} rounds of {args.calls} calls per model; {describe_peaks(peaks, args.threads)}. "
-          f"Real lengths: {args.task} dev examples, one per call, {min(lengths)} to {max(lengths)} tokens (median {int(np.median(lengths))}).\n")
+          f"Real lengths: {args.task} dev {'texts' if task_data.task.embedding else 'examples'}, one per call, {min(lengths)} to {max(lengths)} tokens (median {int(np.median(lengths))}).\n")
     print(f"| model | batch 1, {args.length} tokens: p50 ms | speed-up over the first | of MatMul peak | "
           "real lengths: p50 ms | speed-up over the first | of MatMul peak |")
     print("|---|---|---|---|---|---|---|")

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ from sklearn.linear_model import LogisticRegression
 
 import compress
 from compress.errors import CompressError
-from compress.data.loading import DataSettings, as_embedding_data, load_task_data
-from compress.evaluation.embedding import evaluate_embedder, retrieval_set
+from compress.data.loading import HOLDOUT, DataSettings, as_embedding_data, load_task_data
+from compress.evaluation.embedding import evaluate_embedder, retrieval_metrics, retrieval_set
 from compress.exporters.onnx_runtime import ort_session
 from compress.models.artifacts import predictor_for
 from compress.models.embedding import Embedding, EmbeddingSettings, mark_embedder, read_embedding
@@ -27,9 +28,10 @@ from compress.models.loading import load_encoder, load_tokenizer, resolve_model
 from compress.pipeline.cache import read_stage_record
 from compress.search.goal import goal_sweep, load_goal
 from compress.benchmarking.records import RESULTS_FILE, read_records
-from tests.helpers import GLUE, assert_one_line_error, bench, invoke, write_recipe
+from tests.helpers import GLUE, REPO, assert_one_line_error, bench, invoke, write_recipe
 
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
+from sentence_transformers.evaluation import InformationRetrievalEvaluator  # noqa: E402  (after the skip)
 JS = Path(__file__).resolve().parent / "js"
 needs_glue = pytest.mark.skipif(not (GLUE / "STS-B").is_dir(), reason=f"the GLUE files are not at {GLUE}")
 
@@ -127,6 +129,90 @@ def test_sts_spearman_and_retrieval_match_an_independent_computation(sts_run):
 def test_retrieval_set_takes_the_top_fifth_of_the_score_range():
     queries, documents, relevant = retrieval_set(["a", "b", "c"], ["x", "y", "x"], np.array([5.0, 0.0, 4.1]))
     assert queries == [0, 2] and documents == ["x", "y"] and list(relevant) == [0, 0]
+
+
+def test_retrieval_metrics_grade_relevance_and_count_every_relevant_document():
+    # one query; documents at cosine 1, 0.8 and 0: ranked 0, 1, 2; documents 1 (grade 2) and 2 (grade 1) relevant
+    metrics = retrieval_metrics(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), [{1: 2.0, 2: 1.0}])
+    dcg, ideal = 2 / np.log2(3) + 1 / np.log2(4), 2 + 1 / np.log2(3)
+    assert metrics["ndcg@10"] == pytest.approx(dcg / ideal)
+    assert (metrics["mrr@10"], metrics["recall@1"], metrics["recall@10"]) == (0.5, 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def rte_passages(tmp_path_factory) -> Path:
+    """A small retrieval set in BEIR's layout, as bench/glue_retrieval.py builds it from RTE: 60 dev claims and 40
+    training ones, each relevant to the passage it was written about, among the passages of all 100."""
+    if not (GLUE / "RTE").is_dir():
+        pytest.skip(f"the GLUE files are not at {GLUE}")
+    folder = tmp_path_factory.mktemp("beir") / "rte-passages"
+    run = subprocess.run([sys.executable, "bench/glue_retrieval.py", "--glue", str(GLUE), "--out", str(folder),
+                          "--max-train", "40", "--max-dev", "60"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return folder
+
+
+def beir_settings(folder: Path, **settings) -> DataSettings:
+    return DataSettings(source="beir-dir", path=folder, **settings)
+
+
+def test_a_retrieval_folder_is_scored_as_sentence_transformers_own_evaluator_scores_it(rte_passages, tokenizer):
+    data = load_task_data("rte-passages", beir_settings(rte_passages), embedder=True)
+    judged = lambda split: (rte_passages / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
+    assert data.task.primary_metric == "ndcg@10" and list(data.dev) == ["dev"]
+    assert (len(data.train), len(data.dev["dev"])) == (len(judged("train")), len(judged("dev")))
+    embedder = mark_embedder(load_encoder("minilm-l6"), Embedding(pooling="mean", normalize=True))
+    ours = evaluate_embedder(predictor_for(embedder), data, tokenizer, 256, 32)  # all-MiniLM-L6-v2's max_seq_length
+    # the files read here on their own, scored by sentence-transformers' InformationRetrievalEvaluator
+    read = lambda name: {r["_id"]: r["text"] for r in map(json.loads, (rte_passages / name).read_text().splitlines())}
+    relevant: dict[str, set[str]] = {}
+    for line in judged("dev"):
+        query, document, _ = line.split("\t")
+        relevant.setdefault(query, set()).add(document)
+    theirs = InformationRetrievalEvaluator(read("queries.jsonl"), read("corpus.jsonl"), relevant, mrr_at_k=[10], ndcg_at_k=[10],
+                                           accuracy_at_k=[1], precision_recall_at_k=[1, 10], map_at_k=[10], write_csv=False)(
+        SentenceTransformer(resolve_model("minilm-l6"), device="cpu"))
+    assert len(relevant) > 50 and len(read("corpus.jsonl")) > 90
+    for name in ("ndcg@10", "mrr@10", "recall@1", "recall@10"):
+        assert ours[name] == pytest.approx(theirs[f"cosine_{name}"], abs=1e-3), name
+    assert 0 < ours["ndcg@10_stderr"] < 0.1
+
+
+def test_a_retrieval_set_is_held_out_and_capped_by_whole_queries(rte_passages):
+    data = load_task_data("rte-passages", beir_settings(rte_passages, holdout=0.25), embedder=True)
+    held, kept = set(data.dev[HOLDOUT]["text_a"]), set(data.train["text_a"])
+    assert round(0.25 * len(held | kept)) == len(held) and not held & kept
+    whole = load_task_data("rte-passages", beir_settings(rte_passages), embedder=True).train
+    assert sorted(data.dev[HOLDOUT]["text_b"]) == sorted(b for a, b in zip(whole["text_a"], whole["text_b"]) if a in held)
+    capped = load_task_data("rte-passages", beir_settings(rte_passages, max_eval_examples=7), embedder=True).dev["dev"]
+    assert len(set(capped["text_a"])) == 7
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda folder: (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tnowhere\t1\n"),
+     ("qrels/dev.tsv, line 2", "corpus-id 'nowhere' is not in corpus.jsonl")),
+    (lambda folder: (folder / "qrels" / "dev.tsv").unlink(), ("qrels", "no relevance judgements", "dev.tsv")),
+    (lambda folder: (folder / "queries.jsonl").write_text('{"id": "q0", "text": "a claim"}\n'), ("queries.jsonl", "column '_id' not found")),
+])
+def test_a_damaged_retrieval_folder_gets_one_line(rte_passages, tmp_path, damage, expected):
+    folder = tmp_path / "set"
+    shutil.copytree(rte_passages, folder)
+    damage(folder)
+    recipe = {"model": "minilm-l6", "task": "mine", "embedding": {}, "data": {"source": "beir-dir", "path": str(folder)},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "bad", recipe)), "bad.yaml", *expected)
+
+
+def test_a_retrieval_set_without_an_embedder_or_without_training_texts_to_distil_on_gets_one_line(rte_passages, tmp_path):
+    recipe = {"model": "minilm-l6", "task": "mine", "data": {"source": "beir-dir", "path": str(rte_passages)},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "classifier", recipe)), "retrieval set", "embedding")
+    folder = tmp_path / "no-train"
+    shutil.copytree(rte_passages, folder)
+    (folder / "qrels" / "train.tsv").unlink()
+    recipe |= {"embedding": {}, "data": {"source": "beir-dir", "path": str(folder)},
+               "stages": [{"stage": "drop", "strategy": "top", "k": 2}, {"stage": "distill", "teacher": "base"}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "untrained", recipe)), "stages[1]", "no training examples", "sentences")
 
 
 def test_classification_on_frozen_vectors_is_a_logistic_regression(tokenizer):

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, TextIO
 
 import datasets
+import numpy as np
 import pandas as pd
 import pydantic
 
 from compress.data.seeds import Seed
-from compress.data.tasks import EmbeddedCorpus, TaskSpec, embedding_task, find_task, get_task
+from compress.data.tasks import EmbeddedCorpus, TaskSpec, embedding_task, find_task, get_task, retrieval_task
 from compress.errors import CompressError, excerpt
 from compress.registry import Registry
 
@@ -38,12 +39,14 @@ class DataSource:
     """Fail fast: files and folders exist, headers hold the columns (the task is None for a name only files knows)."""
     load: Callable[[TaskSpec, DataSettings], TaskData]
     fields: tuple[str, ...] = ()
-    """Settings that mean something with this source only (the caps and the seed apply to every source)."""
+    """Settings that mean something with this source (the caps and the seed apply to every source)."""
     required: tuple[str, ...] = ()
     origin: Callable[[TaskData, DataSettings, str], str] = lambda data, settings, split: data.source
     """Where a split was read from, for messages."""
     any_task_name: bool = False
     """Whether a task outside the table may be named (its labels then come from the data)."""
+    custom_task: Callable[[str, DataSettings], TaskSpec] | None = None
+    """The task a name outside the table makes with this source (with `any_task_name`)."""
 
 
 SOURCES: Registry[DataSource] = Registry("data source")
@@ -60,7 +63,7 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
     """The `data:` section of a recipe: where a task's examples come from and how many to use."""
 
     source: Annotated[str, pydantic.AfterValidator(_known_source)] = "hub"
-    path: Path | None = None  # glue-dir: the folder holding SST-2/, CoLA/, ...
+    path: Path | None = None  # glue-dir: the folder holding SST-2/, CoLA/, ...; beir-dir: corpus.jsonl, queries.jsonl, qrels/
     train: Path | None = None  # files: .csv, .tsv (GLUE style, no quoting) or .jsonl / .json (JSON lines)
     dev: Path | None = None
     text_columns: list[str] | None = pydantic.Field(default=None, min_length=1, max_length=2)
@@ -68,7 +71,7 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
     labels: list[str] | None = pydantic.Field(default=None, min_length=2)  # files, task not in the table
     regression: bool = False  # files, task not in the table
     max_train_examples: int | None = pydantic.Field(default=None, gt=0)
-    max_eval_examples: int | None = pydantic.Field(default=None, gt=0)
+    max_eval_examples: int | None = pydantic.Field(default=None, gt=0)  # a retrieval set's: queries
     holdout: float | None = pydantic.Field(
         default=None, gt=0, le=0.5, description="Hold out this fraction of the training examples (seeded; stratified by label "
         "for classification) as the split models are scored on, and leave the task's dev split unseen: what a search that "
@@ -89,11 +92,11 @@ class DataSettings(pydantic.BaseModel, extra="forbid"):
         for name in SOURCES[self.source].required:
             if getattr(self, name) is None:
                 raise ValueError(f"data.{name} is required with source: {self.source}")
-        for source, entry in SOURCES.items():
-            for name in entry.fields:
-                # compared with the default, not model_fields_set: callers may pass None for "not given"
-                if source != self.source and getattr(self, name) != type(self).model_fields[name].default:
-                    raise ValueError(f"data.{name} is only used with source: {source}, not {self.source}")
+        for name in {name for entry in SOURCES.values() for name in entry.fields} - set(SOURCES[self.source].fields):
+            # compared with the default, not model_fields_set: callers may pass None for "not given"
+            if getattr(self, name) != type(self).model_fields[name].default:
+                users = [source for source, entry in SOURCES.items() if name in entry.fields]
+                raise ValueError(f"data.{name} is only used with source: {' or '.join(users)}, not {self.source}")
         if self.labels is not None and self.regression:
             raise ValueError("data.labels and data.regression: true exclude each other")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
@@ -107,6 +110,9 @@ class TaskData:
     train: datasets.Dataset
     dev: dict[str, datasets.Dataset]  # eval-split name -> examples; the first is the primary split
     source: str  # where the examples came from, for logs and reports
+    corpus: list[str] | None = None
+    """A retrieval set's documents (distinct texts), which every query of every split is ranked against; its splits'
+    examples are then (query, relevant document, relevance) rows."""
 
 
 # --- which task, and can this source serve it -------------------------------------------------
@@ -114,7 +120,7 @@ class TaskData:
 def resolve_task(name: str, settings: DataSettings) -> TaskSpec:
     """The table's entry for name; with source: files, a name outside the table gets a task built from
     data.labels (default: the sorted distinct train labels) or data.regression."""
-    return _table_task(name, settings) or _custom_task(name, settings)
+    return _table_task(name, settings) or SOURCES[settings.source].custom_task(name, settings)
 
 
 def _table_task(name: str, settings: DataSettings) -> TaskSpec | None:
@@ -466,22 +472,101 @@ def _glue_dir_origin(data: TaskData, settings: DataSettings, split: str) -> str:
     return str(settings.path / layout.folder / (layout.train_file if _from_train(split) else layout.dev_files[split]))
 
 
+BEIR_FILES = ("corpus.jsonl", "queries.jsonl")
+QRELS = "qrels"
+QRELS_COLUMNS = ["query-id", "corpus-id", "score"]
+TRAIN_QRELS = "train.tsv"
+_EVAL_SPLIT_ORDER = ("dev", "validation", "test")
+"""A retrieval folder's eval splits in this order (the first present is the primary one), then any others by name."""
+
+
+def _qrels_files(folder: Path) -> dict[str, Path]:
+    """Eval split -> its relevance judgements file (qrels/<split>.tsv, all but train.tsv), primary first."""
+    files = {path.stem: path for path in sorted((folder / QRELS).glob("*.tsv")) if path.name != TRAIN_QRELS}
+    order = sorted(files, key=lambda split: (_EVAL_SPLIT_ORDER.index(split) if split in _EVAL_SPLIT_ORDER else len(_EVAL_SPLIT_ORDER), split))
+    return {split: files[split] for split in order}
+
+
+def _check_beir_dir(task: TaskSpec | None, settings: DataSettings) -> None:
+    root = settings.path
+    if not root.is_dir():
+        raise CompressError(f"{root}: data.path folder not found")
+    for name in BEIR_FILES:
+        _require_file(root / name, "file (data.path should hold a retrieval set as BEIR and MTEB lay it out)")
+        _check_columns(root / name, ["_id", "text"])
+    qrels = _qrels_files(root)
+    if not qrels:
+        raise CompressError(f"{root / QRELS}: no relevance judgements to score on; expected qrels/dev.tsv or qrels/test.tsv "
+                            f"(tab-separated: {', '.join(QRELS_COLUMNS)})")
+    train = root / QRELS / TRAIN_QRELS
+    for path in [*qrels.values(), *([train] if train.is_file() else [])]:
+        _check_columns(path, QRELS_COLUMNS)
+
+
+def _beir_texts(path: Path, titled: bool) -> dict[str, str]:
+    """id -> text of corpus.jsonl (a document's title before its text, as MTEB encodes it) or queries.jsonl."""
+    texts = {}
+    for line, record in _json_records(path):
+        fields = {key: record.get(key) for key in ("_id", "text", "title")}
+        if not isinstance(fields["text"], str) or fields["_id"] is None or not isinstance(fields["title"] or "", str):
+            raise CompressError(f"{path}, line {line}: expected an object with '_id' and a 'text' string, got {excerpt(record)}")
+        texts[str(fields["_id"])] = f"{fields['title'] or ''} {fields['text']}".strip() if titled else fields["text"]
+    return texts
+
+
+def _load_beir_dir(task: TaskSpec, settings: DataSettings) -> TaskData:
+    root = settings.path
+    documents, queries = _beir_texts(root / "corpus.jsonl", titled=True), _beir_texts(root / "queries.jsonl", titled=False)
+
+    def judged(path: Path) -> datasets.Dataset:
+        """(query, relevant document, relevance) rows; judgements of relevance 0 or less say "not relevant" and are left out."""
+        rows: list[list] = [[], [], []]
+        for line, (query, document, score) in _read_rows(path, QRELS_COLUMNS):
+            where = f"{path}, line {line}"
+            if query not in queries or document not in documents:
+                missing = f"query-id {excerpt(query)} is not in queries.jsonl" if query not in queries else f"corpus-id {excerpt(document)} is not in corpus.jsonl"
+                raise CompressError(f"{where}: {missing}")
+            if not _is_number(score):
+                raise CompressError(f"{where}, column 'score': expected a number, got {excerpt(score)}")
+            if float(score) > 0:
+                for column, value in zip(rows, (queries[query], documents[document], float(score))):
+                    column.append(value)
+        return _dataset(task, rows[:2], rows[2])
+
+    train_file = root / QRELS / TRAIN_QRELS
+    train = judged(train_file) if train_file.is_file() else _dataset(task, [[], []], [])
+    dev = {split: judged(path) for split, path in _qrels_files(root).items()}
+    return TaskData(task, train, dev, str(root), corpus=list(dict.fromkeys(documents.values())))
+
+
+def _beir_origin(data: TaskData, settings: DataSettings, split: str) -> str:
+    return str(settings.path / QRELS / (TRAIN_QRELS if _from_train(split) else f"{split}.tsv"))
+
+
 SOURCES.add("hub", DataSource(serves=lambda task: task.hub is not None, check=lambda task, settings: None, load=_load_hub))
 SOURCES.add("glue-dir", DataSource(serves=lambda task: task.tsv is not None, check=_check_glue_dir, load=_load_glue_dir,
                                    fields=("path",), required=("path",), origin=_glue_dir_origin))
 SOURCES.add("files", DataSource(serves=lambda task: True, check=_check_files, load=_load_files,
                                 fields=("train", "dev", "text_columns", "label_column", "labels", "regression"),
-                                required=("train", "dev", "text_columns"), any_task_name=True,
+                                required=("train", "dev", "text_columns"), any_task_name=True, custom_task=_custom_task,
                                 origin=lambda data, settings, split: str(settings.train if _from_train(split) else settings.dev)))
 SOURCES.add("embedded", DataSource(serves=lambda task: task.embedded is not None, check=lambda task, settings: _embedded_file(task.embedded),
                                    load=_load_embedded))
+SOURCES.add("beir-dir", DataSource(serves=lambda task: False, check=_check_beir_dir, load=_load_beir_dir, fields=("path",),
+                                   required=("path",), any_task_name=True, custom_task=lambda name, settings: retrieval_task(name),
+                                   origin=_beir_origin))
 
 
-def _cap(dataset: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
-    """A seeded random subset of `limit` examples; the whole set when it is not larger."""
-    if limit is None or limit >= len(dataset):
+def _cap(dataset: datasets.Dataset, limit: int | None, seed: int, by_query: bool = False) -> datasets.Dataset:
+    """A seeded random subset of `limit` examples (`by_query`: of a retrieval split's queries, each with all its
+    judged documents); the whole set when it is not larger."""
+    if not by_query:
+        return dataset if limit is None or limit >= len(dataset) else dataset.shuffle(seed=seed).select(range(limit))
+    queries = list(dict.fromkeys(dataset["text_a"]))
+    if limit is None or limit >= len(queries):
         return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
+    kept = {queries[i] for i in np.random.default_rng(seed).permutation(len(queries))[:limit]}
+    return dataset.select([i for i, query in enumerate(dataset["text_a"]) if query in kept])
 
 
 HOLDOUT = "holdout"
@@ -491,23 +576,39 @@ HOLDOUT = "holdout"
 def load_task_data(name: str, settings: DataSettings, embedder: bool = False) -> TaskData:
     """The task's examples; with `embedder`, as a sentence embedder takes them (`as_embedding_data`)."""
     data = _load_examples(name, settings)
+    if data.corpus is not None and not embedder:
+        raise CompressError(f"{settings.path}: task '{data.task.name}' is a retrieval set (queries ranked against a corpus), "
+                            "which only a sentence embedder does; add embedding: {} to the recipe")
     return as_embedding_data(data) if embedder else data
 
 
 def _load_examples(name: str, settings: DataSettings) -> TaskData:
     check_data_files(name, settings)
     loaded = SOURCES[settings.source].load(resolve_task(name, settings), settings)
+    by_query = loaded.corpus is not None
     data = replace(
         loaded,
         train=_cap(loaded.train, settings.max_train_examples, settings.seed),
-        dev={split: _cap(dataset, settings.max_eval_examples, settings.seed) for split, dataset in loaded.dev.items()},
+        dev={split: _cap(dataset, settings.max_eval_examples, settings.seed, by_query) for split, dataset in loaded.dev.items()},
     )
     if settings.holdout:
-        stratify = None if data.task.is_regression else "label"
-        carved = data.train.train_test_split(test_size=settings.holdout, seed=settings.seed, stratify_by_column=stratify)
-        data = replace(data, train=carved["train"], dev={HOLDOUT: carved["test"]}, source=f"{data.source}, {settings.holdout:g} held out of train")
+        train, held = _carve(data, settings.holdout, settings.seed)
+        data = replace(data, train=train, dev={HOLDOUT: held}, source=f"{data.source}, {settings.holdout:g} held out of train")
     _check_usable(data, settings)
     return data
+
+
+def _carve(data: TaskData, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, held out): a seeded `fraction` of the training examples, stratified by label for classification;
+    of a retrieval set's training queries, each with all its judged documents."""
+    if data.corpus is None:
+        stratify = None if data.task.is_regression else "label"
+        carved = data.train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+        return carved["train"], carved["test"]
+    queries = list(dict.fromkeys(data.train["text_a"]))
+    held = {queries[i] for i in np.random.default_rng(seed).permutation(len(queries))[:max(1, round(fraction * len(queries)))]}
+    rows = np.array([query in held for query in data.train["text_a"]], dtype=bool)
+    return data.train.select(np.flatnonzero(~rows)), data.train.select(np.flatnonzero(rows))
 
 
 def as_embedding_data(data: TaskData) -> TaskData:
@@ -517,12 +618,17 @@ def as_embedding_data(data: TaskData) -> TaskData:
 
 def _check_usable(data: TaskData, settings: DataSettings) -> None:
     """Refuse, before any training, a split nothing can be trained on or scored with: one without examples,
-    or a regression dev split without two different scores (its correlation with any prediction is undefined)."""
+    or a regression dev split without two different scores (its correlation with any prediction is undefined).
+    A retrieval set may come without training examples (an embedder can distil on `sentences:`) and ranks, whatever
+    its relevance grades."""
+    retrieval = data.corpus is not None
     for split, examples in {"train": data.train, **data.dev}.items():
         where = _split_origin(data, settings, split)
+        if retrieval and split == "train":
+            continue
         if len(examples) == 0:
             raise CompressError(f"{where}: no examples in the {split} split; expected at least one (is there only a header?)")
-        if data.task.is_regression and split != "train" and len(set(examples["label"])) < 2:
+        if data.task.is_regression and not retrieval and split != "train" and len(set(examples["label"])) < 2:
             cap = f" (data.max_eval_examples: {settings.max_eval_examples})" if settings.max_eval_examples else ""
             raise CompressError(f"{where}: the {split} split has {len(examples)} example(s){cap}, all with one score; "
                                 "expected at least two different scores, as a correlation needs")

@@ -172,7 +172,8 @@ TASKS: dict[str, TaskSpec] = {
 SIMILARITY_METRICS = ("spearman_cosine", "pearson_cosine")
 """An embedder on scored sentence pairs (STS): the correlation of the cosine similarity of the two vectors with the gold score."""
 RETRIEVAL_METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10")
-"""An embedder on scored sentence pairs, used as a retrieval set: each pair's first text finds its second among all second texts."""
+"""An embedder on a retrieval set (`retrieval_task`), or on scored sentence pairs used as one: each pair's first text
+finds its second among all second texts."""
 
 
 def embedding_task(task: TaskSpec, pairs: bool) -> TaskSpec:
@@ -186,6 +187,13 @@ def embedding_task(task: TaskSpec, pairs: bool) -> TaskSpec:
                             "pairs (STS, by similarity) or on labelled texts (by classification on its vectors)")
     metrics = SIMILARITY_METRICS + RETRIEVAL_METRICS if task.is_regression else task.metrics
     return replace(task, metrics=metrics, embedding=True)
+
+
+def retrieval_task(name: str) -> TaskSpec:
+    """A retrieval set (queries, a corpus, relevance judgements, as BEIR and MTEB lay them out), done by a sentence
+    embedder: each query's documents ranked by the cosine similarity of their vectors."""
+    return TaskSpec(name, labels=None, metrics=RETRIEVAL_METRICS, hub=None, hub_text_columns=(), hub_dev_splits={}, tsv=None,
+                    embedding=True)
 
 
 def _lookup_key(name: str) -> str:

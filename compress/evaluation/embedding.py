@@ -1,10 +1,12 @@
-"""Scoring a sentence embedder as its users read it (MTEB's three families that local data can serve):
+"""Scoring a sentence embedder as its users read it (the families of MTEB's tasks that local data can serve):
 
 - scored sentence pairs (STS-B): Spearman and Pearson correlation of the two vectors' cosine similarity with
   the gold score, each with its bootstrap standard error;
 - the same pairs as a retrieval set: each pair scored in the top fifth of the score range is a query (its first
   text) whose one relevant document is its second text, among every distinct second text of the split;
   nDCG@10 (scikit-learn's), MRR@10 and recall@k, each a mean over queries with its standard error;
+- a retrieval set (queries, a corpus, relevance judgements; `data.source: beir-dir`): each query ranks the whole
+  corpus; the same metrics, nDCG graded by the judged relevance;
 - labelled texts (or pairs): a logistic regression fitted on the training examples' frozen vectors (a pair's:
   its cosine similarity) scores the dev examples with the task's own metrics, as MTEB's classification does.
 """
@@ -32,6 +34,8 @@ at least 4, "mostly equivalent")."""
 CLASSIFIER_TRAIN_EXAMPLES = 4000
 """Training examples (seeded) the logistic regression on frozen vectors is fitted on: enough for a linear probe."""
 TOP_K = 10
+QUERY_CHUNK = 256
+"""Queries scored against the whole corpus at once: bounds the similarity matrix held in memory."""
 
 
 def encode(predict: Predictor, texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int,
@@ -50,25 +54,26 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def retrieval_metrics(queries: np.ndarray, documents: np.ndarray, relevant: np.ndarray) -> dict[str, float]:
-    """nDCG@10, MRR@10 and recall@1/10 of `queries` (one relevant document each: `relevant[i]`, an index into
-    `documents`) ranked by cosine similarity, each a mean over queries with `<metric>_stderr`."""
-    scores = _unit(queries) @ _unit(documents).T
-    truth = np.zeros_like(scores)
-    truth[np.arange(len(queries)), relevant] = 1.0
-    # rank of the relevant document: 1 + documents scored higher (ties against it)
-    rank = 1 + (scores > scores[np.arange(len(queries)), relevant][:, None]).sum(1)
-    per_query = {
-        f"ndcg@{TOP_K}": np.array([ndcg_score(truth[i:i + 1], scores[i:i + 1], k=TOP_K) for i in range(len(queries))]),
-        f"mrr@{TOP_K}": np.where(rank <= TOP_K, 1.0 / rank, 0.0),
-        "recall@1": (rank <= 1).astype(float),
-        f"recall@{TOP_K}": (rank <= TOP_K).astype(float),
-    }
+def retrieval_metrics(queries: np.ndarray, documents: np.ndarray, relevance: list[dict[int, float]]) -> dict[str, float]:
+    """nDCG@10 (graded by relevance), MRR@10 and recall@1/10 of `queries` (query i's relevant documents: `relevance[i]`,
+    index into `documents` -> relevance above 0) ranked by cosine similarity (ties: the earlier document first), each
+    a mean over queries with `<metric>_stderr`."""
+    documents = _unit(documents)
+    per_query: dict[str, list[float]] = {f"ndcg@{TOP_K}": [], f"mrr@{TOP_K}": [], "recall@1": [], f"recall@{TOP_K}": []}
+    for start in range(0, len(queries), QUERY_CHUNK):
+        for row, relevant in zip(_unit(queries[start:start + QUERY_CHUNK]) @ documents.T, relevance[start:start + QUERY_CHUNK]):
+            truth = np.zeros_like(row)
+            truth[list(relevant)] = list(relevant.values())
+            found = [int(document) in relevant for document in np.argsort(-row, kind="stable")[:TOP_K]]
+            per_query[f"ndcg@{TOP_K}"].append(ndcg_score(truth[None], row[None], k=TOP_K))
+            per_query[f"mrr@{TOP_K}"].append(1.0 / (found.index(True) + 1) if any(found) else 0.0)
+            per_query["recall@1"].append(sum(found[:1]) / len(relevant))
+            per_query[f"recall@{TOP_K}"].append(sum(found) / len(relevant))
     results = {}
     for name, values in per_query.items():
-        results[name] = float(values.mean())
+        results[name] = float(np.mean(values))
         if len(values) > 1:
-            results[f"{name}_stderr"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+            results[f"{name}_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
     return results
 
 
@@ -93,8 +98,21 @@ def _similarity_scores(task: TaskSpec, vectors: dict[str, np.ndarray], labels: n
     if queries:
         index = {text: position for position, text in enumerate(texts["text_b"])}
         document_vectors = vectors["text_b"][[index[text] for text in documents]]
-        results |= retrieval_metrics(vectors["text_a"][queries], document_vectors, relevant)
+        results |= retrieval_metrics(vectors["text_a"][queries], document_vectors, [{int(d): 1.0} for d in relevant])
     return results
+
+
+def _corpus_scores(judged: Dataset, queries: list[str], query_vectors: np.ndarray, corpus: list[str],
+                   corpus_vectors: np.ndarray) -> dict[str, float]:
+    """A retrieval split's metrics: from its (query, relevant document, relevance) rows, each of `queries` (its
+    distinct queries, in the order of `query_vectors`) ranking the whole corpus."""
+    where_query = {text: position for position, text in enumerate(queries)}
+    where_document = {text: position for position, text in enumerate(corpus)}
+    relevance: list[dict[int, float]] = [{} for _ in queries]
+    for query, document, grade in zip(judged["text_a"], judged["text_b"], judged["label"]):
+        graded, position = relevance[where_query[query]], where_document[document]
+        graded[position] = max(grade, graded.get(position, 0.0))
+    return retrieval_metrics(query_vectors, corpus_vectors, relevance)
 
 
 def _features(vectors: dict[str, np.ndarray]) -> np.ndarray:
@@ -120,13 +138,19 @@ def evaluate_embedder(predict: Predictor, data: TaskData, tokenizer: PreTrainedT
         train = data.train.shuffle(seed=0).select(range(min(CLASSIFIER_TRAIN_EXAMPLES, len(data.train))))
         train_vectors, _ = vectors_of(train, "train")
         probe = LogisticRegression(max_iter=1000).fit(_features(train_vectors), np.asarray(train["label"]))
+    corpus_vectors = None if data.corpus is None else encode(predict, data.corpus, tokenizer, max_length, batch_size, "Embedding the corpus")
     results: dict[str, float] = {}
     for position, (split, dataset) in enumerate(data.dev.items()):
-        vectors, texts = vectors_of(dataset, split)
-        labels = np.asarray(dataset["label"])
-        if probe is None:
-            metrics = _similarity_scores(data.task, vectors, labels, texts)
+        if corpus_vectors is not None:
+            queries = list(dict.fromkeys(dataset["text_a"]))
+            query_vectors = encode(predict, queries, tokenizer, max_length, batch_size, f"Embedding {split} queries")
+            metrics = _corpus_scores(dataset, queries, query_vectors, data.corpus, corpus_vectors)
+        elif probe is None:
+            vectors, texts = vectors_of(dataset, split)
+            metrics = _similarity_scores(data.task, vectors, np.asarray(dataset["label"]), texts)
         else:
+            vectors, _ = vectors_of(dataset, split)
+            labels = np.asarray(dataset["label"])
             # class probabilities stand for logits: the metrics take their argmax
             probabilities = np.zeros((len(labels), data.task.num_labels))
             probabilities[:, probe.classes_] = probe.predict_proba(_features(vectors))
