@@ -203,16 +203,21 @@ def test_a_damaged_retrieval_folder_gets_one_line(rte_passages, tmp_path, damage
     assert_one_line_error(invoke("check", write_recipe(tmp_path, "bad", recipe)), "bad.yaml", *expected)
 
 
-def test_a_retrieval_set_without_an_embedder_or_without_training_texts_to_distil_on_gets_one_line(rte_passages, tmp_path):
+def test_a_retrieval_set_without_an_embedder_gets_one_line(rte_passages, tmp_path):
     recipe = {"model": "minilm-l6", "task": "mine", "data": {"source": "beir-dir", "path": str(rte_passages)},
               "stages": [{"stage": "drop", "strategy": "top", "k": 2}]}
     assert_one_line_error(invoke("check", write_recipe(tmp_path, "classifier", recipe)), "retrieval set", "embedding")
+
+
+def test_without_training_judgements_the_documents_are_the_texts_to_learn_from(rte_passages, tmp_path):
     folder = tmp_path / "no-train"
     shutil.copytree(rte_passages, folder)
     (folder / "qrels" / "train.tsv").unlink()
-    recipe |= {"embedding": {}, "data": {"source": "beir-dir", "path": str(folder)},
-               "stages": [{"stage": "drop", "strategy": "top", "k": 2}, {"stage": "distill", "teacher": "base"}]}
-    assert_one_line_error(invoke("check", write_recipe(tmp_path, "untrained", recipe)), "stages[1]", "no training examples", "sentences")
+    data = load_task_data("mine", beir_settings(folder), embedder=True)
+    assert data.train["text_a"] == data.corpus and "text_b" not in data.train.column_names
+    recipe = {"model": "minilm-l6", "task": "mine", "embedding": {}, "data": {"source": "beir-dir", "path": str(folder), "holdout": 0.1},
+              "stages": [{"stage": "drop", "strategy": "top", "k": 2}, {"stage": "distill", "teacher": "base"}]}
+    assert_one_line_error(invoke("check", write_recipe(tmp_path, "held", recipe)), "holdout", "qrels/train.tsv")
 
 
 def test_classification_on_frozen_vectors_is_a_logistic_regression(tokenizer):

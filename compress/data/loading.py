@@ -112,7 +112,8 @@ class TaskData:
     source: str  # where the examples came from, for logs and reports
     corpus: list[str] | None = None
     """A retrieval set's documents (distinct texts), which every query of every split is ranked against; its splits'
-    examples are then (query, relevant document, relevance) rows."""
+    examples are then (query, relevant document, relevance) rows, its training split without training judgements the
+    documents alone."""
 
 
 # --- which task, and can this source serve it -------------------------------------------------
@@ -534,13 +535,17 @@ def _load_beir_dir(task: TaskSpec, settings: DataSettings) -> TaskData:
         return _dataset(task, rows[:2], rows[2])
 
     train_file = root / QRELS / TRAIN_QRELS
-    train = judged(train_file) if train_file.is_file() else _dataset(task, [[], []], [])
+    # without training judgements, the documents are the texts to learn from (distil, calibrate, score layers on)
+    train = judged(train_file) if train_file.is_file() else _dataset(task, [list(documents.values())], [0.0] * len(documents))
     dev = {split: judged(path) for split, path in _qrels_files(root).items()}
     return TaskData(task, train, dev, str(root), corpus=list(dict.fromkeys(documents.values())))
 
 
 def _beir_origin(data: TaskData, settings: DataSettings, split: str) -> str:
-    return str(settings.path / QRELS / (TRAIN_QRELS if _from_train(split) else f"{split}.tsv"))
+    if _from_train(split):
+        judged = settings.path / QRELS / TRAIN_QRELS
+        return str(judged if judged.is_file() else settings.path / "corpus.jsonl")
+    return str(settings.path / QRELS / f"{split}.tsv")
 
 
 SOURCES.add("hub", DataSource(serves=lambda task: task.hub is not None, check=lambda task, settings: None, load=_load_hub))
@@ -592,6 +597,9 @@ def _load_examples(name: str, settings: DataSettings) -> TaskData:
         dev={split: _cap(dataset, settings.max_eval_examples, settings.seed, by_query) for split, dataset in loaded.dev.items()},
     )
     if settings.holdout:
+        if by_query and "text_b" not in data.train.column_names:
+            raise CompressError(f"{settings.path}: data.holdout holds out training queries, and there are none "
+                                f"(no {QRELS}/{TRAIN_QRELS}); leave holdout out, or add training judgements")
         train, held = _carve(data, settings.holdout, settings.seed)
         data = replace(data, train=train, dev={HOLDOUT: held}, source=f"{data.source}, {settings.holdout:g} held out of train")
     _check_usable(data, settings)
@@ -618,14 +626,11 @@ def as_embedding_data(data: TaskData) -> TaskData:
 
 def _check_usable(data: TaskData, settings: DataSettings) -> None:
     """Refuse, before any training, a split nothing can be trained on or scored with: one without examples,
-    or a regression dev split without two different scores (its correlation with any prediction is undefined).
-    A retrieval set may come without training examples (an embedder can distil on `sentences:`) and ranks, whatever
-    its relevance grades."""
+    or a regression dev split without two different scores (its correlation with any prediction is undefined;
+    a retrieval set ranks, whatever its relevance grades)."""
     retrieval = data.corpus is not None
     for split, examples in {"train": data.train, **data.dev}.items():
         where = _split_origin(data, settings, split)
-        if retrieval and split == "train":
-            continue
         if len(examples) == 0:
             raise CompressError(f"{where}: no examples in the {split} split; expected at least one (is there only a header?)")
         if data.task.is_regression and not retrieval and split != "train" and len(set(examples["label"])) < 2:

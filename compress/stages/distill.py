@@ -89,9 +89,6 @@ class DistillSettings(FinetuneSettings, DistillationLoss):
     def check_chain(self, config: PretrainedConfig, layers_before: int, train_examples: int) -> None:
         if self.sentences is not None:
             train_examples = len(read_sentences(self.sentences))
-        elif train_examples == 0:
-            raise CompressError("sentences: the task has no training examples to distil on (a retrieval set without "
-                                "qrels/train.tsv); name a file of texts here")
         super().check_chain(config, layers_before, train_examples)
 
     def describe(self, described: ModelDescription) -> None:
