@@ -106,6 +106,45 @@ def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     lines += ["", "Claims:", ""]
     lines += [f"- {claim}: {finding}" for claim, finding in claims(records, full)]
+    return lines + [""] + open_question(records, full)
+
+
+BUSY_CORES = 0.5
+"""A timing taken while other work used this many CPU cores or more is left out of the comparisons (as the sweeps flag it)."""
+
+
+def task_length_ms(record: BenchRecord) -> float | None:
+    """The row's median latency at batch 1 on dev examples at their own lengths, as the sweep timed it; None where it
+    was timed on a busy machine."""
+    return next((t.p50_ms for t in record.latency or [] if t.batch_size == 1 and t.sequence_length == "task"
+                 and (t.other_cpu_load or 0.0) < BUSY_CORES), None)
+
+
+def open_question(records: list[BenchRecord], full: BenchRecord) -> list[str]:
+    """What the paper left open, for one task: distillation against fine-tuning at each K, what int8 costs on top,
+    and the fastest row within 1 and 2 points of the full model."""
+    lines = ["### The open question: dropping with distillation and int8", "",
+             "| K | top, fine-tuned | top, distilled (against fine-tuned) | distilled, int8 (against its fp32) |", "|---|---|---|---|"]
+    for k in KS:
+        tuned, distilled = _row(records, "top", k), _row(records, "top", k, "distill")
+        int8 = _row(records, "top", k, "distill", "onnx-int8-dynamic")
+        lines.append(f"| {k} | {_cell(tuned, full)} | {_cell(distilled, tuned)} | {_cell(int8, distilled)} |")
+    full_ms, host = task_length_ms(full), full.environment.get("cpu")
+    lines += ["", "The fastest row within the budget (batch 1, dev examples at their own lengths, as the sweep timed it, rows "
+              "one after another, on the full model's host and on a quiet machine only; the speed-ups timed in turns are in "
+              "`in_turns.md` where it exists):", ""]
+    for budget in (1.0, 2.0):
+        within = [r for r in records if _points(full) - _points(r) <= budget and task_length_ms(r) is not None
+                  and r.environment.get("cpu") == host]
+        fastest = min(within, key=task_length_ms, default=None)
+        if fastest is None or full_ms is None:
+            lines.append(f"- within {budget:g} point(s): not yet timed on a quiet machine "
+                         f"(`--retime` on the sweep measures its rows again)")
+            continue
+        name = "the full model" if fastest.strategy == "full" and fastest.precision == "torch-fp32" else (
+            f"{fastest.strategy}-{fastest.k} {fastest.training}, {fastest.precision}" if fastest.k else f"the full model, {fastest.precision}")
+        lines.append(f"- within {budget:g} point(s): {name}: {_cell(fastest, full)}, {task_length_ms(fastest):.1f} ms against "
+                     f"{full_ms:.1f} ms ({full_ms / task_length_ms(fastest):.1f}x), of the {len(records)} rows finished")
     return lines + [""]
 
 
