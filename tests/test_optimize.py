@@ -103,6 +103,14 @@ def test_a_training_budget_spent_mid_round_keeps_what_was_trained_and_says_so():
     assert chosen.combination.k > 0 and search.within_budget(chosen)
 
 
+def test_each_strategy_is_asked_only_the_ks_it_can_drop(tmp_path):
+    """The default Ks are 1 to L-1, and alternate-odd reaches only every other layer: 3 of MiniLM's 6."""
+    goal = Goal.model_validate({**GOAL, "search": {**GOAL["search"], "strategies": ["top", "alternate-odd"], "k": None}})
+    search = Search(goal, tmp_path, Console(quiet=True))
+    assert search.arm_ks("top", "finetune") == [1, 2, 3, 4, 5]
+    assert search.arm_ks("alternate-odd", "finetune") == [1, 2, 3]
+
+
 def test_bisection_asks_nothing_at_or_below_a_k_found_elsewhere():
     bisection = Bisection(list(range(1, 12)), smallest_first=True)
     bisection.only_above(5)

@@ -48,6 +48,7 @@ from compress.models.loading import load_config
 from compress.pipeline.recipe import recipe_yaml
 from compress.search.goal import Goal, goal_sweep
 from compress.surgery.architectures import num_layers
+from compress.surgery.strategies import can_drop
 from compress.timing.latency import describe_environment
 
 CHOSEN_RECIPE = "chosen.yaml"
@@ -253,8 +254,8 @@ class Search:
         return num_layers(load_config(self.goal.model))
 
     def arm_ks(self, strategy: str, training: str) -> list[int]:
-        """The Ks one strategy and training may try, ascending."""
-        return sorted(k for k in (self.goal.search.k or range(1, self.layers)) if k < self.layers)
+        """The Ks one strategy and training may try, ascending: those it can drop (alternate-odd at most half)."""
+        return sorted(k for k in (self.goal.search.k or range(1, self.layers)) if can_drop(strategy, self.layers, k))
 
     def run(self) -> Trial:
         """Search, and return the chosen trial (`stopped`: why the search ended early, if it did)."""

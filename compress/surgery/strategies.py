@@ -157,6 +157,15 @@ def layers_to_drop(
     return STRATEGIES[strategy](num_layers, k, Given(layers, scores, metric))
 
 
+def can_drop(strategy: str, num_layers: int, k: int) -> bool:
+    """Whether `strategy` can drop `k` of `num_layers` layers (an alternate strategy reaches only every other layer)."""
+    try:
+        layers_to_drop(strategy, num_layers, k, scores=[0.0] * num_layers)
+    except CompressError:
+        return False
+    return True
+
+
 def contiguous_block_to_drop(num_layers: int, k: int, distances: Sequence[float] | None) -> list[int]:
     """The block of K consecutive layers whose input and output are closest: `distances[l]` is the
     distance between the input of layer l and the output of layer l+K-1 (the lowest block wins ties)."""
