@@ -119,8 +119,8 @@ class TaskData:
 # --- which task, and can this source serve it -------------------------------------------------
 
 def resolve_task(name: str, settings: DataSettings) -> TaskSpec:
-    """The table's entry for name; with source: files, a name outside the table gets a task built from
-    data.labels (default: the sorted distinct train labels) or data.regression."""
+    """The table's entry for name; a name outside the table gets the task its source makes: with source: files, one
+    built from data.labels (default: the sorted distinct train labels) or data.regression; with beir-dir, a retrieval task."""
     return _table_task(name, settings) or SOURCES[settings.source].custom_task(name, settings)
 
 
