@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from compress.data.encoding import padded_batches, tokenize
+from compress.data.encoding import length_order, padded_batches, tokenize
 from compress.surgery.architectures import layer_list, layout_for
 
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
@@ -83,6 +83,4 @@ def scoring_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """Padded batches of `count` seeded random examples, shortest first (less padding: same means, less work)."""
     chosen = tokenize(examples.shuffle(seed=seed).select(range(min(count, len(examples)))), tokenizer, max_length)
-    lengths = [len(ids) for ids in chosen["input_ids"]]
-    by_length = chosen.select(sorted(range(len(chosen)), key=lengths.__getitem__))
-    return list(padded_batches(by_length, tokenizer, batch_size))
+    return list(padded_batches(chosen.select(length_order(chosen)), tokenizer, batch_size))

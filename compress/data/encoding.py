@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -33,6 +34,11 @@ def model_inputs(task: TaskSpec, dataset: Dataset) -> Dataset:
     """The examples as a model of `task` takes them in one input: an embedder each text alone, a classifier
     an example (a pair together) with its label."""
     return sentences(dataset) if task.embedding else dataset
+
+
+def length_order(tokenized: Dataset) -> np.ndarray:
+    """Row indices shortest first (stable): batches of similar lengths pad, and so compute, less."""
+    return np.argsort([len(ids) for ids in tokenized["input_ids"]], kind="stable")
 
 
 def padded_batches(

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ndcg_score
 from transformers import PreTrainedTokenizerBase
 
-from compress.data.encoding import padded_batches
+from compress.data.encoding import length_order, padded_batches
 from compress.data.loading import TaskData
 from compress.data.tasks import SIMILARITY_METRICS, TaskSpec
 from compress.evaluation.metrics import compute_metrics, standard_errors
@@ -43,7 +43,7 @@ def encode(predict: Predictor, texts: list[str], tokenizer: PreTrainedTokenizerB
     """Sentence vectors of `texts`, in their order (run in batches of similar length, which pad less)."""
     tokenized = Dataset.from_dict({"text_a": texts}).map(
         lambda rows: tokenizer(rows["text_a"], truncation=True, max_length=max_length), batched=True, remove_columns=["text_a"])
-    order = np.argsort([len(ids) for ids in tokenized["input_ids"]], kind="stable")
+    order = length_order(tokenized)
     batches = padded_batches(tokenized.select(order), tokenizer, batch_size)
     vectors = np.concatenate([predict(batch) for batch in track(batches, total=-(-len(texts) // batch_size), description=description)])
     return vectors[np.argsort(order)]

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 from transformers import PreTrainedModel
 
-from compress.data.encoding import model_inputs, padded_batches, tokenize
+from compress.data.encoding import length_order, model_inputs, padded_batches, tokenize
 from compress.errors import CompressError
 from compress.exporters.onnx_export import FUSING_LEVELS, LOGITS, ExportError, export_onnx, fused_operators, optimize_onnx
 from compress.exporters.ort_format import OrtFormatError, convert_to_ort
@@ -89,7 +89,7 @@ def write_ort_format(graph: Path, batch: dict, graph_logits: np.ndarray, output:
 def parity_batch(context: StageContext, count: int) -> dict:
     """One padded batch of real dev examples whose lengths span the shortest to the longest."""
     dev = tokenize(model_inputs(context.data.task, next(iter(context.data.dev.values()))), context.tokenizer, context.max_length)
-    order = np.argsort([len(ids) for ids in dev["input_ids"]], kind="stable")
+    order = length_order(dev)
     picked = order[np.linspace(0, len(order) - 1, num=min(count, len(order))).round().astype(int)]
     batch = next(padded_batches(dev.select(picked), context.tokenizer, len(picked)))
     batch.pop("labels", None)  # an embedder's texts have none
