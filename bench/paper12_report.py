@@ -79,6 +79,17 @@ def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
     return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
 
 
+def bound_verdict(cost: float, noise: float, bound: float) -> str:
+    """Whether a cost (points lost) is at most `bound`: it holds at or under the bound, does not hold beyond it by more
+    than twice the standard error, and between the two the dev set cannot tell."""
+    evidence = f"a cost of {cost:+.1f} ± {noise:.1f} points"
+    if cost <= bound:
+        return f"holds ({evidence})"
+    if cost > bound + 2 * noise:
+        return f"does not hold ({evidence}, beyond {bound:g} + 2 SE)"
+    return f"cannot be told apart ({evidence}: above {bound:g}, within 2 SE of it)"
+
+
 def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     records = by_seed[0]
     full = _row(records, "full", 0)
@@ -185,8 +196,7 @@ def claims(records: list[BenchRecord], full: BenchRecord) -> list[tuple[str, str
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        drop, noise = _points(full) - _points(top), max(_se(full), _se(top))
-        found.append((claim, f"{'holds' if drop <= bound + 2 * noise else 'does not hold'} ({drop:.1f} ± {noise:.1f} points)"))
+        found.append((claim, bound_verdict(_points(full) - _points(top), max(_se(full), _se(top)), bound)))
     for k in KS:
         bottom = _row(records, "bottom", k)
         others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
