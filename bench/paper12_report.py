@@ -13,6 +13,7 @@ over training seeds. A difference counts only where it exceeds twice the larger 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def bound_verdict(cost: float, noise: float, bound: float) -> str:
     return f"cannot be told apart ({evidence}: above {bound:g}, within 2 SE of it)"
 
 
-def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
+def task_section(task: str, by_seed: list[list[BenchRecord]], turns: dict | None) -> list[str]:
     records = by_seed[0]
     full = _row(records, "full", 0)
     name = TASKS[task]
@@ -122,21 +123,29 @@ def task_section(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     lines += ["", "Claims:", ""]
     lines += [f"- {claim}: {finding}" for claim, finding in claims(records, full)]
-    return lines + [""] + open_question(records, full)
+    return lines + [""] + open_question(records, full, turns)
 
 
-BUSY_CORES = 0.5
-"""A timing taken while other work used this many CPU cores or more is left out of the comparisons (as the sweeps flag it)."""
+BUDGETS = (1.0, 2.0)
+"""Points below the full model within which the fastest row is named."""
 
 
-def task_length_ms(record: BenchRecord) -> float | None:
-    """The row's median latency at batch 1 on dev examples at their own lengths, as the sweep timed it; None where it
-    was timed on a busy machine."""
-    return next((t.p50_ms for t in record.latency or [] if t.batch_size == 1 and t.sequence_length == "task"
-                 and (t.other_cpu_load or 0.0) < BUSY_CORES), None)
+def row_name(record: BenchRecord) -> str:
+    if record.strategy == "full":
+        return "the full model" + ("" if record.precision == "torch-fp32" else f", {record.precision}")
+    return f"{record.strategy}-{record.k} {record.training}, {record.precision}"
 
 
-def open_question(records: list[BenchRecord], full: BenchRecord) -> list[str]:
+def timed_in_turns(folder: Path) -> dict | None:
+    """bench/paper12_in_turns.py's figures for the task's sweep folder, by model folder under work/ (None: not run)."""
+    path = folder / "in_turns.json"
+    if not path.exists():
+        return None
+    figures = json.loads(path.read_text())
+    return {**figures, "by_folder": {Path(m["model"]).relative_to(folder / "work").as_posix(): m for m in figures["models"]}}
+
+
+def open_question(records: list[BenchRecord], full: BenchRecord, turns: dict | None) -> list[str]:
     """What the paper left open, for one task: distillation against fine-tuning at each K, what int8 costs on top,
     and the fastest row within 1 and 2 points of the full model."""
     lines = ["### The open question: dropping with distillation and int8", "",
@@ -149,22 +158,26 @@ def open_question(records: list[BenchRecord], full: BenchRecord) -> list[str]:
         int8 = _row(records, "top", k, "distill", INT8)
         lines.append(f"| {k} | {_cell(tuned, full)} | {_cell(tuned_int8, tuned) if k in INT8_FINETUNED_KS else 'not in the sweep'} "
                      f"| {_cell(distilled, tuned)} | {_cell(int8, distilled)} |")
-    full_ms, host = task_length_ms(full), full.environment.get("cpu")
-    lines += ["", "The fastest row within the budget (batch 1, dev examples at their own lengths, as the sweep timed it, rows "
-              "one after another, on the full model's host and on a quiet machine only; the speed-ups timed in turns are in "
-              "`in_turns.md` where it exists):", ""]
-    for budget in (1.0, 2.0):
-        within = [r for r in records if _points(full) - _points(r) <= budget and task_length_ms(r) is not None
-                  and r.environment.get("cpu") == host]
-        fastest = min(within, key=task_length_ms, default=None)
-        if fastest is None or full_ms is None:
-            lines.append(f"- within {budget:g} point(s): not yet timed on a quiet machine "
-                         f"(`--retime` on the sweep measures its rows again)")
+    lines += ["", "The fastest row within 1 and 2 points of the full model, timed in turns on one host (batch 1, dev examples at "
+              "their own lengths; `in_turns.md` beside the sweep's results has the table, the host and the command):", ""]
+    if turns is None:
+        return lines + [f"- not yet timed in turns (`.venv/bin/python bench/paper12_in_turns.py {full.task}`)", ""]
+    reference = turns["by_folder"].get(full.measured_in)
+    for budget in BUDGETS:
+        within = [r for r in records if _points(full) - _points(r) <= budget]
+        timed = [r for r in within if r.measured_in in turns["by_folder"] and r is not full]
+        untimed = [r for r in within if r.measured_in not in turns["by_folder"]]
+        fastest = min(timed, key=lambda r: turns["by_folder"][r.measured_in]["real_p50_ms"], default=None)
+        late = (f"; {len(untimed)} row(s) within it not timed in turns (finished since, or built on another machine: "
+                f"`bench/paper12_in_turns.py {full.task}` again once they are here)") if untimed else ""
+        if fastest is None:
+            lines.append(f"- within {budget:g} point(s): only the full model itself{late}")
             continue
-        name = "the full model" if fastest.strategy == "full" and fastest.precision == "torch-fp32" else (
-            f"{fastest.strategy}-{fastest.k} {fastest.training}, {fastest.precision}" if fastest.k else f"the full model, {fastest.precision}")
-        lines.append(f"- within {budget:g} point(s): {name}: {_cell(fastest, full)}, {task_length_ms(fastest):.1f} ms against "
-                     f"{full_ms:.1f} ms ({full_ms / task_length_ms(fastest):.1f}x), of the {len(records)} rows finished")
+        figure = turns["by_folder"][fastest.measured_in]
+        lines.append(f"- within {budget:g} point(s): **{row_name(fastest)}**, {_cell(fastest, full)}: {figure['real_p50_ms']:.1f} ms "
+                     f"against {reference['real_p50_ms']:.1f} ms, **{figure['real_speedup']:.1f}x** in turns "
+                     f"({figure['fixed_speedup']:.1f}x at {turns['fixed_length']} tokens){late}")
+    lines.append(f"\nHost: {turns['host']}.")
     return lines + [""]
 
 
@@ -279,7 +292,7 @@ def main() -> None:
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
     lines += verdict_table(args.results)
     for task in TASKS:
-        lines += task_section(task, _records(args.results, task))
+        lines += task_section(task, _records(args.results, task), timed_in_turns(args.results / f"paper12_{task}"))
     (args.out / "README.md").write_text("\n".join(lines))
     plot(args.results, args.out)
     print("\n".join(lines))

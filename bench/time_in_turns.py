@@ -21,6 +21,7 @@ is measured for bf16): the share of it that the model's MatMul work reaches, rou
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0, help="which dev examples are drawn for the real lengths")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here, for scripts that quote them")
     args = parser.parse_args()
 
     specs = [str(m).partition("::") for m in args.models]
@@ -107,15 +109,21 @@ def main() -> None:
     print(f"| model | batch 1, {args.length} tokens: p50 ms | speed-up over the first | of MatMul peak | "
           "real lengths: p50 ms | speed-up over the first | of MatMul peak |")
     print("|---|---|---|---|---|---|---|")
+    figures = []
     for index, (model, config) in enumerate(zip(args.models, configs)):
-        dtype, cells = matmul_dtype(config), []
+        dtype, cells, figure = matmul_dtype(config), [], {"model": model}
         for shape, calls in batches.items():
             times = np.array(per_round[str(index)][shape])
             ratio = np.median(np.array(per_round["0"][shape]) / times)
             gop = config and matmul_gop(config, [tuple(b["input_ids"].shape) for b in calls])
             share = f"{fractions_in_turns(gop, list(times), {dtype: peak_ms[dtype][shape]})[dtype]:.0%} {dtype}" if gop and dtype in peak_ms else "–"
             cells += [f"{np.median(times):.2f}", f"{ratio:.2f}x", share]
+            figure |= {f"{shape}_p50_ms": round(float(np.median(times)), 3), f"{shape}_speedup": round(float(ratio), 3)}
         print(f"| {model} | " + " | ".join(cells) + " |")
+        figures.append(figure)
+    if args.json:
+        args.json.write_text(json.dumps({"command": command, "host": describe_environment(timing_environment("cpu")),
+                                         "fixed_length": args.length, "models": figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
