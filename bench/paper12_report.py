@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -83,10 +84,10 @@ def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
     return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
 
 
-def bound_verdict(cost: float, noise: float, bound: float) -> str:
+def bound_verdict(cost: float, noise: float, bound: float, over: str = "") -> str:
     """Whether a cost (points lost) is at most `bound`: it holds at or under the bound, does not hold beyond it by more
     than twice the standard error, and between the two the dev set cannot tell."""
-    evidence = f"a cost of {cost:+.1f} ± {noise:.1f} points"
+    evidence = f"a cost of {cost:+.1f} ± {noise:.1f} points" + (f", {over}" if over else "")
     if cost <= bound:
         return f"holds ({evidence})"
     if cost > bound + 2 * noise:
@@ -122,7 +123,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], turns: dict | None
         lines.append(f"| {label} | {', '.join('–' if v is None else f'{v:.1f}' for v in values)} | "
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     lines += ["", "Claims:", ""]
-    lines += [f"- {claim}: {finding}" for claim, finding in claims(records, full)]
+    lines += [f"- {claim}: {finding}" for claim, finding in claims(by_seed, full)]
     return lines + [""] + open_question(records, full, turns)
 
 
@@ -202,9 +203,16 @@ def _paper_delta(scores: dict, key: str) -> str:
     return f"{scores[key] - scores[0]:+.2f}" if key in scores else "not published"
 
 
-def claims(records: list[BenchRecord], full: BenchRecord) -> list[tuple[str, str]]:
-    """Each claim of the paper one task's rows can test, with what they say of it (and the evidence)."""
-    found = []
+def seed_costs(by_seed: list[list[BenchRecord]], k: int) -> list[float]:
+    """Points top-K loses against the full model, per training seed where both have finished."""
+    pairs = [(_row(records, "full", 0), _row(records, "top", k)) for records in by_seed]
+    return [_points(full) - _points(top) for full, top in pairs if full and top]
+
+
+def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
+    """Each claim of the paper one task's rows can test, with what they say of it (and the evidence): from the
+    first seed's rows, and a cost claim from the mean over seeds once two or more have both rows."""
+    records, found = by_seed[0], []
     for k in KS:
         top = _row(records, "top", k)
         others = [r for r in (_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
@@ -218,7 +226,14 @@ def claims(records: list[BenchRecord], full: BenchRecord) -> list[tuple[str, str
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        found.append((claim, bound_verdict(_points(full) - _points(top), max(_se(full), _se(top)), bound)))
+        noise, costs = max(_se(full), _se(top)), seed_costs(by_seed, k)
+        if len(costs) < 2:
+            found.append((claim, bound_verdict(costs[0], noise, bound)))
+            continue
+        # The seeds share one dev set: its bootstrap error stays, while the spread of training shrinks with more seeds.
+        spread = statistics.stdev(costs)
+        found.append((claim, bound_verdict(statistics.mean(costs), math.sqrt(noise ** 2 + spread ** 2 / len(costs)), bound,
+                                           f"mean of {len(costs)} seeds, sd {spread:.1f}")))
     for k in KS:
         bottom = _row(records, "bottom", k)
         others = [r for r in (_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
@@ -242,9 +257,9 @@ def verdict_table(results: Path) -> list[str]:
     """Every claim across the tasks at a glance: its verdict's first words per task (the evidence is in each task's section)."""
     by_task = {}
     for task in TASKS:
-        records = _records(results, task)[0]
-        full = _row(records, "full", 0)
-        by_task[task] = dict(claims(records, full)) if full else {}
+        by_seed = _records(results, task)
+        full = _row(by_seed[0], "full", 0)
+        by_task[task] = dict(claims(by_seed, full)) if full else {}
     names = next((list(found) for found in by_task.values() if found), [])
     lines = ["## Verdicts", "", "| claim | " + " | ".join(TASKS.values()) + " |", "|---|" + "---|" * len(TASKS)]
     for name in names:
