@@ -95,7 +95,7 @@ def bound_verdict(cost: float, noise: float, bound: float, over: str = "") -> st
     return f"cannot be told apart ({evidence}: above {bound:g}, within 2 SE of it)"
 
 
-def task_section(task: str, by_seed: list[list[BenchRecord]], turns: dict | None) -> list[str]:
+def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> list[str]:
     records = by_seed[0]
     full = _row(records, "full", 0)
     name = TASKS[task]
@@ -124,7 +124,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], turns: dict | None
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     lines += ["", "Claims:", ""]
     lines += [f"- {claim}: {finding}" for claim, finding in claims(by_seed, full)]
-    return lines + [""] + open_question(records, full, turns)
+    return lines + [""] + open_question(records, full, folder)
 
 
 BUDGETS = (1.0, 2.0)
@@ -137,7 +137,7 @@ def row_name(record: BenchRecord) -> str:
     return f"{record.strategy}-{record.k} {record.training}, {record.precision}"
 
 
-def timed_in_turns(folder: Path) -> dict | None:
+def in_turns_figures(folder: Path) -> dict | None:
     """bench/paper12_in_turns.py's figures for the task's sweep folder, by model folder under work/ (None: not run)."""
     path = folder / "in_turns.json"
     if not path.exists():
@@ -146,7 +146,27 @@ def timed_in_turns(folder: Path) -> dict | None:
     return {**figures, "by_folder": {Path(m["model"]).relative_to(folder / "work").as_posix(): m for m in figures["models"]}}
 
 
-def open_question(records: list[BenchRecord], full: BenchRecord, turns: dict | None) -> list[str]:
+def best_lines(folder: Path) -> list[str]:
+    """What `quantize: {mode: best}` kept for each top-K distilled student (bench/paper12_best.py), if it has run."""
+    found = {k: json.loads(path.read_text()) for k in KS if (path := folder / f"best_top{k}.json").exists()}
+    if not found:
+        return ["", f"The fastest engine for each top-K distilled student: not yet chosen (`.venv/bin/python bench/paper12_best.py "
+                f"{folder.name.removeprefix('paper12_')}`)."]
+    lines = ["", "The fastest engine `quantize: {mode: best}` keeps for each top-K distilled student, of every CPU candidate built "
+             "from its fp32 ONNX export and timed in turns with it (batch 1, dev examples at their own lengths; within "
+             "0.5 points of the export; `best_top<K>.json` holds every candidate and the command):", ""]
+    for k, record in found.items():
+        notes = record["notes"]
+        chosen = next(c for c in notes["candidates"] if c.get("name", c["mode"]) == notes["chosen"])
+        export = next(c for c in notes["candidates"] if c["mode"] == "none")
+        length = notes["choose_by"]
+        lines.append(f"- top-{k}: **{notes['chosen']}**, {100 * chosen['score']:.1f} (export {100 * export['score']:.1f}): "
+                     f"{chosen['p50_ms'][length]:.1f} ms against the export's {export['p50_ms'][length]:.1f} ms "
+                     f"({chosen['speedup_over_export'][length]:.2f}x)")
+    return lines + ["", f"Host: {next(iter(found.values()))['host']}."]
+
+
+def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -> list[str]:
     """What the paper left open, for one task: distillation against fine-tuning at each K, what int8 costs on top,
     and the fastest row within 1 and 2 points of the full model."""
     lines = ["### The open question: dropping with distillation and int8", "",
@@ -159,8 +179,10 @@ def open_question(records: list[BenchRecord], full: BenchRecord, turns: dict | N
         int8 = _row(records, "top", k, "distill", INT8)
         lines.append(f"| {k} | {_cell(tuned, full)} | {_cell(tuned_int8, tuned) if k in INT8_FINETUNED_KS else 'not in the sweep'} "
                      f"| {_cell(distilled, tuned)} | {_cell(int8, distilled)} |")
+    lines += best_lines(folder)
     lines += ["", "The fastest row within 1 and 2 points of the full model, timed in turns on one host (batch 1, dev examples at "
               "their own lengths; `in_turns.md` beside the sweep's results has the table, the host and the command):", ""]
+    turns = in_turns_figures(folder)
     if turns is None:
         return lines + [f"- not yet timed in turns (`.venv/bin/python bench/paper12_in_turns.py {full.task}`)", ""]
     reference = turns["by_folder"].get(full.measured_in)
@@ -307,7 +329,7 @@ def main() -> None:
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
     lines += verdict_table(args.results)
     for task in TASKS:
-        lines += task_section(task, _records(args.results, task), timed_in_turns(args.results / f"paper12_{task}"))
+        lines += task_section(task, _records(args.results, task), args.results / f"paper12_{task}")
     (args.out / "README.md").write_text("\n".join(lines))
     plot(args.results, args.out)
     print("\n".join(lines))
