@@ -187,11 +187,8 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
         return lines + [f"- not yet timed in turns (`.venv/bin/python bench/paper12_in_turns.py {full.task}`)", ""]
     reference = turns["by_folder"].get(full.measured_in)
     for budget in BUDGETS:
-        within = [r for r in records if _points(full) - _points(r) <= budget]
-        timed = [r for r in within if r.measured_in in turns["by_folder"] and r is not full]
-        untimed = [r for r in within if r.measured_in not in turns["by_folder"]]
-        fastest = min(timed, key=lambda r: turns["by_folder"][r.measured_in]["real_p50_ms"], default=None)
-        late = (f"; {len(untimed)} row(s) within it not timed in turns (finished since, or built on another machine: "
+        fastest, untimed = fastest_within(records, full, turns, budget)
+        late = (f"; {untimed} row(s) within it not timed in turns (finished since, or built on another machine: "
                 f"`bench/paper12_in_turns.py {full.task}` again once they are here)") if untimed else ""
         if fastest is None:
             lines.append(f"- within {budget:g} point(s): only the full model itself{late}")
@@ -202,6 +199,49 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
                      f"({figure['fixed_speedup']:.1f}x at {turns['fixed_length']} tokens){late}")
     lines.append(f"\nHost: {turns['host']}.")
     return lines + [""]
+
+
+def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, int]:
+    """The row fastest in turns at dev lengths among those within `budget` points of the full model (None: none but the
+    full model was timed), and how many rows within it were not timed."""
+    within = [r for r in records if _points(full) - _points(r) <= budget]
+    timed = [r for r in within if r.measured_in in turns["by_folder"] and r is not full]
+    untimed = sum(r.measured_in not in turns["by_folder"] for r in within)
+    return min(timed, key=lambda r: turns["by_folder"][r.measured_in]["real_p50_ms"], default=None), untimed
+
+
+def answer_table(results: Path) -> list[str]:
+    """The open question at a glance, one row per task: what distillation adds over fine-tuning and what int8 costs
+    on top, per K, and the fastest row within 1 and 2 points in turns (each task's section has the evidence)."""
+    lines = ["## The open question, answered", "",
+             "Per task: the change distillation brings against plain fine-tuning of the same top-K student, then what "
+             "onnxruntime dynamic int8 costs the distilled student (points, K = 2 / 4 / 6), and the fastest row within 1 and 2 "
+             "points of the full model, speed-up timed in turns at dev examples' own lengths. *n/a*: not finished yet.", "",
+             "| task | distilled against fine-tuned | int8 against distilled fp32 | fastest within 1 point | fastest within 2 points |",
+             "|---|---|---|---|---|"]
+    for task, name in TASKS.items():
+        records = _records(results, task)[0]
+        full = _row(records, "full", 0)
+        if full is None:
+            lines.append(f"| {name} | not run yet | | | |")
+            continue
+
+        def change(better: BenchRecord | None, base: BenchRecord | None) -> str:
+            if better is None or base is None:
+                return "n/a"
+            gap = _points(better) - _points(base)
+            return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * max(_se(better), _se(base)) else "")
+
+        distill = " / ".join(change(_row(records, "top", k, "distill"), _row(records, "top", k)) for k in KS)
+        int8 = " / ".join(change(_row(records, "top", k, "distill", INT8), _row(records, "top", k, "distill")) for k in KS)
+        turns, cells = in_turns_figures(results / f"paper12_{task}"), []
+        for budget in BUDGETS:
+            fastest = fastest_within(records, full, turns, budget)[0] if turns else None
+            cells.append("not timed in turns yet" if turns is None else "the full model" if fastest is None else
+                         f"{row_name(fastest)}: {_points(fastest) - _points(full):+.1f}, "
+                         f"{turns['by_folder'][fastest.measured_in]['real_speedup']:.1f}x")
+        lines.append(f"| {name} | {distill} | {int8} | " + " | ".join(cells) + " |")
+    return lines + ["", "\\*: beyond twice the larger standard error; a change without it cannot be told apart from none on that dev set.", ""]
 
 
 def paper_rows(task: str, full: BenchRecord, records: list[BenchRecord]) -> list[str]:
@@ -327,6 +367,7 @@ def main() -> None:
              "`bench/sweeps/paper12_*.yaml` (their commands are in each file); rows marked *not yet* have not finished.", "",
              f"The paper's figures: {PAPER_SOURCE}", "",
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
+    lines += answer_table(args.results)
     lines += verdict_table(args.results)
     for task in TASKS:
         lines += task_section(task, _records(args.results, task), args.results / f"paper12_{task}")
