@@ -86,6 +86,34 @@ def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
     return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
 
 
+def rebuilt_lines(folder: Path) -> list[str]:
+    """Rows whose model was trained again with the same settings and seed (its earlier folder was on another machine),
+    with both scores: how far one seed moves between hosts. The tables hold the later."""
+    by_key: dict[str, list[BenchRecord]] = {}
+    for record in read_records(folder):
+        if record.status == "ok" and record.precision == "torch-fp32":
+            by_key.setdefault(record.key, []).append(record)
+    moved = [(found[0], found[-1]) for found in by_key.values()
+             if len({round(r.score, 6) for r in found}) > 1]
+    latest = [found[-1] for found in by_key.values()]
+    full = next((r for r in latest if r.strategy == "full"), None)
+    elsewhere = [r for r in latest if full and _host(r) != _host(full)]
+    lines = [] if not elsewhere else [
+        "", f"Trained and measured on another host than the full model's ({_host(full)}): "
+        + ", ".join(row_name(r) for r in elsewhere) + f" ({_host(elsewhere[0])}): their changes against the full model compare trainings on two hosts."]
+    if not moved:
+        return lines
+    return lines + ["", "Trained again here with the same settings and seed, as their first models were on another machine (each "
+            "host's bf16 kernels round differently): " + "; ".join(
+                f"{row_name(first)} {_points(first):.1f} ({_host(first)}) then {_points(last):.1f} ({_host(last)})"
+                for first, last in moved) + ". The tables hold the later."]
+
+
+def _host(record: BenchRecord) -> str:
+    cpu = (record.environment or {}).get("cpu") or {}
+    return f"{cpu.get('model', 'unknown host')}, family {cpu.get('family')} model {cpu.get('model_number')}"
+
+
 def bar_line(task: str, full: BenchRecord) -> str:
     """Whether the full model reached the bar its sweep file set before running."""
     metric, bar = BARS[task]
@@ -123,6 +151,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
         _cell(_row(records, "top", k, "refinetune", INT8), full) if k in REFINETUNE_KS else "not in the sweep" for k in KS) + " |")
     lines.append("| top + distill | " + " | ".join(_cell(_row(records, "top", k, "distill"), full) for k in KS) + " |")
     lines.append("| top + distill, int8 | " + " | ".join(_cell(_row(records, "top", k, "distill", INT8), full) for k in KS) + " |")
+    lines += rebuilt_lines(folder)
     lines += paper_rows(task, full, records)
     lines += ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims:", "",
               "| row | seeds | mean | sd |", "|---|---|---|---|"]
