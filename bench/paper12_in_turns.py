@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paper12_report import BUDGETS, INT8, TASKS, _points, _row, row_name
+from paper12_report import BUDGETS, INT8, TASKS, _points, _row, is_within, row_name
 
 from compress.benchmarking.records import merge_records, read_records
 
@@ -39,7 +39,7 @@ def main() -> None:
     full = _row(records, "full", 0)
     if full is None:
         parser.exit(2, f"error: {folder}: the full model has not finished; nothing to time against\n")
-    within = sorted((r for r in records if r is not full and _points(full) - _points(r) <= max(BUDGETS)),
+    within = sorted((r for r in records if r is not full and is_within(r, full, max(BUDGETS))),
                     key=lambda r: -_points(r))
     full_int8 = _row(records, "full", 0, precision=INT8)
     chosen = [full] + ([full_int8] if full_int8 and full_int8 not in within else []) + within

@@ -240,10 +240,15 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
     return lines + [""]
 
 
+def is_within(record: BenchRecord, full: BenchRecord, budget: float) -> bool:
+    """Whether `record` scores at most `budget` points below the full model (a hair of float error allowed)."""
+    return _points(full) - _points(record) <= budget + 1e-9
+
+
 def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, int]:
     """The row fastest in turns at dev lengths among those within `budget` points of the full model (None: none but the
     full model was timed), and how many rows within it were not timed."""
-    within = [r for r in records if _points(full) - _points(r) <= budget]
+    within = [r for r in records if is_within(r, full, budget)]
     timed = [r for r in within if r.measured_in in turns["by_folder"] and r is not full]
     untimed = sum(r.measured_in not in turns["by_folder"] for r in within)
     return min(timed, key=lambda r: turns["by_folder"][r.measured_in]["real_p50_ms"], default=None), untimed
@@ -275,10 +280,10 @@ def answer_table(results: Path) -> list[str]:
         int8 = " / ".join(change(_row(records, "top", k, "distill", INT8), _row(records, "top", k, "distill")) for k in KS)
         turns, cells = in_turns_figures(results / f"paper12_{task}"), []
         for budget in BUDGETS:
-            fastest = fastest_within(records, full, turns, budget)[0] if turns else None
-            cells.append("not timed in turns yet" if turns is None else "the full model" if fastest is None else
-                         f"{row_name(fastest)}: {_points(fastest) - _points(full):+.1f}, "
-                         f"{turns['by_folder'][fastest.measured_in]['real_speedup']:.1f}x")
+            fastest, untimed = fastest_within(records, full, turns, budget) if turns else (None, 0)
+            cells.append("not timed in turns yet" if turns is None else (
+                "the full model" if fastest is None else f"{row_name(fastest)}: {_points(fastest) - _points(full):+.1f}, "
+                f"{turns['by_folder'][fastest.measured_in]['real_speedup']:.1f}x") + (f" ({untimed} within it not timed)" if untimed else ""))
         lines.append(f"| {name} | {distill} | {int8} | " + " | ".join(cells) + " |")
     return lines + ["", "\\*: beyond twice the larger standard error; a change without it cannot be told apart from none on that dev set.", ""]
 

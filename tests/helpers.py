@@ -4,6 +4,7 @@ and fingerprinting a folder to prove nothing in it changed."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 
 import yaml
@@ -107,3 +108,12 @@ def write_goal(folder: Path, **changes) -> Path:
     file = folder / "goal.yaml"
     file.write_text(yaml.safe_dump({**GOAL, **changes}, sort_keys=False))
     return file
+
+
+def load_bench_script(name: str):
+    """A script of bench/ as a module (bench/ is not a package; its scripts import each other as siblings)."""
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

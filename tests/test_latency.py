@@ -1,4 +1,3 @@
-import importlib.util
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import torch
 from compress.benchmarking.report import ReportRow, markdown_table
 from compress.timing.load import LoadElsewhere
 from compress.timing.roofline import PEAK_DEPTH, PEAK_ROWS, peak_models
-from tests.helpers import bench_record
+from tests.helpers import bench_record, load_bench_script
 
 
 def spin(seconds: float) -> None:
@@ -37,15 +36,6 @@ def test_table_marks_latencies_timed_on_a_busy_machine():
     busy = markdown_table([row(1.3)])
     assert "10.00 |" in quiet and "†" not in quiet
     assert "10.00† |" in busy and "† timed while other work" in busy
-
-
-def load_bench_script(name: str):
-    """A script of bench/ as a module (bench/ is not a package; its scripts import each other as siblings)."""
-    folder = Path(__file__).resolve().parents[1] / "bench"
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_onnx_profile_script_shares_the_time_among_the_graphs_operators(tmp_path):

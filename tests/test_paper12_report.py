@@ -1,0 +1,72 @@
+"""bench/paper12_report.py reads the paper12 sweeps into verdicts and the open question's answer (issue #38): its
+rules, on records written as the sweeps write them."""
+
+import json
+import sys
+
+from tests.helpers import bench_record, load_bench_script
+
+report = load_bench_script("paper12_report")
+
+AMD = {"model": "AMD EPYC", "family": "25", "model_number": "17"}
+INTEL = {"model": "Intel(R) Xeon(R) Processor", "family": "6", "model_number": "167"}
+
+
+def row(strategy: str, k: int, score: float, training: str = "finetune", precision: str = "torch-fp32", se: float = 0.02,
+        cpu: dict = AMD):
+    return bench_record(key=f"mpnet-12|cola|{strategy}|k{k}|{training}|{precision}", task="cola", strategy=strategy, k=k,
+                        training=training, precision=precision, score=score, score_stderr=se, primary_metric="matthews_correlation",
+                        measured_in=f"mpnet-12/cola/{strategy}-{k}-{training}-{precision}", environment={"cpu": cpu})
+
+
+def write(folder, records) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.jsonl").write_text("".join(r.line() for r in records))
+
+
+def test_a_cost_holds_under_its_bound_cannot_be_told_within_two_errors_above_it_and_does_not_hold_beyond():
+    assert report.bound_verdict(2.0, 1.0, 2.0).startswith("holds")
+    assert report.bound_verdict(3.9, 1.0, 2.0).startswith("cannot be told apart")
+    assert report.bound_verdict(4.1, 1.0, 2.0).startswith("does not hold")
+
+
+def test_a_cost_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_spread_over_their_number():
+    by_seed = [[row("full", 0, full), row("top", 4, full - cost)] for full, cost in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
+    found = dict(report.claims(by_seed, by_seed[0][0]))
+    # mean cost 3.0 points, seeds' sd 2.0, dev SE 2.0: error sqrt(2^2 + 2^2 / 3) = 2.3; above 2, within 2 SE of it
+    assert found["top-4 costs at most about 2 points"] == ("cannot be told apart (a cost of +3.0 ± 2.3 points, mean of 3 seeds, "
+                                                           "sd 2.0: above 2, within 2 SE of it)")
+
+
+def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untimed_rows_are_counted():
+    full, quick, slow, far = row("full", 0, 0.62), row("top", 4, 0.615, "refinetune", "onnx-int8-dynamic"), row("top", 4, 0.611), row("top", 6, 0.605)
+    untimed = row("top", 4, 0.619, "distill")
+    turns = {"by_folder": {full.measured_in: {"real_p50_ms": 40.0}, quick.measured_in: {"real_p50_ms": 5.0},
+                           slow.measured_in: {"real_p50_ms": 30.0}, far.measured_in: {"real_p50_ms": 2.0}}}
+    records = [full, quick, slow, far, untimed]
+    assert report.fastest_within(records, full, turns, 1.0) == (quick, 1)
+    assert report.fastest_within(records, full, turns, 2.0) == (far, 1)
+
+
+def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_another_host(tmp_path, monkeypatch):
+    results, out = tmp_path / "results", tmp_path / "paper12"
+    cola = results / "paper12_cola"
+    records = [row("full", 0, 0.62), row("full", 0, 0.50, precision="onnx-int8-dynamic"),
+               row("top", 4, 0.63, cpu=INTEL), row("top", 4, 0.61), row("top", 4, 0.61, "distill"),
+               row("top", 4, 0.605, "distill", "onnx-int8-dynamic"), row("bottom", 4, 0.0, se=0.0, cpu=INTEL)]
+    write(cola, records)
+    full, int8 = records[0], records[5]
+    (cola / "in_turns.json").write_text(json.dumps({"host": "a host", "fixed_length": 64, "models": [
+        {"model": str(cola / "work" / full.measured_in), "real_p50_ms": 40.0, "real_speedup": 1.0, "fixed_speedup": 1.0},
+        {"model": str(cola / "work" / int8.measured_in), "real_p50_ms": 4.0, "real_speedup": 10.0, "fixed_speedup": 6.0}]}))
+    monkeypatch.setattr(sys, "argv", ["paper12_report.py", "--results", str(results), "--out", str(out)])
+    report.main()
+    page = (out / "README.md").read_text()
+    assert page.index("## The open question, answered") < page.index("## Verdicts") < page.index("## CoLA")
+    assert ("| CoLA | n/a / +0.0 / n/a | n/a / -0.5 / n/a | the full model (2 within it not timed) | "
+            "top-4 distill, onnx-int8-dynamic: -1.5, 10.0x (2 within it not timed) |") in page
+    assert "| SST-2 | not run yet |" in page
+    assert "matthews_correlation at least 50; met (62.0)" in page
+    assert "top-4 finetune, torch-fp32 63.0 (Intel(R) Xeon(R) Processor, family 6 model 167) then 61.0" in page
+    assert "on another host than the full model's (AMD EPYC, family 25 model 17): bottom-4 finetune, torch-fp32 (" in page
+    assert (out / "strategies_by_task.png").stat().st_size > 0
