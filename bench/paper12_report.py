@@ -411,13 +411,17 @@ def plot(results: Path, out: Path) -> None:
         records = _records(results, task)[0]
         full = _row(records, "full", 0)
         for i, k in enumerate(KS):
-            deltas = [(_points(_row(records, s, k)) - _points(full)) if full and _row(records, s, k) else 0.0 for s in STRATEGIES]
-            axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, label=f"K={k}")
+            rows = [_row(records, s, k) if full else None for s in STRATEGIES]
+            # a row not finished is no bar (NaN), not a bar of height 0, which would read as "no change"
+            deltas = [_points(r) - _points(full) if r else math.nan for r in rows]
+            errors = [max(_se(r), _se(full)) if r else 0.0 for r in rows]
+            axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, yerr=errors, capsize=2,
+                     error_kw={"elinewidth": 0.8}, label=f"K={k}")
         axis.set_xticks([x + width for x in range(len(STRATEGIES))], STRATEGIES, rotation=45, ha="right", fontsize=8)
         axis.set_title(f"{TASKS[task]}" + ("" if full else " (not run yet)"))
         axis.axhline(0, color="black", linewidth=0.8)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("points against the full MPNet-12")
+    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± the larger SE)")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "strategies_by_task.png", dpi=110)
