@@ -215,6 +215,7 @@ def best_lines(folder: Path) -> list[str]:
     lines = ["", "The fastest engine `quantize: {mode: best}` keeps for each top-K distilled student, of every CPU candidate built "
              "from its fp32 ONNX export and timed in turns with it (batch 1, dev examples at their own lengths; within "
              "0.5 points of the export; `best_top<K>.json` holds every candidate and the command):", ""]
+    hosts = {record["host"] for record in found.values()}
     for k, record in found.items():
         notes = record["notes"]
         chosen = next(c for c in notes["candidates"] if c.get("name", c["mode"]) == notes["chosen"])
@@ -222,8 +223,8 @@ def best_lines(folder: Path) -> list[str]:
         length = notes["choose_by"]
         lines.append(f"- top-{k}: **{notes['chosen']}**, {100 * chosen['score']:.1f} (export {100 * export['score']:.1f}): "
                      f"{chosen['p50_ms'][length]:.1f} ms against the export's {export['p50_ms'][length]:.1f} ms "
-                     f"({chosen['speedup_over_export'][length]:.2f}x)")
-    return lines + ["", f"Host: {next(iter(found.values()))['host']}."]
+                     f"({chosen['speedup_over_export'][length]:.2f}x)" + (f"; host: {record['host']}" if len(hosts) > 1 else ""))
+    return lines + ([] if len(hosts) > 1 else ["", f"Host: {hosts.pop()}."])
 
 
 def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -> list[str]:
@@ -239,6 +240,8 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
         int8 = find_row(records, "top", k, "distill", INT8)
         lines.append(f"| {k} | {_cell(tuned, full)} | {_cell(tuned_int8, tuned) if k in INT8_FINETUNED_KS else 'not in the sweep'} "
                      f"| {_cell(distilled, tuned)} | {_cell(int8, distilled)} |")
+    lines += ["", "int8's cost is read against the PyTorch row; the student's fp32 ONNX export, which int8 is made from, can score "
+              "a few tenths of a point apart from it (each `best_top<K>.json` holds its export's score)."]
     lines += best_lines(folder)
     lines += ["", "The fastest row within 1 and 2 points of the full model, timed in turns on one host (batch 1, dev examples at "
               "their own lengths; `in_turns.md` beside the sweep's results has the table, the host and the command):", ""]
