@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 from paper12_report import INT8, KS, TASKS
-from rich.console import Console
 
-from compress.benchmarking.bench import Benchmark
+from compress.benchmarking.bench import WORK, work_folder_name
 from compress.benchmarking.rows import Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
+from compress.pipeline.cache import StageCache
 from compress.timing.latency import describe_environment, timing_environment
 
 STAGE_FOLDER = "quantize"
@@ -43,13 +43,13 @@ def main() -> None:
     sweep_file = Path(f"bench/sweeps/paper12_{args.task}.yaml")
     sweep = load_sweep(sweep_file)
     results = args.results / f"paper12_{args.task}"
-    benchmark = Benchmark(results, sweep.latency, Console(), sweep)
+    cache = StageCache(results / WORK, work_folder_name)  # the sweep's own cache: where its exports lie
     rows = {row.combination.key: row for row in sweep_rows(sweep)}
     task_data = sweep.tasks[args.task]
     model = sweep.models[0]
     for k in KS:
         row = rows[Combination(model, args.task, "top", k, "distill", INT8).key]
-        export = benchmark.executor.cache.folder(row.node.source)
+        export = cache.folder(row.node.source)
         if not (export / "stage.json").is_file():
             print(f"top-{k}: its distilled student's export {export} is not built yet (the sweep makes it); skipped")
             continue

@@ -23,10 +23,8 @@ from pathlib import Path
 
 from paper12_report import BUDGETS, INT8, TASKS, find_row, is_within, points, row_name, standard_error
 
+from compress.benchmarking.bench import WORK
 from compress.benchmarking.records import merge_records, read_records
-
-WORK = "work"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

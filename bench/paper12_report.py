@@ -47,6 +47,14 @@ SEEDS = ["", "_seed43", "_seed44"]
 INT8 = "onnx-int8-dynamic"
 INT8_FINETUNED_KS = [4, 6]
 """The Ks whose fine-tuned (and fine-tuned again) top-K models the sweeps also quantize."""
+PER_TASK_BOUNDS = ((4, 2.0),)
+"""The paper's per-task bound: dropping the top 4 of 12 layers costs at most about 2 points on every task."""
+AVERAGE_BOUNDS = ((4, 2.0), (6, 3.3))
+"""Its bounds on the average over tasks: top-4 about 2 points, top-6 1.8 to 3.3."""
+SEED_TASKS = ("cola", "rte")
+"""The tasks whose small dev sets the deciding rows are run with three seeds for (paper12_<task>_seed43/44 sweeps)."""
+BUDGETS = (1.0, 2.0)
+"""Points below the full model within which the fastest row is named."""
 
 
 def _records(results: Path, task: str) -> list[list[BenchRecord]]:
@@ -73,12 +81,16 @@ def _cell(record: BenchRecord | None, full: BenchRecord | None) -> str:
     return f"{points(record):.1f} ± {standard_error(record):.1f}{delta}"
 
 
+def gap_and_noise(better: BenchRecord, worse: BenchRecord) -> tuple[float, float]:
+    """Points `better` scores above `worse`, and twice the larger standard error: the gap a difference must pass."""
+    return points(better) - points(worse), 2 * max(standard_error(better), standard_error(worse))
+
+
 def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
     """Whether `better` scores above `worse` by more than twice the larger standard error."""
     if better is None or worse is None:
         return "not yet run"
-    gap = points(better) - points(worse)
-    noise = 2 * max(standard_error(better), standard_error(worse))
+    gap, noise = gap_and_noise(better, worse)
     if gap > noise:
         return f"holds ({gap:+.1f} points, beyond 2 SE = {noise:.1f})"
     if gap < -noise:
@@ -173,16 +185,6 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
         lines.append(f"| {label} | {', '.join('–' if v is None else f'{v:.1f}' for v in values)} | "
                      f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
     return lines
-
-
-PER_TASK_BOUNDS = ((4, 2.0),)
-"""The paper's per-task bound: dropping the top 4 of 12 layers costs at most about 2 points on every task."""
-AVERAGE_BOUNDS = ((4, 2.0), (6, 3.3))
-"""Its bounds on the average over tasks: top-4 about 2 points, top-6 1.8 to 3.3."""
-SEED_TASKS = ("cola", "rte")
-"""The tasks whose small dev sets the deciding rows are run with three seeds for (paper12_<task>_seed43/44 sweeps)."""
-BUDGETS = (1.0, 2.0)
-"""Points below the full model within which the fastest row is named."""
 
 
 def row_name(record: BenchRecord) -> str:
@@ -281,7 +283,7 @@ def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, b
     return min(found, key=lambda r: timed(r, turns)["real_p50_ms"], default=None), untimed
 
 
-def answer_table(results: Path) -> list[str]:
+def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
     """The open question at a glance, one row per task: what distillation adds over fine-tuning and what int8 costs
     on top, per K, and the fastest row within 1 and 2 points in turns (each task's section has the evidence)."""
     lines = ["## The open question, answered", "",
@@ -291,7 +293,7 @@ def answer_table(results: Path) -> list[str]:
              "| task | distilled against fine-tuned | int8 against distilled fp32 | fastest within 1 point | fastest within 2 points |",
              "|---|---|---|---|---|"]
     for task, name in TASKS.items():
-        records = _records(results, task)[0]
+        records = by_task[task][0]
         full = find_row(records, "full", 0)
         if full is None:
             lines.append(f"| {name} | not run yet | | | |")
@@ -300,8 +302,8 @@ def answer_table(results: Path) -> list[str]:
         def change(better: BenchRecord | None, base: BenchRecord | None) -> str:
             if better is None or base is None:
                 return "n/a"
-            gap = points(better) - points(base)
-            return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * max(standard_error(better), standard_error(base)) else "")
+            gap, noise = gap_and_noise(better, base)
+            return f"{gap:+.1f}" + ("*" if abs(gap) > noise else "")
 
         distill = " / ".join(change(find_row(records, "top", k, "distill"), find_row(records, "top", k)) for k in KS)
         int8 = " / ".join(change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
@@ -348,7 +350,7 @@ def seed_costs(by_seed: list[list[BenchRecord]], k: int) -> list[float]:
 
 def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
     """Each claim of the paper one task's rows can test, with what they say of it (and the evidence): from the
-    first seed's rows, and a cost claim from the mean over seeds once two or more have both rows."""
+    first seed's rows, and a cost claim from the mean over seeds once every seed has both rows."""
     records, found = by_seed[0], []
     for k in KS:
         top = find_row(records, "top", k)
@@ -390,33 +392,31 @@ def _so_far(others: list[BenchRecord]) -> str:
     return "so far " if 0 < len(others) < len(STRATEGIES) - 1 else ""
 
 
-def verdict_table(results: Path) -> list[str]:
+def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
     """Every claim across the tasks at a glance: its verdict's first words per task (the evidence is in each task's section)."""
-    by_task = {}
-    for task in TASKS:
-        by_seed = _records(results, task)
+    found_by_task = {}
+    for task, by_seed in by_task.items():
         full = find_row(by_seed[0], "full", 0)
-        by_task[task] = dict(claims(by_seed, full)) if full else {}
-    names = next((list(found) for found in by_task.values() if found), [])
+        found_by_task[task] = dict(claims(by_seed, full)) if full else {}
+    names = next((list(found) for found in found_by_task.values() if found), [])
     lines = ["## Verdicts", "", "| claim | " + " | ".join(TASKS.values()) + " |", "|---|" + "---|" * len(TASKS)]
     for name in names:
-        cells = [by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
+        cells = [found_by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "A difference counts only beyond twice the larger standard error; *cannot be told apart* is within it; "
-                    "*so far*: against the other strategies run until now.", "", *average_claims(results), "",
+                    "*so far*: against the other strategies run until now.", "", *average_claims(by_task), "",
                     "Not testable on these four tasks: that QNLI and MNLI are the most sensitive to dropping (neither is in "
                     "`../shared/glue`), and what it says of XLNet against BERT (XLNet more robust to dropping; one 12-layer model here, MPNet).", ""]
 
 
-def average_claims(results: Path) -> list[str]:
+def average_claims(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
     """The paper's averages over tasks: top-4 costs at most about 2 points and top-6 1.8 to 3.3, read here as the mean
     cost over the tasks finished (each task's first seed), its error from the tasks' standard errors."""
     lines = []
     for k, bound in AVERAGE_BOUNDS:
         costs, errors = [], []
-        for task in TASKS:
-            records = _records(results, task)[0]
-            full, top = find_row(records, "full", 0), find_row(records, "top", k)
+        for by_seed in by_task.values():
+            full, top = find_row(by_seed[0], "full", 0), find_row(by_seed[0], "top", k)
             if full and top:
                 costs.append(points(full) - points(top))
                 errors.append(max(standard_error(full), standard_error(top)))
@@ -429,7 +429,7 @@ def average_claims(results: Path) -> list[str]:
     return lines
 
 
-def plot(results: Path, out: Path) -> None:
+def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
     """Per task, bars by strategy, colour by K: the change against the full model, as the paper draws it."""
     import matplotlib
 
@@ -439,7 +439,7 @@ def plot(results: Path, out: Path) -> None:
     figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8), sharey=True)
     width = 0.8 / len(KS)
     for axis, task in zip(axes, TASKS):
-        records = _records(results, task)[0]
+        records = by_task[task][0]
         full = find_row(records, "full", 0)
         for i, k in enumerate(KS):
             rows = [find_row(records, s, k) if full else None for s in STRATEGIES]
@@ -469,12 +469,13 @@ def main() -> None:
              "`bench/sweeps/paper12_*.yaml` (their commands are in each file); rows marked *not yet* have not finished.", "",
              f"The paper's figures: {PAPER_SOURCE}", "",
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
-    lines += answer_table(args.results)
-    lines += verdict_table(args.results)
+    by_task = {task: _records(args.results, task) for task in TASKS}  # each sweep folder read once
+    lines += answer_table(args.results, by_task)
+    lines += verdict_table(by_task)
     for task in TASKS:
-        lines += task_section(task, _records(args.results, task), args.results / f"paper12_{task}")
+        lines += task_section(task, by_task[task], args.results / f"paper12_{task}")
     (args.out / "README.md").write_text("\n".join(lines))
-    plot(args.results, args.out)
+    plot(by_task, args.out)
     print("\n".join(lines))
 
 
