@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -20,11 +21,15 @@ from compress.benchmarking.rows import describe
 from compress.benchmarking.sweep import Sweep, sweep_rows
 from compress.errors import CompressError
 from compress.folders import PARTIAL
-from compress.pipeline.cache import RECORD_VERSION, STAGE_FILE, StageCache, read_stage_record
+from compress.evaluation.evaluate import dev_outputs, evaluate
+from compress.models.artifacts import load_artifact, predictor_for
+from compress.pipeline.cache import RECORD_VERSION, STAGE_FILE, StageCache, StageRecord, read_stage_record
 from compress.pipeline.executor import Executor, NotBuilt
 from compress.pipeline.graph import recipe_graph
+from compress.pipeline.model_card import CARD_FILE
 from compress.pipeline.recipe import recipe_from_mapping
 from compress.stages.quantize import METHODS
+from tests.helpers import folder_checksum
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = {"source": "embedded", "max_train_examples": 32, "max_eval_examples": 32}
@@ -141,6 +146,51 @@ def test_a_stage_record_of_the_first_version_still_reads(tmp_path):
               "parameters": 1, "size_mb": 1.0, "seconds": 1.0, "metrics": {}, "notes": {}, "identity": "abc", "settings": {}}
     (tmp_path / STAGE_FILE).write_text(json.dumps(record))
     assert read_stage_record(tmp_path).schema_version == RECORD_VERSION and read_stage_record(tmp_path).other_cpu_load is None
+
+
+def test_a_score_an_older_compress_took_in_bf16_autocast_is_taken_again_of_the_saved_model(tmp_path):
+    # compress 3 scored a bf16-trained model with the Trainer's autocast still on it; its record is marked on reading
+    # and the executor scores the folder as saved, once, without building anything again.
+    cache = StageCache(tmp_path, lambda node: node.name)
+    node = nodes({"stage": "drop", "strategy": "top", "k": 4, "name": "top4"})["top4"]
+    folder, record = Executor(cache, Console(quiet=True)).ensure(node)
+    def model_files():
+        return {name: facts for name, facts in folder_checksum(folder).items() if name not in (STAGE_FILE, CARD_FILE)}
+
+    files = model_files()
+    written = json.loads((folder / STAGE_FILE).read_text())
+    older = {**written, "schema_version": 3, "metrics": {"accuracy": 0.123, "accuracy_stderr": 0.05}, "notes": {"precision": "bf16"}}
+    del older["scored_in_autocast"]
+    (folder / STAGE_FILE).write_text(json.dumps(older))
+    assert read_stage_record(folder).scored_in_autocast
+    assert not StageRecord.model_validate({**older, "notes": {"precision": "fp32"}}).scored_in_autocast, "fp32 scores stand"
+
+    executor = Executor(StageCache(tmp_path, cache.folder_name), Console(record=True, width=300))
+    found, rescored = executor.ensure(node)
+    data = node.recipe.load_data()
+    expected = evaluate(predictor_for(load_artifact(folder)), data, executor.tokenizer("minilm-l6"), 32, node.recipe.eval_batch_size)
+    assert found == folder and executor.built == [] and model_files() == files
+    assert rescored.metrics == expected and rescored.metrics["accuracy"] != 0.123 and not rescored.scored_in_autocast
+    assert read_stage_record(folder) == rescored, "the record on disk holds the new scores"
+    assert f"{expected['accuracy']:.4f}" in (folder / CARD_FILE).read_text() and "0.1230" not in (folder / CARD_FILE).read_text()
+    assert "scored in bf16 autocast by an older compress, accuracy 0.1230; as saved it scores" in executor.console.export_text()
+    later = Executor(StageCache(tmp_path, cache.folder_name), Console(record=True, width=300))
+    assert later.ensure(node)[1] == rescored and "autocast" not in later.console.export_text(), "scored again once only"
+
+
+def test_dev_outputs_are_in_the_dev_sets_own_order(tmp_path):
+    # scored in batches sorted by length, handed back example by example as the dev set lists them: two models'
+    # outputs pair up
+    node = nodes({"stage": "drop", "strategy": "top", "k": 4, "name": "top4"})["top4"]
+    executor = Executor(StageCache(tmp_path, lambda node: node.name), Console(quiet=True))
+    folder, _ = executor.ensure(node)
+    data, tokenizer, predict = node.recipe.load_data(), executor.tokenizer("minilm-l6"), predictor_for(load_artifact(folder))
+    (split, (outputs, labels)), = dev_outputs(predict, data, tokenizer, 32, 8).items()
+    dev = data.dev[split]
+    assert list(labels) == list(dev["label"]) and len(set(len(t) for t in dev["text_a"][:8])) > 1, "lengths differ: sorting moves rows"
+    for i in (0, 3, 7):
+        alone = predict(dict(tokenizer(dev["text_a"][i], truncation=True, max_length=32, return_tensors="pt")))
+        assert np.allclose(outputs[i], alone[0], atol=1e-4)
 
 
 # --- records --------------------------------------------------------------------------------------

@@ -44,6 +44,18 @@ def linear_outputs(model: torch.nn.Module) -> tuple[set[torch.dtype], set[int]]:
     return dtypes, lengths
 
 
+def computes_in(model: torch.nn.Module, tokenizer) -> set[torch.dtype]:
+    """The dtypes of the Linear layers' outputs in one forward pass after training (bf16 training's autocast, if the
+    Trainer left it on the model, would make them bf16)."""
+    found: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, output: found.add(output.dtype)) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        model(**tokenizer(["a fine film"], return_tensors="pt"))
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
 @pytest.mark.parametrize("precision, computed", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_finetune_computes_in_the_precision_it_reports(precision, computed, reviews, tokenizer, tmp_path, one_thread):
     # Called past the recipe check, so bf16 runs here even where the CPU only emulates it.
@@ -62,6 +74,7 @@ def test_finetune_computes_in_the_precision_it_reports(precision, computed, revi
     assert {p.dtype for p in output.model.parameters()} == {torch.float32}
     assert all(math.isfinite(loss) for loss in output.facts.train_loss_by_step.values())
     assert not torch.equal(output.model.classifier.weight, before), "training moved the weights"
+    assert computes_in(output.model, tokenizer) == {torch.float32}, "the model handed on, and scored, computes as saved"
 
 
 def test_distill_trains_the_student_in_bf16(reviews, tokenizer, tmp_path, one_thread):
@@ -73,6 +86,7 @@ def test_distill_trains_the_student_in_bf16(reviews, tokenizer, tmp_path, one_th
     assert torch.bfloat16 in dtypes and all(n % 16 == 0 for n in lengths)
     assert output.facts.precision == "bf16"
     assert output.facts.kl_to_teacher_after < output.facts.kl_to_teacher_before
+    assert computes_in(output.model, tokenizer) == {torch.float32}, "no autocast left on the student it hands on"
 
 
 def test_auto_is_bf16_exactly_where_the_machine_has_it():

@@ -8,6 +8,7 @@ from transformers import PreTrainedTokenizerBase
 
 from compress.data.encoding import length_order, padded_batches, tokenize
 from compress.data.loading import TaskData
+from compress.errors import CompressError
 from compress.evaluation.embedding import evaluate_embedder
 from compress.evaluation.metrics import compute_metrics, standard_errors
 from compress.models.artifacts import Predictor
@@ -21,16 +22,30 @@ def evaluate(
     if data.task.embedding:
         return evaluate_embedder(predict, data, tokenizer, max_length, batch_size)
     results: dict[str, float] = {}
-    for position, (split, dataset) in enumerate(data.dev.items()):
-        tokenized = tokenize(dataset, tokenizer, max_length)
-        tokenized = tokenized.select(length_order(tokenized))
-        logits, labels = [], []
-        batches = padded_batches(tokenized, tokenizer, batch_size)
-        for batch in track(batches, total=-(-len(tokenized) // batch_size), description=f"Evaluating {split}"):
-            labels.append(batch.pop("labels").numpy())
-            logits.append(predict(batch))
-        logits, labels = np.concatenate(logits), np.concatenate(labels)
-        metrics = compute_metrics(data.task, logits, labels) | standard_errors(data.task, logits, labels)
+    for position, (split, (outputs, labels)) in enumerate(dev_outputs(predict, data, tokenizer, max_length, batch_size).items()):
+        metrics = compute_metrics(data.task, outputs, labels) | standard_errors(data.task, outputs, labels)
         prefix = "" if position == 0 else f"{split}_"
         results.update({prefix + name: value for name, value in metrics.items()})
     return results
+
+
+def dev_outputs(
+    predict: Predictor, data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per eval split, the model's outputs (logits, or a regression task's scores) and the labels, in the split's own
+    order: two models' outputs line up example by example, for a paired comparison (`paired_difference`)."""
+    if data.task.embedding:
+        raise CompressError(f"{data.task.name}: an embedder is scored on its vectors' similarities, not on outputs per example")
+    found = {}
+    for split, dataset in data.dev.items():
+        tokenized = tokenize(dataset, tokenizer, max_length)
+        order = length_order(tokenized)  # batched by length, which pads (and so computes) less
+        logits, labels = [], []
+        batches = padded_batches(tokenized.select(order), tokenizer, batch_size)
+        for batch in track(batches, total=-(-len(tokenized) // batch_size), description=f"Evaluating {split}"):
+            labels.append(batch.pop("labels").numpy())
+            logits.append(predict(batch))
+        restored = np.empty(len(order), dtype=int)
+        restored[order] = np.arange(len(order))  # row i of the sorted outputs is example order[i]
+        found[split] = (np.concatenate(logits)[restored], np.concatenate(labels)[restored])
+    return found

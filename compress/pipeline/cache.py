@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from compress.folders import LOCK, MARKER, PARTIAL, SCRATCH, copy_folder, writing
+from compress.folders import LOCK, MARKER, PARTIAL, SCRATCH, copy_folder, write_text, writing
 from compress.pipeline.model_card import CARD_FILE
 from compress.versions import VersionedRecord
 
@@ -37,9 +37,16 @@ def version_2_to_3(record: dict) -> dict:
     return record
 
 
-MIGRATIONS = (version_1_to_2, version_2_to_3)
+def version_3_to_4(record: dict) -> dict:
+    """Version 3 scored a model trained in bf16 with the Trainer's autocast still wrapped around it, not as its folder
+    holds it: such a record is marked, and the executor scores its folder again when it next finds it."""
+    trained_in_bf16 = (record.get("notes") or {}).get("precision") == "bf16"
+    return {**record, "scored_in_autocast": bool(trained_in_bf16 and record.get("metrics"))}
+
+
+MIGRATIONS = (version_1_to_2, version_2_to_3, version_3_to_4)
 RECORD_VERSION = len(MIGRATIONS) + 1
-"""3: with the files each stage left."""
+"""4: a score taken in bf16 autocast is marked to be taken again."""
 UNLISTED = {STAGE_FILE, CARD_FILE, MARKER, LOCK}
 """Files of a stage folder its record does not list: the record itself, and what a linked copy writes anew."""
 
@@ -98,9 +105,12 @@ class StageRecord(VersionedRecord):
     """Tokens per input the recipe trained, scored and timed with: what running the folder truncates at (None: not recorded)."""
     trained: bool | None = None
     """Whether the model's task head has been trained (None: recorded before this was; its dev scores tell)."""
+    scored_in_autocast: bool = False
+    """Its metrics are those of the model in bf16 autocast, as it left training (version 3): not yet of the saved model."""
 
     def write(self, folder: Path) -> None:
-        (folder / STAGE_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+        # whole or not at all: a finished folder's record is rewritten when its model is scored again
+        write_text(folder / STAGE_FILE, self.model_dump_json(indent=2) + "\n")
 
     def files_problem(self, folder: Path) -> str | None:
         """How `folder`'s files differ from those this record lists (None: they are the same, or none are listed)."""

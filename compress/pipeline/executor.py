@@ -19,7 +19,7 @@ from compress.data.loading import TaskData
 from compress.errors import CompressError
 from compress.evaluation.evaluate import evaluate
 from compress.evaluation.metrics import metric_texts
-from compress.folders import checkpoints_for, remove_finished_checkpoints, writing
+from compress.folders import checkpoints_for, remove_finished_checkpoints, write_text, writing
 from compress.models.artifacts import (
     base_kind,
     kind_of,
@@ -105,15 +105,31 @@ class Executor:
             folder, record = found
             if folder == self.cache.folder(node):
                 remove_finished_checkpoints(folder)
-                return folder, record
-            linked = self.cache.link(folder, record, node)
-            self.console.print(f"{node.name}: the same stage as {folder}, linked in, not built again")
-            return self.cache.folder(node), linked
+            else:
+                record = self.cache.link(folder, record, node)
+                self.console.print(f"{node.name}: the same stage as {folder}, linked in, not built again")
+                folder = self.cache.folder(node)
+            return folder, self._scored_as_saved(node, folder, record) if record.scored_in_autocast else record
         if node.trains and not self.may_train:
             raise NotBuilt(f"{self.cache.folder(node)} is not trained in this folder; run without --retime to train it")
         source = self.ensure(node.source) if node.source else None
         reads = {name: self.ensure(read)[0] for name, read in node.reads.items()}
         return self._build(node, source, reads)
+
+    def _scored_as_saved(self, node: StageNode, folder: Path, record: StageRecord) -> StageRecord:
+        """The record of a model an older compress scored in bf16 autocast, with the scores of the model its folder holds
+        (its record and card rewritten; the model's files stay as they are)."""
+        recipe = node.recipe
+        data, tokenizer, model = self.data(recipe), self.tokenizer(recipe.model), load_artifact(folder)
+        metrics = evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+        primary = data.task.primary_metric
+        self.console.print(f"[yellow]note[/]: {node.name} ({folder}) was scored in bf16 autocast by an older compress, "
+                           f"{primary} {record.metrics.get(primary, float('nan')):.4f}; as saved it scores {metrics[primary]:.4f}")
+        rescored = record.model_copy(update={"metrics": metrics, "scored_in_autocast": False})
+        rescored.write(folder)
+        card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)
+        write_text(folder / CARD_FILE, card)
+        return rescored
 
     def _base_model(self, recipe: Recipe):
         """The recipe's model and its weight count."""

@@ -294,6 +294,9 @@ def train(trainer: Trainer, context: StageContext) -> dict:
         checkpoints.seconds_before = elapsed_at(start)
         Console().print(f"resuming training from {start.name}, left by an interrupted run ({checkpoints.folder})")
     output = trainer.train(resume_from_checkpoint=None if start is None else str(start))
+    # The Trainer leaves bf16 training's autocast wrapped around the model's forward: scored with it on, the model
+    # would score as no one who loads its folder runs it. Taken off in place, so trainer.model is the model as saved.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     return training_record(trainer, output, None if start is None else checkpoint_step(start))
 
 
