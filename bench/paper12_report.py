@@ -6,8 +6,15 @@ It reads whatever the sweeps have finished (they resume across sittings) and say
 
     .venv/bin/python bench/paper12_report.py --out bench/results/paper12
 
+Per task, once its sweep has run: its rows measured again on a quiet machine (`compress bench ... --retime`), the
+fastest timed in turns (bench/paper12_in_turns.py), `best` run on its students (bench/paper12_best.py) and every
+row's dev predictions written for paired differences (bench/dev_predictions.py with the sweep file and its folder).
+
 Scores in points (score x 100); "±" is the dev set's bootstrap standard error of one model, "sd" the spread
-over training seeds. A difference counts only where it exceeds twice the larger standard error.
+over training seeds. A difference between two rows counts only beyond twice its own standard error: paired, over
+bootstrap resamples of the dev examples both rows are scored on, where both rows' predictions are in the sweep
+folder's dev_predictions.json (bench/dev_predictions.py), else twice the larger of the two rows' errors (unpaired,
+so conservative).
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
+from dev_predictions import PREDICTIONS_FILE
+
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
+from compress.evaluation.metrics import paired_difference
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 
@@ -57,9 +68,45 @@ BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
 
 
+PREDICTIONS: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
+"""Labels and predictions of each dev example, by a row's folder under work/ and score: the rows a paired difference
+can be taken of (read with the records)."""
+_PAIRED: dict[tuple, tuple[float, float]] = {}
+
+
 def _records(results: Path, task: str) -> list[list[BenchRecord]]:
-    """The finished records of each seed's sweep of `task` (an absent sweep gives none)."""
-    return [[r for r in merge_records(read_records(results / f"paper12_{task}{seed}")) if r.status == "ok"] for seed in SEEDS]
+    """The finished records of each seed's sweep of `task` (an absent sweep gives none); their predictions are read too."""
+    by_seed = []
+    for seed in SEEDS:
+        folder = results / f"paper12_{task}{seed}"
+        by_seed.append([r for r in merge_records(read_records(folder)) if r.status == "ok"])
+        read_predictions(folder)
+    return by_seed
+
+
+def read_predictions(folder: Path) -> None:
+    """A sweep folder's dev predictions (bench/dev_predictions.py) into PREDICTIONS: only those that score what their
+    record says, so a paired difference and the tables' scores are of the same predictions."""
+    path = folder / PREDICTIONS_FILE
+    if not path.exists():
+        return
+    found = json.loads(path.read_text())
+    for measured_in, row in found["rows"].items():
+        if round(row["rescored"], 6) == round(row["score"], 6):
+            PREDICTIONS[(measured_in, round(row["score"], 6))] = (np.asarray(found["tasks"][row["task"]]["labels"]), np.asarray(row["predicted"]))
+
+
+def difference(first: BenchRecord, second: BenchRecord) -> tuple[float, float, bool]:
+    """Points `first` scores above `second`, that difference's standard error, and whether the error is paired (both
+    rows' predictions are here, on the same examples) or, where not, the larger of the two rows' own errors."""
+    gap = points(first) - points(second)
+    a, b = (PREDICTIONS.get((r.measured_in, round(r.score, 6))) for r in (first, second))
+    if a is None or b is None or not np.array_equal(a[0], b[0]):
+        return gap, max(standard_error(first), standard_error(second)), False
+    key = (first.measured_in, first.score, second.measured_in, second.score)
+    if key not in _PAIRED:
+        _PAIRED[key] = paired_difference(first.primary_metric, a[0], a[1], b[1])
+    return gap, 100 * _PAIRED[key][1], True
 
 
 def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> BenchRecord | None:
@@ -81,21 +128,21 @@ def _cell(record: BenchRecord | None, full: BenchRecord | None) -> str:
     return f"{points(record):.1f} ± {standard_error(record):.1f}{delta}"
 
 
-def gap_and_noise(better: BenchRecord, worse: BenchRecord) -> tuple[float, float]:
-    """Points `better` scores above `worse`, and twice the larger standard error: the gap a difference must pass."""
-    return points(better) - points(worse), 2 * max(standard_error(better), standard_error(worse))
-
-
 def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
-    """Whether `better` scores above `worse` by more than twice the larger standard error."""
+    """Whether `better` scores above `worse` by more than twice the difference's standard error."""
     if better is None or worse is None:
         return "not yet run"
-    gap, noise = gap_and_noise(better, worse)
-    if gap > noise:
-        return f"holds ({gap:+.1f} points, beyond 2 SE = {noise:.1f})"
-    if gap < -noise:
-        return f"does not hold ({gap:+.1f} points, beyond 2 SE = {noise:.1f})"
-    return f"cannot be told apart ({gap:+.1f} points, within 2 SE = {noise:.1f})"
+    gap, error, paired = difference(better, worse)
+    evidence = f"{gap:+.1f} points, {'beyond' if abs(gap) > 2 * error else 'within'} 2 SE = {2 * error:.1f}{_kind(paired)}"
+    if gap > 2 * error:
+        return f"holds ({evidence})"
+    if gap < -2 * error:
+        return f"does not hold ({evidence})"
+    return f"cannot be told apart ({evidence})"
+
+
+def _kind(paired: bool) -> str:
+    return " (paired)" if paired else " (unpaired)"
 
 
 def rebuilt_lines(folder: Path) -> list[str]:
@@ -302,8 +349,8 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
         def change(better: BenchRecord | None, base: BenchRecord | None) -> str:
             if better is None or base is None:
                 return "n/a"
-            gap, noise = gap_and_noise(better, base)
-            return f"{gap:+.1f}" + ("*" if abs(gap) > noise else "")
+            gap, error, paired = difference(better, base)
+            return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
 
         distill = " / ".join(change(find_row(records, "top", k, "distill"), find_row(records, "top", k)) for k in KS)
         int8 = " / ".join(change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
@@ -317,8 +364,9 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
                          f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
             cells[-1] += f" ({untimed} within it not timed)" if untimed else ""
         lines.append(f"| {name} | {distill} | {int8} | " + " | ".join(cells) + " |")
-    return lines + ["", "\\*: beyond twice the larger of the two rows' standard errors. The test is unpaired, so conservative: "
-                    "both rows are scored on the same dev examples, and a paired test could resolve smaller changes.", ""]
+    return lines + ["", "\\*: beyond twice the standard error of the difference, paired over the dev examples both rows are "
+                    "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is the larger of the two "
+                    "rows' own (unpaired, conservative). Training seed 42 throughout: the seed's own spread is in the seeds tables.", ""]
 
 
 def paper_rows(task: str, full: BenchRecord, records: list[BenchRecord]) -> list[str]:
@@ -331,11 +379,18 @@ def paper_rows(task: str, full: BenchRecord, records: list[BenchRecord]) -> list
     for model, scores in published.items():
         cells = [f"{scores[k] - scores[0]:+.2f}" for k in KS]
         lines.append(f"| {model} (paper) | {scores[0]:.2f} | " + " | ".join(cells) + f" | {_paper_delta(scores, 'ft6')} |")
-    ours = [f"{points(r) - points(full):+.1f} ± {max(standard_error(r), standard_error(full)):.1f}" if (r := find_row(records, "top", k)) else "not yet" for k in KS]
-    refined = find_row(records, "top", 6, "refinetune")
-    refined_cell = f"{points(refined) - points(full):+.1f} ± {max(standard_error(refined), standard_error(full)):.1f}" if refined else "not yet"
+    ours = [_change_cell(find_row(records, "top", k), full) for k in KS]
+    refined_cell = _change_cell(find_row(records, "top", 6, "refinetune"), full)
     lines.append(f"| MPNet-12 (ours) | {points(full):.1f} | " + " | ".join(ours) + f" | {refined_cell} |")
     return lines
+
+
+def _change_cell(record: BenchRecord | None, full: BenchRecord) -> str:
+    """A row's change against the full model ± the difference's standard error (†: unpaired)."""
+    if record is None:
+        return "not yet"
+    gap, error, paired = difference(record, full)
+    return f"{gap:+.1f} ± {error:.1f}" + ("" if paired else "†")
 
 
 def _paper_delta(scores: dict, key: str) -> str:
@@ -365,14 +420,15 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        noise, costs = max(standard_error(full), standard_error(top)), seed_costs(by_seed, k)
+        _, noise, paired = difference(full, top)
+        costs = seed_costs(by_seed, k)
         if len(costs) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
-            found.append((claim, bound_verdict(costs[0], noise, bound, "training seed 42")))
+            found.append((claim, bound_verdict(costs[0], noise, bound, "training seed 42" + _kind(paired))))
             continue
         # The seeds share one dev set: its bootstrap error stays, while the spread of training shrinks with more seeds.
         spread = statistics.stdev(costs)
         found.append((claim, bound_verdict(statistics.mean(costs), math.sqrt(noise ** 2 + spread ** 2 / len(costs)), bound,
-                                           f"mean of {len(costs)} seeds, sd {spread:.1f}")))
+                                           f"mean of {len(costs)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired))))
     for k in KS:
         bottom = find_row(records, "bottom", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
@@ -403,7 +459,8 @@ def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
     for name in names:
         cells = [found_by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + ["", "A difference counts only beyond twice the larger standard error; *cannot be told apart* is within it; "
+    return lines + ["", "A difference counts only beyond twice its standard error (paired over the dev examples where both rows' "
+                    "predictions are here, else the larger of the two rows' own errors); *cannot be told apart* is within it; "
                     "*so far*: against the other strategies run until now.", "", *average_claims(by_task), "",
                     "Not testable on these four tasks: that QNLI and MNLI are the most sensitive to dropping (neither is in "
                     "`../shared/glue`), and what it says of XLNet against BERT (XLNet more robust to dropping; one 12-layer model here, MPNet).", ""]
@@ -418,8 +475,9 @@ def average_claims(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
         for by_seed in by_task.values():
             full, top = find_row(by_seed[0], "full", 0), find_row(by_seed[0], "top", k)
             if full and top:
-                costs.append(points(full) - points(top))
-                errors.append(max(standard_error(full), standard_error(top)))
+                cost, error, _ = difference(full, top)
+                costs.append(cost)
+                errors.append(error)
         claim = f"- top-{k} costs at most about {bound:g} points on average over the tasks"
         if not costs:
             lines.append(f"{claim}: not yet run")
@@ -445,14 +503,14 @@ def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
             rows = [find_row(records, s, k) if full else None for s in STRATEGIES]
             # a row not finished is no bar (NaN), not a bar of height 0, which would read as "no change"
             deltas = [points(r) - points(full) if r else math.nan for r in rows]
-            errors = [max(standard_error(r), standard_error(full)) if r else 0.0 for r in rows]
+            errors = [difference(r, full)[1] if r else 0.0 for r in rows]
             axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, yerr=errors, capsize=2,
                      error_kw={"elinewidth": 0.8}, label=f"K={k}")
         axis.set_xticks([x + width for x in range(len(STRATEGIES))], STRATEGIES, rotation=45, ha="right", fontsize=8)
         axis.set_title(f"{TASKS[task]}" + ("" if full else " (not run yet)"))
         axis.axhline(0, color="black", linewidth=0.8)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± the larger SE)")
+    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± SE of the difference)")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "strategies_by_task.png", dpi=110)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import yaml
@@ -113,6 +114,8 @@ def write_goal(folder: Path, **changes) -> Path:
 def load_bench_script(name: str):
     """A script of bench/ as a module (bench/ is not a package; its scripts import each other as siblings)."""
     folder = Path(__file__).resolve().parents[1] / "bench"
+    if str(folder) not in sys.path:  # as running the script puts its folder first: its sibling imports resolve
+        sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from compress.data.tasks import get_task
-from compress.evaluation.metrics import compute_metrics, majority_class_metrics, metric_texts, standard_errors
+from compress.evaluation.metrics import compute_metrics, majority_class_metrics, metric_texts, paired_difference, standard_errors
 
 
 def logits_for(class_ids: list[int], num_labels: int = 2) -> np.ndarray:
@@ -94,6 +94,29 @@ def test_standard_errors_of_every_metric_and_none_for_a_perfect_score():
     perfect = standard_errors(get_task("cola"), logits_for([0, 1] * 50), np.array([0, 1] * 50))
     assert perfect == {"matthews_correlation_stderr": 0.0}  # every resample scores 1
     assert standard_errors(get_task("sst2"), logits_for([1]), np.array([1])) == {}  # one example: nothing to resample
+
+
+def test_a_paired_difference_is_far_less_noisy_than_either_score():
+    # 1,000 examples, the first model 800 right; the second differs from it on 30 of them (20 it gets right, 10 wrong)
+    labels = np.array([0, 1] * 500)
+    first = labels.copy()
+    first[:200] = 1 - first[:200]
+    second = first.copy()
+    second[:20] = labels[:20]
+    second[500:510] = 1 - labels[500:510]
+    difference, error = paired_difference("accuracy", labels, second, first)
+    assert difference == pytest.approx(0.01)
+    # McNemar's: only the 30 examples they disagree on vary the difference, sqrt(30) / 1000
+    assert error == pytest.approx(math.sqrt(30) / 1000, rel=0.15)
+    alone = standard_errors(get_task("sst2"), logits_for(list(first)), labels)["accuracy_stderr"]
+    assert error < alone / 2, "the unpaired test could not tell a 1-point change apart; the paired one can"
+    assert paired_difference("accuracy", labels, first, first) == (0.0, 0.0)
+    assert paired_difference("accuracy", labels, second, first) == (difference, error), "seeded"
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 5, 400)
+    noisy = scores + rng.normal(0, 1, 400)
+    difference, error = paired_difference("pearson", scores, noisy + rng.normal(0, 0.1, 400), noisy)
+    assert abs(difference) < 3 * error and 0 < error < standard_errors(get_task("stsb"), noisy, scores)["pearson_stderr"]
 
 
 def test_metric_texts_put_each_error_beside_its_metric():

@@ -4,6 +4,9 @@ rules, on records written as the sweeps write them."""
 import json
 import sys
 
+import numpy as np
+from sklearn.metrics import matthews_corrcoef
+
 from tests.helpers import bench_record, load_bench_script
 
 report = load_bench_script("paper12_report")
@@ -36,10 +39,10 @@ def test_a_cost_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_s
     found = dict(report.claims(by_seed, by_seed[0][0]))
     # mean cost 3.0 points, seeds' sd 2.0, dev SE 2.0: error sqrt(2^2 + 2^2 / 3) = 2.3; beyond 2, within 2 SE of it
     assert found["top-4 costs at most about 2 points"] == ("cannot be told apart (a cost of +3.0 ± 2.3 points, mean of 3 seeds, "
-                                                           "sd 2.0: the estimate beyond 2, 2 SE either side)")
+                                                           "sd 2.0; dev error seed 42's (unpaired): the estimate beyond 2, 2 SE either side)")
     by_seed[2] = by_seed[2][:1]  # the third seed's top-4 not finished: seed 42's alone, not a mean of two
     assert dict(report.claims(by_seed, by_seed[0][0]))["top-4 costs at most about 2 points"].endswith(
-        "(a cost of +1.0 ± 2.0 points, training seed 42: the estimate within 2, 2 SE either side)")
+        "(a cost of +1.0 ± 2.0 points, training seed 42 (unpaired): the estimate within 2, 2 SE either side)")
 
 
 def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untimed_rows_are_counted():
@@ -50,6 +53,36 @@ def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untim
     records = [full, quick, slow, far, untimed, retrained]
     assert report.fastest_within(records, full, turns, 1.0) == (quick, 2)
     assert report.fastest_within(records, full, turns, 2.0) == (far, 2)
+
+
+def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(tmp_path, monkeypatch):
+    # 1,000 examples; top-4 differs from the full model on 30 of them: 4 MCC points, within twice either score's own
+    # error (2 points each), well beyond twice the paired difference's
+    labels = np.array([0, 1] * 500)
+    full_predicted = labels.copy()
+    full_predicted[:100] = 1 - full_predicted[:100]
+    top_predicted = full_predicted.copy()
+    top_predicted[100:125] = 1 - labels[100:125]
+    top_predicted[:5] = labels[:5]
+    full, top = (row(strategy, k, matthews_corrcoef(labels, predicted)) for strategy, k, predicted in
+                 (("full", 0, full_predicted), ("top", 4, top_predicted)))
+    monkeypatch.setattr(report, "PREDICTIONS", {})
+    assert report.verdict(full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 4.0 (unpaired))")
+    folder = tmp_path / "paper12_cola"
+    folder.mkdir()
+    rows = {r.measured_in: {"key": r.key, "task": "cola", "score": r.score, "rescored": r.score, "predicted": predicted.tolist()}
+            for r, predicted in ((full, full_predicted), (top, top_predicted))}
+    (folder / "dev_predictions.json").write_text(json.dumps({"tasks": {"cola": {"split": "validation", "labels": labels.tolist()}}, "rows": rows}))
+    report.read_predictions(folder)
+    gap, error, paired = report.difference(full, top)
+    assert paired and 0.5 < error < 1.5, error  # sqrt(30) / 1000 in accuracy, half a point; about twice that in MCC
+    assert report.verdict(full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f} (paired))")
+    # predictions that do not score what the record says (the model was scored otherwise) are not paired
+    monkeypatch.setattr(report, "PREDICTIONS", {})
+    rows[top.measured_in]["rescored"] = top.score + 0.005
+    (folder / "dev_predictions.json").write_text(json.dumps({"tasks": {"cola": {"split": "validation", "labels": labels.tolist()}}, "rows": rows}))
+    report.read_predictions(folder)
+    assert report.difference(full, top)[2] is False
 
 
 def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_another_host(tmp_path, monkeypatch):
@@ -63,11 +96,12 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     (cola / "in_turns.json").write_text(json.dumps({"host": "a host", "fixed_length": 64, "models": [
         {"measured_in": r.measured_in, "score": r.score, "real_p50_ms": ms, "real_speedup": speedup, "fixed_speedup": speedup}
         for r, ms, speedup in ((full, 40.0, 1.0), (int8, 4.0, 10.0))]}))
+    monkeypatch.setattr(report, "PREDICTIONS", {})
     monkeypatch.setattr(sys, "argv", ["paper12_report.py", "--results", str(results), "--out", str(out)])
     report.main()
     page = (out / "README.md").read_text()
     assert page.index("## The open question, answered") < page.index("## Verdicts") < page.index("## CoLA")
-    assert ("| CoLA | n/a / +0.0 / n/a | n/a / -0.5 / n/a | unknown (2 within it not timed) | "
+    assert ("| CoLA | n/a / +0.0† / n/a | n/a / -0.5† / n/a | unknown (2 within it not timed) | "
             "top-4 distill, onnx-int8-dynamic: -1.5, 10.0x (2 within it not timed) |") in page
     assert "| SST-2 | not run yet |" in page
     assert "matthews_correlation at least 50; met (62.0)" in page
