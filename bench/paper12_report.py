@@ -152,14 +152,22 @@ def rebuilt_lines(folder: Path) -> list[str]:
     for record in sorted(read_records(folder), key=lambda r: r.finished or ""):
         if record.status == "ok" and record.precision == "torch-fp32":
             by_key.setdefault(record.key, []).append(record)
+    # a model trained again took its own training time; one only scored again (as saved, not in the bf16 autocast an
+    # older compress scored in) kept its build's
     moved = [(found[0], found[-1]) for found in by_key.values()
-             if len({round(r.score, 6) for r in found}) > 1]
+             if len({round(r.score, 6) for r in found}) > 1 and found[0].train_seconds != found[-1].train_seconds]
+    rescored = [(found[0], found[-1]) for found in by_key.values()
+                if round(found[0].score, 6) != round(found[-1].score, 6) and found[0].train_seconds == found[-1].train_seconds]
     latest = [found[-1] for found in by_key.values()]
     full = next((r for r in latest if r.strategy == "full"), None)
     elsewhere = [r for r in latest if full and _host(r) != _host(full)]
     lines = [] if not elsewhere else [
         "", f"Trained and measured on another host than the full model's ({_host(full)}): "
         + ", ".join(row_name(r) for r in elsewhere) + f" ({_host(elsewhere[0])}): their changes against the full model compare trainings on two hosts."]
+    if rescored:
+        lines += ["", "Scored again as saved (fp32), the same model: an older compress scored bf16-trained models with training's "
+                  "autocast still on them: " + "; ".join(f"{row_name(first)} {points(first):.1f} then {points(last):.1f}"
+                                                          for first, last in rescored) + ". The tables hold the later."]
     if not moved:
         return lines
     return lines + ["", "Trained again here with the same settings and seed, as their first models were on another machine (each "
