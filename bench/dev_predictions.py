@@ -61,6 +61,9 @@ def main() -> None:
         if recipe.model not in tokenizers:
             tokenizers[recipe.model] = load_tokenizer(recipe.model)
         data = data_by_task[recipe.task]
+        if data.task.embedding:
+            print(f"{record.key}: an embedder, scored on its vectors' similarities, not on predictions per example; skipped")
+            continue
         split, (outputs, labels) = next(iter(dev_outputs(predictor_for(load_artifact(folder)), data, tokenizers[recipe.model],
                                                          recipe.max_length, recipe.eval_batch_size).items()))
         predicted = outputs.reshape(len(outputs)).round(DECIMALS) if data.task.is_regression else outputs.argmax(axis=-1)
