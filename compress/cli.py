@@ -308,6 +308,8 @@ def bench_run(
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
+    rebuild_missing: Annotated[bool, typer.Option(help="Also build again (training too) and measure the finished combinations whose "
+                                                  "models are not in the folder's work/ (measured on another machine).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Check the sweep and list its combinations in run order; run nothing.")] = False,
     executor: ExecutorOption = "local",
     address: AddressOption = None,
@@ -321,7 +323,7 @@ def bench_run(
     `compress bench FILES...` is short for `compress bench run FILES...`."""
     from pydantic import ValidationError
 
-    from compress.benchmarking.bench import TO_RUN, plan
+    from compress.benchmarking.bench import TO_RUN, missing_models, plan
     from compress.benchmarking.executors import EXECUTORS
     from compress.benchmarking.records import read_records
     from compress.benchmarking.report import PLOTS, TABLE_FILES
@@ -330,6 +332,8 @@ def bench_run(
     from compress.pipeline.recipe import format_validation_error
 
     _quiet_libraries()
+    if retime and rebuild_missing:
+        raise CompressError("--rebuild-missing: builds (and trains) what --retime only measures again; give one of the two")
     if out is not None and out.exists() and not out.is_dir():
         raise CompressError(f"--out: {out} is a file; expected a folder for the results")
     _check_executor(executor, address)
@@ -357,13 +361,14 @@ def bench_run(
     if shard:
         rows = shard_rows(rows, *parse_shard(shard))
     if dry_run:
-        statuses = plan(rows, read_records(folder), retry_failed, retime)
+        earlier = read_records(folder)
+        statuses = plan(rows, earlier, retry_failed, retime, missing_models(folder, earlier) if rebuild_missing else frozenset())
         for row in rows:
             c = row.combination
             console.print(f"{statuses[c.key]:>12}  {c.model} {c.task}: {c.label}")
         console.print(f"{len(rows)} combinations, {sum(s == TO_RUN for s in statuses.values())} would run ({folder})")
         return
-    rows = benchmark.run(rows, retry_failed=retry_failed, retime=retime, command=_command_line())
+    rows = benchmark.run(rows, retry_failed=retry_failed, retime=retime, command=_command_line(), rebuild_missing=rebuild_missing)
     failed = sum(row.record.status != "ok" for row in rows)
     console.print(f"{len(rows)} combinations in {folder / TABLE_FILES[1]} ({failed} failed); plots: {', '.join(PLOTS)}")
 

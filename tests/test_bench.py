@@ -33,7 +33,7 @@ from compress.folders import CHECKPOINTS, MARKER, claim
 from compress.models.loading import load_config
 from compress.pipeline.cache import STAGE_FILE, read_stage_record
 from compress.timing.roofline import matmul_gop
-from tests.helpers import assert_scored_on, bench, bench_record, build_stamps, invoke
+from tests.helpers import assert_one_line_error, assert_scored_on, bench, bench_record, build_stamps, invoke
 
 TINY = {
     "name": "tiny",
@@ -324,6 +324,30 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     assert {r.key: r.measured_in for r in retimed} == {r.key: r.measured_in for r in before}
     # measured again without memory: each row keeps the memory its build was measured with
     assert {r.key: r.peak_memory_mb for r in retimed} == {r.key: r.peak_memory_mb for r in before}
+
+
+def test_rows_measured_elsewhere_are_built_again_here_only_when_asked(finished_sweep, tmp_path):
+    folder, sweep, _ = finished_sweep
+    out = tmp_path / "out"
+    shutil.copytree(folder / "out", out)
+    before = read_records(out)
+    top = next(r for r in before if (r.strategy, r.precision) == ("top", "torch-fp32"))
+    shutil.rmtree(out / "work" / top.measured_in)  # its model stayed on the machine that measured it
+    sharing = sorted(r.key for r in before if r.measured_in == top.measured_in)  # alternate-even k=1 drops the same layer
+    kept = build_stamps(out)
+    assert bench(sweep, "--out", out, "--no-peak-memory").output.count("0 to run") == 1, "by default a finished row is done"
+    result = bench(sweep, "--out", out, "--dry-run", "--rebuild-missing")
+    listed = [line for line in result.output.splitlines() if line.strip().startswith("to run")]
+    assert len(listed) == len(sharing) == 2 and "top" in listed[0] and "2 would run" in result.output, result.output
+    result = bench(sweep, "--out", out, "--no-peak-memory", "--rebuild-missing")
+    assert result.exit_code == 0 and "2 to run (2 finished elsewhere, built again here)" in result.output, result.output
+    after = read_records(out)
+    assert after[:len(before)] == before and sorted(r.key for r in after[len(before):]) == sharing, "the old records stay"
+    assert {r.measured_in for r in after[len(before):]} == {top.measured_in} and (out / "work" / top.measured_in / "stage.json").is_file()
+    assert sum(bool(r.seconds["stages"]) for r in after[len(before):]) == 1, "trained here once, for both rows"
+    assert {path: stamp for path, stamp in build_stamps(out).items() if path in kept} == kept, "nothing else built again"
+    result = bench(sweep, "--out", out, "--retime", "--rebuild-missing")
+    assert_one_line_error(result, "--rebuild-missing", "--retime")
 
 
 def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):

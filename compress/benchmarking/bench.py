@@ -128,11 +128,13 @@ def shared_settings(folders: list[Path]) -> dict | None:
 TO_RUN, DONE, CANNOT_RUN, NOT_FINISHED = "to run", "done", "not here", "not finished"
 
 
-def plan(rows: list[BenchRow], records: list[BenchRecord], retry_failed: bool = False, retime: bool = False) -> dict[str, str]:
+def plan(rows: list[BenchRow], records: list[BenchRecord], retry_failed: bool = False, retime: bool = False,
+         rebuild: frozenset[str] = frozenset()) -> dict[str, str]:
     """What a run does with each row (by key), given the records already written: runs it (`to run`),
     skips it as `done` or as `not here` (this machine cannot run its precision); with `retime`, runs only
-    finished ones. A record of the row's name that measured another model (its recipe was changed since)
-    is refused: the folder's table would mix the two."""
+    finished ones; a finished row in `rebuild` (its model is not in this folder: `missing_models`) runs again.
+    A record of the row's name that measured another model (its recipe was changed since) is refused: the
+    folder's table would mix the two."""
     ok = {r.key for r in records if r.status == "ok"}
     recorded = {r.key for r in records}
     measured = {r.key: r.identity for r in records if r.identity}
@@ -145,11 +147,20 @@ def plan(rows: list[BenchRow], records: list[BenchRecord], retry_failed: bool = 
         key = row.combination.key
         if PRECISIONS[row.combination.precision].cannot_run():
             return CANNOT_RUN
+        if key in rebuild:
+            return TO_RUN
         if retime:
             return TO_RUN if key in ok else NOT_FINISHED
         return DONE if key in ok or (key in recorded and not retry_failed) else TO_RUN
 
     return {row.combination.key: status(row) for row in rows}
+
+
+def missing_models(out_dir: Path, records: list[BenchRecord]) -> frozenset[str]:
+    """The finished rows whose measured model is not in the folder's work/: measured on another machine (a merged
+    shard, a folder carried over), so measuring them again here would have nothing to measure."""
+    return frozenset(r.key for r in merge_records(records)
+                     if r.status == "ok" and r.measured_in and not (out_dir / WORK / r.measured_in).is_dir())
 
 
 def work_folder_name(node: StageNode) -> str:
@@ -171,34 +182,40 @@ class Benchmark:
         self.sweep = sweep
         self.executor = Executor(StageCache(self.work, work_folder_name), console)
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[ReportRow]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None,
+            rebuild_missing: bool = False) -> list[ReportRow]:
         """Run what results.jsonl does not hold yet; with `retime`, only measure the finished rows again
-        from their builds (nothing is trained), appending records that supersede the earlier ones. Then the
+        from their builds (nothing is trained), appending records that supersede the earlier ones; with
+        `rebuild_missing`, also build again (training too) and measure the finished rows whose models are not
+        in work/, their new records superseding the earlier ones. Then the
         folder's tables and plots are drawn again from all its records (`command`: the one written above
         them); returns the table's rows."""
         check_writable(self.out_dir)
         for name in (RESULTS_FILE, SETTINGS_FILE, *REPORT_FILES):  # refused now, not once every row is measured
             refuse_link(self.out_dir / name)
         with claimed(self.out_dir, "benchmark results"):
-            self._run(rows, retry_failed, retime)
+            self._run(rows, retry_failed, retime, rebuild_missing)
             return write_report(read_records(self.out_dir), self.out_dir, command)
 
-    def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool) -> None:
+    def _run(self, rows: list[BenchRow], retry_failed: bool, retime: bool, rebuild_missing: bool) -> None:
         results_path = self.out_dir / RESULTS_FILE
         if drop_cut_record(results_path):  # before the records are read, here and by guard_settings
             self.console.print(f"[yellow]note[/]: {results_path} ended in a record cut short (an interrupted run); "
                                "it was removed and that combination runs again")
         guard_settings(self.sweep, self.out_dir, retime, self.latency)
         earlier = read_records(results_path)
-        statuses = plan(rows, earlier, retry_failed, retime)
+        rebuild = missing_models(self.out_dir, earlier) if rebuild_missing else frozenset()
+        statuses = plan(rows, earlier, retry_failed, retime, rebuild)
         todo = [row for row in rows if statuses[row.combination.key] == TO_RUN]
         self.executor.may_train = not retime
         if retime:
             self.console.print(f"{len(rows)} combinations: {len(todo)} finished ones to measure again, nothing to train")
         else:
             counts = Counter(statuses.values())
+            again = len(rebuild & {row.combination.key for row in todo})
             self.console.print(f"{len(rows)} combinations: {counts[DONE]} already done, "
-                               f"{counts[CANNOT_RUN]} cannot run on this machine (skipped here), {len(todo)} to run")
+                               f"{counts[CANNOT_RUN]} cannot run on this machine (skipped here), {len(todo)} to run"
+                               + (f" ({again} finished elsewhere, built again here)" if rebuild_missing else ""))
         # measuring again without memory keeps each row's memory measured before (the same build)
         memory_before = {} if self.peak_memory else {r.key: r.peak_memory_mb for r in merge_records(earlier) if r.status == "ok"}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())

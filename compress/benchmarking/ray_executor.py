@@ -117,10 +117,11 @@ class RayBenchmark(Benchmark):
         self.submitted: list[str] = []
         """The identity of each node a build task was submitted for, in order."""
 
-    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None) -> list[ReportRow]:
+    def run(self, rows: list[BenchRow], retry_failed: bool = False, retime: bool = False, command: str | None = None,
+            rebuild_missing: bool = False) -> list[ReportRow]:
         # Ray's processes start before the results folder is held: they keep the machine's own temporary folder.
         with self.session():
-            return super().run(rows, retry_failed, retime, command)
+            return super().run(rows, retry_failed, retime, command, rebuild_missing)
 
     @contextmanager
     def session(self) -> Iterator[None]:
