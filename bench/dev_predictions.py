@@ -25,6 +25,7 @@ import numpy as np
 from compress.benchmarking.bench import WORK
 from compress.benchmarking.records import merge_records, read_records
 from compress.benchmarking.sweep import load_sweep, sweep_rows
+from compress.errors import CompressError
 from compress.evaluation.evaluate import dev_outputs
 from compress.evaluation.metrics import compute_metrics
 from compress.models.artifacts import load_artifact, predictor_for
@@ -41,12 +42,17 @@ def main() -> None:
     parser.add_argument("sweep", type=Path, help="the sweep file the results folder was measured from")
     parser.add_argument("--out", type=Path, required=True, help="the sweep's results folder (holds results.jsonl and work/)")
     args = parser.parse_args()
-    rows = {row.combination.key: row for row in sweep_rows(load_sweep(args.sweep))}
+    try:
+        rows = {row.combination.key: row for row in sweep_rows(load_sweep(args.sweep))}
+        records = [r for r in merge_records(read_records(args.out)) if r.status == "ok"]
+    except CompressError as error:
+        parser.exit(2, f"error: {error}\n")
+    if not records:
+        parser.exit(2, f"error: {args.out}: no finished rows (is it the sweep's results folder?)\n")
     path = args.out / PREDICTIONS_FILE
     command = shlex.join(["python", "bench/dev_predictions.py", str(args.sweep), "--out", str(args.out)])
     found = {"command": command, "host": None, "tasks": {}, "rows": {}} | (json.loads(path.read_text()) if path.exists() else {})
     data_by_task, tokenizers = {}, {}
-    records = [r for r in merge_records(read_records(args.out)) if r.status == "ok"]
     for number, record in enumerate(records, 1):
         known = found["rows"].get(record.measured_in)
         if known and round(known["score"], 6) == round(record.score, 6):
