@@ -419,9 +419,9 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         top = find_row(records, "top", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
         best_other = max(others, key=points, default=None)
-        found.append((f"top is the best strategy at K={k}", _so_far(others) + verdict(top, best_other)
+        found.append((f"top is the best strategy at K={k}", _so_far(others, top) + verdict(top, best_other)
                       + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
-                         if best_other else "")))
+                         if best_other and top else "")))
     for k, bound in PER_TASK_BOUNDS:
         top = find_row(records, "top", k)
         claim = f"top-{k} costs at most about {bound:g} points"
@@ -441,8 +441,8 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         bottom = find_row(records, "bottom", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
         worst_other = min(others, key=points, default=None)
-        found.append((f"bottom is the worst at K={k}", _so_far(others) + verdict(worst_other, bottom)
-                      + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others else "")))
+        found.append((f"bottom is the worst at K={k}", _so_far(others, bottom) + verdict(worst_other, bottom)
+                      + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others and bottom else "")))
     for k in REFINETUNE_KS:
         found.append((f"dropping from the fine-tuned model loses task information, top-{k}",
                       verdict(find_row(records, "top", k), find_row(records, "top", k, "refinetune"))))
@@ -451,9 +451,9 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
     return found
 
 
-def _so_far(others: list[BenchRecord]) -> str:
-    """A verdict against only some of the other strategies is provisional."""
-    return "so far " if 0 < len(others) < len(STRATEGIES) - 1 else ""
+def _so_far(others: list[BenchRecord], tested: BenchRecord | None) -> str:
+    """A verdict against only some of the other strategies is provisional (one not yet run is not a verdict)."""
+    return "so far " if tested is not None and 0 < len(others) < len(STRATEGIES) - 1 else ""
 
 
 def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
