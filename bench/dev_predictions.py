@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 from pathlib import Path
 
-import numpy as np
+from rich.console import Console
 
-from compress.benchmarking.bench import WORK
+from compress.benchmarking.bench import WORK, work_folder_name
 from compress.benchmarking.records import merge_records, read_records
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.errors import CompressError
 from compress.evaluation.evaluate import dev_outputs
-from compress.evaluation.metrics import compute_metrics
+from compress.evaluation.metrics import compute_metrics, predicted_values
+from compress.folders import write_text
 from compress.models.artifacts import load_artifact, predictor_for
-from compress.models.loading import load_tokenizer
+from compress.pipeline.cache import StageCache
+from compress.pipeline.executor import Executor
 from compress.timing.latency import describe_environment, timing_environment
 
 PREDICTIONS_FILE = "dev_predictions.json"
@@ -52,7 +53,7 @@ def main() -> None:
     path = args.out / PREDICTIONS_FILE
     command = shlex.join(["python", "bench/dev_predictions.py", str(args.sweep), "--out", str(args.out)])
     found = {"command": command, "host": None, "tasks": {}, "rows": {}} | (json.loads(path.read_text()) if path.exists() else {})
-    data_by_task, tokenizers = {}, {}
+    executor = Executor(StageCache(args.out / WORK, work_folder_name), Console())  # the sweep's cache: its data and tokenizers, loaded once
     for number, record in enumerate(records, 1):
         known = found["rows"].get(record.measured_in)
         if known and round(known["score"], 6) == round(record.score, 6):
@@ -62,17 +63,14 @@ def main() -> None:
             print(f"{record.key}: {'not in the sweep file' if row is None else f'its model {folder} is not here'}; skipped")
             continue
         recipe = row.recipe
-        if recipe.task not in data_by_task:
-            data_by_task[recipe.task] = recipe.load_data()
-        if recipe.model not in tokenizers:
-            tokenizers[recipe.model] = load_tokenizer(recipe.model)
-        data = data_by_task[recipe.task]
+        data = executor.data(recipe)
         if data.task.embedding:
             print(f"{record.key}: an embedder, scored on its vectors' similarities, not on predictions per example; skipped")
             continue
-        split, (outputs, labels) = next(iter(dev_outputs(predictor_for(load_artifact(folder)), data, tokenizers[recipe.model],
+        split, (outputs, labels) = next(iter(dev_outputs(predictor_for(load_artifact(folder)), data, executor.tokenizer(recipe.model),
                                                          recipe.max_length, recipe.eval_batch_size).items()))
-        predicted = outputs.reshape(len(outputs)).round(DECIMALS) if data.task.is_regression else outputs.argmax(axis=-1)
+        predicted = predicted_values(data.task, outputs)
+        predicted = predicted.round(DECIMALS) if data.task.is_regression else predicted
         rescored = compute_metrics(data.task, outputs, labels)[record.primary_metric]
         task = found["tasks"].setdefault(record.task, {"split": split, "labels": labels.tolist()})
         if task["labels"] != labels.tolist():
@@ -83,9 +81,7 @@ def main() -> None:
         found["host"] = describe_environment(timing_environment("cpu"))
         print(f"[{number}/{len(records)}] {record.key}: {record.primary_metric} {record.score:.4f} in its record, "
               f"{rescored:.4f} from these predictions", flush=True)
-        partial = path.with_suffix(".partial")  # written whole, then renamed: an interrupted run leaves the last file
-        partial.write_text(json.dumps(found, separators=(",", ":")) + "\n")  # lists of 1,000s: one line
-        os.replace(partial, path)
+        write_text(path, json.dumps(found, separators=(",", ":")) + "\n")  # whole, after each row; lists of 1,000s: one line
 
 
 if __name__ == "__main__":

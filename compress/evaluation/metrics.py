@@ -32,7 +32,7 @@ STDERR_RESAMPLES = 500
 
 def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metrics, in its order; predictions are logits (N, C), or scores (N,) / (N, 1) for regression."""
-    return _scores(task, np.asarray(labels), _predicted(task, predictions))
+    return _scores(task, np.asarray(labels), predicted_values(task, predictions))
 
 
 def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray, resamples: int = STDERR_RESAMPLES,
@@ -41,7 +41,7 @@ def standard_errors(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray,
     of dev examples of the same size, the spread over bootstrap resamples of (label, prediction) pairs
     (as lm-evaluation-harness reports `acc_stderr`). Two models' scores closer than about twice this
     are not told apart by the dev set."""
-    labels, predicted = np.asarray(labels), _predicted(task, predictions)
+    labels, predicted = np.asarray(labels), predicted_values(task, predictions)
     errors = {}
     if len(labels) < 2:  # one example has no spread to resample
         return errors
@@ -81,7 +81,7 @@ def metric_texts(metrics: dict[str, float]) -> dict[str, str]:
             for name, value in metrics.items() if not name.endswith("_stderr")}
 
 
-def _predicted(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
+def predicted_values(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
     """Class ids from logits (N, C), or the scores of a regression task (N,) / (N, 1)."""
     predictions = np.asarray(predictions)
     if task.is_regression:

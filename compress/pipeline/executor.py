@@ -127,8 +127,7 @@ class Executor:
                            f"{primary} {record.metrics.get(primary, float('nan')):.4f}; as saved it scores {metrics[primary]:.4f}")
         rescored = record.model_copy(update={"metrics": metrics, "scored_in_autocast": False})
         rescored.write(folder)
-        card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, data.source, metrics, node.recipe_text)
-        write_text(folder / CARD_FILE, card)
+        write_card(folder, model, rescored, node, data)
         return rescored
 
     def _base_model(self, recipe: Recipe):
@@ -187,12 +186,18 @@ class Executor:
                 trained=node.trained,
             )
             record.write(partial)
-            card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, None if data is None else data.source, metrics,
-                                      node.recipe_text)
-            (partial / CARD_FILE).write_text(card)
+            write_card(partial, model, record, node, data)
         self.cache.add(folder, record)
         self.built.append(record)
         scores = ", ".join(f"{name} {text}" for name, text in metric_texts(metrics).items())
         kept = f" (original layers {record.kept_layers})" if record.layers < original_num_layers(model.config) else ""
         self.console.print(f"{node.name}: {record.layers} layers{kept}, {record.parameters:,} parameters" + (f", {scores}" if scores else ""))
         return folder, record
+
+
+def write_card(folder: Path, model, record: StageRecord, node: StageNode, data: TaskData | None) -> None:
+    """The model card of a stage folder, from its record's figures and the recipe that made it (written whole)."""
+    recipe = node.recipe
+    card = render_model_card(model.config, record.parameters, recipe.model, recipe.task, None if data is None else data.source,
+                             record.metrics, node.recipe_text)
+    write_text(folder / CARD_FILE, card)
