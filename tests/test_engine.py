@@ -21,7 +21,7 @@ from compress.benchmarking.rows import describe
 from compress.benchmarking.sweep import Sweep, sweep_rows
 from compress.errors import CompressError
 from compress.folders import PARTIAL
-from compress.evaluation.evaluate import dev_outputs, evaluate
+from compress.evaluation.evaluate import compare, dev_outputs, evaluate
 from compress.models.artifacts import load_artifact, predictor_for
 from compress.pipeline.cache import RECORD_VERSION, STAGE_FILE, StageCache, StageRecord, read_stage_record
 from compress.pipeline.executor import Executor, NotBuilt
@@ -191,6 +191,21 @@ def test_dev_outputs_are_in_the_dev_sets_own_order(tmp_path):
     for i in (0, 3, 7):
         alone = predict(dict(tokenizer(dev["text_a"][i], truncation=True, max_length=32, return_tensors="pt")))
         assert np.allclose(outputs[i], alone[0], atol=1e-4)
+
+
+def test_two_models_compare_on_the_same_dev_examples(tmp_path):
+    executor = Executor(StageCache(tmp_path, lambda node: node.name), Console(quiet=True))
+    top = nodes({"stage": "drop", "strategy": "top", "k": 4, "name": "top4"})["top4"]
+    bottom = nodes({"stage": "drop", "strategy": "bottom", "k": 4, "name": "bottom4"})["bottom4"]
+    data, tokenizer = top.recipe.load_data(), executor.tokenizer("minilm-l6")
+    first, second = (predictor_for(load_artifact(executor.ensure(node)[0])) for node in (top, bottom))
+    found = compare(first, second, data, tokenizer, 32, 8)
+    alone = [evaluate(p, data, tokenizer, 32, 8) for p in (first, second)]
+    assert found.paired and found.metric == "accuracy"
+    assert (found.first, found.second) == (alone[0]["accuracy"], alone[1]["accuracy"])
+    assert found.difference == pytest.approx(found.first - found.second) and found.difference_stderr > 0
+    itself = compare(first, first, data, tokenizer, 32, 8)
+    assert itself.difference == 0 and itself.difference_stderr == 0, "a model against itself: every resample agrees"
 
 
 # --- records --------------------------------------------------------------------------------------

@@ -140,13 +140,15 @@ def test_a_goal_that_is_met_gives_a_model_a_recipe_and_a_report(searched):
 
     # everything is within a 100-point budget: the chosen one is the fastest trial
     assert summary["cost"] == min(map(task_p50, records)) == task_p50(next(r for r in records if r.key == summary["chosen_key"]))
-    assert summary["dev"]["chosen"]["points"] > 0 and summary["dev"]["within_budget"]
+    dev = summary["dev"]
+    assert dev["chosen"]["points"] > 0 and dev["within_budget"] and dev["paired"] and dev["drop_stderr_points"] >= 0
     model = compress.load(run / "final")
     assert model.kind in ("torch", "onnx") and len(model(["a fine film"])) == 1
     check = invoke("check", run / "chosen.yaml")
     assert check.exit_code == 0, check.output
     report = (run / "report.md").read_text()
-    assert f"Chosen: {summary['chosen']}" in report and "dev split" in report and "3 trainings" in report
+    assert f"Chosen: {summary['chosen']}" in report and "3 trainings" in report
+    assert f"a drop of {dev['drop_points']:.2f} ± {dev['drop_stderr_points']:.2f} points (paired" in report
     for name in ("results.md", "pareto.png", "search.png", "trials.db"):
         assert (run / name).is_file()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from rich.progress import track
 from transformers import PreTrainedTokenizerBase
@@ -10,7 +13,7 @@ from compress.data.encoding import length_order, padded_batches, tokenize
 from compress.data.loading import TaskData
 from compress.errors import CompressError
 from compress.evaluation.embedding import evaluate_embedder
-from compress.evaluation.metrics import compute_metrics, standard_errors
+from compress.evaluation.metrics import compute_metrics, paired_difference, predicted_values, standard_errors
 from compress.models.artifacts import Predictor
 
 
@@ -49,3 +52,37 @@ def dev_outputs(
         restored[order] = np.arange(len(order))  # row i of the sorted outputs is example order[i]
         found[split] = (np.concatenate(logits)[restored], np.concatenate(labels)[restored])
     return found
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models' scores on one metric of a task's first dev split, and their difference (first minus second) with
+    its standard error: paired (both scored on the same bootstrap draws of examples) for a classifier or regressor;
+    for an embedder, scored from its vectors (evaluate_embedder, no outputs per example), the two scores' errors
+    combined as if independent."""
+
+    metric: str
+    first: float
+    first_stderr: float
+    second: float
+    second_stderr: float
+    difference: float
+    difference_stderr: float
+    paired: bool
+
+
+def compare(first: Predictor, second: Predictor, data: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int,
+            batch_size: int, metric: str | None = None) -> Comparison:
+    """`first` against `second` on `metric` (default: the task's first) of the task's first dev split."""
+    metric = metric or data.task.primary_metric
+    if data.task.embedding:
+        scores = [evaluate(predict, data, tokenizer, max_length, batch_size) for predict in (first, second)]
+        errors = [s.get(f"{metric}_stderr", math.nan) for s in scores]
+        return Comparison(metric, scores[0][metric], errors[0], scores[1][metric], errors[1], scores[0][metric] - scores[1][metric],
+                          math.hypot(*errors), paired=False)
+    (outputs, labels), (other_outputs, _) = (next(iter(dev_outputs(p, data, tokenizer, max_length, batch_size).values()))
+                                             for p in (first, second))
+    scores = [compute_metrics(data.task, o, labels) | standard_errors(data.task, o, labels) for o in (outputs, other_outputs)]
+    difference, error = paired_difference(metric, labels, predicted_values(data.task, outputs), predicted_values(data.task, other_outputs))
+    return Comparison(metric, scores[0][metric], scores[0].get(f"{metric}_stderr", math.nan), scores[1][metric],
+                      scores[1].get(f"{metric}_stderr", math.nan), difference, error, paired=True)

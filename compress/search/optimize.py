@@ -19,7 +19,7 @@ Every trial is a row of the goal's sweep (compress/search/goal.py), built by the
 folder's cache (work/) and measured as a benchmark row (results.jsonl), so a killed search resumes without
 training anything twice and a changed budget reuses every finished trial. Trials are scored on examples
 held out of the training data; the chosen model's dev score (never seen by the search) is reported beside,
-with its standard error. Optuna's SQLite storage (`trials.db`) keeps the trials for its tools.
+with its drop from the full model's and that drop's standard error, paired over the same dev examples. Optuna's SQLite storage (`trials.db`) keeps the trials for its tools.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
 from compress.benchmarking.sweep import combination_recipe, full_training, training_label
 from compress.errors import CompressError
-from compress.evaluation.evaluate import evaluate
+from compress.evaluation.evaluate import compare
 from compress.folders import FINAL, claimed, copy_folder, replace_file, write_text, writing
 from compress.models.loading import load_config
 from compress.pipeline.recipe import recipe_yaml
@@ -416,19 +416,21 @@ class Search:
         replace_file(self.out / PLOT, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
 
     def _dev_scores(self, chosen: Trial) -> dict:
-        """The chosen model's and the reference's scores on the task's dev split, which no trial was scored on."""
+        """The chosen model's and the reference's scores on the task's dev split, which no trial was scored on, and the
+        drop with its standard error, paired over the same dev examples where the metric is scored per example."""
         from compress.models.artifacts import load_artifact, predictor_for
 
-        data = self.goal.load_data(holdout=False)
-        tokenizer = self.benchmark.executor.tokenizer(self.goal.model)
-        scores = {}
-        for name, trial in (("reference", self.reference), ("chosen", chosen)):
-            model = load_artifact(self.out / "work" / trial.record.measured_in)
-            metrics = evaluate(predictor_for(model, self.goal.objective.threads), data, tokenizer, self.goal.max_length, 64)
-            metric = self.goal.metric or data.task.primary_metric
-            scores[name] = {"points": round(100 * metrics[metric], 2), "stderr_points": round(100 * metrics.get(f"{metric}_stderr", 0.0), 2)}
-        drop = scores["reference"]["points"] - scores["chosen"]["points"]
-        return {**scores, "drop_points": round(drop, 2), "within_budget": drop <= self.goal.max_score_drop}
+        predictors = [predictor_for(load_artifact(self.out / "work" / t.record.measured_in), self.goal.objective.threads)
+                      for t in (self.reference, chosen)]
+        found = compare(*predictors, self.goal.load_data(holdout=False), self.benchmark.executor.tokenizer(self.goal.model),
+                        self.goal.max_length, 64, self.goal.metric)
+        drop, error = 100 * found.difference, 100 * found.difference_stderr
+        return {"reference": {"points": round(100 * found.first, 2), "stderr_points": round(100 * found.first_stderr, 2)},
+                "chosen": {"points": round(100 * found.second, 2), "stderr_points": round(100 * found.second_stderr, 2)},
+                "drop_points": round(drop, 2), "drop_stderr_points": round(error, 2), "paired": found.paired,
+                "within_budget": drop <= self.goal.max_score_drop,
+                # the dev set cannot tell the drop from the budget: within 2 SE of it either way
+                "told_from_budget": abs(drop - self.goal.max_score_drop) > 2 * error}
 
 
 def largest_within(candidates: list[int], within: Callable[[int], bool], smallest_first: bool = False) -> int | None:
@@ -452,8 +454,10 @@ def render_report(summary: dict, goal: Goal) -> str:
         f"{summary['reference_points']:.2f}.",
         "",
         f"On the dev split, which the search never scored on: {dev['chosen']['points']:.2f} ± {dev['chosen']['stderr_points']:.2f} "
-        f"against {dev['reference']['points']:.2f} ± {dev['reference']['stderr_points']:.2f}: a drop of {dev['drop_points']:.2f} points, "
-        + ("within the budget." if dev["within_budget"] else f"**more than the budget of {goal.max_score_drop:g}** (the held-out split flattered it)."),
+        f"against {dev['reference']['points']:.2f} ± {dev['reference']['stderr_points']:.2f}: a drop of {dev['drop_points']:.2f} "
+        f"± {dev['drop_stderr_points']:.2f} points ({'paired: both models on the same dev examples' if dev['paired'] else 'the two errors combined'}), "
+        + ("within the budget" if dev["within_budget"] else f"**more than the budget of {goal.max_score_drop:g}** (the held-out split flattered it)")
+        + ("." if dev["told_from_budget"] else "; the dev set cannot tell it from the budget (within 2 SE)."),
         "",
     ]
     if summary["next_faster"]:
