@@ -121,10 +121,11 @@ def standard_error(record: BenchRecord | None) -> float:
     return 100 * record.score_stderr if record and record.score_stderr is not None else 0.0
 
 
-def _cell(record: BenchRecord | None, full: BenchRecord | None) -> str:
+def _cell(record: BenchRecord | None, base: BenchRecord | None) -> str:
+    """A row's score ± its own error, and (with `base`) its change against `base` ± that difference's error."""
     if record is None:
         return "not yet"
-    delta = f" ({points(record) - points(full):+.1f})" if full else ""
+    delta = f" ({_change_cell(record, base)})" if base else ""
     return f"{points(record):.1f} ± {standard_error(record):.1f}{delta}"
 
 
@@ -208,7 +209,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
         return [f"## {name}", "", "Not run yet: the full model has not finished.", ""]
     metric = full.primary_metric
     lines = [f"## {name}", "", f"Full MPNet-12: **{points(full):.1f} ± {standard_error(full):.1f}** ({metric}; majority class "
-             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, full)} Each cell: score ± SE (change against the full model).", "",
+             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, full)} Each cell: score ± SE (change against the full model ± the change's SE, paired over the dev examples; †: unpaired, the larger of the two rows' own).", "",
              "| strategy | " + " | ".join(f"K={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
     for strategy in STRATEGIES:
         lines.append(f"| {strategy} | " + " | ".join(_cell(find_row(records, strategy, k), full) for k in KS) + " |")
@@ -289,6 +290,7 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
     and the fastest row within 1 and 2 points of the full model."""
     lines = ["### The open question: dropping with distillation and int8", "",
              f"The full model in int8 (onnxruntime dynamic, no training): {_cell(find_row(records, 'full', 0, precision=INT8), full)}.", "",
+             "Each cell: score ± SE (change against the row named ± the change's SE, paired; †: unpaired).", "",
              "| K | top, fine-tuned (against the full model) | its int8 (against its fp32) | top, distilled (against fine-tuned) "
              "| distilled, int8 (against its fp32) |", "|---|---|---|---|---|"]
     for k in KS:
