@@ -6,14 +6,14 @@ It reads whatever the sweeps have finished (they resume across sittings) and say
 
     .venv/bin/python bench/paper12_report.py --out bench/results/paper12
 
-Per task, once its sweep has run: its rows measured again on a quiet machine (`compress bench ... --retime`), the
-fastest timed in turns (bench/paper12_in_turns.py), `best` run on its students (bench/paper12_best.py) and every
-row's dev predictions written for paired differences (bench/dev_predictions.py with the sweep file and its folder).
+Per task, once its sweep has run: its rows measured again on a quiet machine (`compress bench ... --retime`, which
+also keeps the dev predictions of rows measured before the bench kept them), the fastest timed in turns
+(bench/paper12_in_turns.py) and `best` run on its students (bench/paper12_best.py).
 
 Scores in points (score x 100); "±" is the dev set's bootstrap standard error of one model, "sd" the spread
 over training seeds. A difference between two rows counts only beyond twice its own standard error: paired, over
 bootstrap resamples of the dev examples both rows are scored on, where both rows' predictions are in the sweep
-folder's dev_predictions.json (bench/dev_predictions.py), else twice the larger of the two rows' errors (unpaired,
+folder's dev_predictions.json (compress/benchmarking/predictions.py), else twice the larger of the two rows' errors (unpaired,
 so conservative).
 """
 
@@ -25,11 +25,8 @@ import math
 import statistics
 from pathlib import Path
 
-import numpy as np
-from dev_predictions import PREDICTIONS_FILE
-
+from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
-from compress.evaluation.metrics import paired_difference
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 
@@ -68,45 +65,27 @@ BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
 
 
-PREDICTIONS: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = {}
-"""Labels and predictions of each dev example, by a row's folder under work/ and score: the rows a paired difference
-can be taken of (read with the records)."""
-_PAIRED: dict[tuple, tuple[float, float]] = {}
+PAIRED = PairedErrors([])
+"""Paired standard errors of two rows' difference, from every sweep folder's dev_predictions.json (set by main)."""
 
 
 def _records(results: Path, task: str) -> list[list[BenchRecord]]:
-    """The finished records of each seed's sweep of `task` (an absent sweep gives none); their predictions are read too."""
-    by_seed = []
-    for seed in SEEDS:
-        folder = results / f"paper12_{task}{seed}"
-        by_seed.append([r for r in merge_records(read_records(folder)) if r.status == "ok"])
-        read_predictions(folder)
-    return by_seed
+    """The finished records of each seed's sweep of `task` (an absent sweep gives none)."""
+    return [[r for r in merge_records(read_records(folder)) if r.status == "ok"] for folder in _folders(results, task)]
 
 
-def read_predictions(folder: Path) -> None:
-    """A sweep folder's dev predictions (bench/dev_predictions.py) into PREDICTIONS: only those that score what their
-    record says, so a paired difference and the tables' scores are of the same predictions."""
-    path = folder / PREDICTIONS_FILE
-    if not path.exists():
-        return
-    found = json.loads(path.read_text())
-    for measured_in, row in found["rows"].items():
-        if round(row["rescored"], 6) == round(row["score"], 6):
-            PREDICTIONS[(measured_in, round(row["score"], 6))] = (np.asarray(found["tasks"][row["task"]]["labels"]), np.asarray(row["predicted"]))
+def _folders(results: Path, task: str) -> list[Path]:
+    return [results / f"paper12_{task}{seed}" for seed in SEEDS]
 
 
 def difference(first: BenchRecord, second: BenchRecord) -> tuple[float, float, bool]:
     """Points `first` scores above `second`, that difference's standard error, and whether the error is paired (both
-    rows' predictions are here, on the same examples) or, where not, the larger of the two rows' own errors."""
+    rows' predictions are kept, on the same examples) or, where not, the larger of the two rows' own errors."""
     gap = points(first) - points(second)
-    a, b = (PREDICTIONS.get((r.measured_in, round(r.score, 6))) for r in (first, second))
-    if a is None or b is None or not np.array_equal(a[0], b[0]):
+    error = PAIRED(first, second)
+    if error is None:
         return gap, max(standard_error(first), standard_error(second)), False
-    key = (first.measured_in, first.score, second.measured_in, second.score)
-    if key not in _PAIRED:
-        _PAIRED[key] = paired_difference(first.primary_metric, a[0], a[1], b[1])
-    return gap, 100 * _PAIRED[key][1], True
+    return gap, 100 * error, True
 
 
 def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> BenchRecord | None:
@@ -538,6 +517,8 @@ def main() -> None:
              f"The paper's figures: {PAPER_SOURCE}", "",
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
     by_task = {task: _records(args.results, task) for task in TASKS}  # each sweep folder read once
+    global PAIRED
+    PAIRED = PairedErrors([folder for task in TASKS for folder in _folders(args.results, task)])
     lines += answer_table(args.results, by_task)
     lines += verdict_table(by_task)
     for task in TASKS:

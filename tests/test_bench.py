@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import onnxruntime
 import pytest
 import torch
@@ -16,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from compress.benchmarking.bench import SETTINGS_FILE, Benchmark, guard_settings
+from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import read_records
 from compress.benchmarking.report import (
     _mark_majority,
@@ -217,7 +219,20 @@ def test_tiny_sweep_end_to_end(finished_sweep):
     assert "| top | 1 | distill | torch-fp32 |" in table and "Δ vs top-K" in table
     assert f"| {FULL} | 0 | finetune | torch-fp32 | {full.score:.4f} ± {full.score_stderr:.4f} |" in table
     top_delta = 100 * (top.score - full.score)
-    assert f"| top | {top.score:.4f} ({top_delta:+.1f}) |" in table, "strategy x K table, paper layout"
+    assert f"| top | {top.score:.4f} ({top_delta:+.1f} ± " in table, "strategy x K table, paper layout"
+    # every row's prediction per dev example is kept, in the dev set's order, and scores what its record says:
+    # the changes in the tables carry their paired error
+    kept = json.loads((out / "dev_predictions.json").read_text())
+    labels = np.array(kept["tasks"]["rotten-tomatoes"]["labels"])
+    assert len(labels) == 32 and kept["rows"].keys() == {r.measured_in for r in records}  # rows of one model: one entry
+    for r in records:
+        predicted = np.array(kept["rows"][r.measured_in]["predicted"])
+        assert (predicted == labels).mean() == pytest.approx(r.score)
+    rows = {(row.record.strategy, row.record.k, row.record.training, row.record.precision): row
+            for row in with_deltas(records, PairedErrors([out]))}
+    paired = rows[("top", 1, "finetune", "torch-fp32")]
+    assert paired.delta_vs_full_stderr >= 0 and f"{paired.delta_vs_full:+.2f} ± {paired.delta_vs_full_stderr:.2f}" in table
+    assert "paired over the dev examples both rows are scored on" in table
     assert "| top + distill | " in table
     assert "### minilm-l6 on rotten-tomatoes: the fastest engine and precision per timing, at most 0.5 points below PyTorch fp32" in table
     for plot in ("pareto.png", "layers_dropped.png", "size.png"):
@@ -308,11 +323,20 @@ def test_retime_measures_again_without_training(finished_sweep, tmp_path):
     folder, sweep, _ = finished_sweep
     out = tmp_path / "out"
     shutil.copytree(folder / "out", out)
-    built = build_stamps(out)
     before = read_records(out)
+    # a folder measured before the bench kept dev predictions, one of whose models its build scored otherwise
+    (out / "dev_predictions.json").unlink()
+    top = next(r for r in before if r.key.endswith("|top|k1|finetune|torch-fp32"))
+    stage = out / "work" / top.measured_in / STAGE_FILE
+    content = json.loads(stage.read_text())
+    content["metrics"]["accuracy"] = top.score + 0.25
+    stage.write_text(json.dumps(content))
+    built = build_stamps(out)
     result = bench(sweep, "--no-peak-memory", "--out", out, "--retime")
     assert result.exit_code == 0, result.output
     assert "6 finished ones to measure again" in result.output
+    assert f"scores accuracy {top.score:.4f} as loaded here, {top.score + 0.25:.4f} when it was built" in " ".join(result.output.split())
+    assert json.loads((out / "dev_predictions.json").read_text())["rows"].keys() == {r.measured_in for r in before}
     assert build_stamps(out) == built
     after = read_records(out)
     assert after[: len(before)] == before, "earlier records are kept"
@@ -366,6 +390,8 @@ def test_shards_merge_into_the_same_table(finished_sweep, tmp_path):
     assert merged.keys() == single.keys()
     assert all(merged[k] == pytest.approx(single[k], abs=1e-6) for k in single)
     assert (tmp_path / "merged" / "pareto.png").exists()
+    kept = json.loads((tmp_path / "merged" / "dev_predictions.json").read_text())["rows"]
+    assert kept.keys() == {r.measured_in for r in read_records(folder / "out")}, "each shard's predictions, merged"
     assert all(r.peak_memory_mb is None for r in read_records(tmp_path / "merged")), "--no-peak-memory measures none"
 
 

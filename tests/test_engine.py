@@ -16,6 +16,7 @@ from rich.console import Console
 from compress.benchmarking.precisions import PRECISIONS
 from compress.benchmarking.records import RECORD_VERSION as BENCH_RECORD_VERSION
 from compress.benchmarking.records import BenchRecord, read_records, version_1_to_2
+from compress.benchmarking.predictions import PREDICTIONS_FILE
 from compress.benchmarking.report import write_report
 from compress.benchmarking.rows import describe
 from compress.benchmarking.sweep import Sweep, sweep_rows
@@ -217,6 +218,8 @@ RESULTS = sorted(path.parent for path in (REPO / "bench" / "results").glob("*/re
 def test_every_committed_results_folder_redraws_the_same_tables(folder, tmp_path):
     first = (folder / "results.md").read_text().splitlines()[0]
     command = first.removeprefix("Command: `").removesuffix("`") if first.startswith("Command: `") else None
+    if (folder / PREDICTIONS_FILE).exists():  # the tables' paired errors come from it
+        shutil.copy(folder / PREDICTIONS_FILE, tmp_path)
     write_report(read_records(folder), tmp_path, command)
     for table in ("results.md", "results.csv"):
         assert (tmp_path / table).read_bytes() == (folder / table).read_bytes(), table

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 from sklearn.metrics import matthews_corrcoef
 
+from compress.benchmarking.predictions import PairedErrors, add_predictions
+from compress.benchmarking.records import DevPredictions
 from tests.helpers import bench_record, load_bench_script
 
 report = load_bench_script("paper12_report")
@@ -67,22 +69,23 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     top_predicted[:5] = labels[:5]
     full, top = (row(strategy, k, matthews_corrcoef(labels, predicted)) for strategy, k, predicted in
                  (("full", 0, full_predicted), ("top", 4, top_predicted)))
-    monkeypatch.setattr(report, "PREDICTIONS", {})
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
     assert report.verdict(full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 4.0 (unpaired))")
     folder = tmp_path / "paper12_cola"
     folder.mkdir()
-    rows = {r.measured_in: {"key": r.key, "task": "cola", "score": r.score, "rescored": r.score, "predicted": predicted.tolist()}
-            for r, predicted in ((full, full_predicted), (top, top_predicted))}
-    (folder / "dev_predictions.json").write_text(json.dumps({"tasks": {"cola": {"split": "validation", "labels": labels.tolist()}}, "rows": rows}))
-    report.read_predictions(folder)
+    for record, predicted in ((full, full_predicted), (top, top_predicted)):
+        record.dev_predictions = DevPredictions(split="validation", labels=labels.tolist(), predicted=predicted.tolist())
+        add_predictions(folder, record)
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([folder]))
     gap, error, paired = report.difference(full, top)
     assert paired and 0.5 < error < 1.5, error  # sqrt(30) / 1000 in accuracy, half a point; about twice that in MCC
     assert report.verdict(full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f} (paired))")
-    # predictions that do not score what the record says (the model was scored otherwise) are not paired
-    monkeypatch.setattr(report, "PREDICTIONS", {})
-    rows[top.measured_in]["rescored"] = top.score + 0.005
-    (folder / "dev_predictions.json").write_text(json.dumps({"tasks": {"cola": {"split": "validation", "labels": labels.tolist()}}, "rows": rows}))
-    report.read_predictions(folder)
+    # predictions that do not score what the record says (written by bench/dev_predictions.py for a model scored
+    # otherwise when it was built) are not paired
+    content = json.loads((folder / "dev_predictions.json").read_text())
+    content["rows"][top.measured_in]["rescored"] = top.score + 0.005
+    (folder / "dev_predictions.json").write_text(json.dumps(content))
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([folder]))
     assert report.difference(full, top)[2] is False
 
 
@@ -99,7 +102,7 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     (cola / "in_turns.json").write_text(json.dumps({"host": "a host", "fixed_length": 64, "models": [
         {"measured_in": r.measured_in, "score": r.score, "real_p50_ms": ms, "real_speedup": speedup, "fixed_speedup": speedup}
         for r, ms, speedup in ((full, 40.0, 1.0), (int8, 4.0, 10.0))]}))
-    monkeypatch.setattr(report, "PREDICTIONS", {})
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))  # main sets it: undone after the test
     monkeypatch.setattr(sys, "argv", ["paper12_report.py", "--results", str(results), "--out", str(out)])
     report.main()
     page = (out / "README.md").read_text()

@@ -26,13 +26,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from compress.benchmarking.memory import serving_peak_mb
 from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
+from compress.benchmarking.predictions import PREDICTIONS_FILE, keep_record, merged_predictions, predictions_of, write_predictions
+from compress.benchmarking.records import RESULTS_FILE, BenchRecord, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import REPORT_FILES, ReportRow, write_report
 from compress.benchmarking.rows import BenchRow, trained_node
 from compress.benchmarking.sweep import LatencySettings, Sweep
 from compress.data.encoding import model_inputs
 from compress.errors import CompressError, failure
-from compress.evaluation.evaluate import evaluate
+from compress.evaluation.evaluate import dev_outputs, evaluate, split_metrics
 from compress.evaluation.metrics import majority_class_metrics
 from compress.folders import CHECKPOINTS, PARTIAL, check_writable, claimed, holding, refuse_link, remove_ours, require_ours, safe_folder_name, write_text
 from compress.models.artifacts import load_artifact, predictor_for, size_on_disk
@@ -191,7 +192,7 @@ class Benchmark:
         folder's tables and plots are drawn again from all its records (`command`: the one written above
         them); returns the table's rows."""
         check_writable(self.out_dir)
-        for name in (RESULTS_FILE, SETTINGS_FILE, *REPORT_FILES):  # refused now, not once every row is measured
+        for name in (RESULTS_FILE, SETTINGS_FILE, PREDICTIONS_FILE, *REPORT_FILES):  # refused now, not once every row is measured
             refuse_link(self.out_dir / name)
         with claimed(self.out_dir, "benchmark results"):
             self._run(rows, retry_failed, retime, rebuild_missing)
@@ -225,7 +226,7 @@ class Benchmark:
                 if record is not None:  # only this process appends, one whole line per row
                     if record.status == "ok" and record.peak_memory_mb is None:
                         record.peak_memory_mb = memory_before.get(record.key)
-                    append_record(results_path, record)
+                    keep_record(self.out_dir, record)
                 progress.advance(bar)
 
     def session(self) -> AbstractContextManager:
@@ -281,8 +282,17 @@ class Benchmark:
         device = "cuda" if torch.cuda.is_available() else None
         model = load_artifact(folder, device)
         loaded = time.perf_counter()
-        # A trained model was scored when it was built; a model nothing trained is scored here.
-        metrics = built.metrics or evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+        task = data.task
+        if task.embedding:  # scored from its vectors, no outputs per example: as its build scored it (if it trained)
+            metrics = built.metrics or evaluate(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+            predictions = None
+        else:  # scored as loaded and timed, its predictions kept for paired comparisons
+            outputs = dev_outputs(predictor_for(model), data, tokenizer, recipe.max_length, recipe.eval_batch_size)
+            metrics, predictions = split_metrics(task, outputs), predictions_of(task, outputs)
+            primary = task.primary_metric
+            if built.metrics and abs(built.metrics.get(primary, math.nan) - metrics[primary]) > 1e-9:
+                self.console.print(f"[yellow]note[/]: {row.combination.label} scores {primary} {metrics[primary]:.4f} as loaded here, "
+                                   f"{built.metrics.get(primary, math.nan):.4f} when it was built ({folder / 'stage.json'}); the table holds the first")
         evaluated = time.perf_counter()
 
         dev = next(iter(data.dev.values()))
@@ -312,7 +322,6 @@ class Benchmark:
         if contended(busiest):
             self.console.print(f"[yellow]busy machine[/]: other work used {busiest:.1f} CPU cores while {row.combination.label} was timed; "
                                "its latencies are slower than on a quiet machine (--retime measures again)")
-        task = data.task
         majority = majority_class_metrics(task, data.train["label"], dev["label"])
         return {
             "metrics": metrics,
@@ -342,6 +351,7 @@ class Benchmark:
                 "memory": round(measured_memory - timed, 1),
             },
             "notes": built.notes,
+            "dev_predictions": predictions,
         }
 
 
@@ -393,6 +403,7 @@ def merge_results(folders: list[Path], out: Path, command: str) -> list[BenchRec
     if missing:
         raise CompressError(f"merge: no {RESULTS_FILE} in {', '.join(missing)}")
     settings = shared_settings(folders)
+    predictions = merged_predictions(folders)
     records = [r for shard in found.values() for r in shard]
     if read_records(out) and out.resolve() not in {f.resolve() for f in folders}:
         raise CompressError(f"--out: {out} holds results of its own, which merging would replace; name it among the "
@@ -401,5 +412,7 @@ def merge_results(folders: list[Path], out: Path, command: str) -> list[BenchRec
         if settings is not None:  # the merged folder resumes or retimes like one run of the sweep
             write_text(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         write_text(out / RESULTS_FILE, "".join(r.line() for r in records))
+        if predictions is not None:
+            write_predictions(out, predictions)
         write_report(records, out, command)
     return records

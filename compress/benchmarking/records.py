@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import CompressError
 from compress.folders import append_text, refuse_link
@@ -51,6 +51,16 @@ class Timing(BaseModel):
     fraction_of_int8_peak: float | None = None
     """`matmul_gop` over p50, as a share of this host's int8 MatMul peak measured in the same run (CPU timings)."""
     fraction_of_fp32_peak: float | None = None
+
+
+class DevPredictions(BaseModel):
+    """A row's prediction for every example of its task's first dev split, in the split's order: class ids, or a
+    regression task's scores. Two rows' predictions on the same examples pair their comparison
+    (compress/benchmarking/predictions.py)."""
+
+    split: str
+    labels: list
+    predicted: list
 
 
 FINISHED_FIELDS = ("metrics", "primary_metric", "score", "layers", "parameters", "size_mb")
@@ -108,6 +118,9 @@ class BenchRecord(VersionedRecord):
     seconds: dict | None = None
     """Where the combination's time went: load, evaluate, timing, memory, build, stages by name, overhead."""
     notes: dict | None = None
+    dev_predictions: DevPredictions | None = Field(None, exclude=True, repr=False)
+    """Handed from the row's measurement to the process that keeps its record, which writes them to the results
+    folder's dev_predictions.json: never a field of results.jsonl."""
 
     @model_validator(mode="after")
     def _finished_has_its_figures(self):

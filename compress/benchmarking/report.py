@@ -24,6 +24,7 @@ from adjustText import adjust_text  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from compress.benchmarking.precisions import PRECISIONS, TRAINED, Precision  # noqa: E402
+from compress.benchmarking.predictions import PREDICTIONS_FILE, PairedErrors  # noqa: E402
 from compress.benchmarking.records import BenchRecord, Timing, merge_records  # noqa: E402
 from compress.benchmarking.rows import FULL  # noqa: E402
 from compress.benchmarking.sweep import TRAININGS, is_plain, training_label  # noqa: E402
@@ -49,6 +50,9 @@ class ReportRow:
     """Score change in points against the full fine-tuned PyTorch fp32 model."""
     delta_vs_top: float | None = None
     """Score change in points against plain top-K dropping with the same K."""
+    delta_vs_full_stderr: float | None = None
+    """The standard error of `delta_vs_full`, paired over the dev examples (None: either row's predictions are not kept)."""
+    delta_vs_top_stderr: float | None = None
     speedup_vs_full: float | None = None
 
 
@@ -83,9 +87,16 @@ def strategy_rank(strategy: str) -> tuple[int, str]:
     return (STRATEGIES.names().index(strategy) if strategy in STRATEGIES else len(STRATEGIES), strategy)
 
 
-def with_deltas(records: list[BenchRecord]) -> list[ReportRow]:
+def with_deltas(records: list[BenchRecord], paired: PairedErrors | None = None) -> list[ReportRow]:
     """The table's rows, in its order: each finished record with its score change (in points) against the
-    full fine-tuned fp32 model and against plain top-K with the same K, and its speed-up over the full model."""
+    full fine-tuned fp32 model and against plain top-K with the same K (with its paired standard error where
+    `paired` has both rows' predictions), and its speed-up over the full model."""
+    paired = paired or PairedErrors([])
+
+    def error(record: BenchRecord, base: BenchRecord | None) -> float | None:
+        found = None if base is None or base is record else paired(record, base)
+        return None if found is None else round(100 * found, 2)
+
     ok = [r for r in records if r.status == "ok"]
     reference = {(r.model, r.task, r.strategy, r.k): r for r in ok if is_plain(r.training) and r.precision == TRAINED}
     headlines = {key: headline_timing(group) for key, group in _grouped(records).items()}
@@ -105,6 +116,8 @@ def with_deltas(records: list[BenchRecord]) -> list[ReportRow]:
             r,
             delta_vs_full=round(100 * (r.score - full.score), 2) if full else None,
             delta_vs_top=round(100 * (r.score - top.score), 2) if top and r.k else None,
+            delta_vs_full_stderr=error(r, full),
+            delta_vs_top_stderr=error(r, top) if r.k else None,
             speedup_vs_full=round(base_latency.p50_ms / headline.p50_ms, 2) if comparable else None,
         ))
     return sorted(rows, key=lambda row: (row.record.model, row.record.task, row.record.strategy != FULL, strategy_rank(row.record.strategy),
@@ -119,6 +132,9 @@ def _flat(row: ReportRow) -> dict:
             "speedup_vs_full": row.speedup_vs_full, "layers": r.layers, "parameters": r.parameters, "size_mb": r.size_mb,
             "peak_memory_mb": r.peak_memory_mb, "threads": r.threads, "device": r.device, "train_seconds": r.train_seconds, "error": r.error}
     flat["kept_layers"] = " ".join(map(str, r.kept_layers or []))
+    for name in ("delta_vs_full_stderr", "delta_vs_top_stderr"):  # only folders that keep predictions have these
+        if getattr(row, name) is not None:
+            flat[name] = getattr(row, name)
     for name, value in (r.metrics or {}).items():
         flat[f"metric_{name}"] = value
     for t in r.latency or []:
@@ -190,6 +206,11 @@ def _mark_full_model_noise(axis, group: list[BenchRecord]) -> None:
                       xytext=(3, -2), textcoords="offset points", fontsize=6, color="grey", va="top")
 
 
+def _change_text(change: float | None, error: float | None, spec: str) -> str:
+    """A change in points, with its paired standard error where there is one: `-1.44 ± 1.10`."""
+    return _fmt(change, "+" + spec) + ("" if error is None else f" ± {error:{spec}}")
+
+
 def _score_cell(r: BenchRecord) -> str:
     error = {"score_stderr": r.score_stderr} if r.score_stderr is not None else {}
     return metric_texts({"score": r.score, **error})["score"]
@@ -213,8 +234,8 @@ def _result_cells(row: ReportRow, metric: str, headline: tuple[int, str] | None)
     return {
         **cells,
         metric: _score_cell(r),
-        "Δ vs full": _fmt(row.delta_vs_full, "+.2f"),
-        "Δ vs top-K": _fmt(row.delta_vs_top, "+.2f"),
+        "Δ vs full": _change_text(row.delta_vs_full, row.delta_vs_full_stderr, ".2f"),
+        "Δ vs top-K": _change_text(row.delta_vs_top, row.delta_vs_top_stderr, ".2f"),
         "layers": str(r.layers),
         "params (M)": _fmt(r.parameters and r.parameters / 1e6, ".1f"),
         "size (MB)": f"{r.size_mb:.1f}",
@@ -244,6 +265,10 @@ def markdown_table(rows: list[ReportRow]) -> str:
         if frame["p50 ms"].str.endswith("†").any():
             lines += ["", f"† timed while other work used at least {CONTENDED_LOAD} CPU cores: slower than on a quiet machine "
                       "(`compress bench ... --retime` measures again)."]
+        if any(row.delta_vs_full_stderr is not None or row.delta_vs_top_stderr is not None for row in group):
+            lines += ["", "± after a Δ: that change's standard error, paired over the dev examples both rows are scored on "
+                      f"(their predictions: `{PREDICTIONS_FILE}`); far smaller than either score's own where both rows are "
+                      "right and wrong on mostly the same examples."]
         if frame["train s"].str.endswith("‡").any():
             lines += ["", f"‡ trained while other work used at least {CONTENDED_LOAD} CPU cores: a longer training time than on a quiet machine."]
         lines += _peak_lines(records)
@@ -297,7 +322,8 @@ def strategy_table(rows: list[ReportRow]) -> str:
                        key=lambda st: (kinds.index(st[1]) if st[1] in kinds else len(kinds), st[1], strategy_rank(st[0])))
         frame = pd.DataFrame(
             [[f"{strategy}{training_label(training)}",
-              *(f"{row.record.score:.4f} ({row.delta_vs_full:+.1f})" if (row := plain.get((strategy, k, training))) else "" for k in ks)]
+              *(f"{row.record.score:.4f} ({_change_text(row.delta_vs_full, row.delta_vs_full_stderr, '.1f')})"
+                if (row := plain.get((strategy, k, training))) else "" for k in ks)]
              for strategy, training in names],
             columns=["strategy", *(f"K={k}" for k in ks)],
         )
@@ -464,7 +490,7 @@ REPORT_FILES = (*TABLE_FILES, *PLOTS)
 
 def write_report(records: list[BenchRecord], out_dir: Path, command: str | None = None) -> list[ReportRow]:
     """results.csv, results.md and the three plots beside results.jsonl; returns the table's rows."""
-    rows = with_deltas(merge_records(records))
+    rows = with_deltas(merge_records(records), PairedErrors([out_dir]))
     in_order = [row.record for row in rows]
     write_csv(rows, out_dir / TABLE_FILES[0])
     header = [f"Command: `{command}`", ""] if command else []

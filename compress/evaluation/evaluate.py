@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from compress.data.encoding import length_order, padded_batches, tokenize
 from compress.data.loading import TaskData
+from compress.data.tasks import TaskSpec
 from compress.errors import CompressError
 from compress.evaluation.embedding import evaluate_embedder
 from compress.evaluation.metrics import compute_metrics, paired_difference, predicted_values, standard_errors
@@ -24,9 +25,14 @@ def evaluate(
     metrics bare, the others prefixed by the split name. An embedder is scored on its vectors (evaluate_embedder)."""
     if data.task.embedding:
         return evaluate_embedder(predict, data, tokenizer, max_length, batch_size)
+    return split_metrics(data.task, dev_outputs(predict, data, tokenizer, max_length, batch_size))
+
+
+def split_metrics(task: TaskSpec, outputs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """The metrics and standard errors of each split's (outputs, labels), named as `evaluate` names them."""
     results: dict[str, float] = {}
-    for position, (split, (outputs, labels)) in enumerate(dev_outputs(predict, data, tokenizer, max_length, batch_size).items()):
-        metrics = compute_metrics(data.task, outputs, labels) | standard_errors(data.task, outputs, labels)
+    for position, (split, (found, labels)) in enumerate(outputs.items()):
+        metrics = compute_metrics(task, found, labels) | standard_errors(task, found, labels)
         prefix = "" if position == 0 else f"{split}_"
         results.update({prefix + name: value for name, value in metrics.items()})
     return results

@@ -36,7 +36,8 @@ from rich.console import Console
 
 from compress.benchmarking.bench import guard_settings
 from compress.benchmarking.executors import EXECUTORS
-from compress.benchmarking.records import RESULTS_FILE, BenchRecord, append_record, drop_cut_record, merge_records, read_records
+from compress.benchmarking.predictions import keep_record
+from compress.benchmarking.records import RESULTS_FILE, BenchRecord, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import pareto_front, write_report
 from compress.benchmarking.rows import FULL, BenchRow, Combination, trained_node
 from compress.benchmarking.precisions import TRAINED
@@ -181,7 +182,7 @@ class Search:
         for record in self.benchmark.records(rows, lambda text: None):
             if record is None:
                 continue
-            append_record(self.out / RESULTS_FILE, record)
+            keep_record(self.out, record)
             c = next(row.combination for row in rows if row.combination.key == record.key)
             if record.status != "ok":
                 self.console.print(f"[yellow]trial failed[/] {c.label}: {record.error}")
