@@ -1,6 +1,7 @@
 """Benchmarking rows (compress/benchmarking/rows.py): build each row's model with the executor, measure
 it (dev score, size, latency, memory), and append one record per finished or failed row to
-results.jsonl, so an interrupted benchmark resumes where it stopped.
+results.jsonl, so an interrupted benchmark resumes where it stopped; each row's dev predictions go beside, to
+dev_predictions.json, for paired comparisons (compress/benchmarking/predictions.py).
 
 Every model is a node of the stage graph in the executor's cache under `<out>/work/`, one folder per
 node (model, task, stage and identity in its name): the teacher once per model and task, a student
