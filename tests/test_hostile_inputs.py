@@ -240,6 +240,26 @@ def test_a_last_record_without_its_newline_is_kept(tmp_path):
     assert (out / "results.jsonl").read_bytes() == content
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"{not json", "not JSON"),
+    (b'{"tasks": {}, "rows": {"a": {"key": "k", "task": "rte", "score": 0.5}}}', "rows.a.predicted"),
+    (b'{"tasks": {}, "rows": {"a": {"key": "k", "task": "rte", "score": 0.5, "predicted": [1]}}}', "rows of task rte"),
+])
+def test_a_damaged_predictions_file_is_refused_before_anything_is_written(tmp_path, content, expected):
+    shard = _shard(tmp_path / "shard", [_finished("a")])
+    (shard / "dev_predictions.json").write_bytes(content)
+    assert_one_line_error(bench("merge", shard, "--out", tmp_path / "merged"), "shard/dev_predictions.json", expected)
+    assert not (tmp_path / "merged").exists()
+    recipe = tiny_quickstart()
+    recipe["stages"] = [{"stage": "drop", "name": "dropped", "strategy": "top", "k": 2}]
+    out = tmp_path / "out"
+    assert bench("merge", _shard(tmp_path / "second", [_finished("b")]), "--out", out).exit_code == 0  # a folder of compress's
+    (out / "dev_predictions.json").write_bytes(content)
+    before = folder_checksum(out)
+    assert_one_line_error(bench(write_recipe(tmp_path, "drop_only", recipe), "--out", out), "out/dev_predictions.json", expected)
+    assert folder_checksum(out) == before
+
+
 # --- 6. other values that passed validation and failed later -------------------------------------
 
 

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from compress.benchmarking.memory import serving_peak_mb
 from compress.benchmarking.precisions import PRECISIONS
-from compress.benchmarking.predictions import PREDICTIONS_FILE, keep_record, merged_predictions, predictions_of, write_predictions
+from compress.benchmarking.predictions import PREDICTIONS_FILE, check_predictions, keep_record, merged_predictions, predictions_of, write_predictions
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, drop_cut_record, merge_records, read_records
 from compress.benchmarking.report import REPORT_FILES, ReportRow, write_report
 from compress.benchmarking.rows import BenchRow, trained_node
@@ -195,6 +195,7 @@ class Benchmark:
         check_writable(self.out_dir)
         for name in (RESULTS_FILE, SETTINGS_FILE, PREDICTIONS_FILE, *REPORT_FILES):  # refused now, not once every row is measured
             refuse_link(self.out_dir / name)
+        check_predictions(self.out_dir)
         with claimed(self.out_dir, "benchmark results"):
             self._run(rows, retry_failed, retime, rebuild_missing)
             return write_report(read_records(self.out_dir), self.out_dir, command)

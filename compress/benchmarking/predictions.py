@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, DevPredictions, append_record
 from compress.errors import CompressError
@@ -27,17 +28,46 @@ DECIMALS = 4
 """A regression score's digits kept: far below what moves a correlation in its fourth decimal."""
 
 
+class _Task(BaseModel):
+    split: str
+    labels: list
+
+
+class _Row(BaseModel):
+    key: str
+    task: str
+    score: float
+    predicted: list
+    rescored: float | None = None
+
+
+class _PredictionsFile(BaseModel):
+    tasks: dict[str, _Task]
+    rows: dict[str, _Row]
+
+
 def _read(path: Path) -> dict:
+    """The folder's predictions file, checked whole (empty where there is none)."""
     if not path.exists():
         return {"tasks": {}, "rows": {}}
     refuse_link(path)
     try:
         found = json.loads(path.read_text())
-        if not isinstance(found.get("tasks"), dict) or not isinstance(found.get("rows"), dict):
-            raise ValueError("no 'tasks' and 'rows' objects")
-    except (ValueError, UnicodeDecodeError, AttributeError) as error:
-        raise CompressError(f"{path}: not a dev predictions file ({error}); expected what compress bench writes") from None
+        checked = _PredictionsFile.model_validate(found)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise CompressError(f"{path}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}; expected what compress bench writes") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CompressError(f"{path}: not JSON ({error}); expected what compress bench writes") from None
+    unknown = sorted({row.task for row in checked.rows.values()} - checked.tasks.keys())
+    if unknown:
+        raise CompressError(f"{path}: rows of task {', '.join(unknown)}, which 'tasks' does not list; expected what compress bench writes")
     return found
+
+
+def check_predictions(out_dir: Path) -> None:
+    """Refuse a damaged predictions file before any work, not once a row is measured."""
+    _read(out_dir / PREDICTIONS_FILE)
 
 
 def keep_record(out_dir: Path, record: BenchRecord) -> None:
