@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from compress.benchmarking.records import RESULTS_FILE, BenchRecord, DevPredictions, append_record
-from compress.errors import CompressError
 from compress.data.tasks import TaskSpec
+from compress.errors import CompressError
 from compress.evaluation.metrics import paired_difference, predicted_values
 from compress.folders import refuse_link, write_text
 

@@ -86,9 +86,9 @@ def compare(first: Predictor, second: Predictor, data: TaskData, tokenizer: PreT
         errors = [s.get(f"{metric}_stderr", math.nan) for s in scores]
         return Comparison(metric, scores[0][metric], errors[0], scores[1][metric], errors[1], scores[0][metric] - scores[1][metric],
                           math.hypot(*errors), paired=False)
-    (outputs, labels), (other_outputs, _) = (next(iter(dev_outputs(p, data, tokenizer, max_length, batch_size).values()))
-                                             for p in (first, second))
-    scores = [compute_metrics(data.task, o, labels) | standard_errors(data.task, o, labels) for o in (outputs, other_outputs)]
+    (split, (outputs, labels)), (_, (other_outputs, _)) = (next(iter(dev_outputs(p, data, tokenizer, max_length, batch_size).items()))
+                                                           for p in (first, second))
+    scores = [split_metrics(data.task, {split: (o, labels)}) for o in (outputs, other_outputs)]
     difference, error = paired_difference(metric, labels, predicted_values(data.task, outputs), predicted_values(data.task, other_outputs))
     return Comparison(metric, scores[0][metric], scores[0].get(f"{metric}_stderr", math.nan), scores[1][metric],
                       scores[1].get(f"{metric}_stderr", math.nan), difference, error, paired=True)
