@@ -207,19 +207,36 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
 
 
 def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
-    """The rows that decide the claims over three training seeds, where the task has seed sweeps."""
+    """The rows that decide the claims over three training seeds, where the task has seed sweeps: each row's score
+    per seed, their mean and spread beside the dev set's bootstrap error, and its change against the full model of
+    the same seed (paired over the dev examples)."""
     if task not in SEED_TASKS:
         return ["", "One training seed (42): the dev set is large enough that its bootstrap error is the figure to read."]
-    lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims (each row's mean over the seeds it has "
-             "finished; a claim pairs seeds, and reads the mean only once all three are in):", "",
-             "| row | seeds | mean | sd |", "|---|---|---|---|"]
+    lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims. *sd*: the spread of the scores over "
+             "the seeds finished, training's own noise; *dev SE*: the bootstrap error of one score over the dev examples "
+             "(mean over seeds), the noise of the dev set, which the spread adds to. A claim pairs seeds, and reads the "
+             "mean only once all three are in.", "",
+             "| row | score per seed | mean | sd | dev SE | change against the same seed's full model | mean change | sd |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, strategy, k in (("full", "full", 0), ("top-4", "top", 4), ("top-6", "top", 6), ("bottom-4", "bottom", 4)):
-        values = [points(find_row(seed, strategy, k)) for seed in by_seed]
-        found = [v for v in values if v is not None]
-        spread = f"{statistics.stdev(found):.1f}" if len(found) > 1 else "–"
-        lines.append(f"| {label} | {', '.join('–' if v is None else f'{v:.1f}' for v in values)} | "
-                     f"{statistics.mean(found):.1f} | {spread} |" if found else f"| {label} | not yet | | |")
+        rows = [find_row(seed, strategy, k) for seed in by_seed]
+        found = [r for r in rows if r is not None]
+        if not found:
+            lines.append(f"| {label} | not yet | | | | | | |")
+            continue
+        scores = [points(r) for r in found]
+        changes = [None if r is None or full is None else difference(r, full) for r, full in
+                   zip(rows, (find_row(seed, "full", 0) for seed in by_seed))] if strategy != "full" else []
+        gaps = [c[0] for c in changes if c is not None]
+        lines.append(f"| {label} | {', '.join('–' if r is None else f'{points(r):.1f}' for r in rows)} | "
+                     f"{statistics.mean(scores):.1f} | {_spread(scores)} | {statistics.mean(map(standard_error, found)):.1f} | "
+                     + (", ".join("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f}{'' if c[2] else '†'}" for c in changes) or "–")
+                     + f" | {f'{statistics.mean(gaps):+.1f}' if gaps else '–'} | {_spread(gaps)} |")
     return lines
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.stdev(values):.1f}" if len(values) > 1 else "–"
 
 
 def row_name(record: BenchRecord) -> str:

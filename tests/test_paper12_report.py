@@ -116,3 +116,15 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     assert "Scored again as saved (fp32), the same model" in page and "top-4 distill, torch-fp32 61.6 then 61.0" in page
     assert "on another host than the full model's (AMD EPYC, family 25 model 17): bottom-4 finetune, torch-fp32 (" in page
     assert (out / "strategies_by_task.png").stat().st_size > 0
+
+
+def test_the_seeds_table_sets_the_spread_over_seeds_beside_the_dev_error_and_each_seeds_change(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    by_seed = [[row("full", 0, 0.62), row("top", 4, 0.61)], [row("full", 0, 0.60, se=0.04), row("top", 4, 0.61)],
+               [row("full", 0, 0.64)]]
+    lines = report.seed_lines("cola", by_seed)
+    # full: 62, 60, 64 (sd 2.0), dev SE the mean of 2, 4, 2; top-4 against its own seed's full model: -1.0 and +1.0
+    assert "| full | 62.0, 60.0, 64.0 | 62.0 | 2.0 | 2.7 | – | – | – |" in lines
+    assert "| top-4 | 61.0, 61.0, – | 61.0 | 0.0 | 2.0 | -1.0 ± 2.0†, +1.0 ± 4.0†, – | +0.0 | 1.4 |" in lines
+    assert "| bottom-4 | not yet | | | | | | |" in lines
+    assert report.seed_lines("sst2", by_seed[:1])[1].startswith("One training seed (42)")
