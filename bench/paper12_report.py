@@ -224,14 +224,13 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
         if not found:
             lines.append(f"| {label} | not yet | | | | | | |")
             continue
-        scores = [points(r) for r in found]
-        changes = [None if r is None or full is None else difference(r, full) for r, full in
-                   zip(rows, (find_row(seed, "full", 0) for seed in by_seed))] if strategy != "full" else []
+        changes = seed_changes(by_seed, strategy, k) if strategy != "full" else []
         gaps = [c[0] for c in changes if c is not None]
-        lines.append(f"| {label} | {', '.join('–' if r is None else f'{points(r):.1f}' for r in rows)} | "
-                     f"{statistics.mean(scores):.1f} | {_spread(scores)} | {statistics.mean(map(standard_error, found)):.1f} | "
-                     + (", ".join("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f}{'' if c[2] else '†'}" for c in changes) or "–")
-                     + f" | {f'{statistics.mean(gaps):+.1f}' if gaps else '–'} | {_spread(gaps)} |")
+        change_cells = ", ".join("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f}{'' if c[2] else '†'}" for c in changes) or "–"
+        mean_change = f"{statistics.mean(gaps):+.1f}" if gaps else "–"
+        scores = [points(r) for r in found]
+        lines.append(f"| {label} | {', '.join('–' if r is None else f'{points(r):.1f}' for r in rows)} | {statistics.mean(scores):.1f} "
+                     f"| {_spread(scores)} | {statistics.mean(map(standard_error, found)):.1f} | {change_cells} | {mean_change} | {_spread(gaps)} |")
     return lines
 
 
@@ -403,10 +402,15 @@ def _paper_delta(scores: dict, key: str) -> str:
     return f"{scores[key] - scores[0]:+.2f}" if key in scores else "not published"
 
 
+def seed_changes(by_seed: list[list[BenchRecord]], strategy: str, k: int) -> list[tuple[float, float, bool] | None]:
+    """Per training seed, the row's `difference` from that seed's full model (None where either has not finished)."""
+    pairs = [(find_row(records, strategy, k), find_row(records, "full", 0)) for records in by_seed]
+    return [difference(row, full) if row and full else None for row, full in pairs]
+
+
 def seed_costs(by_seed: list[list[BenchRecord]], k: int) -> list[float]:
     """Points top-K loses against the full model, per training seed where both have finished."""
-    pairs = [(find_row(records, "full", 0), find_row(records, "top", k)) for records in by_seed]
-    return [points(full) - points(top) for full, top in pairs if full and top]
+    return [-change[0] for change in seed_changes(by_seed, "top", k) if change is not None]
 
 
 def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
