@@ -9,6 +9,7 @@ a couple of minutes.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -34,6 +35,24 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def module_folder(request, tmp_path_factory):
+    """Makes folders for a module's shared fixtures and removes them once the module's tests are done, unless one
+    of them failed: the suite writes several GB of models, and CI's disk is shared. (pyproject's
+    tmp_path_retention_policy does the same for each test's tmp_path.)"""
+    failed_before = request.session.testsfailed
+    made = []
+
+    def make(name: str):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -240,9 +240,9 @@ def test_metric_on_another_strategy_fails_the_drop_command(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def dropped_minilm(tmp_path_factory):
+def dropped_minilm(module_folder):
     """The embedded MiniLM with layers 2 and 4 dropped and saved, standing in for a fine-tuned model."""
-    out = tmp_path_factory.mktemp("models") / "minilm-odd"
+    out = module_folder("models") / "minilm-odd"
     result = invoke("drop", "minilm-l6", "--strategy", "alternate-odd", "-k", "2", "-o", out)
     assert result.exit_code == 0, result.output
     card = (out / "final" / "README.md").read_text()

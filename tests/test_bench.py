@@ -169,8 +169,8 @@ def test_strategy_table_has_the_papers_layout():
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench")
+def finished_sweep(module_folder):
+    folder = module_folder("bench")
     sweep = write_sweep(folder)
     result = bench(sweep, "--out", folder / "out")
     assert result.exit_code == 0, result.output

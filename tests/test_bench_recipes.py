@@ -60,8 +60,8 @@ def test_baseline_fine_tunes_the_full_model_as_the_recipe_trains():
 
 
 @pytest.fixture(scope="module")
-def recipe_bench(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("recipes")
+def recipe_bench(module_folder):
+    folder = module_folder("recipes")
     files = [
         write(folder, recipe("top1", {"stage": "drop", "strategy": "top", "k": 1}, {"stage": "finetune", **TRAIN})),
         write(folder, recipe("bottom1-int8", {"stage": "drop", "strategy": "bottom", "k": 1}, {"stage": "finetune", **TRAIN},

@@ -53,11 +53,11 @@ def test_a_hub_model_s_pooling_config_is_fetched_and_offline_is_one_line(monkeyp
 
 
 @pytest.fixture(scope="module")
-def sts_run(tmp_path_factory):
+def sts_run(module_folder):
     """MiniLM-L6 on STS-B: top-3 dropped, distilled from the full embedder on 256 training pairs' texts, exported, int8."""
     if not (GLUE / "STS-B").is_dir():
         pytest.skip(f"the GLUE files are not at {GLUE}")
-    folder = tmp_path_factory.mktemp("sts")
+    folder = module_folder("sts")
     recipe = {"model": "minilm-l6", "task": "stsb", "embedding": {},
               "data": sts_settings(max_train_examples=256, max_eval_examples=300), "max_length": 64,
               "stages": [{"stage": "drop", "strategy": "top", "k": 3},
@@ -140,12 +140,12 @@ def test_retrieval_metrics_grade_relevance_and_count_every_relevant_document():
 
 
 @pytest.fixture(scope="module")
-def rte_passages(tmp_path_factory) -> Path:
+def rte_passages(module_folder) -> Path:
     """A small retrieval set in BEIR's layout, as bench/glue_retrieval.py builds it from RTE: 60 dev claims and 40
     training ones, each relevant to the passage it was written about, among the passages of all 100."""
     if not (GLUE / "RTE").is_dir():
         pytest.skip(f"the GLUE files are not at {GLUE}")
-    folder = tmp_path_factory.mktemp("beir") / "rte-passages"
+    folder = module_folder("beir") / "rte-passages"
     run = subprocess.run([sys.executable, "bench/glue_retrieval.py", "--glue", str(GLUE), "--out", str(folder),
                           "--max-train", "40", "--max-dev", "60"], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

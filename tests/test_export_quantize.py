@@ -74,8 +74,8 @@ def write_minilm_recipe(path, stages, **data):
 
 
 @pytest.fixture(scope="module")
-def int8_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("int8")
+def int8_run(module_folder):
+    folder = module_folder("int8")
     recipe = write_minilm_recipe(
         folder / "int8.yaml",
         [

@@ -27,10 +27,10 @@ LENGTH = 32
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
+def run(module_folder) -> Path:
     """A recipe whose stages leave a folder of each kind: dropped (PyTorch), torch int8, ONNX, ONNX int8, OpenVINO int8,
     of a model fine-tuned briefly (compress.load refuses a head never trained)."""
-    folder = tmp_path_factory.mktemp("load")
+    folder = module_folder("load")
     stages = [
         {"stage": "finetune", "name": "trained", "epochs": 1},
         {"stage": "drop", "name": "dropped", "strategy": "top", "k": 4},

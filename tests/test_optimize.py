@@ -120,8 +120,8 @@ def test_bisection_asks_nothing_at_or_below_a_k_found_elsewhere():
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("optimize")
+def searched(module_folder):
+    folder = module_folder("optimize")
     result = invoke("optimize", write_goal(folder), "--out", folder / "run")
     assert result.exit_code == 0, result.output
     return folder / "run", result

@@ -59,9 +59,9 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory, local_ray):
+def both(module_folder, local_ray):
     """The sweep run by the local executor (through the CLI) and by Ray (in this process, to see its tasks)."""
-    folder = tmp_path_factory.mktemp("ray")
+    folder = module_folder("ray")
     sweep_file = write_sweep(folder)
     local = bench(sweep_file, "--no-peak-memory", "--out", folder / "local")
     assert local.exit_code == 0, local.output

@@ -67,8 +67,8 @@ def drop_only_recipe() -> dict:
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quickstart")
+def quickstart_run(module_folder):
+    folder = module_folder("quickstart")
     file = write_recipe(folder, "quickstart", tiny(RECIPES / "quickstart.yaml"))
     run = folder / "run"
     result = invoke("run", file, "--out", run)
