@@ -27,6 +27,7 @@ from pathlib import Path
 
 from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
+from compress.benchmarking.sweep import expand, parse_sweep
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 
@@ -59,8 +60,10 @@ PER_TASK_BOUNDS = ((4, 2.0),)
 """The paper's per-task bound: dropping the top 4 of 12 layers costs at most about 2 points on every task."""
 AVERAGE_BOUNDS = ((4, 2.0), (6, 3.3))
 """Its bounds on the average over tasks: top-4 about 2 points, top-6 1.8 to 3.3."""
-SEED_TASKS = ("cola", "rte")
-"""The tasks whose small dev sets the deciding rows are run with three seeds for (paper12_<task>_seed43/44 sweeps)."""
+SWEEPS = Path(__file__).resolve().parent / "sweeps"
+Row = tuple[str, int, str, str]
+"""A row as a sweep names it: (strategy, K, training, precision)."""
+FULL = ("full", 0, "finetune", "torch-fp32")
 BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
 
@@ -92,6 +95,10 @@ def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = 
     return next((r for r in records if (r.strategy, r.k, r.training, r.precision) == (strategy, k, training, precision)), None)
 
 
+def row_of(record: BenchRecord) -> Row:
+    return record.strategy, record.k, record.training, record.precision
+
+
 def points(record: BenchRecord | None) -> float | None:
     return None if record is None else 100 * record.score
 
@@ -108,12 +115,13 @@ def _cell(record: BenchRecord | None, base: BenchRecord | None) -> str:
     return f"{points(record):.1f} ± {standard_error(record):.1f}{delta}"
 
 
-def verdict(better: BenchRecord | None, worse: BenchRecord | None) -> str:
-    """Whether `better` scores above `worse` by more than twice the difference's standard error."""
+def verdict(by_seed: list[list[BenchRecord]], better: BenchRecord | None, worse: BenchRecord | None) -> str:
+    """Whether `better` scores above `worse` by more than twice the difference's standard error (over the seeds where
+    every seed has both rows: `seeded_difference`)."""
     if better is None or worse is None:
         return "not yet run"
-    gap, error, paired = difference(better, worse)
-    evidence = f"{gap:+.1f} points, {'beyond' if abs(gap) > 2 * error else 'within'} 2 SE = {2 * error:.1f}{_kind(paired)}"
+    gap, error, over = seeded_difference(by_seed, better, worse)
+    evidence = f"{gap:+.1f} points, {'beyond' if abs(gap) > 2 * error else 'within'} 2 SE = {2 * error:.1f}, {over}"
     if gap > 2 * error:
         return f"holds ({evidence})"
     if gap < -2 * error:
@@ -206,11 +214,21 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
     return lines + [""] + open_question(records, full, folder)
 
 
+def seeded_rows(task: str) -> list[Row]:
+    """The fp32 rows the task's seed sweeps run (bench/sweeps/paper12_<task>_seed43.yaml, as _seed44's), in its
+    order; none where the task has no seed sweep."""
+    file = SWEEPS / f"paper12_{task}{SEEDS[1]}.yaml"
+    if not file.exists():
+        return []
+    return [(c.strategy, c.k, c.training, c.precision) for c in expand(parse_sweep(file)) if c.precision == FULL[3]]
+
+
 def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     """The rows that decide the claims over three training seeds, where the task has seed sweeps: each row's score
     per seed, their mean and spread beside the dev set's bootstrap error, and its change against the full model of
     the same seed (paired over the dev examples)."""
-    if task not in SEED_TASKS:
+    rows_run = seeded_rows(task)
+    if not rows_run:
         return ["", "One training seed (42): the dev set is large enough that its bootstrap error is the figure to read."]
     lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims. *sd*: the spread of the scores over "
              "the seeds finished, training's own noise; *dev SE*: the bootstrap error of one score over the dev examples "
@@ -218,13 +236,15 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
              "mean only once all three are in.", "",
              "| row | score per seed | mean | sd | dev SE | change against the same seed's full model | mean change | sd |",
              "|---|---|---|---|---|---|---|---|"]
-    for label, strategy, k in (("full", "full", 0), ("top-4", "top", 4), ("top-6", "top", 6), ("bottom-4", "bottom", 4)):
-        rows = [find_row(seed, strategy, k) for seed in by_seed]
+    for row in rows_run:
+        strategy, k, training, _ = row
+        label = "full" if row == FULL else f"{strategy}-{k}" + ("" if training == FULL[2] else f" {training}")
+        rows = [find_row(seed, *row) for seed in by_seed]
         found = [r for r in rows if r is not None]
         if not found:
             lines.append(f"| {label} | not yet | | | | | | |")
             continue
-        changes = seed_changes(by_seed, strategy, k) if strategy != "full" else []
+        changes = seed_changes(by_seed, row, FULL) if row != FULL else []
         gaps = [c[0] for c in changes if c is not None]
         change_cells = ", ".join("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f}{'' if c[2] else '†'}" for c in changes) or "–"
         mean_change = f"{statistics.mean(gaps):+.1f}" if gaps else "–"
@@ -402,26 +422,34 @@ def _paper_delta(scores: dict, key: str) -> str:
     return f"{scores[key] - scores[0]:+.2f}" if key in scores else "not published"
 
 
-def seed_changes(by_seed: list[list[BenchRecord]], strategy: str, k: int) -> list[tuple[float, float, bool] | None]:
-    """Per training seed, the row's `difference` from that seed's full model (None where either has not finished)."""
-    pairs = [(find_row(records, strategy, k), find_row(records, "full", 0)) for records in by_seed]
-    return [difference(row, full) if row and full else None for row, full in pairs]
+def seed_changes(by_seed: list[list[BenchRecord]], first: Row, second: Row) -> list[tuple[float, float, bool] | None]:
+    """Per training seed, the `difference` of its `first` row from its `second` (None where either has not finished)."""
+    pairs = [(find_row(records, *first), find_row(records, *second)) for records in by_seed]
+    return [difference(a, b) if a and b else None for a, b in pairs]
 
 
-def seed_costs(by_seed: list[list[BenchRecord]], k: int) -> list[float]:
-    """Points top-K loses against the full model, per training seed where both have finished."""
-    return [-change[0] for change in seed_changes(by_seed, "top", k) if change is not None]
+def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord) -> tuple[float, float, str]:
+    """Points `better` scores above `worse` (seed 42's rows), the difference's standard error, and what they rest on.
+    Once every seed has both rows: the mean over the seeds, whose error keeps seed 42's dev-set error (the seeds share
+    one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks with more seeds)."""
+    gap, noise, paired = difference(better, worse)
+    gaps = [change[0] for change in seed_changes(by_seed, row_of(better), row_of(worse)) if change is not None]
+    if len(gaps) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
+        return gap, noise, "training seed 42" + _kind(paired)
+    spread = statistics.stdev(gaps)
+    return (statistics.mean(gaps), math.sqrt(noise ** 2 + spread ** 2 / len(gaps)),
+            f"mean of {len(gaps)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired))
 
 
 def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
-    """Each claim of the paper one task's rows can test, with what they say of it (and the evidence): from the
-    first seed's rows, and a cost claim from the mean over seeds once every seed has both rows."""
+    """Each claim of the paper one task's rows can test, with what they say of it (and the evidence): which rows
+    each compares is read from the first seed's, and the comparison is over the seeds once every seed has both."""
     records, found = by_seed[0], []
     for k in KS:
         top = find_row(records, "top", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
         best_other = max(others, key=points, default=None)
-        found.append((f"top is the best strategy at K={k}", _so_far(others, top) + verdict(top, best_other)
+        found.append((f"top is the best strategy at K={k}", _so_far(others, top) + verdict(by_seed, top, best_other)
                       + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
                          if best_other and top else "")))
     for k, bound in PER_TASK_BOUNDS:
@@ -430,26 +458,19 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        _, noise, paired = difference(full, top)
-        costs = seed_costs(by_seed, k)
-        if len(costs) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
-            found.append((claim, bound_verdict(costs[0], noise, bound, "training seed 42" + _kind(paired))))
-            continue
-        # The seeds share one dev set: its bootstrap error stays, while the spread of training shrinks with more seeds.
-        spread = statistics.stdev(costs)
-        found.append((claim, bound_verdict(statistics.mean(costs), math.sqrt(noise ** 2 + spread ** 2 / len(costs)), bound,
-                                           f"mean of {len(costs)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired))))
+        cost, noise, over = seeded_difference(by_seed, full, top)
+        found.append((claim, bound_verdict(cost, noise, bound, over)))
     for k in KS:
         bottom = find_row(records, "bottom", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
         worst_other = min(others, key=points, default=None)
-        found.append((f"bottom is the worst at K={k}", _so_far(others, bottom) + verdict(worst_other, bottom)
+        found.append((f"bottom is the worst at K={k}", _so_far(others, bottom) + verdict(by_seed, worst_other, bottom)
                       + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others and bottom else "")))
     for k in REFINETUNE_KS:
         found.append((f"dropping from the fine-tuned model loses task information, top-{k}",
-                      verdict(find_row(records, "top", k), find_row(records, "top", k, "refinetune"))))
+                      verdict(by_seed, find_row(records, "top", k), find_row(records, "top", k, "refinetune"))))
     for k in KS:
-        found.append((f"distillation adds over fine-tuning, top-{k}", verdict(find_row(records, "top", k, "distill"), find_row(records, "top", k))))
+        found.append((f"distillation adds over fine-tuning, top-{k}", verdict(by_seed, find_row(records, "top", k, "distill"), find_row(records, "top", k))))
     return found
 
 
@@ -470,7 +491,8 @@ def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
         cells = [found_by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "A difference counts only beyond twice its standard error (paired over the dev examples where both rows' "
-                    "predictions are here, else the larger of the two rows' own errors); *cannot be told apart* is within it; "
+                    "predictions are here, else the larger of the two rows' own errors), read over the three training seeds where each "
+                    "seed has both rows (their mean; the error adds their spread); *cannot be told apart* is within it; "
                     "*so far*: against the other strategies run until now.", "", *average_claims(by_task), "",
                     "Not testable on these four tasks: that QNLI and MNLI are the most sensitive to dropping (neither is in "
                     "`../shared/glue`), and what it says of XLNet against BERT (XLNet more robust to dropping; one 12-layer model here, MPNet).", ""]

@@ -70,7 +70,7 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     full, top = (row(strategy, k, matthews_corrcoef(labels, predicted)) for strategy, k, predicted in
                  (("full", 0, full_predicted), ("top", 4, top_predicted)))
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
-    assert report.verdict(full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 4.0 (unpaired))")
+    assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 4.0, training seed 42 (unpaired))")
     folder = tmp_path / "paper12_cola"
     folder.mkdir()
     for record, predicted in ((full, full_predicted), (top, top_predicted)):
@@ -79,7 +79,7 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     monkeypatch.setattr(report, "PAIRED", PairedErrors([folder]))
     gap, error, paired = report.difference(full, top)
     assert paired and 0.5 < error < 1.5, error  # sqrt(30) / 1000 in accuracy, half a point; about twice that in MCC
-    assert report.verdict(full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f} (paired))")
+    assert report.verdict([[full, top]], full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f}, training seed 42 (paired))")
     # predictions that do not score what the record says (written by bench/dev_predictions.py for a model scored
     # otherwise when it was built) are not paired
     content = json.loads((folder / "dev_predictions.json").read_text())
@@ -128,3 +128,18 @@ def test_the_seeds_table_sets_the_spread_over_seeds_beside_the_dev_error_and_eac
     assert "| top-4 | 61.0, 61.0, – | 61.0 | 0.0 | 2.0 | -1.0 ± 2.0†, +1.0 ± 4.0†, – | +0.0 | 1.4 |" in lines
     assert "| bottom-4 | not yet | | | | | | |" in lines
     assert report.seed_lines("sst2", by_seed[:1])[1].startswith("One training seed (42)")
+
+
+def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    by_seed = [[row("full", 0, 0.66), row("top", 2, top), row("alternate-even", 2, other)]
+               for top, other in ((0.632, 0.686), (0.66, 0.65), (0.64, 0.66))]
+    claim = "top is the best strategy at K=2"
+    # seed 42 alone: alternate-even-2 5.4 points above top-2, beyond twice the (unpaired) error of 2.0
+    assert dict(report.claims([by_seed[0], [], []], by_seed[0][0]))[claim].startswith(
+        "so far does not hold (-5.4 points, beyond 2 SE = 4.0, training seed 42 (unpaired))")
+    # the three seeds' gaps -5.4, +1.0, -2.0: mean -2.1, sd 3.2; error sqrt(2.0^2 + 3.2^2 / 3) = 2.7
+    assert dict(report.claims(by_seed, by_seed[0][0]))[claim].startswith(
+        "so far cannot be told apart (-2.1 points, within 2 SE = 5.4, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
+    # the seeds table lists the rows the task's seed sweep runs, these among them
+    assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 2.0 | +2.6 ± 2.0†, -1.0 ± 2.0†, +0.0 ± 2.0† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
