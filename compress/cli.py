@@ -306,6 +306,8 @@ def bench_run(
     files: Annotated[list[Path], typer.Argument(help="One SWEEP.yaml, or RECIPE.yaml files.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: bench/runs/<sweep name>, or bench/runs/recipes).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run slice i of n (e.g. 2/4), for several machines.")] = None,
+    only: Annotated[list[str], typer.Option("--only", help="Only the combinations whose key (model|task|strategy|kK|training|precision, "
+                                            "as in results.jsonl) matches this shell pattern (repeatable), e.g. 'mpnet-12|rte|top|k6|*'.")] = [],  # noqa: B006
     retry_failed: Annotated[bool, typer.Option(help="Run failed combinations again.")] = False,
     retime: Annotated[bool, typer.Option(help="Only measure the finished combinations again, from their builds (e.g. on a quiet machine).")] = False,
     rebuild_missing: Annotated[bool, typer.Option(help="Also build again (training too) and measure the finished combinations whose "
@@ -328,7 +330,7 @@ def bench_run(
     from compress.benchmarking.records import read_records
     from compress.benchmarking.report import PLOTS, TABLE_FILES
     from compress.benchmarking.rows import is_recipe_file, load_recipes, recipe_rows
-    from compress.benchmarking.sweep import LatencySettings, load_sweep, parse_shard, shard_rows, sweep_rows
+    from compress.benchmarking.sweep import LatencySettings, load_sweep, parse_shard, select_rows, shard_rows, sweep_rows
     from compress.pipeline.recipe import format_validation_error
 
     _quiet_libraries()
@@ -360,6 +362,8 @@ def bench_run(
         benchmark = EXECUTORS[executor](folder, timing, console, peak_memory=peak_memory, **engine)
     if shard:
         rows = shard_rows(rows, *parse_shard(shard))
+    if only:
+        rows = select_rows(rows, only)
     if dry_run:
         earlier = read_records(folder)
         statuses = plan(rows, earlier, retry_failed, retime, missing_models(folder, earlier) if rebuild_missing else frozenset())

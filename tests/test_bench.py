@@ -308,6 +308,18 @@ def test_dry_run_lists_combinations_in_run_order_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_only_keeps_the_rows_a_key_pattern_names_and_refuses_one_that_names_none(tmp_path):
+    sweep = write_sweep(tmp_path)
+    result = bench(sweep, "--out", tmp_path / "out", "--dry-run", "--only", "*|top|k[12]|*", "--only", "*|full|*|onnx-int8-dynamic")
+    assert result.exit_code == 0, result.output
+    listed = [line.split(":", 1)[1].strip() for line in result.output.splitlines() if "to run" in line]
+    assert listed == [c.label for c in expand(Sweep.model_validate(TINY))
+                      if c.strategy == "top" or (c.strategy == "full" and c.precision == "onnx-int8-dynamic")], "in the sweep's order"
+    assert len(listed) == 3, listed
+    assert_one_line_error(bench(sweep, "--out", tmp_path / "out", "--dry-run", "--only", "*|top|k3|*"), "--only", "k3", "matches no combination")
+    assert not (tmp_path / "out").exists()
+
+
 def test_second_run_of_a_finished_sweep_trains_nothing(finished_sweep):
     folder, sweep, _ = finished_sweep
     before = build_stamps(folder / "out")

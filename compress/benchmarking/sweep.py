@@ -15,6 +15,7 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -202,6 +203,16 @@ def shard_rows(rows: list[BenchRow], index: int, count: int) -> list[BenchRow]:
         min(slices, key=len).extend(group)
     chosen = {row.combination.key for row in slices[index - 1]}
     return [row for row in rows if row.combination.key in chosen]
+
+
+def select_rows(rows: list[BenchRow], patterns: list[str]) -> list[BenchRow]:
+    """The rows whose key (model|task|strategy|kK|training|precision, as results.jsonl writes it) matches one of
+    the shell-style `patterns`, in the sweep's order: to build or time again a few rows of a large sweep."""
+    for pattern in patterns:
+        if not any(fnmatchcase(row.combination.key, pattern) for row in rows):
+            example = rows[0].combination.key if rows else "model|task|top|k4|finetune|torch-fp32"
+            raise CompressError(f"--only: {excerpt(pattern)} matches no combination of this sweep (keys read like {example})")
+    return [row for row in rows if any(fnmatchcase(row.combination.key, pattern) for pattern in patterns)]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
