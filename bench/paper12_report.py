@@ -327,7 +327,7 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
         return lines + [f"- `in_turns.json` does not time the full model the table holds: run `bench/paper12_in_turns.py {full.task}` again", ""]
     for budget in BUDGETS:
         fastest, untimed = fastest_within(records, full, turns, budget)
-        late = (f"; {untimed} row(s) within it not timed in turns (finished since, or built on another machine: "
+        late = (f"; {untimed_note(untimed, fastest)} (finished since, or built on another machine: "
                 f"`bench/paper12_in_turns.py {full.task}` again once they are here)") if untimed else ""
         if fastest is None:
             lines.append(f"- within {budget:g} point(s): {'unknown' if untimed else 'only the full model itself'}{late}")
@@ -346,13 +346,28 @@ def is_within(record: BenchRecord, full: BenchRecord, budget: float) -> bool:
     return points(full) - points(record) <= budget + 1e-9
 
 
-def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, int]:
+def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, list[BenchRecord]]:
     """The row fastest in turns at dev lengths among those within `budget` points of the full model (None: none but the
-    full model was timed), and how many rows within it were not timed."""
+    full model was timed), and the rows within it that were not timed."""
     within = [r for r in records if is_within(r, full, budget)]
     found = [r for r in within if timed(r, turns) and r is not full]
-    untimed = sum(timed(r, turns) is None for r in within)
+    untimed = [r for r in within if timed(r, turns) is None]
     return min(found, key=lambda r: timed(r, turns)["real_p50_ms"], default=None), untimed
+
+
+def slower_by_shape(record: BenchRecord, fastest: BenchRecord) -> bool:
+    """Whether an untimed row cannot be faster than the timed pick: it keeps more layers, in the pick's precision or
+    in fp32 against an int8 pick (more layers of the same or wider arithmetic: more time at batch 1)."""
+    return record.k < fastest.k and record.precision in {fastest.precision, *(["torch-fp32"] if fastest.precision == INT8 else [])}
+
+
+def untimed_note(untimed: list[BenchRecord], fastest: BenchRecord | None) -> str:
+    """How the rows within a budget that were not timed bear on its pick: none, all slower by their shape, or unknown."""
+    if not untimed:
+        return ""
+    if fastest is not None and all(slower_by_shape(r, fastest) for r in untimed):
+        return f"{len(untimed)} within it not timed, each with more layers in the same or wider precision"
+    return f"{len(untimed)} within it not timed"
 
 
 def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
@@ -387,7 +402,7 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
             fastest, untimed = fastest_within(records, full, turns, budget)
             cells.append(("unknown" if untimed else "the full model") if fastest is None else
                          f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
-            cells[-1] += f" ({untimed} within it not timed)" if untimed else ""
+            cells[-1] += f" ({untimed_note(untimed, fastest)})" if untimed else ""
         lines.append(f"| {name} | {distill} | {int8} | " + " | ".join(cells) + " |")
     return lines + ["", "\\*: beyond twice the standard error of the difference, paired over the dev examples both rows are "
                     "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is the larger of the two "

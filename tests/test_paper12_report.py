@@ -54,8 +54,13 @@ def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untim
     turns = {"by_folder": {r.measured_in: {"real_p50_ms": ms, "score": r.score} for r, ms in ((full, 40.0), (quick, 5.0), (slow, 30.0), (far, 2.0))}}
     turns["by_folder"][retrained.measured_in] = {"real_p50_ms": 1.0, "score": 0.5}  # timed before it was trained again
     records = [full, quick, slow, far, untimed, retrained]
-    assert report.fastest_within(records, full, turns, 1.0) == (quick, 2)
-    assert report.fastest_within(records, full, turns, 2.0) == (far, 2)
+    assert report.fastest_within(records, full, turns, 1.0) == (quick, [untimed, retrained])
+    assert report.fastest_within(records, full, turns, 2.0) == (far, [untimed, retrained])
+    # top-4 distill keeps more layers than top-6 but the re-trained top-6 does not: the untimed might be faster
+    assert report.untimed_note([untimed, retrained], far) == "2 within it not timed"
+    assert report.untimed_note([untimed], far) == "1 within it not timed, each with more layers in the same or wider precision"
+    assert report.untimed_note([untimed], quick) == "1 within it not timed", "as many layers as the int8 pick"
+    assert report.untimed_note([row("top", 2, 0.62, precision="onnx-int8-dynamic")], far) == "1 within it not timed", "int8 against fp32"
 
 
 def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(tmp_path, monkeypatch):
