@@ -52,7 +52,7 @@ test: test-default test-optimum
 
 test-default: $(STAMP) docs
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory $(JS_STAMP); else echo "npm not found: the transformers.js test will be skipped"; fi
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-optimum: $(OPTIMUM_STAMP)
 	$(OPTIMUM_VENV)/bin/python -m pytest tests/test_export_quantize.py
