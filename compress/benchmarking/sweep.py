@@ -211,7 +211,7 @@ def select_rows(rows: list[BenchRow], patterns: list[str]) -> list[BenchRow]:
     for pattern in patterns:
         if not any(fnmatchcase(row.combination.key, pattern) for row in rows):
             example = rows[0].combination.key if rows else "model|task|top|k4|finetune|torch-fp32"
-            raise CompressError(f"--only: {excerpt(pattern)} matches no combination of this sweep (keys read like {example})")
+            raise CompressError(f"--only: {excerpt(pattern)} matches no combination to run (keys read like {example})")
     return [row for row in rows if any(fnmatchcase(row.combination.key, pattern) for pattern in patterns)]
 
 
