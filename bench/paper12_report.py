@@ -28,6 +28,7 @@ from pathlib import Path
 from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.sweep import expand, parse_sweep
+from compress.stages.fastest import BestSettings
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 
@@ -66,6 +67,11 @@ Row = tuple[str, int, str, str]
 FULL = ("full", 0, "finetune", "torch-fp32")
 BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
+TIED_WITHIN = BestSettings.model_fields["tie_margin"].default
+"""Rows whose times in turns lie within this fraction of the fastest's are tied, and the best-scoring of them is named
+(the margin `quantize: {mode: best}` ties its candidates by): models of one shape and precision time within about 1%
+of each other (RTE's three top-6 int8 rows, bench/results/paper12_rte/in_turns.md), so which of them is fastest is
+the timer's noise, not the model's."""
 
 
 PAIRED = PairedErrors([])
@@ -347,12 +353,17 @@ def is_within(record: BenchRecord, full: BenchRecord, budget: float) -> bool:
 
 
 def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, list[BenchRecord]]:
-    """The row fastest in turns at dev lengths among those within `budget` points of the full model (None: none but the
-    full model was timed), and the rows within it that were not timed."""
+    """The row fastest in turns at dev lengths among those within `budget` points of the full model, the best-scoring
+    of those tied with it (TIED_WITHIN; None: none but the full model was timed), and the rows within it that were
+    not timed."""
     within = [r for r in records if is_within(r, full, budget)]
     found = [r for r in within if timed(r, turns) and r is not full]
     untimed = [r for r in within if timed(r, turns) is None]
-    return min(found, key=lambda r: timed(r, turns)["real_p50_ms"], default=None), untimed
+    if not found:
+        return None, untimed
+    quickest = min(timed(r, turns)["real_p50_ms"] for r in found)
+    tied = [r for r in found if timed(r, turns)["real_p50_ms"] <= quickest * (1 + TIED_WITHIN)]
+    return max(tied, key=lambda r: (points(r), -timed(r, turns)["real_p50_ms"])), untimed
 
 
 def slower_by_shape(record: BenchRecord, fastest: BenchRecord) -> bool:
