@@ -97,12 +97,12 @@ def difference(first: BenchRecord, second: BenchRecord) -> tuple[float, float, b
     return gap, 100 * error, True
 
 
-def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> BenchRecord | None:
-    return next((r for r in records if (r.strategy, r.k, r.training, r.precision) == (strategy, k, training, precision)), None)
-
-
 def row_of(record: BenchRecord) -> Row:
     return record.strategy, record.k, record.training, record.precision
+
+
+def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = "finetune", precision: str = "torch-fp32") -> BenchRecord | None:
+    return next((r for r in records if row_of(r) == (strategy, k, training, precision)), None)
 
 
 def points(record: BenchRecord | None) -> float | None:
