@@ -67,6 +67,8 @@ Row = tuple[str, int, str, str]
 FULL = ("full", 0, "finetune", "torch-fp32")
 BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
+FAILED_NOTE = "at or below the majority class, a failed fine-tuning run"
+"""The legend of a `failed_run` score's ‡ mark."""
 TIED_WITHIN = BestSettings.model_fields["tie_margin"].default
 """Rows whose times in turns lie within this fraction of the fastest's are tied, and the best-scoring of them is named
 (the margin `quantize: {mode: best}` ties its candidates by): models of one shape and precision time within about 1%
@@ -113,12 +115,23 @@ def standard_error(record: BenchRecord | None) -> float:
     return 100 * record.score_stderr if record and record.score_stderr is not None else 0.0
 
 
+def failed_run(record: BenchRecord) -> bool:
+    """Whether a row scores no better than always predicting the majority class: a failed fine-tuning run, as Dodge
+    et al. (2020) and Mosbach et al. (2021) count them on GLUE's small tasks (never for regression, which has no majority)."""
+    return record.majority_score is not None and record.score <= record.majority_score
+
+
+def _score(record: BenchRecord) -> str:
+    """A row's score in points, ‡-marked where the run failed (`failed_run`)."""
+    return f"{points(record):.1f}" + ("‡" if failed_run(record) else "")
+
+
 def _cell(record: BenchRecord | None, base: BenchRecord | None) -> str:
     """A row's score ± its own error, and (with `base`) its change against `base` ± that difference's error."""
     if record is None:
         return "not yet"
     delta = f" ({_change_cell(record, base)})" if base else ""
-    return f"{points(record):.1f} ± {standard_error(record):.1f}{delta}"
+    return f"{_score(record)} ± {standard_error(record):.1f}{delta}"
 
 
 def verdict(by_seed: list[list[BenchRecord]], better: BenchRecord | None, worse: BenchRecord | None) -> str:
@@ -202,7 +215,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
         return [f"## {name}", "", "Not run yet: the full model has not finished.", ""]
     metric = full.primary_metric
     lines = [f"## {name}", "", f"Full MPNet-12: **{points(full):.1f} ± {standard_error(full):.1f}** ({metric}; majority class "
-             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, full)} Each cell: score ± SE (change against the full model ± the change's SE, paired over the dev examples; †: unpaired, the larger of the two rows' own).", "",
+             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, full)} Each cell: score ± SE (change against the full model ± the change's SE, paired over the dev examples; †: unpaired, the larger of the two rows' own; ‡: " + FAILED_NOTE + ").", "",
              "| strategy | " + " | ".join(f"K={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
     for strategy in STRATEGIES:
         lines.append(f"| {strategy} | " + " | ".join(_cell(find_row(records, strategy, k), full) for k in KS) + " |")
@@ -239,7 +252,7 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims. *sd*: the spread of the scores over "
              "the seeds finished, training's own noise; *dev SE*: the bootstrap error of one score over the dev examples "
              "(mean over seeds), the noise of the dev set, which the spread adds to. A claim pairs seeds, and reads the "
-             "mean only once all three are in.", "",
+             "mean only once all three are in. ‡: " + FAILED_NOTE + "; it stays in the mean and spread.", "",
              "| row | score per seed | mean | sd | dev SE | change against the same seed's full model | mean change | sd |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows_run:
@@ -255,7 +268,7 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
         change_cells = ", ".join("–" if c is None else f"{c[0]:+.1f} ± {c[1]:.1f}{'' if c[2] else '†'}" for c in changes) or "–"
         mean_change = f"{statistics.mean(gaps):+.1f}" if gaps else "–"
         scores = [points(r) for r in found]
-        lines.append(f"| {label} | {', '.join('–' if r is None else f'{points(r):.1f}' for r in rows)} | {statistics.mean(scores):.1f} "
+        lines.append(f"| {label} | {', '.join('–' if r is None else _score(r) for r in rows)} | {statistics.mean(scores):.1f} "
                      f"| {_spread(scores)} | {statistics.mean(map(standard_error, found)):.1f} | {change_cells} | {mean_change} | {_spread(gaps)} |")
     return lines
 

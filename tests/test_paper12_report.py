@@ -153,3 +153,18 @@ def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeyp
         "so far cannot be told apart (-2.1 points, within 2 SE = 5.4, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
     # the seeds table lists the rows the task's seed sweep runs, these among them
     assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 2.0 | +2.6 ± 2.0†, -1.0 ± 2.0†, +0.0 ± 2.0† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
+
+
+def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    failed, majority = row("top", 2, 0.52), 0.527  # RTE's dev majority class: a run at it learned nothing
+    failed.majority_score = majority
+    full = row("full", 0, 0.63)
+    full.majority_score = majority
+    assert report._cell(failed, full).startswith("52.0‡ ± 2.0")
+    assert report._cell(full, None) == "63.0 ± 2.0"
+    lines = report.seed_lines("rte", [[full], [full, failed], []])
+    assert any(line.startswith("| top-2 | –, 52.0‡, – |") for line in lines)
+    assert "‡: at or below the majority class, a failed fine-tuning run" in lines[1]
+    regression = row("top", 2, -0.1)  # no majority class (None): never marked
+    assert "‡" not in report._cell(regression, None)
