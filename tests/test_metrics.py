@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from compress.data.tasks import get_task
-from compress.evaluation.metrics import compute_metrics, majority_class_metrics, metric_texts, paired_difference, standard_errors
+from compress.evaluation.metrics import _BATCHED_METRICS, _METRICS, compute_metrics, majority_class_metrics, metric_texts, paired_difference, standard_errors
 
 
 def logits_for(class_ids: list[int], num_labels: int = 2) -> np.ndarray:
@@ -123,3 +123,18 @@ def test_metric_texts_put_each_error_beside_its_metric():
     texts = metric_texts({"accuracy": 0.91234, "accuracy_stderr": 0.0095, "f1": 0.8, "mismatched_accuracy": 0.7,
                           "mismatched_accuracy_stderr": 0.02})
     assert texts == {"accuracy": "0.9123 ± 0.0095", "f1": "0.8000", "mismatched_accuracy": "0.7000 ± 0.0200"}
+
+
+@pytest.mark.parametrize("name", sorted(_BATCHED_METRICS))
+def test_a_batched_metric_scores_every_resample_as_the_metric_scores_it_alone(name):
+    rng = np.random.default_rng(0)
+    if name.startswith("pearson"):
+        labels = rng.uniform(0, 5, (40, 60))
+        predicted = labels + rng.normal(0, 1, (40, 60))
+    else:  # three classes; a resample that predicts one class only (MCC's undefined case, 0) and one all right
+        labels, predicted = rng.integers(0, 3, (40, 60)), rng.integers(0, 3, (40, 60))
+        predicted[0], predicted[1] = 2, labels[1]
+    batched = _BATCHED_METRICS[name](labels, predicted, axis=-1)
+    assert batched.shape == (40,)
+    np.testing.assert_allclose(batched, [_METRICS[name](y, p) for y, p in zip(labels, predicted)], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_BATCHED_METRICS[name](labels.T, predicted.T, axis=0), batched, rtol=0, atol=1e-12)
