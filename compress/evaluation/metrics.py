@@ -39,13 +39,17 @@ def _batched_matthews(labels: np.ndarray, predicted: np.ndarray, axis: int = -1)
         return np.where(variances == 0, 0.0, covariance / np.sqrt(variances))
 
 
+def _batched_pearson(labels: np.ndarray, predicted: np.ndarray, axis: int = -1) -> np.ndarray:
+    return pearsonr(labels, predicted, axis=axis).statistic
+
+
 # name -> f(labels, predictions, axis): _METRICS' metric of every bootstrap resample at once (scipy's vectorized
 # statistic), the same figures; sklearn's input checks cost milliseconds a call, and a paired error makes 1,000 calls
 _BATCHED_METRICS: dict[str, Callable[..., np.ndarray]] = {
     "accuracy": lambda labels, predicted, axis=-1: np.mean(labels == predicted, axis=axis),
     "matthews_correlation": _batched_matthews,
-    "pearson": lambda labels, predicted, axis=-1: pearsonr(labels, predicted, axis=axis).statistic,
-    "pearson_cosine": lambda labels, similarity, axis=-1: pearsonr(labels, similarity, axis=axis).statistic,
+    "pearson": _batched_pearson,
+    "pearson_cosine": _batched_pearson,  # of an embedder's cosine similarities
 }
 
 
