@@ -8,8 +8,9 @@ dev examples' own lengths, and keeps the fastest within 0.5 points of the export
 
 Runs `compress stage quantize EXPORT --set mode=best ...` per K into bench/runs/paper12_best/<task>-top<K>
 and writes its record, the command and the host to bench/results/paper12_<task>/best_top<K>.json, which
-bench/paper12_report.py quotes; a K with that file is not chosen again. Nothing is trained: a K whose distilled
-student has not finished is skipped. Pause other work while it runs.
+bench/paper12_report.py quotes; a K with that file is not chosen again. Nothing is trained: an export that
+`compress bench clean` removed is made again from its student through the sweep's engine, and a K whose distilled
+student is not in the sweep's work/ is skipped. Pause other work while it runs.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import sys
 from pathlib import Path
 
 from paper12_report import INT8, KS, TASKS
+from rich.console import Console
 
 from compress.benchmarking.bench import WORK, work_folder_name
 from compress.benchmarking.rows import Combination
 from compress.benchmarking.sweep import load_sweep, sweep_rows
 from compress.pipeline.cache import StageCache
+from compress.pipeline.executor import Executor, NotBuilt
 from compress.timing.latency import describe_environment, timing_environment
 
 STAGE_FOLDER = "quantize"
@@ -43,19 +46,21 @@ def main() -> None:
     sweep_file = Path(f"bench/sweeps/paper12_{args.task}.yaml")
     sweep = load_sweep(sweep_file)
     results = args.results / f"paper12_{args.task}"
-    cache = StageCache(results / WORK, work_folder_name)  # the sweep's own cache: where its exports lie
+    # The sweep's own engine and cache, where its exports lie; it may export, never train.
+    executor = Executor(StageCache(results / WORK, work_folder_name), Console(), may_train=False)
     rows = {row.combination.key: row for row in sweep_rows(sweep)}
     task_data = sweep.tasks[args.task]
     model = sweep.models[0]
     for k in KS:
         row = rows[Combination(model, args.task, "top", k, "distill", INT8).key]
-        export = cache.folder(row.node.source)
-        if not (export / "stage.json").is_file():
-            print(f"top-{k}: its distilled student's export {export} is not built yet (the sweep makes it); skipped")
-            continue
         out, chosen = args.runs / f"{args.task}-top{k}", results / f"best_top{k}.json"
         if chosen.exists():
             print(f"top-{k}: chosen before ({chosen}; remove it to choose again, on this host)")
+            continue
+        try:
+            export, _ = executor.ensure(row.node.source)
+        except NotBuilt as error:
+            print(f"top-{k}: its distilled student is not built here (the sweep trains it; {error}); skipped")
             continue
         data = [part for key, value in task_data.model_dump(mode="json", exclude_defaults=True).items()
                 for part in ("--data", f"{key}={value}")]

@@ -29,6 +29,7 @@ from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.sweep import expand, parse_sweep
 from compress.stages.fastest import BestSettings
+from compress.timing.load import contended
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "stsb": "STS-B", "rte": "RTE"}
 
@@ -298,6 +299,12 @@ def timed(record: BenchRecord, turns: dict) -> dict | None:
     return figure if figure and round(figure["score"], 6) == round(record.score, 6) else None
 
 
+def busy_timing(other_cpu_load: float | None) -> str:
+    """A note for a `best` pick timed on a busy machine (None: quiet, or chosen before the load was metered)."""
+    return (f"; timed while other work used {other_cpu_load:.2f} CPU cores: slower than on a quiet machine, "
+            "choose it again (`rm` its file, then bench/paper12_best.py)" if contended(other_cpu_load) else "")
+
+
 def best_lines(folder: Path) -> list[str]:
     """What `quantize: {mode: best}` kept for each top-K distilled student (bench/paper12_best.py), if it has run."""
     found = {k: json.loads(path.read_text()) for k in KS if (path := folder / f"best_top{k}.json").exists()}
@@ -315,7 +322,8 @@ def best_lines(folder: Path) -> list[str]:
         length = notes["choose_by"]
         lines.append(f"- top-{k}: **{notes['chosen']}**, {100 * chosen['score']:.1f} (export {100 * export['score']:.1f}): "
                      f"{chosen['p50_ms'][length]:.1f} ms against the export's {export['p50_ms'][length]:.1f} ms "
-                     f"({chosen['speedup_over_export'][length]:.2f}x)" + (f"; host: {record['host']}" if len(hosts) > 1 else ""))
+                     f"({chosen['speedup_over_export'][length]:.2f}x)" + busy_timing(notes.get("timing_other_cpu_load"))
+                     + (f"; host: {record['host']}" if len(hosts) > 1 else ""))
     return lines + ([] if len(hosts) > 1 else ["", f"Host: {hosts.pop()}."])
 
 

@@ -278,6 +278,8 @@ def test_best_keeps_the_fastest_candidate_within_the_score_budget(int8_run):
         assert candidate["within_budget"] == (100 * (facts["export_score"] - candidate["score"]) <= 0.5), candidate
     assert candidates[KEEP_EXPORT]["score"] == facts["export_score"]
     assert candidates[KEEP_EXPORT]["speedup_over_export"] == {"32": 1.0, "task": 1.0}
+    # the load elsewhere over the timing window alone (None where the window is too short to tell)
+    assert facts["timing_other_cpu_load"] is None or facts["timing_other_cpu_load"] >= 0
     assert candidates["dynamic-int8"]["size_mb"] < 0.3 * candidates[KEEP_EXPORT]["size_mb"]
     # the roofline: each time set against this host's peak in the candidate's arithmetic, timed in the same rounds;
     # the share is the median of per-round shares (its arithmetic: test_roofline.py), which on a machine as busy

@@ -168,3 +168,19 @@ def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables
     assert "‡: at or below the majority class, a failed fine-tuning run" in lines[1]
     regression = row("top", 2, -0.1)  # no majority class (None): never marked
     assert "‡" not in report._cell(regression, None)
+
+
+def test_a_best_pick_timed_on_a_busy_machine_is_flagged_and_a_quiet_one_is_not(tmp_path):
+    def best_file(k: int, load: float | None) -> None:
+        candidates = [{"name": name, "mode": mode, "score": 0.6, "p50_ms": {"task": ms}, "speedup_over_export": {"task": 40 / ms}}
+                      for name, mode, ms in (("none", "none", 40.0), ("openvino-int8", "openvino-int8", 10.0))]
+        notes = {"chosen": "openvino-int8", "choose_by": "task", "candidates": candidates, "timing_other_cpu_load": load}
+        (tmp_path / f"best_top{k}.json").write_text(json.dumps({"host": "a host", "notes": notes}))
+
+    best_file(2, 0.9)
+    best_file(4, 0.1)
+    best_file(6, None)  # chosen before the timing window's load was recorded
+    lines = {line[:8]: line for line in report.best_lines(tmp_path) if line.startswith("- top-")}
+    assert "timed while other work used 0.90 CPU cores" in lines["- top-2:"]
+    assert "timed while" not in lines["- top-4:"] and "timed while" not in lines["- top-6:"]
+    assert "4.00x" in lines["- top-4:"]

@@ -32,6 +32,7 @@ from compress.stages.base import StageContext, StageFacts, StageOutput
 from compress.stages.quantize import METHODS, QuantizationMethod, QuantizeSettings, candidate_methods, runs_anywhere
 from compress.surgery.architectures import check_max_length
 from compress.timing.latency import distinct_batches, fixed_length_batch, task_length_batches, timed_in_turns
+from compress.timing.load import CONTENDED_LOAD, LoadElsewhere, contended
 from compress.timing.roofline import describe_peaks, fractions_in_turns, matmul_gop, peak_runners, peaks_of_rounds, take_peaks
 
 SCORE_BUDGET_POINTS = 0.5
@@ -155,6 +156,9 @@ class FastestFacts(StageFacts):
     """By timed length: the model's MatMul work per call (compress/timing/roofline.py)."""
     matmul_peaks_gops: dict[str, float] = {}
     """This host's onnxruntime MatMul peaks on the stage's threads, timed in turns with the candidates (median over rounds)."""
+    timing_other_cpu_load: float | None = None
+    """CPU cores' worth of other work while the candidates were timed (the stage's own record averages it over
+    building and scoring too, which can hide a busy timing window; None: not measured)."""
 
 
 def _keep_export(model: OnnxModel, folder: Path) -> OnnxModel:
@@ -236,7 +240,8 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
         candidate.within_budget = candidate.mode == KEEP_EXPORT or 100 * (export_score - candidate.score) <= settings.score_budget
 
     # the host's MatMul peaks timed in the same rounds, so that a slow spell moves a candidate and its peak alike
-    per_round = timed_in_turns({**runners, **peak_runners(threads)}, batches, settings.rounds)
+    with LoadElsewhere() as elsewhere:
+        per_round = timed_in_turns({**runners, **peak_runners(threads)}, batches, settings.rounds)
     peak_ms = take_peaks(per_round)
     peaks = peaks_of_rounds(peak_ms)
     work = {length: matmul_gop(model.config, [tuple(b["input_ids"].shape) for b in calls]) for length, calls in batches.items()}
@@ -267,9 +272,14 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
                          score_budget_points=settings.score_budget, batch_size=settings.batch_size, threads=threads,
                          rounds=settings.rounds, tie_margin=settings.tie_margin, kept_by_length=kept, candidates=list(candidates.values()),
                          matmul_gop={length: round(gop, 3) for length, gop in work.items() if gop}, matmul_peaks_gops=peaks,
-                         not_run_here=not_run_here)
+                         not_run_here=not_run_here,
+                         timing_other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2))
     console = Console()
     console.print(candidates_table(facts))
+    if contended(facts.timing_other_cpu_load):
+        console.print(f"[yellow]best[/]: other work used {facts.timing_other_cpu_load:.2f} CPU cores while the candidates "
+                      f"were timed (at least {CONTENDED_LOAD} counts as busy): their times are slower than on a quiet "
+                      "machine, and the pick may differ; run it again with the machine quiet")
     for c in facts.candidates:
         if c.error:
             console.print(f"[yellow]best[/]: candidate {c.name} failed here: {c.error}")
