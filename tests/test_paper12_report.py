@@ -48,6 +48,15 @@ def test_a_cost_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_s
         "(a cost of +1.0 ± 2.0 points, training seed 42 (unpaired): the estimate within 2, 2 SE either side)")
 
 
+def test_the_average_over_tasks_takes_each_task_cost_as_its_own_claim_reads_it():
+    seeded = [[row("full", 0, full), row("top", 4, full - cost)] for full, cost in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
+    one_seed = [[row("full", 0, 0.70), row("top", 4, 0.66)], [], []]
+    lines = report.average_claims({"cola": seeded, "rte": one_seed})
+    # cola: the mean over its seeds, 3.0 ± 2.3 (as its own claim); rte: seed 42's, 4.0 ± 2.0; the mean 3.5 ± sqrt(2.3^2 + 2^2) / 2
+    assert lines[0] == ("- top-4 costs at most about 2 points on average over the tasks: cannot be told apart (a cost of +3.5 ± 1.5 "
+                        "points, 2 of 4 tasks: the estimate beyond 2, 2 SE either side)")
+
+
 def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untimed_rows_are_counted():
     full, quick, slow, far = row("full", 0, 0.62), row("top", 4, 0.615, "refinetune", "onnx-int8-dynamic"), row("top", 4, 0.611), row("top", 6, 0.605)
     untimed, retrained = row("top", 4, 0.619, "distill"), row("top", 6, 0.615, "refinetune")
