@@ -180,7 +180,7 @@ class Executor:
                 seconds=round(training.elapsed() if training else time.perf_counter() - started, 1),
                 metrics=metrics,
                 notes=output.facts.model_dump(exclude_none=True) if output.facts else {},
-                other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
+                other_cpu_load=elsewhere.cores,
                 files=file_facts(partial),
                 max_length=recipe.max_length,
                 trained=node.trained,

@@ -273,7 +273,7 @@ def pick_fastest(model: OnnxModel, settings: BestSettings, context: StageContext
                          rounds=settings.rounds, tie_margin=settings.tie_margin, kept_by_length=kept, candidates=list(candidates.values()),
                          matmul_gop={length: round(gop, 3) for length, gop in work.items() if gop}, matmul_peaks_gops=peaks,
                          not_run_here=not_run_here,
-                         timing_other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2))
+                         timing_other_cpu_load=elsewhere.cores)
     console = Console()
     console.print(candidates_table(facts))
     if contended(facts.timing_other_cpu_load):

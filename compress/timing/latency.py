@@ -214,5 +214,5 @@ def measure(
         throughput=round(batch_size / median, 2),
         threads=threads,
         device=device_name(device_of(model)),
-        other_cpu_load=None if elsewhere.cores is None else round(elsewhere.cores, 2),
+        other_cpu_load=elsewhere.cores,
     )

@@ -32,7 +32,7 @@ window of a few ticks one tick of other work reads as a large fraction of a core
 
 
 class LoadElsewhere:
-    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`; None when
+    """Average CPU cores' worth of work done elsewhere while the `with` block ran (`.cores`, to 0.01; None when
     the block was too short to tell)."""
 
     def __enter__(self) -> LoadElsewhere:
@@ -42,4 +42,5 @@ class LoadElsewhere:
     def __exit__(self, *exc) -> None:
         window = time.perf_counter() - self._start
         busy = busy_seconds_elsewhere() - self._busy
-        self.cores = max(0.0, busy / window) if window >= SHORTEST_LOAD_WINDOW else None
+        # to a hundredth of a core: CPU times come in 10 ms ticks, so finer digits are noise
+        self.cores = round(max(0.0, busy / window), 2) if window >= SHORTEST_LOAD_WINDOW else None
