@@ -13,8 +13,9 @@ also keeps the dev predictions of rows measured before the bench kept them), the
 Scores in points (score x 100); "±" is the dev set's bootstrap standard error of one model, "sd" the spread
 over training seeds. A difference between two rows counts only beyond twice its own standard error: paired, over
 bootstrap resamples of the dev examples both rows are scored on, where both rows' predictions are in the sweep
-folder's dev_predictions.json (compress/benchmarking/predictions.py), else twice the larger of the two rows' errors (unpaired,
-so conservative).
+folder's dev_predictions.json (compress/benchmarking/predictions.py), else the two rows' own errors added in quadrature
+(unpaired: conservative wherever the two rows are right and wrong on the same examples more often than by chance, as
+two fine-tunings of one model are; the larger of the two alone is not, for rows that disagree a lot).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ PAPER = {
                    "rte": {0: 65.70, 2: 66.06, 4: 67.87, 6: 65.70}},
 }
 """The paper's published figures, transcribed (the source above); read beside ours, never used to compute a verdict."""
+MODEL_NOTE = ("`mpnet-12` is sentence-transformers' all-mpnet-base-v2, the only 12-layer encoder this machine can load offline: "
+              "MPNet-base (Song et al. 2020, arXiv 2004.09297) further trained as a sentence embedder on about a billion sentence "
+              "pairs, not the raw pre-trained checkpoint the paper drops layers from. Each task fine-tunes it with a fresh "
+              "classification (or regression) head. The bars below are set from BERT-base's published dev scores, as the "
+              "paper's claims are about BERT-base and XLNet-base; the MPNet paper reports pre-trained MPNet-base above BERT-base "
+              "on GLUE dev on average, so a full model here that only meets its bar may sit below what MPNet-base itself reaches.")
 BARS = {"sst2": ("accuracy", 91.0), "cola": ("matthews_correlation", 50.0), "stsb": ("pearson", 86.0), "rte": ("accuracy", 65.0)}
 """The full model's dev score each sweep file set as its bar before running (its header says why), in points."""
 STRATEGIES = ["top", "bottom", "alternate-even", "alternate-odd", "symmetric", "contribution"]
@@ -55,6 +62,10 @@ KS = [2, 4, 6]
 REFINETUNE_KS = [4, 6]
 """The Ks the sweeps fine-tune, drop and fine-tune again at (the issue's)."""
 SEEDS = ["", "_seed43", "_seed44"]
+SEED_NAMES = ("42", "43", "44")
+"""Each sweep folder's training seed (the suffix of SEEDS)."""
+UNPAIRED_NOTE = "unpaired: the two rows' own errors added in quadrature"
+"""The legend of a difference whose rows' predictions are not both kept (`difference`)."""
 INT8 = "onnx-int8-dynamic"
 INT8_FINETUNED_KS = [4, 6]
 """The Ks whose fine-tuned (and fine-tuned again) top-K models the sweeps also quantize."""
@@ -68,7 +79,7 @@ Row = tuple[str, int, str, str]
 FULL = ("full", 0, "finetune", "torch-fp32")
 BUDGETS = (1.0, 2.0)
 """Points below the full model within which the fastest row is named."""
-FAILED_NOTE = "at or below the majority class, a failed fine-tuning run"
+FAILED_NOTE = "at or below the majority class (regression: a correlation at or below 0), a failed fine-tuning run"
 """The legend of a `failed_run` score's ‡ mark."""
 TIED_WITHIN = BestSettings.model_fields["tie_margin"].default
 """Rows whose times in turns lie within this fraction of the fastest's are tied, and the best-scoring of them is named
@@ -92,11 +103,11 @@ def _folders(results: Path, task: str) -> list[Path]:
 
 def difference(first: BenchRecord, second: BenchRecord) -> tuple[float, float, bool]:
     """Points `first` scores above `second`, that difference's standard error, and whether the error is paired (both
-    rows' predictions are kept, on the same examples) or, where not, the larger of the two rows' own errors."""
+    rows' predictions are kept, on the same examples) or, where not, the rows' own errors added in quadrature."""
     gap = points(first) - points(second)
     error = PAIRED(first, second)
-    if error is None:
-        return gap, max(standard_error(first), standard_error(second)), False
+    if error is None or not math.isfinite(error):
+        return gap, math.hypot(standard_error(first), standard_error(second)), False
     return gap, 100 * error, True
 
 
@@ -109,17 +120,44 @@ def find_row(records: list[BenchRecord], strategy: str, k: int, training: str = 
 
 
 def points(record: BenchRecord | None) -> float | None:
-    return None if record is None else 100 * record.score
+    """A row's score in points; a correlation left undefined by constant predictions counts as 0, as sklearn's Matthews
+    correlation counts it (a collapsed regressor's Pearson is NaN)."""
+    if record is None:
+        return None
+    return 100 * record.score if math.isfinite(record.score) else 0.0
 
 
 def standard_error(record: BenchRecord | None) -> float:
-    return 100 * record.score_stderr if record and record.score_stderr is not None else 0.0
+    found = record.score_stderr if record else None
+    return 100 * found if found is not None and math.isfinite(found) else 0.0
+
+
+REGRESSION_METRICS = {"pearson", "spearman"}
 
 
 def failed_run(record: BenchRecord) -> bool:
-    """Whether a row scores no better than always predicting the majority class: a failed fine-tuning run, as Dodge
-    et al. (2020) and Mosbach et al. (2021) count them on GLUE's small tasks (never for regression, which has no majority)."""
-    return record.majority_score is not None and record.score <= record.majority_score
+    """Whether a row scores no better than a constant prediction: the majority class's score, or for regression a
+    correlation of 0. A failed fine-tuning run, as Dodge et al. (2020) and Mosbach et al. (2021) count them on GLUE's
+    small tasks."""
+    floor = 0.0 if record.majority_score is None and record.primary_metric in REGRESSION_METRICS else record.majority_score
+    return floor is not None and points(record) <= 100 * floor
+
+
+def short_name(record: BenchRecord) -> str:
+    """A row as the seeds table names it: top-4, top-4 distill, top-4 distill onnx-int8-dynamic."""
+    if record.strategy == "full":
+        return "full" + ("" if record.precision == FULL[3] else f" {record.precision}")
+    return (f"{record.strategy}-{record.k}" + ("" if record.training == FULL[2] else f" {record.training}")
+            + ("" if record.precision == FULL[3] else f" {record.precision}"))
+
+
+FAILED_IN_COMPARISON = "a failed run (‡) among the rows compared"
+
+
+def failed_among(pairs: list[tuple[BenchRecord, BenchRecord]], seeds: tuple[str, ...]) -> str:
+    """A verdict's note naming the failed runs (`failed_run`) it rests on, by row and seed (empty: none)."""
+    failed = [f"{short_name(r)} (seed {seed})" for (first, second), seed in zip(pairs, seeds) for r in (first, second) if failed_run(r)]
+    return f"; {FAILED_IN_COMPARISON}: {', '.join(failed)}" if failed else ""
 
 
 def _score(record: BenchRecord) -> str:
@@ -168,10 +206,14 @@ def rebuilt_lines(folder: Path) -> list[str]:
                 if round(found[0].score, 6) != round(found[-1].score, 6) and found[0].train_seconds == found[-1].train_seconds]
     latest = [found[-1] for found in by_key.values()]
     full = next((r for r in latest if r.strategy == "full"), None)
-    elsewhere = [r for r in latest if full and _host(r) != _host(full)]
+    elsewhere: dict[str, list[str]] = {}
+    for record in latest:
+        if full and _host(record) != _host(full):
+            elsewhere.setdefault(_host(record), []).append(short_name(record))
     lines = [] if not elsewhere else [
-        "", f"Trained and measured on another host than the full model's ({_host(full)}): "
-        + ", ".join(row_name(r) for r in elsewhere) + f" ({_host(elsewhere[0])}): their changes against the full model compare trainings on two hosts."]
+        "", f"Trained and measured on another host than the full model ({_host(full)}): " + "; ".join(
+            f"on {host}: {', '.join(names)}" for host, names in elsewhere.items())
+        + ". Their changes against the full model compare trainings on two hosts."]
     if rescored:
         lines += ["", "Scored again as saved (fp32), the same model: an older compress scored bf16-trained models with training's "
                   "autocast still on them: " + "; ".join(f"{row_name(first)} {points(first):.1f} then {points(last):.1f}"
@@ -189,23 +231,31 @@ def _host(record: BenchRecord) -> str:
     return f"{cpu.get('model', 'unknown host')}, family {cpu.get('family')} model {cpu.get('model_number')}"
 
 
-def bar_line(task: str, full: BenchRecord) -> str:
-    """Whether the full model reached the bar its sweep file set before running."""
+def bar_line(task: str, by_seed: list[list[BenchRecord]]) -> str:
+    """Whether each training seed's full model reached the bar its sweep file set before running."""
     metric, bar = BARS[task]
-    reached = 100 * full.metrics[metric]
-    return (f"The bar set before running (`bench/sweeps/paper12_{task}.yaml`): {metric} at least {bar:g}; "
-            + (f"met ({reached:.1f})." if reached >= bar else f"**missed** ({reached:.1f}): read this task's drops with care."))
+    reached = [(seed, 100 * full.metrics[metric]) for seed, records in zip(SEED_NAMES, by_seed) if (full := find_row(records, *FULL))]
+    start = f"The bar set before running (`bench/sweeps/paper12_{task}.yaml`): {metric} at least {bar:g}; "
+    if len(reached) == 1:
+        score = reached[0][1]
+        return start + (f"met ({score:.1f})." if score >= bar else f"**missed** ({score:.1f}): read this task's drops with care.")
+    missed = [seed for seed, score in reached if score < bar]
+    scores = ", ".join(f"{score:.1f}" + (" (**missed**)" if score < bar else "") for _, score in reached)
+    return start + f"the full model of seeds {', '.join(seed for seed, _ in reached)}: {scores}" + (
+        f"; seed {' and '.join(missed)}'s changes are read against a weaker full model." if missed else "; met by every seed.")
 
 
-def bound_verdict(cost: float, noise: float, bound: float, over: str = "") -> str:
-    """Whether a cost (points lost) is at most `bound`: it holds when even cost + 2 SE is at or under the bound, does not
-    hold when even cost - 2 SE is beyond it, and in between the dev set cannot tell (the point estimate's side said)."""
-    evidence = f"a cost of {cost:+.1f} ± {noise:.1f} points" + (f", {over}" if over else "")
-    if cost + 2 * noise <= bound:
-        return f"holds ({evidence})"
-    if cost - 2 * noise > bound:
-        return f"does not hold ({evidence}, beyond {bound:g} by more than 2 SE)"
-    return f"cannot be told apart ({evidence}: the estimate {'within' if cost <= bound else 'beyond'} {bound:g}, 2 SE either side)"
+def bound_verdict(change: float, noise: float, bound: float, over: str = "") -> str:
+    """Whether dropping loses at most `bound` points, from the change it brings (negative: a loss, as in every table) and
+    that change's standard error: it holds when even the change minus 2 SE is a loss within the bound, does not hold
+    when even the change plus 2 SE is a loss beyond it, and in between the dev set cannot tell (the estimate's side said)."""
+    evidence = f"a change of {change:+.1f} ± {noise:.1f} points" + (f", {over}" if over else "")
+    if change - 2 * noise >= -bound:
+        return f"holds ({evidence}: a loss within {bound:g} even 2 SE below the estimate)"
+    if change + 2 * noise < -bound:
+        return f"does not hold ({evidence}: a loss beyond {bound:g} even 2 SE above the estimate)"
+    return (f"cannot be told apart ({evidence}: the estimate {'within' if change >= -bound else 'a loss beyond'} {bound:g}, "
+            "but 2 SE reach the other side)")
 
 
 def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> list[str]:
@@ -216,7 +266,7 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
         return [f"## {name}", "", "Not run yet: the full model has not finished.", ""]
     metric = full.primary_metric
     lines = [f"## {name}", "", f"Full MPNet-12: **{points(full):.1f} ± {standard_error(full):.1f}** ({metric}; majority class "
-             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, full)} Each cell: score ± SE (change against the full model ± the change's SE, paired over the dev examples; †: unpaired, the larger of the two rows' own; ‡: " + FAILED_NOTE + ").", "",
+             f"{'n/a' if full.majority_score is None else f'{100 * full.majority_score:.1f}'}). {bar_line(task, by_seed)} Each cell: score ± SE (change against the full model ± the change's SE, paired over the dev examples; †: " + UNPAIRED_NOTE + "; ‡: " + FAILED_NOTE + ").", "",
              "| strategy | " + " | ".join(f"K={k}" for k in KS) + " |", "|---|" + "---|" * len(KS)]
     for strategy in STRATEGIES:
         lines.append(f"| {strategy} | " + " | ".join(_cell(find_row(records, strategy, k), full) for k in KS) + " |")
@@ -226,12 +276,39 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
         _cell(find_row(records, "top", k, "refinetune", INT8), full) if k in REFINETUNE_KS else "not in the sweep" for k in KS) + " |")
     lines.append("| top + distill | " + " | ".join(_cell(find_row(records, "top", k, "distill"), full) for k in KS) + " |")
     lines.append("| top + distill, int8 | " + " | ".join(_cell(find_row(records, "top", k, "distill", INT8), full) for k in KS) + " |")
+    lines += same_layers_lines(records)
     lines += rebuilt_lines(folder)
     lines += paper_rows(task, full, records)
     lines += seed_lines(task, by_seed)
     lines += ["", "Claims:", ""]
     lines += [f"- {claim}: {finding}" for claim, finding in claims(by_seed, full)]
     return lines + [""] + open_question(records, full, folder)
+
+
+def twins(records: list[BenchRecord], k: int) -> dict[str, str]:
+    """Strategies whose fine-tuned K-layer drop kept the very layers an earlier strategy (in STRATEGIES' order) kept, by
+    the strategy they repeat: one model under two names (contribution often keeps symmetric's layers)."""
+    found, kept_by = {}, {}
+    for strategy in STRATEGIES:
+        record = find_row(records, strategy, k)
+        if record is None or record.kept_layers is None:
+            continue
+        layers = tuple(record.kept_layers)
+        if layers in kept_by:
+            found[strategy] = kept_by[layers]
+        else:
+            kept_by[layers] = strategy
+    return found
+
+
+def same_layers_lines(records: list[BenchRecord]) -> list[str]:
+    """A note under the strategy table for each strategy that kept another's layers (`twins`)."""
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for k in KS:
+        for strategy, repeated in twins(records, k).items():
+            pairs.setdefault((strategy, repeated), []).append(k)
+    return [""] + [f"At K = {', '.join(map(str, ks))}, {strategy} kept the layers {repeated} keeps: the same model, "
+                   "trained a second time under its name, so no separate evidence." for (strategy, repeated), ks in pairs.items()] if pairs else []
 
 
 def seeded_rows(task: str) -> list[Row]:
@@ -249,7 +326,8 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     the same seed (paired over the dev examples)."""
     rows_run = seeded_rows(task)
     if not rows_run:
-        return ["", "One training seed (42): the dev set is large enough that its bootstrap error is the figure to read."]
+        return ["", "One training seed (42): seeds were run where the issue asked, for RTE's and CoLA's small dev sets. The errors "
+                "here are the dev set's alone; training's own spread over seeds, of the same order on RTE and CoLA, is not in them."]
     lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims. *sd*: the spread of the scores over "
              "the seeds finished, training's own noise; *dev SE*: the bootstrap error of one score over the dev examples "
              "(mean over seeds), the noise of the dev set, which the spread adds to. A claim pairs seeds, and reads the "
@@ -344,8 +422,9 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
     lines += ["", "int8's cost is read against the PyTorch row; the student's fp32 ONNX export, which int8 is made from, can score "
               "a few tenths of a point apart from it (each `best_top<K>.json` holds its export's score)."]
     lines += best_lines(folder)
-    lines += ["", "The fastest row within 1 and 2 points of the full model, timed in turns on one host (batch 1, dev examples at "
-              "their own lengths; `in_turns.md` beside the sweep's results has the table, the host and the command):", ""]
+    lines += ["", "The fastest of the rows timed in turns (PyTorch and onnxruntime; the OpenVINO picks above were timed in their own "
+              "runs) within 1 and 2 points of the full model, on one host (batch 1, dev examples at their own lengths; "
+              "`in_turns.md` beside the sweep's results has the table, the host and the command):", ""]
     turns = in_turns_figures(folder)
     if turns is None:
         return lines + [f"- not yet timed in turns (`.venv/bin/python bench/paper12_in_turns.py {full.task}`)", ""]
@@ -360,9 +439,12 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
             lines.append(f"- within {budget:g} point(s): {'unknown' if untimed else 'only the full model itself'}{late}")
             continue
         figure = timed(fastest, turns)
+        _, int8_figure = full_int8(records, turns)
+        engine = (f"; the full model in int8 takes {int8_figure['real_p50_ms']:.1f} ms: dropping's share "
+                  f"{int8_figure['real_p50_ms'] / figure['real_p50_ms']:.1f}x" if int8_figure and fastest.strategy != "full" else "")
         lines.append(f"- within {budget:g} point(s): **{row_name(fastest)}**, {_cell(fastest, full)}: {figure['real_p50_ms']:.1f} ms "
                      f"against {reference['real_p50_ms']:.1f} ms, **{figure['real_speedup']:.1f}x** in turns "
-                     f"({figure['fixed_speedup']:.1f}x at {turns['fixed_length']} tokens){late}")
+                     f"({figure['fixed_speedup']:.1f}x at {turns['fixed_length']} tokens){engine}{late}")
     lines += ["", "Each pick rests on single-seed dev scores (standard errors above): another seed may put another row within the "
               "budget, so read it as one fast model that met the budget here, not as the only one.", "", f"Host: {turns['host']}."]
     return lines + [""]
@@ -402,43 +484,105 @@ def untimed_note(untimed: list[BenchRecord], fastest: BenchRecord | None) -> str
     return f"{len(untimed)} within it not timed"
 
 
-def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
-    """The open question at a glance, one row per task: what distillation adds over fine-tuning and what int8 costs
-    on top, per K, and the fastest row within 1 and 2 points in turns (each task's section has the evidence)."""
-    lines = ["## The open question, answered", "",
-             "Per task: the change distillation brings against plain fine-tuning of the same top-K student, then what "
-             "onnxruntime dynamic int8 costs the distilled student (points, K = 2 / 4 / 6), and the fastest row within 1 and 2 "
-             "points of the full model, speed-up timed in turns at dev examples' own lengths. *n/a*: not finished yet.", "",
-             "| task | distilled against fine-tuned | int8 against distilled fp32 | fastest within 1 point | fastest within 2 points |",
-             "|---|---|---|---|---|"]
+def _marked_change(better: BenchRecord | None, base: BenchRecord | None) -> str:
+    """`better`'s change against `base` in points, *-marked beyond twice its error, †-marked unpaired (n/a: not finished)."""
+    if better is None or base is None:
+        return "n/a"
+    gap, error, paired = difference(better, base)
+    return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
+
+
+def full_int8(records: list[BenchRecord], turns: dict | None) -> tuple[BenchRecord | None, dict | None]:
+    """The full model in onnxruntime dynamic int8, no training: the engine's own speed-up, against which a dropped
+    model's shows what dropping adds; and its figures in turns, where timed."""
+    record = find_row(records, "full", 0, precision=INT8)
+    return record, (timed(record, turns) if record and turns else None)
+
+
+def fastest_text(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> str:
+    """The fastest row within `budget`: its change, its speed-up over the full PyTorch model and over the full model in
+    int8, timed in turns (or why none is named)."""
+    fastest, untimed = fastest_within(records, full, turns, budget)
+    text = ("unknown" if untimed else "the full model") if fastest is None else (
+        f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
+    _, int8_figure = full_int8(records, turns)
+    if fastest is not None and int8_figure is not None and not (fastest.strategy == "full" and fastest.precision == INT8):
+        text += f" ({int8_figure['real_p50_ms'] / timed(fastest, turns)['real_p50_ms']:.1f}x the full model in int8)"
+    return text + (f" ({untimed_note(untimed, fastest)})" if untimed else "")
+
+
+def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
+    """The answer in sentences, counted from the tasks finished: how often distillation and int8 moved a top-K student
+    beyond twice the error, what int8 does to the full model, and the fastest model within 1 point."""
+    distilled, quantized, full_lines, fastest_lines, finished = [], [], [], [], 0
     for task, name in TASKS.items():
         records = by_task[task][0]
         full = find_row(records, "full", 0)
         if full is None:
-            lines.append(f"| {name} | not run yet | | | |")
             continue
+        finished += 1
+        for k in KS:
+            for found, pair in ((distilled, (find_row(records, "top", k, "distill"), find_row(records, "top", k))),
+                                (quantized, (find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")))):
+                if all(pair):
+                    found.append(difference(*pair))
+        turns = in_turns_figures(results / f"paper12_{task}")
+        int8, int8_figure = full_int8(records, turns)
+        if int8 is not None:
+            full_lines.append(f"{name} {_marked_change(int8, full)}" + (f" at {int8_figure['real_speedup']:.1f}x" if int8_figure else ""))
+        if turns is not None and timed(full, turns) is not None:
+            fastest_lines.append(f"{name}: {fastest_text(records, full, turns, BUDGETS[0])}")
+    if not distilled:
+        return []
 
-        def change(better: BenchRecord | None, base: BenchRecord | None) -> str:
-            if better is None or base is None:
-                return "n/a"
-            gap, error, paired = difference(better, base)
-            return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
+    def counted(changes: list[tuple[float, float, bool]]) -> str:
+        beyond = sum(abs(gap) > 2 * error for gap, error, _ in changes)
+        gaps = [gap for gap, _, _ in changes]
+        return f"beyond twice its error in {beyond} of {len(changes)} (changes from {min(gaps):+.1f} to {max(gaps):+.1f} points)"
 
-        distill = " / ".join(change(find_row(records, "top", k, "distill"), find_row(records, "top", k)) for k in KS)
-        int8 = " / ".join(change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
-        turns, cells = in_turns_figures(results / f"paper12_{task}"), []
-        for budget in BUDGETS:
-            if turns is None or timed(full, turns) is None:
-                cells.append("not timed in turns yet")
-                continue
-            fastest, untimed = fastest_within(records, full, turns, budget)
-            cells.append(("unknown" if untimed else "the full model") if fastest is None else
-                         f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
-            cells[-1] += f" ({untimed_note(untimed, fastest)})" if untimed else ""
-        lines.append(f"| {name} | {distill} | {int8} | " + " | ".join(cells) + " |")
+    lines = [f"In short, over the {finished} of {len(TASKS)} tasks run (seed 42; points of each task's metric):", "",
+             f"- Distilling the top-K student (K = 2, 4, 6) from the full fine-tuned model, against fine-tuning it alone: {counted(distilled)}."]
+    if quantized:
+        lines.append(f"- onnxruntime dynamic int8 on the distilled students, against their fp32: {counted(quantized)}.")
+    if full_lines:
+        lines.append(f"- The full model in the same int8, no training (\\*: beyond twice its error): {'; '.join(full_lines)}.")
+    if fastest_lines:
+        lines.append(f"- The fastest model within 1 point of the full one, timed in turns against the full PyTorch model: "
+                     f"{'; '.join(fastest_lines)}.")
+    return lines + [""]
+
+
+def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
+    """The open question at a glance, one row per task: what distillation adds over fine-tuning and what int8 changes
+    on top, per K, the full model in int8 alone, and the fastest row within 1 and 2 points in turns (each task's section
+    has the evidence)."""
+    lines = ["## The open question, answered", "", *in_short(results, by_task),
+             "Per task: the change distillation brings against plain fine-tuning of the same top-K student, then the change "
+             "onnxruntime dynamic int8 brings the distilled student (points, K = 2 / 4 / 6; negative: a loss), the full model in "
+             "that int8 without dropping (its change and speed-up: the engine's share), and the fastest of the rows timed in turns "
+             "within 1 and 2 points of the full model (speed-up over the full PyTorch model at dev examples' own lengths, and over "
+             "the full model in int8: dropping's share). *n/a*: a row not finished yet.", "",
+             "| task | distilled against fine-tuned | int8 against distilled fp32 | the full model in int8 | fastest within 1 point "
+             "| fastest within 2 points |", "|---|---|---|---|---|---|"]
+    for task, name in TASKS.items():
+        records = by_task[task][0]
+        full = find_row(records, "full", 0)
+        if full is None:
+            lines.append(f"| {name} | not run yet | | | | |")
+            continue
+        distill = " / ".join(_marked_change(find_row(records, "top", k, "distill"), find_row(records, "top", k)) for k in KS)
+        int8 = " / ".join(_marked_change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
+        turns = in_turns_figures(results / f"paper12_{task}")
+        full_record, full_figure = full_int8(records, turns)
+        full_cell = _marked_change(full_record, full) + (f", {full_figure['real_speedup']:.1f}x" if full_figure else "")
+        cells = [fastest_text(records, full, turns, budget) if turns is not None and timed(full, turns) is not None
+                 else "not timed in turns yet" for budget in BUDGETS]
+        lines.append(f"| {name} | {distill} | {int8} | {full_cell} | " + " | ".join(cells) + " |")
     return lines + ["", "\\*: beyond twice the standard error of the difference, paired over the dev examples both rows are "
-                    "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is the larger of the two "
-                    "rows' own (unpaired, conservative). Training seed 42 throughout: the seed's own spread is in the seeds tables.", ""]
+                    "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is "
+                    f"{UNPAIRED_NOTE.removeprefix('unpaired: ')} (unpaired). Training seed 42 throughout: the seed's own spread is in "
+                    "the seeds tables. `quantize: {mode: best}`'s OpenVINO picks are timed in their own runs, against their "
+                    "student's export (each task's section), not in these turns.", ""]
 
 
 def paper_rows(task: str, full: BenchRecord, records: list[BenchRecord]) -> list[str]:
@@ -476,16 +620,22 @@ def seed_changes(by_seed: list[list[BenchRecord]], first: Row, second: Row) -> l
 
 
 def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord) -> tuple[float, float, str]:
-    """Points `better` scores above `worse` (seed 42's rows), the difference's standard error, and what they rest on.
-    Once every seed has both rows: the mean over the seeds, whose error keeps seed 42's dev-set error (the seeds share
-    one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks with more seeds)."""
+    """Points `better` scores above `worse` (seed 42's rows), the difference's standard error, and what they rest on
+    (failed runs among them named). Once every seed has both rows: the mean over the seeds, whose error keeps seed 42's
+    dev-set error (the seeds share one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks
+    with more seeds; the spread, read on the same dev set, carries some of its noise again: conservative)."""
     gap, noise, paired = difference(better, worse)
-    gaps = [change[0] for change in seed_changes(by_seed, row_of(better), row_of(worse)) if change is not None]
-    if len(gaps) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
-        return gap, noise, "training seed 42" + _kind(paired)
+    pairs = [(find_row(records, *row_of(better)), find_row(records, *row_of(worse))) for records in by_seed]
+    complete = [(pair, seed) for pair, seed in zip(pairs, SEED_NAMES) if all(pair)]
+    if len(complete) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
+        return gap, noise, "training seed 42" + _kind(paired) + failed_among([(better, worse)], SEED_NAMES[:1])
+    gaps = [points(first) - points(second) for (first, second), _ in complete]
+    kept = [g for g, ((first, second), _) in zip(gaps, complete) if not (failed_run(first) or failed_run(second))]
     spread = statistics.stdev(gaps)
+    without = f"; {statistics.mean(kept):+.1f} over the seeds without one" if kept and len(kept) < len(gaps) else ""
     return (statistics.mean(gaps), math.sqrt(noise ** 2 + spread ** 2 / len(gaps)),
-            f"mean of {len(gaps)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired))
+            f"mean of {len(gaps)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired)
+            + failed_among([pair for pair, _ in complete], tuple(seed for _, seed in complete)) + without)
 
 
 def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
@@ -497,28 +647,33 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES[1:]) if r is not None]
         best_other = max(others, key=points, default=None)
         found.append((f"top is the best strategy at K={k}", _so_far(others, top) + verdict(by_seed, top, best_other)
-                      + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy})"
-                         if best_other and top else "")))
+                      + (f" (best of the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far: {best_other.strategy}"
+                         f"{_twins_note(records, k)})" if best_other and top else "")))
     for k, bound in PER_TASK_BOUNDS:
         top = find_row(records, "top", k)
         claim = f"top-{k} costs at most about {bound:g} points"
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        cost, noise, over = seeded_difference(by_seed, full, top)
-        found.append((claim, bound_verdict(cost, noise, bound, over)))
+        change, noise, over = seeded_difference(by_seed, top, full)
+        found.append((claim, bound_verdict(change, noise, bound, over)))
     for k in KS:
         bottom = find_row(records, "bottom", k)
         others = [r for r in (find_row(records, s, k) for s in STRATEGIES if s != "bottom") if r is not None]
         worst_other = min(others, key=points, default=None)
         found.append((f"bottom is the worst at K={k}", _so_far(others, bottom) + verdict(by_seed, worst_other, bottom)
-                      + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far)" if others and bottom else "")))
+                      + (f" (against the {len(others)} of {len(STRATEGIES) - 1} other strategies run so far{_twins_note(records, k)})"
+                         if others and bottom else "")))
     for k in REFINETUNE_KS:
         found.append((f"dropping from the fine-tuned model loses task information, top-{k}",
                       verdict(by_seed, find_row(records, "top", k), find_row(records, "top", k, "refinetune"))))
     for k in KS:
         found.append((f"distillation adds over fine-tuning, top-{k}", verdict(by_seed, find_row(records, "top", k, "distill"), find_row(records, "top", k))))
     return found
+
+
+def _twins_note(records: list[BenchRecord], k: int) -> str:
+    return "".join(f"; {strategy} kept {repeated}'s layers" for strategy, repeated in twins(records, k).items())
 
 
 def _so_far(others: list[BenchRecord], tested: BenchRecord | None) -> str:
@@ -535,46 +690,53 @@ def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
     names = next((list(found) for found in found_by_task.values() if found), [])
     lines = ["## Verdicts", "", "| claim | " + " | ".join(TASKS.values()) + " |", "|---|" + "---|" * len(TASKS)]
     for name in names:
-        cells = [found_by_task[task].get(name, "not yet run").split(" (")[0] for task in TASKS]
+        found = [found_by_task[task].get(name, "not yet run") for task in TASKS]
+        cells = [text.split(" (")[0] + ("‡" if FAILED_IN_COMPARISON in text else "") for text in found]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "A difference counts only beyond twice its standard error (paired over the dev examples where both rows' "
-                    "predictions are here, else the larger of the two rows' own errors), read over the three training seeds where each "
+                    f"predictions are here, else {UNPAIRED_NOTE}), read over the three training seeds where each "
                     "seed has both rows (their mean; the error adds their spread); *cannot be told apart* is within it; "
-                    "*so far*: against the other strategies run until now.", "", *average_claims(by_task), "",
+                    "*so far*: against the other strategies run until now; ‡: the verdict rests on a failed fine-tuning run "
+                    "(its section names it). A claim that a drop costs at most B points holds when even the change 2 SE below "
+                    "the estimate is a loss within B, and does not hold when even 2 SE above it is a loss beyond B.", "",
+                    *average_claims(by_task), "",
                     "Not testable on these four tasks: that QNLI and MNLI are the most sensitive to dropping (neither is in "
                     "`../shared/glue`), and what it says of XLNet against BERT (XLNet more robust to dropping; one 12-layer model here, MPNet).", ""]
 
 
 def average_claims(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
-    """The paper's averages over tasks: top-4 costs at most about 2 points and top-6 1.8 to 3.3, read here as the mean
-    cost over the tasks finished (each task's as its own claim reads it: the mean over the seeds once every seed has
-    both rows, else seed 42's), its error from the tasks' errors."""
+    """The paper's averages over tasks: top-4 costs at most about 2 points and top-6 1.8 to 3.3 (read against its upper
+    end), here the mean change over the tasks finished (each task's as its own claim reads it: the mean over the seeds
+    once every seed has both rows, else seed 42's; in each task's own metric's points, as GLUE's average mixes them),
+    its error from the tasks' errors."""
     lines = []
     for k, bound in AVERAGE_BOUNDS:
-        costs, errors = [], []
+        changes, errors = [], []
         for by_seed in by_task.values():
             full, top = find_row(by_seed[0], "full", 0), find_row(by_seed[0], "top", k)
             if full and top:
-                cost, error, _ = seeded_difference(by_seed, full, top)
-                costs.append(cost)
+                change, error, _ = seeded_difference(by_seed, top, full)
+                changes.append(change)
                 errors.append(error)
         claim = f"- top-{k} costs at most about {bound:g} points on average over the tasks"
-        if not costs:
+        if not changes:
             lines.append(f"{claim}: not yet run")
             continue
         noise = math.sqrt(sum(e ** 2 for e in errors)) / len(errors)
-        lines.append(f"{claim}: {bound_verdict(statistics.mean(costs), noise, bound, f'{len(costs)} of {len(TASKS)} tasks')}")
+        lines.append(f"{claim}: {bound_verdict(statistics.mean(changes), noise, bound, f'{len(changes)} of {len(TASKS)} tasks')}")
     return lines
 
 
 def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
-    """Per task, bars by strategy, colour by K: the change against the full model, as the paper draws it."""
+    """Per task, bars by strategy, colour by K: the change against the full model (the form of the paper's Figure 2,
+    which draws averages over tasks). Each task has its own scale, so that one task's collapse does not flatten the
+    others' small drops; a failed run's bar is hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8), sharey=True)
+    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8))
     width = 0.8 / len(KS)
     for axis, task in zip(axes, TASKS):
         records = by_task[task][0]
@@ -584,13 +746,16 @@ def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
             # a row not finished is no bar (NaN), not a bar of height 0, which would read as "no change"
             deltas = [points(r) - points(full) if r else math.nan for r in rows]
             errors = [difference(r, full)[1] if r else 0.0 for r in rows]
-            axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, yerr=errors, capsize=2,
-                     error_kw={"elinewidth": 0.8}, label=f"K={k}")
+            bars = axis.bar([x + i * width for x in range(len(STRATEGIES))], deltas, width, yerr=errors, capsize=2,
+                            error_kw={"elinewidth": 0.8}, label=f"K={k}")
+            for bar, record in zip(bars, rows):
+                if record is not None and failed_run(record):
+                    bar.set_hatch("///")
         axis.set_xticks([x + width for x in range(len(STRATEGIES))], STRATEGIES, rotation=45, ha="right", fontsize=8)
         axis.set_title(f"{TASKS[task]}" + ("" if full else " (not run yet)"))
         axis.axhline(0, color="black", linewidth=0.8)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± SE of the difference)")
+    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± SE of the difference;\nhatched: a failed run)")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "strategies_by_task.png", dpi=110)
@@ -605,6 +770,7 @@ def main() -> None:
     lines = ["# The paper's 12-layer claims on MPNet-12 (issue #38)", "",
              "Generated by `.venv/bin/python bench/paper12_report.py --out bench/results/paper12` from the sweeps "
              "`bench/sweeps/paper12_*.yaml` (their commands are in each file); rows marked *not yet* have not finished.", "",
+             f"The model: {MODEL_NOTE}", "",
              f"The paper's figures: {PAPER_SOURCE}", "",
              "![every strategy's change against the full model, per task](strategies_by_task.png)", ""]
     by_task = {task: _records(args.results, task) for task in TASKS}  # each sweep folder read once

@@ -18,11 +18,11 @@ INTEL = {"model": "Intel(R) Xeon(R) Processor", "family": "6", "model_number": "
 
 
 def row(strategy: str, k: int, score: float, training: str = "finetune", precision: str = "torch-fp32", se: float = 0.02,
-        cpu: dict = AMD, train_seconds: float | None = None):
+        cpu: dict = AMD, train_seconds: float | None = None, metric: str = "matthews_correlation", kept: list[int] | None = None):
     return bench_record(key=f"mpnet-12|cola|{strategy}|k{k}|{training}|{precision}", task="cola", strategy=strategy, k=k,
-                        training=training, precision=precision, score=score, score_stderr=se, primary_metric="matthews_correlation",
+                        training=training, precision=precision, score=score, score_stderr=se, primary_metric=metric,
                         measured_in=f"mpnet-12/cola/{strategy}-{k}-{training}-{precision}", environment={"cpu": cpu},
-                        train_seconds=train_seconds)
+                        train_seconds=train_seconds, kept_layers=kept)
 
 
 def write(folder, records) -> None:
@@ -30,31 +30,34 @@ def write(folder, records) -> None:
     (folder / "results.jsonl").write_text("".join(r.line() for r in records))
 
 
-def test_a_cost_holds_only_two_errors_under_its_bound_and_fails_only_two_errors_beyond_it():
-    assert report.bound_verdict(-0.1, 1.0, 2.0).startswith("holds")
-    assert report.bound_verdict(0.1, 1.0, 2.0).startswith("cannot be told apart (a cost of +0.1 ± 1.0 points: the estimate within 2")
-    assert report.bound_verdict(3.9, 1.0, 2.0).startswith("cannot be told apart (a cost of +3.9 ± 1.0 points: the estimate beyond 2")
-    assert report.bound_verdict(4.1, 1.0, 2.0).startswith("does not hold")
+def test_a_bound_on_a_loss_holds_only_two_errors_within_it_and_fails_only_two_errors_beyond_it():
+    # changes as every table writes them: negative, a loss
+    assert report.bound_verdict(0.1, 1.0, 2.0).startswith("holds (a change of +0.1 ± 1.0 points: a loss within 2 even 2 SE below")
+    assert report.bound_verdict(-0.1, 1.0, 2.0).startswith("cannot be told apart (a change of -0.1 ± 1.0 points: the estimate within 2")
+    assert report.bound_verdict(-3.9, 1.0, 2.0).startswith("cannot be told apart (a change of -3.9 ± 1.0 points: the estimate a loss beyond 2")
+    assert report.bound_verdict(-4.1, 1.0, 2.0).startswith("does not hold")
 
 
-def test_a_cost_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_spread_over_their_number():
-    by_seed = [[row("full", 0, full), row("top", 4, full - cost)] for full, cost in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
+def test_a_bound_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_spread_over_their_number():
+    by_seed = [[row("full", 0, full, se=0.015), row("top", 4, full - loss)] for full, loss in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
     found = dict(report.claims(by_seed, by_seed[0][0]))
-    # mean cost 3.0 points, seeds' sd 2.0, dev SE 2.0: error sqrt(2^2 + 2^2 / 3) = 2.3; beyond 2, within 2 SE of it
-    assert found["top-4 costs at most about 2 points"] == ("cannot be told apart (a cost of +3.0 ± 2.3 points, mean of 3 seeds, "
-                                                           "sd 2.0; dev error seed 42's (unpaired): the estimate beyond 2, 2 SE either side)")
+    # mean change -3.0 points, seeds' sd 2.0; unpaired dev error hypot(1.5, 2.0) = 2.5: error sqrt(2.5^2 + 2^2 / 3) = 2.8
+    assert found["top-4 costs at most about 2 points"] == (
+        "cannot be told apart (a change of -3.0 ± 2.8 points, mean of 3 seeds, sd 2.0; dev error seed 42's (unpaired): "
+        "the estimate a loss beyond 2, but 2 SE reach the other side)")
     by_seed[2] = by_seed[2][:1]  # the third seed's top-4 not finished: seed 42's alone, not a mean of two
     assert dict(report.claims(by_seed, by_seed[0][0]))["top-4 costs at most about 2 points"].endswith(
-        "(a cost of +1.0 ± 2.0 points, training seed 42 (unpaired): the estimate within 2, 2 SE either side)")
+        "(a change of -1.0 ± 2.5 points, training seed 42 (unpaired): the estimate within 2, but 2 SE reach the other side)")
 
 
-def test_the_average_over_tasks_takes_each_task_cost_as_its_own_claim_reads_it():
-    seeded = [[row("full", 0, full), row("top", 4, full - cost)] for full, cost in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
+def test_the_average_over_tasks_takes_each_task_change_as_its_own_claim_reads_it():
+    seeded = [[row("full", 0, full), row("top", 4, full - loss)] for full, loss in ((0.60, 0.01), (0.61, 0.03), (0.62, 0.05))]
     one_seed = [[row("full", 0, 0.70), row("top", 4, 0.66)], [], []]
     lines = report.average_claims({"cola": seeded, "rte": one_seed})
-    # cola: the mean over its seeds, 3.0 ± 2.3 (as its own claim); rte: seed 42's, 4.0 ± 2.0; the mean 3.5 ± sqrt(2.3^2 + 2^2) / 2
-    assert lines[0] == ("- top-4 costs at most about 2 points on average over the tasks: cannot be told apart (a cost of +3.5 ± 1.5 "
-                        "points, 2 of 4 tasks: the estimate beyond 2, 2 SE either side)")
+    # unpaired dev errors hypot(2, 2) = 2.83; cola: the mean over its seeds, -3.0 ± sqrt(2.83^2 + 2^2 / 3) = 3.06 (as its own
+    # claim); rte: seed 42's, -4.0 ± 2.83; the mean -3.5 ± sqrt(3.06^2 + 2.83^2) / 2 = 2.1
+    assert lines[0] == ("- top-4 costs at most about 2 points on average over the tasks: cannot be told apart (a change of -3.5 ± 2.1 "
+                        "points, 2 of 4 tasks: the estimate a loss beyond 2, but 2 SE reach the other side)")
 
 
 def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untimed_rows_are_counted():
@@ -89,7 +92,8 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     full, top = (row(strategy, k, matthews_corrcoef(labels, predicted)) for strategy, k, predicted in
                  (("full", 0, full_predicted), ("top", 4, top_predicted)))
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
-    assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 4.0, training seed 42 (unpaired))")
+    # unpaired: the two errors (2 points each) in quadrature, 2.8
+    assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 5.7, training seed 42 (unpaired))")
     folder = tmp_path / "paper12_cola"
     folder.mkdir()
     for record, predicted in ((full, full_predicted), (top, top_predicted)):
@@ -126,14 +130,18 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     report.main()
     page = (out / "README.md").read_text()
     assert page.index("## The open question, answered") < page.index("## Verdicts") < page.index("## CoLA")
-    assert ("| CoLA | n/a / +0.0† / n/a | n/a / -0.5† / n/a | unknown (2 within it not timed) | "
+    assert ("| CoLA | n/a / +0.0† / n/a | n/a / -0.5† / n/a | -12.0*† | unknown (2 within it not timed) | "
             "top-4 distill, onnx-int8-dynamic: -1.5, 10.0x (2 within it not timed) |") in page
+    assert "In short, over the 1 of 4 tasks run" in page
+    assert "against fine-tuning it alone: beyond twice its error in 0 of 1 (changes from +0.0 to +0.0 points)" in page
+    assert "The full model in the same int8, no training (\\*: beyond twice its error): CoLA -12.0*†." in page
     assert "| SST-2 | not run yet |" in page
     assert "matthews_correlation at least 50; met (62.0)" in page
     assert "top-4 finetune, torch-fp32 63.0 (Intel(R) Xeon(R) Processor, family 6 model 167) then 61.0" in page
     assert "Trained again here" in page and "top-4 distill, torch-fp32 61.6" not in page.split("Trained again here")[1]
     assert "Scored again as saved (fp32), the same model" in page and "top-4 distill, torch-fp32 61.6 then 61.0" in page
-    assert "on another host than the full model's (AMD EPYC, family 25 model 17): bottom-4 finetune, torch-fp32 (" in page
+    assert ("on another host than the full model (AMD EPYC, family 25 model 17): on Intel(R) Xeon(R) Processor, family 6 model 167: "
+            "bottom-4. Their changes") in page
     assert (out / "strategies_by_task.png").stat().st_size > 0
 
 
@@ -144,24 +152,25 @@ def test_the_seeds_table_sets_the_spread_over_seeds_beside_the_dev_error_and_eac
     lines = report.seed_lines("cola", by_seed)
     # full: 62, 60, 64 (sd 2.0), dev SE the mean of 2, 4, 2; top-4 against its own seed's full model: -1.0 and +1.0
     assert "| full | 62.0, 60.0, 64.0 | 62.0 | 2.0 | 2.7 | – | – | – |" in lines
-    assert "| top-4 | 61.0, 61.0, – | 61.0 | 0.0 | 2.0 | -1.0 ± 2.0†, +1.0 ± 4.0†, – | +0.0 | 1.4 |" in lines
+    # unpaired: the two rows' errors in quadrature, hypot(2, 2) and hypot(4, 2)
+    assert "| top-4 | 61.0, 61.0, – | 61.0 | 0.0 | 2.0 | -1.0 ± 2.8†, +1.0 ± 4.5†, – | +0.0 | 1.4 |" in lines
     assert "| bottom-4 | not yet | | | | | | |" in lines
     assert report.seed_lines("sst2", by_seed[:1])[1].startswith("One training seed (42)")
 
 
 def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeypatch):
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
-    by_seed = [[row("full", 0, 0.66), row("top", 2, top), row("alternate-even", 2, other)]
+    by_seed = [[row("full", 0, 0.66, se=0.01), row("top", 2, top, se=0.01), row("alternate-even", 2, other, se=0.01)]
                for top, other in ((0.632, 0.686), (0.66, 0.65), (0.64, 0.66))]
     claim = "top is the best strategy at K=2"
-    # seed 42 alone: alternate-even-2 5.4 points above top-2, beyond twice the (unpaired) error of 2.0
+    # seed 42 alone: alternate-even-2 5.4 points above top-2, beyond twice the (unpaired) error of hypot(1, 1) = 1.4
     assert dict(report.claims([by_seed[0], [], []], by_seed[0][0]))[claim].startswith(
-        "so far does not hold (-5.4 points, beyond 2 SE = 4.0, training seed 42 (unpaired))")
-    # the three seeds' gaps -5.4, +1.0, -2.0: mean -2.1, sd 3.2; error sqrt(2.0^2 + 3.2^2 / 3) = 2.7
+        "so far does not hold (-5.4 points, beyond 2 SE = 2.8, training seed 42 (unpaired))")
+    # the three seeds' gaps -5.4, +1.0, -2.0: mean -2.1, sd 3.2; error sqrt(1.4^2 + 3.2^2 / 3) = 2.3
     assert dict(report.claims(by_seed, by_seed[0][0]))[claim].startswith(
-        "so far cannot be told apart (-2.1 points, within 2 SE = 5.4, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
+        "so far cannot be told apart (-2.1 points, within 2 SE = 4.7, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
     # the seeds table lists the rows the task's seed sweep runs, these among them
-    assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 2.0 | +2.6 ± 2.0†, -1.0 ± 2.0†, +0.0 ± 2.0† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
+    assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 1.0 | +2.6 ± 1.4†, -1.0 ± 1.4†, +0.0 ± 1.4† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
 
 
 def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables(monkeypatch):
@@ -174,9 +183,58 @@ def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables
     assert report._cell(full, None) == "63.0 ± 2.0"
     lines = report.seed_lines("rte", [[full], [full, failed], []])
     assert any(line.startswith("| top-2 | –, 52.0‡, – |") for line in lines)
-    assert "‡: at or below the majority class, a failed fine-tuning run" in lines[1]
-    regression = row("top", 2, -0.1)  # no majority class (None): never marked
-    assert "‡" not in report._cell(regression, None)
+    assert f"‡: {report.FAILED_NOTE}" in lines[1]
+    # a regression has no majority class: a constant prediction's correlation, 0 (undefined: NaN), is its floor
+    for score, failed in ((0.05, False), (-0.1, True), (float("nan"), True)):
+        regression = row("top", 2, score, se=float("nan") if score != score else 0.02, metric="pearson")
+        assert ("‡" in report._cell(regression, None)) is failed, score
+    assert report._cell(regression, None) == "0.0‡ ± 0.0"
+
+
+def test_a_verdict_resting_on_a_failed_run_names_it_and_gives_the_mean_without_it(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    by_seed = []
+    for top, other in ((0.632, 0.686), (0.52, 0.69), (0.653, 0.697)):  # seed 43's top-2 at RTE's majority class: failed
+        records = [row("full", 0, 0.66), row("top", 2, top), row("alternate-even", 2, other)]
+        for record in records:
+            record.majority_score = 0.527
+        by_seed.append(records)
+    claim = "top is the best strategy at K=2"
+    found = dict(report.claims(by_seed, by_seed[0][0]))[claim]
+    # gaps -5.4, -17.0, -4.4: mean -8.9; without seed 43's, -4.9
+    assert found.startswith("so far cannot be told apart (-8.9 points")
+    assert "a failed run (‡) among the rows compared: top-2 (seed 43); -4.9 over the seeds without one" in found
+    empty = [[], [], []]
+    table = report.verdict_table({"sst2": empty, "cola": empty, "stsb": empty, "rte": by_seed})
+    assert f"| {claim} | not yet run | not yet run | not yet run | so far cannot be told apart‡ |" in table
+
+
+def test_a_collapsed_regressor_is_a_failed_run_and_never_the_best_strategy(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    records = [row(strategy, 2, score, metric="pearson") for strategy, score in
+               (("full", 0.88), ("top", 0.86), ("bottom", float("nan")), ("alternate-even", 0.85))]
+    records[0].k = 0
+    found = dict(report.claims([records, [], []], records[0]))
+    assert "nan" not in " ".join(found.values())
+    assert found["top is the best strategy at K=2"].startswith("so far cannot be told apart (+1.0 points")
+    assert found["bottom is the worst at K=2"].startswith("so far holds (+85.0 points")
+    assert "a failed run (‡) among the rows compared: bottom-2 (seed 42)" in found["bottom is the worst at K=2"]
+
+
+def test_each_seeds_full_model_is_held_to_the_bar():
+    by_seed = [[row("full", 0, score, metric="accuracy")] for score in (0.661, 0.632, 0.661)]
+    line = report.bar_line("rte", by_seed)
+    assert "the full model of seeds 42, 43, 44: 66.1, 63.2 (**missed**), 66.1; seed 43's changes are read against a weaker" in line
+    assert report.bar_line("rte", by_seed[:1]).endswith("accuracy at least 65; met (66.1).")
+
+
+def test_a_strategy_that_kept_another_strategys_layers_is_named_as_the_same_model(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    records = [row("full", 0, 0.62), row("top", 2, 0.55, kept=list(range(10))), row("symmetric", 2, 0.60, kept=[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]),
+               row("contribution", 2, 0.60, kept=[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]), row("alternate-odd", 2, 0.58, kept=[0, 2, 3, 4, 5, 6, 7, 8, 10, 11])]
+    assert report.twins(records, 2) == {"contribution": "symmetric"}
+    assert report.same_layers_lines(records)[1].startswith("At K = 2, contribution kept the layers symmetric keeps: the same model")
+    assert "; contribution kept symmetric's layers)" in dict(report.claims([records, [], []], records[0]))["top is the best strategy at K=2"]
 
 
 def test_a_best_pick_timed_on_a_busy_machine_is_flagged_and_a_quiet_one_is_not(tmp_path):
