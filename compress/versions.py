@@ -5,9 +5,9 @@ by those steps in order, so stage records and benchmark records share one way of
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel
 
 Migration = Callable[[dict], dict]
 """One version's fields as the next version's (the version is stamped by `migrate`)."""
@@ -26,12 +26,14 @@ def migrate(data: dict, steps: tuple[Migration, ...]) -> dict:
 
 
 class VersionedRecord(BaseModel):
-    """A record that names its `schema_version` and reads every older one through its `MIGRATIONS`."""
+    """A record that names its `schema_version` and reads every older one through its `MIGRATIONS`. Only a record
+    read back (`read`) is migrated: one made in code is current, though it names no version (a migration run on it
+    would take it for version 1, as one that found a bf16 training's score marked it scored in autocast)."""
 
     MIGRATIONS: ClassVar[tuple[Migration, ...]] = ()
     """The step from version 1 to 2, from 2 to 3, ...: the current version is one past the last."""
 
-    @model_validator(mode="before")
     @classmethod
-    def _migrate(cls, data):
-        return migrate(data, cls.MIGRATIONS) if isinstance(data, dict) else data
+    def read(cls, stored: object) -> Self:
+        """A record as a file held it (parsed JSON), brought to the current version and checked."""
+        return cls.model_validate(migrate(stored, cls.MIGRATIONS) if isinstance(stored, dict) else stored)

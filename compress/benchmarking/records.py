@@ -152,9 +152,12 @@ def read_records(path: Path) -> list[BenchRecord]:
     for number, line in enumerate(content.split(b"\n"), start=1):
         if line.strip():
             try:
-                record = BenchRecord.model_validate_json(line.decode("utf-8"))
+                record = BenchRecord.read(json.loads(line.decode("utf-8")))
             except UnicodeDecodeError as error:
                 raise CompressError(f"{path}: line {number}: not UTF-8 text (byte {error.start} of the line); "
+                                    "expected one benchmark record per line") from None
+            except json.JSONDecodeError as error:
+                raise CompressError(f"{path}: line {number}: not JSON ({error.msg}, column {error.colno}); "
                                     "expected one benchmark record per line") from None
             except ValidationError as error:
                 problem = error.errors()[0]

@@ -132,7 +132,7 @@ class StageRecord(VersionedRecord):
 def read_stage_record(folder: Path) -> StageRecord | None:
     """The record of a finished stage folder; None for a folder without a whole one."""
     try:
-        return StageRecord.model_validate(json.loads((folder / STAGE_FILE).read_text()))
+        return StageRecord.read(json.loads((folder / STAGE_FILE).read_text()))
     except (OSError, ValueError, ValidationError):
         return None
 
