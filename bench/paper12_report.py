@@ -29,6 +29,7 @@ from pathlib import Path
 from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
 from compress.benchmarking.sweep import expand, parse_sweep
+from compress.data.tasks import find_task
 from compress.stages.fastest import BestSettings
 from compress.timing.load import contended
 
@@ -132,23 +133,20 @@ def standard_error(record: BenchRecord | None) -> float:
     return 100 * found if found is not None and math.isfinite(found) else 0.0
 
 
-REGRESSION_METRICS = {"pearson", "spearman"}
-
-
 def failed_run(record: BenchRecord) -> bool:
     """Whether a row scores no better than a constant prediction: the majority class's score, or for regression a
     correlation of 0. A failed fine-tuning run, as Dodge et al. (2020) and Mosbach et al. (2021) count them on GLUE's
     small tasks."""
-    floor = 0.0 if record.majority_score is None and record.primary_metric in REGRESSION_METRICS else record.majority_score
+    task = find_task(record.task)
+    floor = 0.0 if record.majority_score is None and task is not None and task.is_regression else record.majority_score
     return floor is not None and points(record) <= 100 * floor
 
 
-def short_name(record: BenchRecord) -> str:
-    """A row as the seeds table names it: top-4, top-4 distill, top-4 distill onnx-int8-dynamic."""
-    if record.strategy == "full":
-        return "full" + ("" if record.precision == FULL[3] else f" {record.precision}")
-    return (f"{record.strategy}-{record.k}" + ("" if record.training == FULL[2] else f" {record.training}")
-            + ("" if record.precision == FULL[3] else f" {record.precision}"))
+def row_label(row: Row) -> str:
+    """A row as the seeds table names it: full, top-4, top-4 distill, top-4 distill onnx-int8-dynamic."""
+    strategy, k, training, precision = row
+    return (("full" if strategy == FULL[0] else f"{strategy}-{k}") + ("" if training == FULL[2] else f" {training}")
+            + ("" if precision == FULL[3] else f" {precision}"))
 
 
 FAILED_IN_COMPARISON = "a failed run (‡) among the rows compared"
@@ -156,7 +154,7 @@ FAILED_IN_COMPARISON = "a failed run (‡) among the rows compared"
 
 def failed_among(pairs: list[tuple[BenchRecord, BenchRecord]], seeds: tuple[str, ...]) -> str:
     """A verdict's note naming the failed runs (`failed_run`) it rests on, by row and seed (empty: none)."""
-    failed = [f"{short_name(r)} (seed {seed})" for (first, second), seed in zip(pairs, seeds) for r in (first, second) if failed_run(r)]
+    failed = [f"{row_label(row_of(r))} (seed {seed})" for (first, second), seed in zip(pairs, seeds) for r in (first, second) if failed_run(r)]
     return f"; {FAILED_IN_COMPARISON}: {', '.join(failed)}" if failed else ""
 
 
@@ -209,7 +207,7 @@ def rebuilt_lines(folder: Path) -> list[str]:
     elsewhere: dict[str, list[str]] = {}
     for record in latest:
         if full and _host(record) != _host(full):
-            elsewhere.setdefault(_host(record), []).append(short_name(record))
+            elsewhere.setdefault(_host(record), []).append(row_label(row_of(record)))
     lines = [] if not elsewhere else [
         "", f"Trained and measured on another host than the full model ({_host(full)}): " + "; ".join(
             f"on {host}: {', '.join(names)}" for host, names in elsewhere.items())
@@ -335,8 +333,7 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
              "| row | score per seed | mean | sd | dev SE | change against the same seed's full model | mean change | sd |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows_run:
-        strategy, k, training, _ = row
-        label = "full" if row == FULL else f"{strategy}-{k}" + ("" if training == FULL[2] else f" {training}")
+        label = row_label(row)
         rows = [find_row(seed, *row) for seed in by_seed]
         found = [r for r in rows if r is not None]
         if not found:
@@ -438,10 +435,8 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
         if fastest is None:
             lines.append(f"- within {budget:g} point(s): {'unknown' if untimed else 'only the full model itself'}{late}")
             continue
-        figure = timed(fastest, turns)
-        _, int8_figure = full_int8(records, turns)
-        engine = (f"; the full model in int8 takes {int8_figure['real_p50_ms']:.1f} ms: dropping's share "
-                  f"{int8_figure['real_p50_ms'] / figure['real_p50_ms']:.1f}x" if int8_figure and fastest.strategy != "full" else "")
+        figure, share = timed(fastest, turns), dropping_share(records, fastest, turns)
+        engine = f"; {share:.1f}x the full model in the same int8: dropping's share" if share is not None else ""
         lines.append(f"- within {budget:g} point(s): **{row_name(fastest)}**, {_cell(fastest, full)}: {figure['real_p50_ms']:.1f} ms "
                      f"against {reference['real_p50_ms']:.1f} ms, **{figure['real_speedup']:.1f}x** in turns "
                      f"({figure['fixed_speedup']:.1f}x at {turns['fixed_length']} tokens){engine}{late}")
@@ -499,15 +494,24 @@ def full_int8(records: list[BenchRecord], turns: dict | None) -> tuple[BenchReco
     return record, (timed(record, turns) if record and turns else None)
 
 
+def dropping_share(records: list[BenchRecord], fastest: BenchRecord, turns: dict) -> float | None:
+    """How many times faster than the full model in the same int8 a pick runs in turns: what dropping adds to the
+    engine's own speed-up (None: the full int8 model not timed, or the pick is that model)."""
+    int8, figure = full_int8(records, turns)
+    if figure is None or fastest is int8:
+        return None
+    return figure["real_p50_ms"] / timed(fastest, turns)["real_p50_ms"]
+
+
 def fastest_text(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> str:
     """The fastest row within `budget`: its change, its speed-up over the full PyTorch model and over the full model in
     int8, timed in turns (or why none is named)."""
     fastest, untimed = fastest_within(records, full, turns, budget)
     text = ("unknown" if untimed else "the full model") if fastest is None else (
         f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
-    _, int8_figure = full_int8(records, turns)
-    if fastest is not None and int8_figure is not None and not (fastest.strategy == "full" and fastest.precision == INT8):
-        text += f" ({int8_figure['real_p50_ms'] / timed(fastest, turns)['real_p50_ms']:.1f}x the full model in int8)"
+    share = None if fastest is None else dropping_share(records, fastest, turns)
+    if share is not None:
+        text += f" ({share:.1f}x the full model in int8)"
     return text + (f" ({untimed_note(untimed, fastest)})" if untimed else "")
 
 
@@ -613,10 +617,14 @@ def _paper_delta(scores: dict, key: str) -> str:
     return f"{scores[key] - scores[0]:+.2f}" if key in scores else "not published"
 
 
+def seed_pairs(by_seed: list[list[BenchRecord]], first: Row, second: Row) -> list[tuple[BenchRecord | None, BenchRecord | None]]:
+    """Per training seed, its `first` row and its `second` (None where one has not finished)."""
+    return [(find_row(records, *first), find_row(records, *second)) for records in by_seed]
+
+
 def seed_changes(by_seed: list[list[BenchRecord]], first: Row, second: Row) -> list[tuple[float, float, bool] | None]:
     """Per training seed, the `difference` of its `first` row from its `second` (None where either has not finished)."""
-    pairs = [(find_row(records, *first), find_row(records, *second)) for records in by_seed]
-    return [difference(a, b) if a and b else None for a, b in pairs]
+    return [difference(a, b) if a and b else None for a, b in seed_pairs(by_seed, first, second)]
 
 
 def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord) -> tuple[float, float, str]:
@@ -625,8 +633,7 @@ def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, wor
     dev-set error (the seeds share one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks
     with more seeds; the spread, read on the same dev set, carries some of its noise again: conservative)."""
     gap, noise, paired = difference(better, worse)
-    pairs = [(find_row(records, *row_of(better)), find_row(records, *row_of(worse))) for records in by_seed]
-    complete = [(pair, seed) for pair, seed in zip(pairs, SEED_NAMES) if all(pair)]
+    complete = [(pair, seed) for pair, seed in zip(seed_pairs(by_seed, row_of(better), row_of(worse)), SEED_NAMES) if all(pair)]
     if len(complete) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
         return gap, noise, "training seed 42" + _kind(paired) + failed_among([(better, worse)], SEED_NAMES[:1])
     gaps = [points(first) - points(second) for (first, second), _ in complete]

@@ -18,8 +18,9 @@ INTEL = {"model": "Intel(R) Xeon(R) Processor", "family": "6", "model_number": "
 
 
 def row(strategy: str, k: int, score: float, training: str = "finetune", precision: str = "torch-fp32", se: float = 0.02,
-        cpu: dict = AMD, train_seconds: float | None = None, metric: str = "matthews_correlation", kept: list[int] | None = None):
-    return bench_record(key=f"mpnet-12|cola|{strategy}|k{k}|{training}|{precision}", task="cola", strategy=strategy, k=k,
+        cpu: dict = AMD, train_seconds: float | None = None, metric: str = "matthews_correlation", kept: list[int] | None = None,
+        task: str = "cola"):
+    return bench_record(key=f"mpnet-12|{task}|{strategy}|k{k}|{training}|{precision}", task=task, strategy=strategy, k=k,
                         training=training, precision=precision, score=score, score_stderr=se, primary_metric=metric,
                         measured_in=f"mpnet-12/cola/{strategy}-{k}-{training}-{precision}", environment={"cpu": cpu},
                         train_seconds=train_seconds, kept_layers=kept)
@@ -186,7 +187,7 @@ def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables
     assert f"‡: {report.FAILED_NOTE}" in lines[1]
     # a regression has no majority class: a constant prediction's correlation, 0 (undefined: NaN), is its floor
     for score, failed in ((0.05, False), (-0.1, True), (float("nan"), True)):
-        regression = row("top", 2, score, se=float("nan") if score != score else 0.02, metric="pearson")
+        regression = row("top", 2, score, se=float("nan") if score != score else 0.02, metric="pearson", task="stsb")
         assert ("‡" in report._cell(regression, None)) is failed, score
     assert report._cell(regression, None) == "0.0‡ ± 0.0"
 
@@ -211,7 +212,7 @@ def test_a_verdict_resting_on_a_failed_run_names_it_and_gives_the_mean_without_i
 
 def test_a_collapsed_regressor_is_a_failed_run_and_never_the_best_strategy(monkeypatch):
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
-    records = [row(strategy, 2, score, metric="pearson") for strategy, score in
+    records = [row(strategy, 2, score, metric="pearson", task="stsb") for strategy, score in
                (("full", 0.88), ("top", 0.86), ("bottom", float("nan")), ("alternate-even", 0.85))]
     records[0].k = 0
     found = dict(report.claims([records, [], []], records[0]))
