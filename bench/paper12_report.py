@@ -275,12 +275,29 @@ def task_section(task: str, by_seed: list[list[BenchRecord]], folder: Path) -> l
     lines.append("| top + distill | " + " | ".join(_cell(find_row(records, "top", k, "distill"), full) for k in KS) + " |")
     lines.append("| top + distill, int8 | " + " | ".join(_cell(find_row(records, "top", k, "distill", INT8), full) for k in KS) + " |")
     lines += same_layers_lines(records)
+    lines += above_full_lines(records, full)
     lines += rebuilt_lines(folder)
     lines += paper_rows(task, full, records)
     lines += seed_lines(task, by_seed)
     lines += ["", "Claims:", ""]
     lines += [f"- {claim}: {finding}" for claim, finding in claims(by_seed, full)]
     return lines + [""] + open_question(records, full, folder)
+
+
+def above_full_lines(records: list[BenchRecord], full: BenchRecord) -> list[str]:
+    """A note naming the rows that score above the full model by more than twice the difference's error: there a drop's
+    "cost" is measured from a full model that fine-tuning left short of what its own lower layers reach."""
+    above = []
+    for record in records:
+        gap, error, _ = difference(record, full)
+        if row_of(record) != FULL and gap > 2 * error:
+            above.append(f"{row_label(row_of(record))} ({_change_cell(record, full)})")
+    if not above:
+        return []
+    return ["", f"Above the full model by more than twice the error: {', '.join(above)}. The full model is then no ceiling "
+            "for its drops: fine-tuned whole, it scores below what its lower layers reach without the top ones (a likely "
+            "reason, not tested here: all-mpnet-base-v2's sentence-embedding training shaped its top layers last). A drop's "
+            "cost here reads against that weaker full model."]
 
 
 def twins(records: list[BenchRecord], k: int) -> dict[str, str]:

@@ -252,3 +252,15 @@ def test_a_best_pick_timed_on_a_busy_machine_is_flagged_and_a_quiet_one_is_not(t
     assert "timed while other work used 0.90 CPU cores" in lines["- top-2:"]
     assert "timed while" not in lines["- top-4:"] and "timed while" not in lines["- top-6:"]
     assert "4.00x" in lines["- top-4:"]
+
+
+def test_rows_above_the_full_model_beyond_twice_the_error_are_named_and_rows_within_it_are_not(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    full = row("full", 0, 0.873, se=0.006, metric="pearson", task="stsb")
+    records = [full, row("top", 4, 0.900, se=0.005, metric="pearson", task="stsb"),
+               row("top", 6, 0.880, se=0.006, metric="pearson", task="stsb"),  # +0.7, within 2 SE (1.7)
+               row("top", 4, 0.899, "distill", se=0.005, metric="pearson", task="stsb")]
+    line = report.above_full_lines(records, full)[1]
+    assert line.startswith("Above the full model by more than twice the error: top-4 (+2.7 ± 0.8†), top-4 distill (+2.6 ± 0.8†).")
+    assert "top-6" not in line
+    assert report.above_full_lines(records[:1] + records[2:3], full) == []
