@@ -290,14 +290,14 @@ def above_full_lines(records: list[BenchRecord], full: BenchRecord) -> list[str]
     above = []
     for record in records:
         gap, error, _ = difference(record, full)
-        if row_of(record) != FULL and gap > 2 * error:
+        if gap > 2 * error:  # the full row's gap, 0, never is
             above.append(f"{row_label(row_of(record))} ({_change_cell(record, full)})")
     if not above:
         return []
     return ["", f"Above the full model by more than twice the error: {', '.join(above)}. The full model is then no ceiling "
-            "for its drops: fine-tuned whole, it scores below what its lower layers reach without the top ones (a likely "
-            "reason, not tested here: all-mpnet-base-v2's sentence-embedding training shaped its top layers last). A drop's "
-            "cost here reads against that weaker full model."]
+            "for its drops: fine-tuned whole, it scores below what a subset of its own layers reaches (a likely reason, not "
+            "tested here: all-mpnet-base-v2's sentence-embedding training tuned its upper layers toward pooled sentence "
+            "vectors, not a task head). A drop's cost here reads against that weaker full model."]
 
 
 def twins(records: list[BenchRecord], k: int) -> dict[str, str]:

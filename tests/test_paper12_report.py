@@ -22,7 +22,7 @@ def row(strategy: str, k: int, score: float, training: str = "finetune", precisi
         task: str = "cola"):
     return bench_record(key=f"mpnet-12|{task}|{strategy}|k{k}|{training}|{precision}", task=task, strategy=strategy, k=k,
                         training=training, precision=precision, score=score, score_stderr=se, primary_metric=metric,
-                        measured_in=f"mpnet-12/cola/{strategy}-{k}-{training}-{precision}", environment={"cpu": cpu},
+                        measured_in=f"mpnet-12/{task}/{strategy}-{k}-{training}-{precision}", environment={"cpu": cpu},
                         train_seconds=train_seconds, kept_layers=kept)
 
 
