@@ -177,7 +177,10 @@ def verdict(by_seed: list[list[BenchRecord]], better: BenchRecord | None, worse:
     if better is None or worse is None:
         return "not yet run"
     gap, error, over = seeded_difference(by_seed, better, worse)
-    evidence = f"{gap:+.1f} points, {'beyond' if abs(gap) > 2 * error else 'within'} 2 SE = {2 * error:.1f}, {over}"
+    # one more digit where a tenth would print the gap and its bar alike ("+0.5, beyond 2 SE = 0.5")
+    digits = 2 if f"{abs(gap):.1f}" == f"{2 * error:.1f}" else 1
+    evidence = (f"{gap:+.{digits}f} points, {'beyond' if abs(gap) > 2 * error else 'within'} "
+                f"2 SE = {2 * error:.{digits}f}, {over}")
     if gap > 2 * error:
         return f"holds ({evidence})"
     if gap < -2 * error:

@@ -95,6 +95,10 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
     # unpaired: the two errors (2 points each) in quadrature, 2.8
     assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 5.7, training seed 42 (unpaired))")
+    # a gap and its bar that a tenth would print alike get one more digit
+    close_full, close_top = row("full", 0, 0.8700, se=0.0017, metric="pearson"), row("top", 4, 0.8752, se=0.0017, metric="pearson")
+    assert report.verdict([[close_full, close_top]], close_top, close_full).startswith(
+        "holds (+0.52 points, beyond 2 SE = 0.48, training seed 42 (unpaired))")
     folder = tmp_path / "paper12_cola"
     folder.mkdir()
     for record, predicted in ((full, full_predicted), (top, top_predicted)):
