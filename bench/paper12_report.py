@@ -499,11 +499,14 @@ def untimed_note(untimed: list[BenchRecord], fastest: BenchRecord | None) -> str
     return f"{len(untimed)} within it not timed"
 
 
-def _marked_change(better: BenchRecord | None, base: BenchRecord | None) -> str:
-    """`better`'s change against `base` in points, *-marked beyond twice its error, †-marked unpaired (n/a: not finished)."""
+def _marked_change(better: BenchRecord | None, base: BenchRecord | None, by_seed: list[list[BenchRecord]] | None = None) -> str:
+    """`better`'s change against `base` in points, *-marked beyond twice its error, †-marked unpaired (n/a: not finished);
+    with `by_seed`, two rows trained apart, whose error adds training's spread as the verdicts' does (`seeded_difference`)."""
     if better is None or base is None:
         return "n/a"
     gap, error, paired = difference(better, base)
+    if by_seed is not None:
+        gap, error, _ = seeded_difference(by_seed, better, base)
     return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
 
 
@@ -546,10 +549,12 @@ def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list
             continue
         finished += 1
         for k in KS:
-            for found, pair in ((distilled, (find_row(records, "top", k, "distill"), find_row(records, "top", k))),
-                                (quantized, (find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")))):
-                if all(pair):
-                    found.append(difference(*pair))
+            pair = find_row(records, "top", k, "distill"), find_row(records, "top", k)
+            if all(pair):  # two models trained apart: training's spread in the error, as in the verdicts
+                distilled.append(seeded_difference(by_task[task], *pair)[:2])
+            pair = find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")
+            if all(pair):
+                quantized.append(difference(*pair)[:2])
         turns = in_turns_figures(results / f"paper12_{task}")
         int8, int8_figure = full_int8(records, turns)
         if int8 is not None:
@@ -559,9 +564,9 @@ def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list
     if not distilled:
         return []
 
-    def counted(changes: list[tuple[float, float, bool]]) -> str:
-        beyond = sum(abs(gap) > 2 * error for gap, error, _ in changes)
-        gaps = [gap for gap, _, _ in changes]
+    def counted(changes: list[tuple[float, float]]) -> str:
+        beyond = sum(abs(gap) > 2 * error for gap, error in changes)
+        gaps = [gap for gap, _ in changes]
         return f"beyond twice its error in {beyond} of {len(changes)} (changes from {min(gaps):+.1f} to {max(gaps):+.1f} points)"
 
     lines = [f"In short, over the {finished} of {len(TASKS)} tasks run (seed 42; points of each task's metric):", "",
@@ -594,7 +599,7 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
         if full is None:
             lines.append(f"| {name} | not run yet | | | | |")
             continue
-        distill = " / ".join(_marked_change(find_row(records, "top", k, "distill"), find_row(records, "top", k)) for k in KS)
+        distill = " / ".join(_marked_change(find_row(records, "top", k, "distill"), find_row(records, "top", k), by_task[task]) for k in KS)
         int8 = " / ".join(_marked_change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
         turns = in_turns_figures(results / f"paper12_{task}")
         full_record, full_figure = full_int8(records, turns)
@@ -604,8 +609,9 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
         lines.append(f"| {name} | {distill} | {int8} | {full_cell} | " + " | ".join(cells) + " |")
     return lines + ["", "\\*: beyond twice the standard error of the difference, paired over the dev examples both rows are "
                     "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is "
-                    f"{UNPAIRED_NOTE.removeprefix('unpaired: ')} (unpaired). Training seed 42 throughout: the seed's own spread is in "
-                    "the seeds tables. `quantize: {mode: best}`'s OpenVINO picks are timed in their own runs, against their "
+                    f"{UNPAIRED_NOTE.removeprefix('unpaired: ')} (unpaired). Training seed 42 throughout: distilled against "
+                    "fine-tuned, two models trained apart, adds to its error the spread over seeds the seeded rows measured, as the "
+                    "verdicts do; int8 against the fp32 it is made from shares one training. `quantize: {mode: best}`'s OpenVINO picks are timed in their own runs, against their "
                     "student's export (each task's section), not in these turns.", ""]
 
 
@@ -647,15 +653,36 @@ def seed_changes(by_seed: list[list[BenchRecord]], first: Row, second: Row) -> l
     return [difference(a, b) if a and b else None for a, b in seed_pairs(by_seed, first, second)]
 
 
-def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord) -> tuple[float, float, str]:
+def training_noise(by_seed: list[list[BenchRecord]], task: str) -> float | None:
+    """How far one training seed moves a change between two separately trained rows, as the task's seeded rows
+    measured it: the spread over the seeds of each seeded drop's change against its seed's full model, pooled (the
+    mean variance) over the drops whose every seed has finished without a failed run. None until one has."""
+    variances = []
+    for row in seeded_rows(task):
+        pairs = seed_pairs(by_seed, row, FULL) if row != FULL else []
+        if len(pairs) == len(SEEDS) and all(all(pair) for pair in pairs) and not any(failed_run(r) for pair in pairs for r in pair):
+            variances.append(statistics.variance([points(first) - points(second) for first, second in pairs]))
+    return math.sqrt(statistics.mean(variances)) if variances else None
+
+
+def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord,
+                      trained_apart: bool = True) -> tuple[float, float, str]:
     """Points `better` scores above `worse` (seed 42's rows), the difference's standard error, and what they rest on
     (failed runs among them named). Once every seed has both rows: the mean over the seeds, whose error keeps seed 42's
     dev-set error (the seeds share one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks
-    with more seeds; the spread, read on the same dev set, carries some of its noise again: conservative)."""
+    with more seeds; the spread, read on the same dev set, carries some of its noise again: conservative). Before that,
+    seed 42's difference, whose error adds `training_noise` for two rows `trained_apart` (a dev-set error alone would
+    read one seed's luck as a strategy's effect)."""
     gap, noise, paired = difference(better, worse)
     complete = [(pair, seed) for pair, seed in zip(seed_pairs(by_seed, row_of(better), row_of(worse)), SEED_NAMES) if all(pair)]
     if len(complete) < len(SEEDS):  # a mean over some seeds would weigh them unevenly against the table's
-        return gap, noise, "training seed 42" + _kind(paired) + failed_among([(better, worse)], SEED_NAMES[:1])
+        over = "training seed 42" + _kind(paired)
+        spread = training_noise(by_seed, better.task) if trained_apart else None
+        if spread is not None:
+            noise, over = math.hypot(noise, spread), over + f" + training's sd {spread:.1f}, from the seeded rows"
+        elif trained_apart:
+            over += ", dev error only: training's spread not measured yet"
+        return gap, noise, over + failed_among([(better, worse)], SEED_NAMES[:1])
     gaps = [points(first) - points(second) for (first, second), _ in complete]
     kept = [g for g, ((first, second), _) in zip(gaps, complete) if not (failed_run(first) or failed_run(second))]
     spread = statistics.stdev(gaps)
@@ -722,7 +749,9 @@ def verdict_table(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + ["", "A difference counts only beyond twice its standard error (paired over the dev examples where both rows' "
                     f"predictions are here, else {UNPAIRED_NOTE}), read over the three training seeds where each "
-                    "seed has both rows (their mean; the error adds their spread); *cannot be told apart* is within it; "
+                    "seed has both rows (their mean; the error adds their spread), else on seed 42's rows, whose error adds the spread "
+                    "over seeds of a change between two trained rows as the task's seeded rows measured it (none on a task without "
+                    "seeds: dev error only); *cannot be told apart* is within it; "
                     "*so far*: against the other strategies run until now; ‡: the verdict rests on a failed fine-tuning run "
                     "(its section names it). A claim that a drop costs at most B points holds when even the change 2 SE below "
                     "the estimate is a loss within B, and does not hold when even 2 SE above it is a loss beyond B.", "",

@@ -5,6 +5,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 from sklearn.metrics import matthews_corrcoef
 
 from compress.benchmarking.predictions import PairedErrors, add_predictions
@@ -48,7 +49,8 @@ def test_a_bound_claim_over_seeds_is_their_mean_with_the_dev_error_and_the_seed_
         "the estimate a loss beyond 2, but 2 SE reach the other side)")
     by_seed[2] = by_seed[2][:1]  # the third seed's top-4 not finished: seed 42's alone, not a mean of two
     assert dict(report.claims(by_seed, by_seed[0][0]))["top-4 costs at most about 2 points"].endswith(
-        "(a change of -1.0 ± 2.5 points, training seed 42 (unpaired): the estimate within 2, but 2 SE reach the other side)")
+        "(a change of -1.0 ± 2.5 points, training seed 42 (unpaired), dev error only: training's spread not measured yet: "
+        "the estimate within 2, but 2 SE reach the other side)")
 
 
 def test_the_average_over_tasks_takes_each_task_change_as_its_own_claim_reads_it():
@@ -94,11 +96,11 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
                  (("full", 0, full_predicted), ("top", 4, top_predicted)))
     monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
     # unpaired: the two errors (2 points each) in quadrature, 2.8
-    assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 5.7, training seed 42 (unpaired))")
+    assert report.verdict([[full, top]], full, top).startswith("cannot be told apart (+4.0 points, within 2 SE = 5.7, training seed 42 (unpaired), dev error only")
     # a gap and its bar that a tenth would print alike get one more digit
     close_full, close_top = row("full", 0, 0.8700, se=0.0017, metric="pearson"), row("top", 4, 0.8752, se=0.0017, metric="pearson")
     assert report.verdict([[close_full, close_top]], close_top, close_full).startswith(
-        "holds (+0.52 points, beyond 2 SE = 0.48, training seed 42 (unpaired))")
+        "holds (+0.52 points, beyond 2 SE = 0.48, training seed 42 (unpaired), dev error only")
     folder = tmp_path / "paper12_cola"
     folder.mkdir()
     for record, predicted in ((full, full_predicted), (top, top_predicted)):
@@ -107,7 +109,7 @@ def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(t
     monkeypatch.setattr(report, "PAIRED", PairedErrors([folder]))
     gap, error, paired = report.difference(full, top)
     assert paired and 0.5 < error < 1.5, error  # sqrt(30) / 1000 in accuracy, half a point; about twice that in MCC
-    assert report.verdict([[full, top]], full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f}, training seed 42 (paired))")
+    assert report.verdict([[full, top]], full, top).startswith(f"holds (+4.0 points, beyond 2 SE = {2 * error:.1f}, training seed 42 (paired), dev error only")
     # predictions that do not score what the record says (written by bench/dev_predictions.py for a model scored
     # otherwise when it was built) are not paired
     content = json.loads((folder / "dev_predictions.json").read_text())
@@ -170,12 +172,29 @@ def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeyp
     claim = "top is the best strategy at K=2"
     # seed 42 alone: alternate-even-2 5.4 points above top-2, beyond twice the (unpaired) error of hypot(1, 1) = 1.4
     assert dict(report.claims([by_seed[0], [], []], by_seed[0][0]))[claim].startswith(
-        "so far does not hold (-5.4 points, beyond 2 SE = 2.8, training seed 42 (unpaired))")
+        "so far does not hold (-5.4 points, beyond 2 SE = 2.8, training seed 42 (unpaired), dev error only: training's "
+        "spread not measured yet)")
     # the three seeds' gaps -5.4, +1.0, -2.0: mean -2.1, sd 3.2; error sqrt(1.4^2 + 3.2^2 / 3) = 2.3
     assert dict(report.claims(by_seed, by_seed[0][0]))[claim].startswith(
         "so far cannot be told apart (-2.1 points, within 2 SE = 4.7, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
     # the seeds table lists the rows the task's seed sweep runs, these among them
     assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 1.0 | +2.6 ± 1.4†, -1.0 ± 1.4†, +0.0 ± 1.4† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
+
+
+def test_a_single_seed_comparison_adds_the_spread_the_seeded_rows_measured(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    by_seed = [[row("full", 0, full, se=0.01), row("top", 4, top, se=0.01)] for full, top in ((0.60, 0.61), (0.61, 0.59), (0.62, 0.60))]
+    by_seed[0].append(row("alternate-even", 4, 0.55, se=0.01))
+    # top-4's change against its seed's full model: +1, -2, -2, sd sqrt(3) = 1.7 (top-6 and bottom-4 not run: not pooled);
+    # alternate-even-4 has seed 42 only: +6.0 ± sqrt(hypot(1, 1)^2 + 3) = 2.2
+    assert report.training_noise(by_seed, "cola") == pytest.approx(3 ** 0.5)
+    assert dict(report.claims(by_seed, by_seed[0][0]))["top is the best strategy at K=4"].startswith(
+        "so far holds (+6.0 points, beyond 2 SE = 4.5, training seed 42 (unpaired) + training's sd 1.7, from the seeded rows)")
+    # a seeded drop whose run failed on a seed measures that failure, not training's spread: left out of the pool
+    for records, bottom in zip(by_seed, (0.3, 0.0, 0.4)):
+        records.append(row("bottom", 4, bottom, se=0.01))
+        records[-1].majority_score = 0.0
+    assert report.training_noise(by_seed, "cola") == pytest.approx(3 ** 0.5)
 
 
 def test_a_run_no_better_than_the_majority_class_is_marked_failed_in_both_tables(monkeypatch):
