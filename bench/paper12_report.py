@@ -344,8 +344,8 @@ def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
     the same seed (paired over the dev examples)."""
     rows_run = seeded_rows(task)
     if not rows_run:
-        return ["", "One training seed (42): seeds were run where the issue asked, for RTE's and CoLA's small dev sets. The errors "
-                "here are the dev set's alone; training's own spread over seeds, of the same order on RTE and CoLA, is not in them."]
+        return ["", f"One training seed (42): no seed sweep for this task (`bench/sweeps/paper12_{task}{SEEDS[1]}.yaml`). The "
+                "errors here are the dev set's alone; training's own spread over seeds is not in them."]
     lines = ["", "Seeds (training seed 42, 43, 44) of the rows that decide the claims. *sd*: the spread of the scores over "
              "the seeds finished, training's own noise; *dev SE*: the bootstrap error of one score over the dev examples "
              "(mean over seeds), the noise of the dev set, which the spread adds to. A claim pairs seeds, and reads the "

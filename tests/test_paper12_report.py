@@ -162,7 +162,7 @@ def test_the_seeds_table_sets_the_spread_over_seeds_beside_the_dev_error_and_eac
     # unpaired: the two rows' errors in quadrature, hypot(2, 2) and hypot(4, 2)
     assert "| top-4 | 61.0, 61.0, – | 61.0 | 0.0 | 2.0 | -1.0 ± 2.8†, +1.0 ± 4.5†, – | +0.0 | 1.4 |" in lines
     assert "| bottom-4 | not yet | | | | | | |" in lines
-    assert report.seed_lines("sst2", by_seed[:1])[1].startswith("One training seed (42)")
+    assert report.seed_lines("qnli", by_seed[:1])[1].startswith("One training seed (42): no seed sweep for this task")
 
 
 def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeypatch):
