@@ -786,13 +786,15 @@ def average_claims(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
 def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
     """Per task, bars by strategy, colour by K: the change against the full model (the form of the paper's Figure 2,
     which draws averages over tasks). Each task has its own scale, so that one task's collapse does not flatten the
-    others' small drops; a failed run's bar is hatched."""
+    others' small drops, linear within 5 points and logarithmic beyond, so that one strategy's collapse does not
+    flatten its own task's; a failed run's bar is hatched."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, ScalarFormatter
 
-    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.8))
+    figure, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 4.4))
     width = 0.8 / len(KS)
     for axis, task in zip(axes, TASKS):
         records = by_task[task][0]
@@ -810,8 +812,11 @@ def plot(by_task: dict[str, list[list[BenchRecord]]], out: Path) -> None:
         axis.set_xticks([x + width for x in range(len(STRATEGIES))], STRATEGIES, rotation=45, ha="right", fontsize=8)
         axis.set_title(f"{TASKS[task]}" + ("" if full else " (not run yet)"))
         axis.axhline(0, color="black", linewidth=0.8)
+        axis.set_yscale("symlog", linthresh=5)
+        axis.yaxis.set_major_locator(FixedLocator([-80, -40, -20, -10, -5, -2, 0, 2, 5, 10, 20]))
+        axis.yaxis.set_major_formatter(ScalarFormatter())
         axis.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("points against the full MPNet-12\n(whiskers: ± SE of the difference;\nhatched: a failed run)")
+    axes[0].set_ylabel("points against the full MPNet-12\n(linear within ±5, logarithmic beyond;\nwhiskers: ± SE of the difference;\nhatched: a failed run)")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "strategies_by_task.png", dpi=110)
