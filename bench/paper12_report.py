@@ -21,6 +21,7 @@ two fine-tunings of one model are; the larger of the two alone is not, for rows 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -332,13 +333,14 @@ def same_layers_lines(records: list[BenchRecord]) -> list[str]:
                    "trained a second time under its name, so no separate evidence." for (strategy, repeated), ks in pairs.items()] if pairs else []
 
 
-def seeded_rows(task: str) -> list[Row]:
+@functools.cache  # read once per task: every single-seed verdict asks (`training_noise`)
+def seeded_rows(task: str) -> tuple[Row, ...]:
     """The fp32 rows the task's seed sweeps run (bench/sweeps/paper12_<task>_seed43.yaml, as _seed44's), in its
     order; none where the task has no seed sweep."""
     file = SWEEPS / f"paper12_{task}{SEEDS[1]}.yaml"
     if not file.exists():
-        return []
-    return [(c.strategy, c.k, c.training, c.precision) for c in expand(parse_sweep(file)) if c.precision == FULL[3]]
+        return ()
+    return tuple((c.strategy, c.k, c.training, c.precision) for c in expand(parse_sweep(file)) if c.precision == FULL[3])
 
 
 def seed_lines(task: str, by_seed: list[list[BenchRecord]]) -> list[str]:
@@ -662,7 +664,9 @@ def training_noise(by_seed: list[list[BenchRecord]], task: str) -> float | None:
     mean variance) over the drops whose every seed has finished without a failed run. None until one has."""
     variances = []
     for row in seeded_rows(task):
-        pairs = seed_pairs(by_seed, row, FULL) if row != FULL else []
+        if row == FULL:
+            continue
+        pairs = seed_pairs(by_seed, row, FULL)
         if len(pairs) == len(SEEDS) and all(all(pair) for pair in pairs) and not any(failed_run(r) for pair in pairs for r in pair):
             variances.append(statistics.variance([points(first) - points(second) for first, second in pairs]))
     return math.sqrt(statistics.mean(variances)) if variances else None
