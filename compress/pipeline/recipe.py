@@ -36,6 +36,8 @@ MAX_YAML_VALUES = 100_000
 what YAML aliases of aliases can blow a few lines up to."""
 MAX_YAML_BYTES = 1_000_000
 """Bytes a recipe or sweep file may hold: real ones hold a few thousand."""
+EXTENDS_KEY = "extends"
+"""The field by which a recipe, sweep or goal file builds on another (`read_yaml`)."""
 
 AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
 
@@ -233,16 +235,53 @@ def _read_text(file: Path, kind: str) -> str:
         raise CompressError(f"{file}: not UTF-8 text (byte {error.start}); expected a YAML {kind} file") from None
 
 
-def read_yaml(file: Path, kind: str) -> Any:
-    """The content of a YAML file (a recipe or a sweep); every problem is one line naming the file."""
+def read_yaml(file: Path, kind: str, _chain: tuple[Path, ...] = ()) -> Any:
+    """The content of a YAML file (a recipe, a sweep or a goal); every problem is one line naming the file.
+
+    A mapping with `extends: <file>` (a path relative to this file) is that file's content with this one's laid
+    over it (`laid_over`), so a variant, such as a sweep again with another training seed, writes only what it
+    changes. The base's `name:` is not inherited: two files sharing a name would share a results folder."""
+    content = _parse_yaml(file, kind)
+    if not isinstance(content, dict) or EXTENDS_KEY not in content:
+        return content
+    base_name = content.pop(EXTENDS_KEY)
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise CompressError(f"{file}: {EXTENDS_KEY}: expected the path of a {kind} file to build on, relative to this one "
+                            f"(got {excerpt(base_name)})")
+    base_file, chain = file.parent / base_name, (*_chain, file.resolve())
+    if base_file.resolve() in chain:
+        raise CompressError(f"{file}: {EXTENDS_KEY}: {base_name} leads back to {file}; expected a chain of files that ends")
     try:
-        return yaml.load(_read_text(file, kind), Loader=_UniqueKeyLoader)
+        base = read_yaml(base_file, kind, chain)
+    except CompressError as error:
+        raise CompressError(f"{file}: {EXTENDS_KEY}: {error}") from None
+    if not isinstance(base, dict):
+        raise CompressError(f"{file}: {EXTENDS_KEY}: {base_file} holds no mapping to build on")
+    base.pop("name", None)
+    return laid_over(base, content)
+
+
+def laid_over(base: dict, over: dict) -> dict:
+    """`over` laid over `base`: a mapping in both merges key by key; anything else (a list, a value) replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = laid_over(merged[key], value) if both_mappings else value
+    return merged
+
+
+def _parse_yaml(file: Path, kind: str) -> Any:
+    try:
+        content = yaml.load(_read_text(file, kind), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise CompressError(f"{file}: not valid YAML{where}: {str(getattr(error, 'problem', error))[:200]}") from None
     except RecursionError:
         raise CompressError(f"{file}: nested too deeply to be a {kind}") from None
+    if _too_many_values(content):
+        raise CompressError(f"{file}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?); expected a {kind} a person can read")
+    return content
 
 
 def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
@@ -250,8 +289,6 @@ def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys:
     content = read_yaml(file, kind)
     if not isinstance(content, dict):
         raise CompressError(f"{file}: expected a mapping with {top_keys} at the top")
-    if _too_many_values(content):
-        raise CompressError(f"{file}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases?); expected a {kind} a person can read")
     try:
         return schema.model_validate(content)
     except ValidationError as error:
