@@ -26,6 +26,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 from compress.benchmarking.predictions import PairedErrors
 from compress.benchmarking.records import BenchRecord, merge_records, read_records
@@ -177,7 +178,7 @@ def verdict(by_seed: list[list[BenchRecord]], better: BenchRecord | None, worse:
     every seed has both rows: `seeded_difference`)."""
     if better is None or worse is None:
         return "not yet run"
-    gap, error, over = seeded_difference(by_seed, better, worse)
+    gap, error, over, _ = seeded_difference(by_seed, better, worse)
     # one more digit where a tenth would print the gap and its bar alike ("+0.5, beyond 2 SE = 0.5")
     digits = 2 if f"{abs(gap):.1f}" == f"{2 * error:.1f}" else 1
     evidence = (f"{gap:+.{digits}f} points, {'beyond' if abs(gap) > 2 * error else 'within'} "
@@ -294,9 +295,8 @@ def above_full_lines(by_seed: list[list[BenchRecord]], full: BenchRecord) -> lis
     short of what its own lower layers reach."""
     above = []
     for record in by_seed[0]:
-        gap, error, _ = seeded_difference(by_seed, record, full, trained_apart=record.strategy != "full")
+        gap, error, _, paired = seeded_difference(by_seed, record, full, trained_apart=record.strategy != "full")
         if gap > 2 * error:  # the full row's gap, 0, never is
-            paired = difference(record, full)[2]
             above.append(f"{row_label(row_of(record))} ({gap:+.1f} ± {error:.1f}{'' if paired else '†'})")
     if not above:
         return []
@@ -509,9 +509,10 @@ def _marked_change(better: BenchRecord | None, base: BenchRecord | None, by_seed
     with `by_seed`, two rows trained apart, whose error adds training's spread as the verdicts' does (`seeded_difference`)."""
     if better is None or base is None:
         return "n/a"
-    gap, error, paired = difference(better, base)
-    if by_seed is not None:
-        gap, error, _ = seeded_difference(by_seed, better, base)
+    if by_seed is None:
+        gap, error, paired = difference(better, base)
+    else:
+        gap, error, _, paired = seeded_difference(by_seed, better, base)
     return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
 
 
@@ -672,8 +673,19 @@ def training_noise(by_seed: list[list[BenchRecord]], task: str) -> float | None:
     return math.sqrt(statistics.mean(variances)) if variances else None
 
 
+class Comparison(NamedTuple):
+    gap: float
+    """Points the better row scores above the worse."""
+    error: float
+    """The gap's standard error."""
+    over: str
+    """What the gap rests on, in words (seeds, pairing, training's spread, failed runs)."""
+    paired: bool
+    """Whether seed 42's dev-set error is paired over the examples (else the rows' own errors in quadrature)."""
+
+
 def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, worse: BenchRecord,
-                      trained_apart: bool = True) -> tuple[float, float, str]:
+                      trained_apart: bool = True) -> Comparison:
     """Points `better` scores above `worse` (seed 42's rows), the difference's standard error, and what they rest on
     (failed runs among them named). Once every seed has both rows: the mean over the seeds, whose error keeps seed 42's
     dev-set error (the seeds share one dev set) and adds the seeds' spread as a mean's (training's noise, which shrinks
@@ -689,14 +701,14 @@ def seeded_difference(by_seed: list[list[BenchRecord]], better: BenchRecord, wor
             noise, over = math.hypot(noise, spread), over + f" + training's sd {spread:.1f}, from the seeded rows"
         elif trained_apart:
             over += ", dev error only: training's spread not measured yet"
-        return gap, noise, over + failed_among([(better, worse)], SEED_NAMES[:1])
+        return Comparison(gap, noise, over + failed_among([(better, worse)], SEED_NAMES[:1]), paired)
     gaps = [points(first) - points(second) for (first, second), _ in complete]
     kept = [g for g, ((first, second), _) in zip(gaps, complete) if not (failed_run(first) or failed_run(second))]
     spread = statistics.stdev(gaps)
     without = f"; {statistics.mean(kept):+.1f} over the seeds without one" if kept and len(kept) < len(gaps) else ""
-    return (statistics.mean(gaps), math.sqrt(noise ** 2 + spread ** 2 / len(gaps)),
-            f"mean of {len(gaps)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired)
-            + failed_among([pair for pair, _ in complete], tuple(seed for _, seed in complete)) + without)
+    return Comparison(statistics.mean(gaps), math.sqrt(noise ** 2 + spread ** 2 / len(gaps)),
+                      f"mean of {len(gaps)} seeds, sd {spread:.1f}; dev error seed 42's" + _kind(paired)
+                      + failed_among([pair for pair, _ in complete], tuple(seed for _, seed in complete)) + without, paired)
 
 
 def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[str, str]]:
@@ -716,7 +728,7 @@ def claims(by_seed: list[list[BenchRecord]], full: BenchRecord) -> list[tuple[st
         if top is None:
             found.append((claim, "not yet run"))
             continue
-        change, noise, over = seeded_difference(by_seed, top, full)
+        change, noise, over, _ = seeded_difference(by_seed, top, full)
         found.append((claim, bound_verdict(change, noise, bound, over)))
     for k in KS:
         bottom = find_row(records, "bottom", k)
@@ -778,7 +790,7 @@ def average_claims(by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:
         for by_seed in by_task.values():
             full, top = find_row(by_seed[0], "full", 0), find_row(by_seed[0], "top", k)
             if full and top:
-                change, error, _ = seeded_difference(by_seed, top, full)
+                change, error, _, _ = seeded_difference(by_seed, top, full)
                 changes.append(change)
                 errors.append(error)
         claim = f"- top-{k} costs at most about {bound:g} points on average over the tasks"
