@@ -90,3 +90,12 @@ def test_each_committed_seed_sweep_changes_only_its_seed_and_rows(variant):
     different = {"name", "training", "grids"}
     assert sweep.model_dump(exclude=different) == base.model_dump(exclude=different)
     assert sweep.training.model_dump(exclude={"seed"}) == base.training.model_dump(exclude={"seed"})
+
+
+def test_null_takes_a_key_out_as_a_json_merge_patch_does(tmp_path):
+    two_tasks = {**TINY, "tasks": {**TINY["tasks"], "sst2": {"source": "embedded"}}, "seed": 7}
+    _write(tmp_path / "two.yaml", two_tasks)
+    variant = _write(tmp_path / "one.yaml", {"extends": "two.yaml", "tasks": {"sst2": None}, "seed": None})
+    sweep = parse_sweep(variant)
+    assert list(sweep.tasks) == ["rotten-tomatoes"] and sweep.seed == 42  # the default again
+    assert list(parse_sweep(tmp_path / "two.yaml").tasks) == ["rotten-tomatoes", "sst2"]

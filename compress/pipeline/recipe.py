@@ -262,11 +262,16 @@ def read_yaml(file: Path, kind: str, _chain: tuple[Path, ...] = ()) -> Any:
 
 
 def laid_over(base: dict, over: dict) -> dict:
-    """`over` laid over `base`: a mapping in both merges key by key; anything else (a list, a value) replaces."""
+    """`over` laid over `base` as a JSON Merge Patch (RFC 7396) lays it: a mapping merges key by key, a key set to
+    null is removed (so a variant can take out, say, one of the base's tasks), anything else (a list, a value) replaces."""
     merged = dict(base)
     for key, value in over.items():
-        both_mappings = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = laid_over(merged[key], value) if both_mappings else value
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict):
+            merged[key] = laid_over(merged[key] if isinstance(merged.get(key), dict) else {}, value)
+        else:
+            merged[key] = value
     return merged
 
 
