@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from compress.benchmarking.sweep import parse_sweep
-from compress.pipeline.recipe import parse_recipe
+from compress.folders import RECIPE_FILE
+from compress.pipeline.recipe import MAX_EXTENDS, parse_recipe, recipe_from_mapping
 from tests.helpers import assert_one_line_error, invoke, write_recipe
 from tests.test_bench import TINY
 from tests.test_recipe_errors import tiny_quickstart
@@ -62,10 +63,33 @@ def _loop(tmp_path):
     return _write(tmp_path / "a.yaml", {"extends": "b.yaml", **TINY})
 
 
+def _symlink_loop(tmp_path):
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    return _write(tmp_path / "v.yaml", {"extends": "loop.yaml", **TINY})
+
+
+def _chain(tmp_path, length: int, last) -> Path:
+    for index in range(length):
+        _write(tmp_path / f"f{index}.yaml", {"extends": f"f{index + 1}.yaml", "seed": index})
+    if last is not None:
+        _write(tmp_path / f"f{length}.yaml", last)
+    return tmp_path / "f0.yaml"
+
+
+def _too_deep(tmp_path):
+    return _chain(tmp_path, 1000, TINY)  # as many as Python's recursion limit: refused by count, not by a crash
+
+
+def _missing_far_down(tmp_path):
+    _chain(tmp_path, 2, None)
+    _write(tmp_path / "f2.yaml", {"extends": "absent.yaml"})
+    return tmp_path / "f0.yaml"
+
+
 @pytest.mark.parametrize("case, expected", [
     (lambda p: _write(p / "v.yaml", {"extends": "absent.yaml", "grids": []}), ["v.yaml", "extends:", "absent.yaml", "no such"]),
     (lambda p: _write(p / "v.yaml", {"extends": "v.yaml", **TINY}), ["v.yaml", "extends:", "leads back to"]),
-    (_loop, ["a.yaml", "extends:", "b.yaml", "leads back to"]),
+    (_loop, ["a.yaml", "extends (through", "b.yaml", "leads back to"]),
     (lambda p: _write(p / "v.yaml", {"extends": ["a.yaml", "b.yaml"], **TINY}), ["v.yaml", "extends:", "expected the path"]),
     (lambda p: _write(p / "v.yaml", {"extends": "", **TINY}), ["v.yaml", "extends:", "expected the path"]),
     (lambda p: [_write(p / "list.yaml", "- 1\n- 2\n"), _write(p / "v.yaml", {"extends": "list.yaml", **TINY})][1],
@@ -74,7 +98,12 @@ def _loop(tmp_path):
      ["v.yaml", "extends:", "broken.yaml", "not valid YAML", "line 2"]),
     (lambda p: [_write(p / "tiny.yaml", TINY), _write(p / "v.yaml", {"extends": "tiny.yaml", "training": {"epochz": 2}})][1],
      ["v.yaml", "training.epochz"]),
-], ids=["missing base", "itself", "a loop", "not a path", "empty", "base not a mapping", "base not YAML", "a bad field laid over"])
+    (lambda p: _write(p / "v.yaml", {"extends": "base\0.yaml", **TINY}), ["v.yaml", "extends:", "expected the path"]),
+    (_symlink_loop, ["v.yaml", "extends:", "loop.yaml", "cannot be read"]),
+    (_too_deep, ["f0.yaml", "extends", f"more than {MAX_EXTENDS} files deep"]),
+    (_missing_far_down, ["f0.yaml", "extends (through", "f2.yaml", "absent.yaml", "no such"]),
+], ids=["missing base", "itself", "a loop", "not a path", "empty", "base not a mapping", "base not YAML", "a bad field laid over",
+        "a NUL byte", "a symlink loop", "too deep", "missing far down"])
 def test_a_broken_extends_is_one_line_naming_the_file(tmp_path, case, expected):
     assert_one_line_error(invoke("check", case(tmp_path)), *expected)
 
@@ -99,3 +128,27 @@ def test_null_takes_a_key_out_as_a_json_merge_patch_does(tmp_path):
     sweep = parse_sweep(variant)
     assert list(sweep.tasks) == ["rotten-tomatoes"] and sweep.seed == 42  # the default again
     assert list(parse_sweep(tmp_path / "two.yaml").tasks) == ["rotten-tomatoes", "sst2"]
+
+
+def test_a_chain_as_deep_as_allowed_reads(tmp_path):
+    assert parse_sweep(_chain(tmp_path, MAX_EXTENDS, TINY)).seed == 0  # the nearest file's seed wins
+
+
+def test_a_field_from_the_base_is_named_with_the_files_it_came_through(tmp_path):
+    _write(tmp_path / "base.yaml", {**TINY, "training": {"epochz": 2}})
+    variant = _write(tmp_path / "v.yaml", {"extends": "base.yaml", "seed": 1})
+    assert_one_line_error(invoke("check", variant), "v.yaml (laid over", "base.yaml)", "training.epochz")
+
+
+def test_a_run_keeps_the_recipe_it_ran_written_out(tmp_path):
+    """recipe.yaml beside a run (and the model card) must stand alone: `extends: base.yaml` would not resolve from there."""
+    base = tiny_quickstart()
+    (tmp_path / "recipes").mkdir()
+    write_recipe(tmp_path / "recipes", "base", base)
+    variant = _write(tmp_path / "recipes" / "teacher_only.yaml", {"extends": "base.yaml", "stages": base["stages"][:1]})
+    result = invoke("run", variant, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    kept = (tmp_path / "run" / RECIPE_FILE).read_text()
+    assert "extends" not in yaml.safe_load(kept)
+    assert kept.startswith(f"# {variant} over {tmp_path / 'recipes' / 'base.yaml'}, written out")
+    assert recipe_from_mapping(yaml.safe_load(kept), "kept") == parse_recipe(variant).model_copy(update={"name": None})

@@ -20,7 +20,7 @@ from compress.benchmarking.precisions import INT8, PRECISIONS
 from compress.errors import CompressError
 from compress.folders import safe_folder_name
 from compress.pipeline.graph import StageNode, recipe_graph
-from compress.pipeline.recipe import Recipe, load_recipe, read_yaml
+from compress.pipeline.recipe import Recipe, load_recipe, read_yaml, recipe_file_text
 from compress.stages import STAGES
 from compress.stages.base import ModelDescription, StageSettings
 from compress.stages.export import EXPORTED, ExportSettings
@@ -182,5 +182,5 @@ def recipe_rows(recipes: dict[str, tuple[Recipe, str]]) -> tuple[list[BenchRow],
         text = yaml.safe_dump(baseline.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
         rows += [row(baseline, text, f"baseline generated from {file}", stage) for stage in (BASELINE_TRAINED, BASELINE_INT8)]
     for recipe, file in recipes.values():
-        rows.append(row(recipe, Path(file).read_text(), file, recipe.stages[-1].name))
+        rows.append(row(recipe, recipe_file_text(Path(file)), file, recipe.stages[-1].name))
     return rows, notes

@@ -37,7 +37,9 @@ what YAML aliases of aliases can blow a few lines up to."""
 MAX_YAML_BYTES = 1_000_000
 """Bytes a recipe or sweep file may hold: real ones hold a few thousand."""
 EXTENDS_KEY = "extends"
-"""The field by which a recipe, sweep or goal file builds on another (`read_yaml`)."""
+"""The field by which a recipe, sweep or goal file builds on another (`read_yaml_with_bases`)."""
+MAX_EXTENDS = 20
+"""Files a chain of `extends:` may pass through: real variants build on a file or two."""
 
 AnyStage = Annotated[Union[tuple(stage.settings for stage in STAGES.values())], Field(discriminator="stage")]
 
@@ -235,30 +237,59 @@ def _read_text(file: Path, kind: str) -> str:
         raise CompressError(f"{file}: not UTF-8 text (byte {error.start}); expected a YAML {kind} file") from None
 
 
-def read_yaml(file: Path, kind: str, _chain: tuple[Path, ...] = ()) -> Any:
-    """The content of a YAML file (a recipe, a sweep or a goal); every problem is one line naming the file.
+def read_yaml(file: Path, kind: str) -> Any:
+    """The content of a YAML file (a recipe, a sweep or a goal), each file it extends laid under it
+    (`read_yaml_with_bases`); every problem is one line naming the file."""
+    return read_yaml_with_bases(file, kind)[0]
+
+
+def read_yaml_with_bases(file: Path, kind: str) -> tuple[Any, list[Path]]:
+    """The content of a YAML file and the files it builds on, nearest first.
 
     A mapping with `extends: <file>` (a path relative to this file) is that file's content with this one's laid
     over it (`laid_over`), so a variant, such as a sweep again with another training seed, writes only what it
     changes. The base's `name:` is not inherited: two files sharing a name would share a results folder."""
-    content = _parse_yaml(file, kind)
-    if not isinstance(content, dict) or EXTENDS_KEY not in content:
-        return content
-    base_name = content.pop(EXTENDS_KEY)
-    if not isinstance(base_name, str) or not base_name.strip():
-        raise CompressError(f"{file}: {EXTENDS_KEY}: expected the path of a {kind} file to build on, relative to this one "
-                            f"(got {excerpt(base_name)})")
-    base_file, chain = file.parent / base_name, (*_chain, file.resolve())
-    if base_file.resolve() in chain:
-        raise CompressError(f"{file}: {EXTENDS_KEY}: {base_name} leads back to {file}; expected a chain of files that ends")
+    contents, files = [_parse_yaml(file, kind)], [file]
+    while isinstance(contents[-1], dict) and EXTENDS_KEY in contents[-1]:
+        current, base_name = files[-1], contents[-1].pop(EXTENDS_KEY)
+        where = f"{file}: {EXTENDS_KEY}" + (f" (through {current})" if current != file else "")
+        if not isinstance(base_name, str) or not base_name.strip() or "\0" in base_name:
+            raise CompressError(f"{where}: expected the path of a {kind} file to build on, relative to the file "
+                                f"(got {excerpt(base_name)})")
+        if len(files) > MAX_EXTENDS:
+            raise CompressError(f"{where}: more than {MAX_EXTENDS} files deep; expected a base a few files away")
+        base_file = current.parent / base_name
+        try:
+            looped = base_file.resolve() in {seen.resolve() for seen in files}
+        except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13)
+            raise CompressError(f"{where}: {base_file}: cannot be read ({error})") from None
+        if looped:
+            raise CompressError(f"{where}: {base_name} leads back to a file already read; expected a chain of files that ends")
+        try:
+            contents.append(_parse_yaml(base_file, kind))
+        except CompressError as error:
+            raise CompressError(f"{where}: {error}") from None
+        if not isinstance(contents[-1], dict):
+            raise CompressError(f"{where}: {base_file} holds no mapping to build on")
+        files.append(base_file)
+    merged = contents.pop()
     try:
-        base = read_yaml(base_file, kind, chain)
-    except CompressError as error:
-        raise CompressError(f"{file}: {EXTENDS_KEY}: {error}") from None
-    if not isinstance(base, dict):
-        raise CompressError(f"{file}: {EXTENDS_KEY}: {base_file} holds no mapping to build on")
-    base.pop("name", None)
-    return laid_over(base, content)
+        for content in reversed(contents):
+            merged.pop("name", None)
+            merged = laid_over(merged, content)
+    except RecursionError:
+        raise CompressError(f"{file}: nested too deeply to be a {kind}") from None
+    return merged, files[1:]
+
+
+def recipe_file_text(file: Path) -> str:
+    """What a run keeps of its recipe file (beside the run, in model cards): the text as written, or for a file that
+    extends another, the recipe it stands for written out, as the base's path need not resolve from there."""
+    content, bases = read_yaml_with_bases(file, "recipe")
+    if not bases:
+        return _read_text(file, "recipe")
+    laid = " over ".join(map(str, [file, *bases]))
+    return f"# {laid}, written out\n" + yaml.safe_dump(content, sort_keys=False)
 
 
 def laid_over(base: dict, over: dict) -> dict:
@@ -291,13 +322,14 @@ def _parse_yaml(file: Path, kind: str) -> Any:
 
 def validate_yaml_file(file: Path, schema: type[BaseModel], kind: str, top_keys: str) -> BaseModel:
     """Read a YAML file into `schema`; every error is one line naming the file and the field."""
-    content = read_yaml(file, kind)
+    content, bases = read_yaml_with_bases(file, kind)
     if not isinstance(content, dict):
         raise CompressError(f"{file}: expected a mapping with {top_keys} at the top")
     try:
         return schema.model_validate(content)
-    except ValidationError as error:
-        raise CompressError(format_validation_error(file, error)) from None
+    except ValidationError as error:  # a field may come from a base: say which files the content is
+        where = f"{file} (laid over {', '.join(map(str, bases))})" if bases else file
+        raise CompressError(format_validation_error(where, error)) from None
 
 
 def named_after_file(document, file: Path):

@@ -31,7 +31,7 @@ from compress.folders import (
 from compress.pipeline.cache import StageCache, StageRecord
 from compress.pipeline.executor import Executor
 from compress.pipeline.graph import recipe_graph
-from compress.pipeline.recipe import Recipe
+from compress.pipeline.recipe import Recipe, recipe_file_text
 
 
 
@@ -56,14 +56,14 @@ def run_recipe(recipe: Recipe, recipe_file: Path | str, run_folder: Path, overwr
 
     Stages finished in `run_folder` by an earlier run of the same settings from the same start are
     reused; `overwrite` empties the folder first (only a folder compress made). `recipe_file` names
-    the recipe in messages; `recipe_text` (default: that file's text) is kept beside the run and in
+    the recipe in messages; `recipe_text` (default: that file's, `recipe_file_text`) is kept beside the run and in
     model cards; `data`, the recipe's task data where validating it loaded them already."""
     # Everything that can still fail on bad input comes before the run folder is touched.
     check_writable(run_folder)
     check_replaceable(run_folder / FINAL)
     for name in (RECIPE_FILE, RUN_SUMMARY_FILE):
         refuse_link(run_folder / name)
-    recipe_text = recipe_text or Path(recipe_file).read_text()
+    recipe_text = recipe_text or recipe_file_text(Path(recipe_file))
     executor = Executor(StageCache(run_folder, lambda node: node.name), console)
     executor.tokenizer(recipe.model)
     try:
