@@ -250,6 +250,7 @@ def read_yaml_with_bases(file: Path, kind: str) -> tuple[Any, list[Path]]:
     over it (`laid_over`), so a variant, such as a sweep again with another training seed, writes only what it
     changes. The base's `name:` is not inherited: two files sharing a name would share a results folder."""
     contents, files = [_parse_yaml(file, kind)], [file]
+    read = {file.resolve()}  # read already, so it resolves
     while isinstance(contents[-1], dict) and EXTENDS_KEY in contents[-1]:
         current, base_name = files[-1], contents[-1].pop(EXTENDS_KEY)
         where = f"{file}: {EXTENDS_KEY}" + (f" (through {current})" if current != file else "")
@@ -260,10 +261,10 @@ def read_yaml_with_bases(file: Path, kind: str) -> tuple[Any, list[Path]]:
             raise CompressError(f"{where}: more than {MAX_EXTENDS} files deep; expected a base a few files away")
         base_file = current.parent / base_name
         try:
-            looped = base_file.resolve() in {seen.resolve() for seen in files}
+            resolved = base_file.resolve()
         except (OSError, RuntimeError) as error:  # a symlink loop (RuntimeError before Python 3.13)
             raise CompressError(f"{where}: {base_file}: cannot be read ({error})") from None
-        if looped:
+        if resolved in read:
             raise CompressError(f"{where}: {base_name} leads back to a file already read; expected a chain of files that ends")
         try:
             contents.append(_parse_yaml(base_file, kind))
@@ -272,6 +273,7 @@ def read_yaml_with_bases(file: Path, kind: str) -> tuple[Any, list[Path]]:
         if not isinstance(contents[-1], dict):
             raise CompressError(f"{where}: {base_file} holds no mapping to build on")
         files.append(base_file)
+        read.add(resolved)
     merged = contents.pop()
     try:
         for content in reversed(contents):
