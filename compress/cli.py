@@ -180,7 +180,7 @@ def check(recipe_file: Annotated[Path, typer.Argument(help="Recipe, goal or swee
     from compress.search.goal import GOAL_KEY, load_goal
 
     _quiet_libraries()
-    content = read_yaml(recipe_file, "recipe")
+    content = read_yaml(recipe_file, "recipe, goal or sweep")  # its kind is known only once it is read
     if isinstance(content, dict) and GOAL_KEY in content:
         goal = load_goal(recipe_file)
         console.print(f"{recipe_file}: ok (goal: {goal.model} on {goal.task}, at most {goal.max_score_drop:g} points below the full model)")

@@ -87,7 +87,8 @@ def _missing_far_down(tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    (lambda p: _write(p / "v.yaml", {"extends": "absent.yaml", "grids": []}), ["v.yaml", "extends:", "absent.yaml", "no such"]),
+    (lambda p: _write(p / "v.yaml", {"extends": "absent.yaml", "grids": []}), ["v.yaml", "extends:", "absent.yaml",
+                                                                                  "no such recipe, goal or sweep file"]),
     (lambda p: _write(p / "v.yaml", {"extends": "v.yaml", **TINY}), ["v.yaml", "extends:", "leads back to"]),
     (_loop, ["a.yaml", "extends (through", "b.yaml", "leads back to"]),
     (lambda p: _write(p / "v.yaml", {"extends": ["a.yaml", "b.yaml"], **TINY}), ["v.yaml", "extends:", "expected the path"]),

@@ -177,7 +177,7 @@ def test_a_recipe_piped_into_dev_stdin_is_refused(tmp_path):
                              capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert process.returncode == 2, (process.stdout, process.stderr)
     assert process.stdout == "" and "Traceback" not in process.stderr
-    assert process.stderr.splitlines() == ["error: /dev/stdin: not a regular file (a device, pipe or socket); expected a YAML recipe file"]
+    assert process.stderr.splitlines() == ["error: /dev/stdin: not a regular file (a device, pipe or socket); expected a YAML recipe, goal or sweep file"]
 
 
 # --- 5. results.jsonl -----------------------------------------------------------------------------

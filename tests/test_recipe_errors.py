@@ -210,7 +210,7 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
 
 
 def test_recipe_file_that_does_not_exist(tmp_path):
-    assert_one_line_error(invoke("check", tmp_path / "absent.yaml"), "absent.yaml", "no such recipe file")
+    assert_one_line_error(invoke("check", tmp_path / "absent.yaml"), "absent.yaml", "no such recipe, goal or sweep file")
 
 
 def test_valid_recipe_passes_check(tmp_path):
