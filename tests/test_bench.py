@@ -535,6 +535,14 @@ def test_speedups_only_between_timings_on_one_device():
                                                        row("bottom", 2, 1.0, "cpu: b")])}
     assert rows["top"].speedup_vs_full == 2.0 and rows["bottom"].speedup_vs_full is None
 
+    def on(record, family):  # one brand, so one device line: a Zen 4 and a Zen 5 EPYC
+        return record.model_copy(update={"environment": {"cpu": {"model": "AMD EPYC", "family": family, "model_number": "1", "features": []}}})
+
+    rows = {r.record.strategy: r for r in with_deltas([on(row(FULL, 0, 10.0, "cpu: a"), "26"), on(row("top", 2, 5.0, "cpu: a"), "26"),
+                                                       on(row("bottom", 2, 1.0, "cpu: a"), "25"), row("symmetric", 2, 4.0, "cpu: a")])}
+    assert rows["top"].speedup_vs_full == 2.0 and rows["bottom"].speedup_vs_full is None
+    assert rows["symmetric"].speedup_vs_full == 2.5, "a record that names no processor is read by its device line"
+
 
 def test_the_fastest_engine_within_the_score_budget_is_named_per_timing():
     def row(precision, score, p50_128, p50_task, device="cpu: a"):
@@ -542,10 +550,12 @@ def test_the_fastest_engine_within_the_score_budget_is_named_per_timing():
                             latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": p50_128, "threads": 2, "device": device},
                                      {"batch_size": 1, "sequence_length": "task", "p50_ms": p50_task, "threads": 2, "device": device}])
 
-    records = [row("torch-fp32", 0.900, 20.0, 8.0), row("onnx-int8-dynamic", 0.897, 5.0, 1.5),
-               row("openvino-int8", 0.890, 4.0, 1.7), row("onnx-fp32", 0.900, 9.0, 1.6, device="cpu: b")]
+    another_processor = row("onnx-int8-static", 0.899, 1.0, 1.0).model_copy(update={"environment": {"cpu": {"model": "x", "features": []}}})
+    records = [row("torch-fp32", 0.900, 20.0, 8.0).model_copy(update={"environment": {"cpu": {"model": "y", "features": []}}}),
+               row("onnx-int8-dynamic", 0.897, 5.0, 1.5), row("openvino-int8", 0.890, 4.0, 1.7),
+               row("onnx-fp32", 0.900, 9.0, 1.6, device="cpu: b"), another_processor]
     table = fastest_table(records)
-    # openvino-int8 is faster at 128 tokens but 1 point below fp32; onnx-fp32 was timed on another machine
+    # openvino-int8 is faster at 128 tokens but 1 point below fp32; onnx-fp32 and onnx-int8-static were timed on other machines
     assert "| full | batch 1, sequence 128 | onnx-int8-dynamic | 0.8970 (-0.30) | 5.00 | 4.00x |" in table
     assert "| full | batch 1, the task's own lengths | onnx-int8-dynamic | 0.8970 (-0.30) | 1.50 | 5.33x |" in table
     assert "| full | batch 1, sequence 128 | openvino-int8 | 0.8900 (-1.00) | 4.00 | 5.00x |" in fastest_table(records, budget=2.0)

@@ -32,7 +32,7 @@ from compress.evaluation.metrics import metric_texts  # noqa: E402
 from compress.folders import replace_file, write_text  # noqa: E402
 from compress.stages.fastest import SCORE_BUDGET_POINTS  # noqa: E402
 from compress.surgery.strategies import STRATEGIES  # noqa: E402
-from compress.timing.latency import describe_environment  # noqa: E402
+from compress.timing.latency import describe_environment, processor_of  # noqa: E402
 from compress.timing.load import CONTENDED_LOAD, contended  # noqa: E402
 
 PREFERRED_HEADLINE = (1, "128")
@@ -109,9 +109,7 @@ def with_deltas(records: list[BenchRecord], paired: PairedErrors | None = None) 
         top = reference.get((r.model, r.task, "top", r.k))
         headline = latency_of(r, headlines[r.model, r.task])
         base_latency = latency_of(full, headlines[r.model, r.task]) if full else None
-        # a speed-up only between timings on the same device and thread count (merged shards may
-        # come from other machines; ONNX rows of a GPU machine run on its CPU)
-        comparable = headline and base_latency and (headline.device, headline.threads) == (base_latency.device, base_latency.threads)
+        comparable = headline and base_latency and timed_alike(r, headline, full, base_latency)
         rows.append(ReportRow(
             r,
             delta_vs_full=round(100 * (r.score - full.score), 2) if full else None,
@@ -302,7 +300,8 @@ def _environment_lines(group: list[BenchRecord]) -> list[str]:
     before the environment was stored have none)."""
     environments = {describe_environment(r.environment): None for r in group if r.status == "ok" and r.environment}
     if len(environments) > 1:
-        return ["Timed with different software or processors, so their latencies compare less well:",
+        return ["Timed with different software or processors, so their latencies compare less well (a speed-up is given only "
+                "between timings on one processor):",
                 *(f"- {e}" for e in environments)]
     return [f"Timed with {e}." for e in environments]
 
@@ -333,6 +332,15 @@ def strategy_table(rows: list[ReportRow]) -> str:
     return "\n".join(lines)
 
 
+def timed_alike(first: BenchRecord, first_timing: Timing, second: BenchRecord, second_timing: Timing) -> bool:
+    """Whether two timings may be set against each other: one device and thread count (merged shards may come from other
+    machines; ONNX rows of a GPU machine run on its CPU), and one processor where both records name theirs (a row
+    built again on another machine keeps the device line of the first, brand only)."""
+    first_processor, second_processor = processor_of(first.environment), processor_of(second.environment)
+    return ((first_timing.device, first_timing.threads) == (second_timing.device, second_timing.threads)
+            and (first_processor is None or second_processor is None or first_processor == second_processor))
+
+
 def fastest_table(records: list[BenchRecord], budget: float = SCORE_BUDGET_POINTS) -> str:
     """For each trained model (strategy, K, training) and each timing its rows share (batch size and
     length), the fastest precision or engine that scores at most `budget` points below the model's
@@ -351,7 +359,7 @@ def fastest_table(records: list[BenchRecord], budget: float = SCORE_BUDGET_POINT
             for reference in fp32.latency or []:
                 shape = (reference.batch_size, reference.sequence_length)
                 timed = [(t.p50_ms, r) for r in allowed for t in r.latency or []
-                         if (t.batch_size, t.sequence_length) == shape and t.device == reference.device and t.threads == reference.threads]
+                         if (t.batch_size, t.sequence_length) == shape and timed_alike(r, t, fp32, reference)]
                 best_ms, best = min(timed, key=lambda pair: pair[0])
                 cells.append([f"{trained[0]}{trained[1] or ''}{training_label(trained[2])}", describe_timing(shape),
                               best.precision, f"{best.score:.4f} ({100 * (best.score - fp32.score):+.2f})",

@@ -105,6 +105,13 @@ def timing_environment(device: str) -> dict:
     return environment
 
 
+def processor_of(environment: dict | None) -> tuple | None:
+    """The processor an environment names (brand, family, model, kernel features), or None where a record stored none:
+    a device line names the brand only, and a Zen 4 and a Zen 5 EPYC read alike there."""
+    cpu = (environment or {}).get("cpu")
+    return None if not cpu else (cpu.get("model"), cpu.get("family"), cpu.get("model_number"), tuple(cpu.get("features") or ()))
+
+
 def describe_environment(environment: dict) -> str:
     """One line for a report: the libraries and the processor a timing was taken with."""
     libraries = ", ".join(f"{name} {version}" for name, version in environment["libraries"].items())
