@@ -196,7 +196,7 @@ def _kind(paired: bool) -> str:
 
 def rebuilt_lines(folder: Path) -> list[str]:
     """Rows whose model was trained again with the same settings and seed (its earlier folder was on another machine),
-    with both scores: how far one seed moves between hosts. The tables hold the later."""
+    with both scores, the same or not: how far one seed moves between hosts. The tables hold the later."""
     by_key: dict[str, list[BenchRecord]] = {}
     for record in sorted(read_records(folder), key=lambda r: r.finished or ""):
         if record.status == "ok" and record.precision == "torch-fp32":
@@ -204,7 +204,7 @@ def rebuilt_lines(folder: Path) -> list[str]:
     # a model trained again took its own training time; one only scored again (as saved, not in the bf16 autocast an
     # older compress scored in) kept its build's
     moved = [(found[0], found[-1]) for found in by_key.values()
-             if len({round(r.score, 6) for r in found}) > 1 and found[0].train_seconds != found[-1].train_seconds]
+             if found[0].train_seconds != found[-1].train_seconds and _host(found[0]) != _host(found[-1])]
     rescored = [(found[0], found[-1]) for found in by_key.values()
                 if round(found[0].score, 6) != round(found[-1].score, 6) and found[0].train_seconds == found[-1].train_seconds]
     latest = [found[-1] for found in by_key.values()]
@@ -223,8 +223,8 @@ def rebuilt_lines(folder: Path) -> list[str]:
                                                           for first, last in rescored) + ". The tables hold the later."]
     if not moved:
         return lines
-    return lines + ["", "Trained again here with the same settings and seed, as their first models were on another machine (each "
-            "host's bf16 kernels round differently): " + "; ".join(
+    return lines + ["", "Trained again here with the same settings and seed, as their first models were on another machine (a "
+            "host's bf16 kernels may round differently; the same score says the change of host did not move this row): " + "; ".join(
                 f"{row_name(first)} {points(first):.1f} ({_host(first)}) then {points(last):.1f} ({_host(last)})"
                 for first, last in moved) + ". The tables hold the later."]
 

@@ -126,7 +126,9 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     records = [row("full", 0, 0.62), row("full", 0, 0.50, precision="onnx-int8-dynamic"),
                row("top", 4, 0.63, cpu=INTEL, train_seconds=900.0), row("top", 4, 0.61, train_seconds=600.0),
                row("top", 4, 0.616, "distill", train_seconds=1000.0), row("top", 4, 0.61, "distill", train_seconds=1000.0),
-               row("top", 4, 0.605, "distill", "onnx-int8-dynamic"), row("bottom", 4, 0.0, se=0.0, cpu=INTEL)]
+               row("top", 4, 0.605, "distill", "onnx-int8-dynamic"), row("bottom", 4, 0.0, se=0.0, cpu=INTEL),
+               row("symmetric", 4, 0.58, cpu=INTEL, train_seconds=800.0), row("symmetric", 4, 0.58, train_seconds=500.0),
+               row("top", 6, 0.55, train_seconds=700.0), row("top", 6, 0.55, train_seconds=710.0)]  # again on one host: not news
     write(cola, records)
     full, int8 = records[0], records[6]
     (cola / "in_turns.json").write_text(json.dumps({"host": "a host", "fixed_length": 64, "models": [
@@ -145,7 +147,9 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
     assert "| SST-2 | not run yet |" in page
     assert "matthews_correlation at least 50; met (62.0)" in page
     assert "top-4 finetune, torch-fp32 63.0 (Intel(R) Xeon(R) Processor, family 6 model 167) then 61.0" in page
+    assert "symmetric-4 finetune, torch-fp32 58.0 (Intel(R) Xeon(R) Processor, family 6 model 167) then 58.0" in page, "the same score is news too"
     assert "Trained again here" in page and "top-4 distill, torch-fp32 61.6" not in page.split("Trained again here")[1]
+    assert "top-6 finetune, torch-fp32 55.0" not in page.split("Trained again here")[1]
     assert "Scored again as saved (fp32), the same model" in page and "top-4 distill, torch-fp32 61.6 then 61.0" in page
     assert ("on another host than the full model (AMD EPYC, family 25 model 17): on Intel(R) Xeon(R) Processor, family 6 model 167: "
             "bottom-4. Their changes") in page
