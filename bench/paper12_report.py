@@ -455,8 +455,7 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
         return lines + [f"- `in_turns.json` does not time the full model the table holds: run `bench/paper12_in_turns.py {full.task}` again", ""]
     for budget in BUDGETS:
         fastest, untimed = fastest_within(records, full, turns, budget)
-        late = (f"; {untimed_note(untimed, fastest)} (finished since, or built on another machine: "
-                f"`bench/paper12_in_turns.py {full.task}` again once they are here)") if untimed else ""
+        late = untimed_text(untimed, fastest, full.task)
         if fastest is None:
             lines.append(f"- within {budget:g} point(s): {'unknown' if untimed else 'only the full model itself'}{late}")
             continue
@@ -502,6 +501,17 @@ def untimed_note(untimed: list[BenchRecord], fastest: BenchRecord | None) -> str
     if fastest is not None and all(slower_by_shape(r, fastest) for r in untimed):
         return f"{len(untimed)} within it not timed, each with more layers in the same or wider precision"
     return f"{len(untimed)} within it not timed"
+
+
+def untimed_text(untimed: list[BenchRecord], fastest: BenchRecord | None, task: str) -> str:
+    """What a pick's line says of the rows within its budget not timed, and how to time them where one might be faster
+    than the pick (rows slower by their shape are not worth building here)."""
+    if not untimed:
+        return ""
+    text = f"; {untimed_note(untimed, fastest)}"
+    if fastest is None or not all(slower_by_shape(r, fastest) for r in untimed):
+        text += f" (finished since, or built on another machine: `bench/paper12_in_turns.py {task}` again once they are here)"
+    return text
 
 
 def _marked_change(better: BenchRecord | None, base: BenchRecord | None, by_seed: list[list[BenchRecord]] | None = None) -> str:

@@ -81,6 +81,10 @@ def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untim
     assert report.untimed_note([untimed], far) == "1 within it not timed, each with more layers in the same or wider precision"
     assert report.untimed_note([untimed], quick) == "1 within it not timed", "as many layers as the int8 pick"
     assert report.untimed_note([row("top", 2, 0.62, precision="onnx-int8-dynamic")], far) == "1 within it not timed", "int8 against fp32"
+    # how to time them is said only where one of them might be faster than the pick
+    assert report.untimed_text([untimed], far, "cola") == "; 1 within it not timed, each with more layers in the same or wider precision"
+    assert report.untimed_text([untimed, retrained], far, "cola").endswith("`bench/paper12_in_turns.py cola` again once they are here)")
+    assert report.untimed_text([], far, "cola") == ""
 
 
 def test_rows_with_their_dev_predictions_are_told_apart_by_a_paired_difference(tmp_path, monkeypatch):
