@@ -25,6 +25,7 @@ from compress.benchmarking.report import (
     markdown_table,
     pareto_front,
     strategy_table,
+    timed_with_full_model,
     with_deltas,
     write_report,
 )
@@ -542,6 +543,18 @@ def test_speedups_only_between_timings_on_one_device():
                                                        on(row("bottom", 2, 1.0, "cpu: a"), "25"), row("symmetric", 2, 4.0, "cpu: a")])}
     assert rows["top"].speedup_vs_full == 2.0 and rows["bottom"].speedup_vs_full is None
     assert rows["symmetric"].speedup_vs_full == 2.5, "a record that names no processor is read by its device line"
+
+
+def test_the_pareto_plot_sets_side_by_side_only_rows_timed_alike_the_full_model():
+    def row(strategy, k, family, p50=5.0):
+        return bench_record(key=strategy, strategy=strategy, k=k, environment={"cpu": {"model": "AMD EPYC", "family": family, "model_number": "1", "features": []}},
+                            latency=[{"batch_size": 1, "sequence_length": "128", "p50_ms": p50, "threads": 2, "device": "cpu: a"}])
+
+    group = [row("top", 2, "25"), row(FULL, 0, "26", 10.0), row("bottom", 2, "26"), row("symmetric", 4, "25")]
+    alike, left_out = timed_with_full_model(group, (1, "128"))
+    assert [r.strategy for r, _ in alike] == [FULL, "bottom"] and left_out == 2
+    alike, left_out = timed_with_full_model([group[0], group[3]], (1, "128"))
+    assert [r.strategy for r, _ in alike] == ["top", "symmetric"] and left_out == 0, "no full model timed: the first timed row leads"
 
 
 def test_the_fastest_engine_within_the_score_budget_is_named_per_timing():

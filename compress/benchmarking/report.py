@@ -391,14 +391,26 @@ def _panels(groups: dict, title: str):
     return figure, list(axes.flat)
 
 
+def timed_with_full_model(group: list[BenchRecord], headline: tuple[int, str] | None) -> tuple[list[tuple[BenchRecord, Timing]], int]:
+    """The rows of one model and task timed at `headline` that one plot may set side by side: those timed alike the
+    full model (the first timed row where it was not timed), and how many were left out (timed on another processor:
+    a row built again on another machine)."""
+    timed = [(r, latency_of(r, headline)) for r in group if r.status == "ok"]
+    timed = [(r, t) for r, t in timed if t and t.p50_ms > 0]
+    full = _full_model(group)
+    reference = next(((r, t) for r, t in timed if r is full), timed[0] if timed else None)
+    alike = [(r, t) for r, t in timed if timed_alike(r, t, *reference)]
+    return alike, len(timed) - len(alike)
+
+
 def plot_pareto(records: list[BenchRecord], path: Path) -> None:
     groups = _grouped(records)
     figure, axes = _panels(groups, "Score against p50 latency; Pareto front in red\n(n%): share of the host's MatMul peak reached")
     for axis, ((model, task), group) in zip(axes, groups.items()):
         headline = headline_timing(group)
-        timed = [(r, latency_of(r, headline)) for r in group]
-        timed = [(r, t) for r, t in timed if t and t.p50_ms > 0]
-        axis.set(title=f"{model} on {task} ({describe_timing(headline)})")
+        timed, left_out = timed_with_full_model(group, headline)
+        other_processor = f"; {left_out} timed on another processor left out" if left_out else ""
+        axis.set(title=f"{model} on {task} ({describe_timing(headline)}{other_processor})")
         if not timed:
             axis.text(0.5, 0.5, "no timed rows", ha="center", va="center", transform=axis.transAxes)
             continue
