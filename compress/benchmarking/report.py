@@ -409,8 +409,8 @@ def plot_pareto(records: list[BenchRecord], path: Path) -> None:
     for axis, ((model, task), group) in zip(axes, groups.items()):
         headline = headline_timing(group)
         timed, left_out = timed_with_full_model(group, headline)
-        other_processor = f"; {left_out} timed on another processor left out" if left_out else ""
-        axis.set(title=f"{model} on {task} ({describe_timing(headline)}{other_processor})")
+        other_processor = f"\n{left_out} rows timed on another processor left out" if left_out else ""
+        axis.set(title=f"{model} on {task} ({describe_timing(headline)}){other_processor}")
         if not timed:
             axis.text(0.5, 0.5, "no timed rows", ha="center", va="center", transform=axis.transAxes)
             continue
