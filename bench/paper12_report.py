@@ -454,8 +454,9 @@ def open_question(records: list[BenchRecord], full: BenchRecord, folder: Path) -
     if reference is None:
         return lines + [f"- `in_turns.json` does not time the full model the table holds: run `bench/paper12_in_turns.py {full.task}` again", ""]
     for budget in BUDGETS:
-        fastest, untimed = fastest_within(records, full, turns, budget)
-        late = untimed_text(untimed, fastest, full.task)
+        fastest, tied, untimed = fastest_within(records, full, turns, budget)
+        tie = tied_phrase(tied, full, turns)
+        late = (f"; {tie}" if tie else "") + untimed_text(untimed, fastest, full.task)
         if fastest is None:
             lines.append(f"- within {budget:g} point(s): {'unknown' if untimed else 'only the full model itself'}{late}")
             continue
@@ -474,18 +475,30 @@ def is_within(record: BenchRecord, full: BenchRecord, budget: float) -> bool:
     return points(full) - points(record) <= budget + 1e-9
 
 
-def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, list[BenchRecord]]:
+def fastest_within(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> tuple[BenchRecord | None, list[BenchRecord], list[BenchRecord]]:
     """The row fastest in turns at dev lengths among those within `budget` points of the full model, the best-scoring
-    of those tied with it (TIED_WITHIN; None: none but the full model was timed), and the rows within it that were
-    not timed."""
+    of those tied with it (TIED_WITHIN; None: none but the full model was timed); the other rows tied with it, which
+    timing alone cannot rank against it; and the rows within the budget that were not timed."""
     within = [r for r in records if is_within(r, full, budget)]
     found = [r for r in within if timed(r, turns) and r is not full]
     untimed = [r for r in within if timed(r, turns) is None]
     if not found:
-        return None, untimed
+        return None, [], untimed
     quickest = min(timed(r, turns)["real_p50_ms"] for r in found)
     tied = [r for r in found if timed(r, turns)["real_p50_ms"] <= quickest * (1 + TIED_WITHIN)]
-    return max(tied, key=lambda r: (points(r), -timed(r, turns)["real_p50_ms"])), untimed
+    pick = max(tied, key=lambda r: (points(r), -timed(r, turns)["real_p50_ms"]))
+    return pick, [r for r in tied if r is not pick], untimed
+
+
+def tied_phrase(tied: list[BenchRecord], full: BenchRecord, turns: dict) -> str:
+    """The rows a pick is tied with in time, each with its change, p50 (what the tie is read on) and speed-up (the
+    median of round-by-round ratios, which can rank tied rows otherwise); empty: none. The pick took the better score,
+    and a reader choosing between them may weigh them otherwise."""
+    if not tied:
+        return ""
+    return f"tied in time with it, p50 within {TIED_WITHIN:.0%}: " + ", ".join(
+        f"{row_name(r)} at {points(r) - points(full):+.1f}, {timed(r, turns)['real_p50_ms']:.1f} ms, {timed(r, turns)['real_speedup']:.1f}x"
+        for r in tied)
 
 
 def slower_by_shape(record: BenchRecord, fastest: BenchRecord) -> bool:
@@ -545,13 +558,14 @@ def dropping_share(records: list[BenchRecord], fastest: BenchRecord, turns: dict
 def fastest_text(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> str:
     """The fastest row within `budget`: its change, its speed-up over the full PyTorch model and over the full model in
     int8, timed in turns (or why none is named)."""
-    fastest, untimed = fastest_within(records, full, turns, budget)
+    fastest, tied, untimed = fastest_within(records, full, turns, budget)
     text = ("unknown" if untimed else "the full model") if fastest is None else (
         f"{row_name(fastest)}: {points(fastest) - points(full):+.1f}, {timed(fastest, turns)['real_speedup']:.1f}x")
     share = None if fastest is None else dropping_share(records, fastest, turns)
     if share is not None:
         text += f" ({share:.1f}x the full model in int8)"
-    return text + (f" ({untimed_note(untimed, fastest)})" if untimed else "")
+    tie = tied_phrase(tied, full, turns)
+    return text + (f" ({tie})" if tie else "") + (f" ({untimed_note(untimed, fastest)})" if untimed else "")
 
 
 def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list[str]:

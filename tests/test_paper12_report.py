@@ -69,13 +69,14 @@ def test_the_fastest_within_a_budget_is_read_from_the_timings_in_turns_and_untim
     turns = {"by_folder": {r.measured_in: {"real_p50_ms": ms, "score": r.score} for r, ms in ((full, 40.0), (quick, 5.0), (slow, 30.0), (far, 2.0))}}
     turns["by_folder"][retrained.measured_in] = {"real_p50_ms": 1.0, "score": 0.5}  # timed before it was trained again
     records = [full, quick, slow, far, untimed, retrained]
-    assert report.fastest_within(records, full, turns, 1.0) == (quick, [untimed, retrained])
-    assert report.fastest_within(records, full, turns, 2.0) == (far, [untimed, retrained])
+    assert report.fastest_within(records, full, turns, 1.0) == (quick, [], [untimed, retrained])
+    assert report.fastest_within(records, full, turns, 2.0) == (far, [], [untimed, retrained])
     twin = row("top", 6, 0.601, "distill")  # far's shape, timed a hair faster: a tie, and far scores higher
-    turns["by_folder"][twin.measured_in] = {"real_p50_ms": 1.95, "score": twin.score}
-    assert report.fastest_within([*records, twin], full, turns, 2.0) == (far, [untimed, retrained])
+    turns["by_folder"][twin.measured_in] = {"real_p50_ms": 1.95, "score": twin.score, "real_speedup": 40.0 / 1.95}
+    assert report.fastest_within([*records, twin], full, turns, 2.0) == (far, [twin], [untimed, retrained])
+    assert report.tied_phrase([twin], full, turns) == "tied in time with it, p50 within 3%: top-6 distill, torch-fp32 at -1.9, 1.9 ms, 20.5x"
     turns["by_folder"][twin.measured_in]["real_p50_ms"] = 1.9  # beyond the tie: the faster is named, whatever its score
-    assert report.fastest_within([*records, twin], full, turns, 2.0) == (twin, [untimed, retrained])
+    assert report.fastest_within([*records, twin], full, turns, 2.0) == (twin, [], [untimed, retrained])
     # top-4 distill keeps more layers than top-6 but the re-trained top-6 does not: the untimed might be faster
     assert report.untimed_note([untimed, retrained], far) == "2 within it not timed"
     assert report.untimed_note([untimed], far) == "1 within it not timed, each with more layers in the same or wider precision"
