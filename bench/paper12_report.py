@@ -527,15 +527,17 @@ def untimed_text(untimed: list[BenchRecord], fastest: BenchRecord | None, task: 
     return text
 
 
-def _marked_change(better: BenchRecord | None, base: BenchRecord | None, by_seed: list[list[BenchRecord]] | None = None) -> str:
+def _marked_change(better: BenchRecord | None, base: BenchRecord | None, by_seed: list[list[BenchRecord]] | None = None,
+                   trained_apart: bool = True) -> str:
     """`better`'s change against `base` in points, *-marked beyond twice its error, †-marked unpaired (n/a: not finished);
-    with `by_seed`, two rows trained apart, whose error adds training's spread as the verdicts' does (`seeded_difference`)."""
+    with `by_seed`, read over the seeds where every seed has both rows, as the verdicts read it (`seeded_difference`:
+    before that, the error of two rows `trained_apart` adds training's spread)."""
     if better is None or base is None:
         return "n/a"
     if by_seed is None:
         gap, error, paired = difference(better, base)
     else:
-        gap, error, _, paired = seeded_difference(by_seed, better, base)
+        gap, error, _, paired = seeded_difference(by_seed, better, base, trained_apart)
     return f"{gap:+.1f}" + ("*" if abs(gap) > 2 * error else "") + ("" if paired else "†")
 
 
@@ -588,7 +590,7 @@ def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list
         turns = in_turns_figures(results / f"paper12_{task}")
         int8, int8_figure = full_int8(records, turns)
         if int8 is not None:
-            full_lines.append(f"{name} {_marked_change(int8, full)}" + (f" at {int8_figure['real_speedup']:.1f}x" if int8_figure else ""))
+            full_lines.append(f"{name} {_marked_change(int8, full, by_task[task], trained_apart=False)}" + (f" at {int8_figure['real_speedup']:.1f}x" if int8_figure else ""))
         if turns is not None and timed(full, turns) is not None:
             fastest_lines.append(f"{name}: {fastest_text(records, full, turns, BUDGETS[0])}")
     if not distilled:
@@ -604,7 +606,8 @@ def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list
     if quantized:
         lines.append(f"- onnxruntime dynamic int8 on the distilled students, against their fp32: {counted(quantized)}.")
     if full_lines:
-        lines.append(f"- The full model in the same int8, no training (\\*: beyond twice its error): {'; '.join(full_lines)}.")
+        lines.append(f"- The full model in the same int8, no training (the mean over the three training seeds where each has it; "
+                     f"\\*: beyond twice its error): {'; '.join(full_lines)}.")
     if fastest_lines:
         lines.append(f"- The fastest model within 1 point of the full one, timed in turns against the full PyTorch model: "
                      f"{'; '.join(fastest_lines)}.")
@@ -633,15 +636,16 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
         int8 = " / ".join(_marked_change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
         turns = in_turns_figures(results / f"paper12_{task}")
         full_record, full_figure = full_int8(records, turns)
-        full_cell = _marked_change(full_record, full) + (f", {full_figure['real_speedup']:.1f}x" if full_figure else "")
+        full_cell = _marked_change(full_record, full, by_task[task], trained_apart=False) + (f", {full_figure['real_speedup']:.1f}x" if full_figure else "")
         cells = [fastest_text(records, full, turns, budget) if turns is not None and timed(full, turns) is not None
                  else "not timed in turns yet" for budget in BUDGETS]
         lines.append(f"| {name} | {distill} | {int8} | {full_cell} | " + " | ".join(cells) + " |")
     return lines + ["", "\\*: beyond twice the standard error of the difference, paired over the dev examples both rows are "
                     "scored on (`dev_predictions.json`); †: a row's predictions are not here, so the error is "
-                    f"{UNPAIRED_NOTE.removeprefix('unpaired: ')} (unpaired). Training seed 42 throughout: distilled against "
-                    "fine-tuned, two models trained apart, adds to its error the spread over seeds the seeded rows measured, as the "
-                    "verdicts do; int8 against the fp32 it is made from shares one training. `quantize: {mode: best}`'s OpenVINO picks are timed in their own runs, against their "
+                    f"{UNPAIRED_NOTE.removeprefix('unpaired: ')} (unpaired). Training seed 42 throughout, but for the full model in int8, "
+                    "read over the three training seeds where each seed has both rows (their mean; the error adds their spread): "
+                    "distilled against fine-tuned, two models trained apart, adds to its error the spread over seeds the seeded rows "
+                    "measured, as the verdicts do; int8 against the fp32 it is made from shares one training. `quantize: {mode: best}`'s OpenVINO picks are timed in their own runs, against their "
                     "student's export (each task's section), not in these turns.", ""]
 
 

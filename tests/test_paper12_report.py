@@ -148,7 +148,8 @@ def test_the_report_answers_the_open_question_first_and_names_rows_trained_on_an
             "top-4 distill, onnx-int8-dynamic: -1.5, 10.0x (2 within it not timed) |") in page
     assert "In short, over the 1 of 4 tasks run" in page
     assert "against fine-tuning it alone: beyond twice its error in 0 of 1 (changes from +0.0 to +0.0 points)" in page
-    assert "The full model in the same int8, no training (\\*: beyond twice its error): CoLA -12.0*†." in page
+    assert ("The full model in the same int8, no training (the mean over the three training seeds where each has it; \\*: "
+            "beyond twice its error): CoLA -12.0*†.") in page
     assert "| SST-2 | not run yet |" in page
     assert "matthews_correlation at least 50; met (62.0)" in page
     assert "top-4 finetune, torch-fp32 63.0 (Intel(R) Xeon(R) Processor, family 6 model 167) then 61.0" in page
@@ -188,6 +189,17 @@ def test_a_comparison_every_seed_has_both_rows_of_is_read_over_the_seeds(monkeyp
         "so far cannot be told apart (-2.1 points, within 2 SE = 4.7, mean of 3 seeds, sd 3.2; dev error seed 42's (unpaired))")
     # the seeds table lists the rows the task's seed sweep runs, these among them
     assert "| alternate-even-2 | 68.6, 65.0, 66.0 | 66.5 | 1.9 | 1.0 | +2.6 ± 1.4†, -1.0 ± 1.4†, +0.0 ± 1.4† | +0.5 | 1.9 |" in report.seed_lines("rte", by_seed)
+
+
+def test_the_full_model_in_int8_is_read_over_the_seeds_once_every_seed_has_it(monkeypatch):
+    monkeypatch.setattr(report, "PAIRED", PairedErrors([]))
+    by_seed = [[row("full", 0, full, se=0.005), row("full", 0, full - loss, precision="onnx-int8-dynamic", se=0.005)]
+               for full, loss in ((0.62, 0.01), (0.60, 0.02), (0.61, 0.03))]
+    full, int8 = by_seed[0]
+    # seed 42 alone: -1.0 within 2 x hypot(0.5, 0.5) = 1.4, and no training spread: int8 is made from that very model
+    assert report._marked_change(int8, full, [by_seed[0], by_seed[1][:1], []], trained_apart=False) == "-1.0†"
+    # the seeds' -1, -2, -3: mean -2.0, sd 1.0; error sqrt(0.71^2 + 1 / 3) = 0.91, and -2.0 is beyond twice it
+    assert report._marked_change(int8, full, by_seed, trained_apart=False) == "-2.0*†"
 
 
 def test_a_single_seed_comparison_adds_the_spread_the_seeded_rows_measured(monkeypatch):
