@@ -557,6 +557,15 @@ def dropping_share(records: list[BenchRecord], fastest: BenchRecord, turns: dict
     return figure["real_p50_ms"] / timed(fastest, turns)["real_p50_ms"]
 
 
+def full_int8_text(by_seed: list[list[BenchRecord]], full: BenchRecord, turns: dict | None, joiner: str) -> str | None:
+    """The full model's change in int8, read over the seeds where every seed has both (int8 is made from each seed's
+    own model: no training spread before that), and its speed-up in turns after `joiner` (None: int8 not run)."""
+    int8, figure = full_int8(by_seed[0], turns)
+    if int8 is None:
+        return None
+    return _marked_change(int8, full, by_seed, trained_apart=False) + (f"{joiner}{figure['real_speedup']:.1f}x" if figure else "")
+
+
 def fastest_text(records: list[BenchRecord], full: BenchRecord, turns: dict, budget: float) -> str:
     """The fastest row within `budget`: its change, its speed-up over the full PyTorch model and over the full model in
     int8, timed in turns (or why none is named)."""
@@ -588,9 +597,8 @@ def in_short(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> list
             if all(pair):
                 quantized.append(difference(*pair)[:2])
         turns = in_turns_figures(results / f"paper12_{task}")
-        int8, int8_figure = full_int8(records, turns)
-        if int8 is not None:
-            full_lines.append(f"{name} {_marked_change(int8, full, by_task[task], trained_apart=False)}" + (f" at {int8_figure['real_speedup']:.1f}x" if int8_figure else ""))
+        if (int8_text := full_int8_text(by_task[task], full, turns, " at ")) is not None:
+            full_lines.append(f"{name} {int8_text}")
         if turns is not None and timed(full, turns) is not None:
             fastest_lines.append(f"{name}: {fastest_text(records, full, turns, BUDGETS[0])}")
     if not distilled:
@@ -635,8 +643,7 @@ def answer_table(results: Path, by_task: dict[str, list[list[BenchRecord]]]) -> 
         distill = " / ".join(_marked_change(find_row(records, "top", k, "distill"), find_row(records, "top", k), by_task[task]) for k in KS)
         int8 = " / ".join(_marked_change(find_row(records, "top", k, "distill", INT8), find_row(records, "top", k, "distill")) for k in KS)
         turns = in_turns_figures(results / f"paper12_{task}")
-        full_record, full_figure = full_int8(records, turns)
-        full_cell = _marked_change(full_record, full, by_task[task], trained_apart=False) + (f", {full_figure['real_speedup']:.1f}x" if full_figure else "")
+        full_cell = full_int8_text(by_task[task], full, turns, ", ") or "n/a"
         cells = [fastest_text(records, full, turns, budget) if turns is not None and timed(full, turns) is not None
                  else "not timed in turns yet" for budget in BUDGETS]
         lines.append(f"| {name} | {distill} | {int8} | {full_cell} | " + " | ".join(cells) + " |")
